@@ -1,0 +1,102 @@
+"""Merging: recipes, the registry of methods, and the streaming engine.
+
+>>> from l2s_kit.merge import merge
+>>> merge("recipe.yaml", out="merged/")      # -> Path("merged")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+import l2s_kit
+from l2s_kit.checkpoint import Checkpoint, CheckpointWriter, copy_side_files
+from l2s_kit.errors import CheckpointError
+from l2s_kit.merge.card import model_card
+from l2s_kit.merge.engine import merge_state_dicts, plan_merge, run_merge
+from l2s_kit.merge.recipe import PRESETS, ModelSpec, Recipe, load_recipe
+from l2s_kit.merge.registry import get_method, list_methods, merge_method
+
+__all__ = ["merge", "merge_in_memory", "merge_state_dicts", "load_recipe", "Recipe", "ModelSpec",
+           "PRESETS", "get_method", "list_methods", "merge_method", "plan_merge", "MergeResult"]
+
+MERGE_INFO = "l2s_merge.json"
+
+
+class MergeResult(type(Path())):  # a Path with the merge's hashes attached
+    """The output folder (a ``pathlib.Path``), with ``weights_hash`` and ``recipe_hash``."""
+
+    weights_hash: str = ""
+    recipe_hash: str = ""
+
+
+def _recipe(recipe) -> Recipe:
+    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+
+
+def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
+          overwrite: bool = False, shard_size: int | str | None = None, device: str | None = None,
+          progress: bool = True) -> MergeResult:
+    """Merge the checkpoints of ``recipe`` into the folder ``out`` and return its path.
+
+    The recipe is validated and the checkpoints' headers are checked for compatibility before any
+    tensor is read. Tensors stream one at a time (large ones in blocks of rows); the output folder
+    (sharded safetensors + index, config.json, tokenizer files, generation_config.json, README.md
+    model card, l2s_recipe.yaml, l2s_merge.json) appears complete or not at all. An existing
+    ``out`` is only replaced with ``overwrite=True``.
+    """
+    from l2s_kit.merge.recipe import parse_size
+
+    r = _recipe(recipe)
+    if device is not None:
+        r.device = device
+    inputs = [Checkpoint(r.base_model), *[Checkpoint(m.model) for m in r.models]]
+    jobs, changes, notes = plan_merge(inputs, _dtype(r.out_dtype))
+    config = inputs[0].config if r.config_source == "base" else Checkpoint(r.config_source).config
+    tok_dir = Path(r.base_model if r.tokenizer_source == "base" else r.tokenizer_source)
+    size = parse_size(shard_size) if shard_size is not None else r.shard_size
+    with CheckpointWriter(out, [j.out for j in jobs], shard_size=size,
+                          overwrite=overwrite) as writer:
+        run_merge(inputs, r.method, r.parameters, r.weights, writer.write,
+                  compute_dtype=r.dtype, out_dtype=r.out_dtype, device=r.device,
+                  progress=progress)
+        writer.write_json("config.json", {**config, **changes})
+        tok_files = copy_side_files(writer, tok_dir)
+        if not tok_files:
+            notes.append(f"no tokenizer files found in {tok_dir}; add them before generating")
+        writer.write_text("README.md", model_card(r, writer.weights_hash, inputs, notes, tok_files))
+        writer.write_text("l2s_recipe.yaml", r.to_yaml())
+        writer.write_json(MERGE_INFO, {
+            "l2s_kit_version": l2s_kit.__version__,
+            "recipe": r.to_dict(),
+            "recipe_hash": r.hash,
+            "weights_hash": writer.weights_hash,
+            "notes": [*r.notes, *notes],
+        })
+    result = MergeResult(out)
+    result.weights_hash, result.recipe_hash = writer.weights_hash, r.hash
+    return result
+
+
+def merge_in_memory(recipe: Recipe | dict | str | os.PathLike, *, device: str | None = None,
+                    progress: bool = False) -> dict[str, torch.Tensor]:
+    """Run ``recipe`` and return the merged state dict instead of writing it (small models)."""
+    r = _recipe(recipe)
+    return merge_state_dicts(r.merge_method, r.base_model, [m.model for m in r.models], r.weights,
+                             out_dtype=r.out_dtype, device=device or r.device, progress=progress,
+                             **r.parameters)
+
+
+def read_merge_info(path: str | os.PathLike) -> dict:
+    """The ``l2s_merge.json`` record of a merged checkpoint folder."""
+    p = Path(path) / MERGE_INFO
+    if not p.exists():
+        raise CheckpointError(f"{path} has no {MERGE_INFO}; it was not written by l2s merge")
+    return json.loads(p.read_text())
+
+
+def _dtype(name: str | None):
+    return None if name is None else getattr(torch, name)

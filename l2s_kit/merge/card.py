@@ -1,0 +1,55 @@
+"""The README.md model card written next to every merged checkpoint."""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+import l2s_kit
+
+
+def model_card(recipe, weights_hash: str, inputs: list, notes: list[str],
+               tokenizer_files: list[str]) -> str:
+    """Markdown card: the recipe, the method's paper, the inputs, version and the weights' hash."""
+    method = recipe.method
+    params = ", ".join(f"{k} = {v}" for k, v in recipe.parameters.items()) or "none"
+    rows = [f"| base | `{recipe.base_model}` | {inputs[0].config.get('_name_or_path', '') or '-'} |"]
+    for i, (m, src) in enumerate(zip(recipe.models, inputs[1:])):
+        rows.append(f"| model {i + 1} (weight {m.weight:g}) | `{m.model}` | "
+                    f"{src.config.get('_name_or_path', '') or '-'} |")
+    lines = [
+        "---",
+        "library_name: transformers",
+        "tags: [merge, l2s_kit, long-to-short]",
+        "---",
+        f"# {recipe.name or 'Merged model'}",
+        "",
+        f"Merged with **{method.name}** ({method.title}) by l2s_kit {l2s_kit.__version__} "
+        f"on {_dt.date.today().isoformat()}.",
+        "",
+        f"- Method: `{method.name}`, {method.paper}",
+        f"- Parameters: {params}",
+        f"- Compute dtype: {recipe.dtype}; stored dtype: {recipe.out_dtype or 'as the base'}",
+        f"- Weights hash (SHA-256 over tensor names, dtypes, shapes and bytes): `{weights_hash}`",
+        f"- Recipe hash: `{recipe.hash}`",
+        f"- Tokenizer files from: `{recipe.tokenizer_source}`"
+        + (f" ({', '.join(tokenizer_files)})" if tokenizer_files else " (none found)"),
+        "",
+        "## Inputs",
+        "",
+        "| role | path | name in config |",
+        "|---|---|---|",
+        *rows,
+        "",
+        "## Recipe",
+        "",
+        "```yaml",
+        recipe.to_yaml().rstrip(),
+        "```",
+        "",
+        "Reproduce with `l2s merge recipe.yaml --out DIR` (the recipe is also saved as "
+        "`l2s_recipe.yaml`).",
+    ]
+    all_notes = [*recipe.notes, *notes]
+    if all_notes:
+        lines += ["", "## Notes", "", *[f"- {n}" for n in all_notes]]
+    return "\n".join(lines) + "\n"

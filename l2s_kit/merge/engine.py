@@ -1,0 +1,357 @@
+"""The streaming merge engine.
+
+For each output tensor: read the inputs (a block of rows at a time for large tensors), call the
+method, hand the result to the writer, drop it. Memory is a few blocks, not the model. Everything
+that depends on tensor names is resolved here and handed to the pure methods: which stored tensor
+feeds which output (tied embeddings), which embedding rows are shared, DARE masks seeded by name,
+and trim thresholds that need a pass over a whole tensor or the whole model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from l2s_kit.checkpoint import (
+    Checkpoint,
+    CheckpointWriter,
+    StateDictSource,
+    TensorInfo,
+    copy_side_files,
+)
+from l2s_kit.errors import IncompatibleModelsError, L2SError, NonFiniteError
+from l2s_kit.merge.registry import MergeMethod, get_method
+from l2s_kit.merge.sparsify import DropMask, Trimmer, elect_sign, kth_smallest, trim_rank
+
+BLOCK_ELEMS = 1 << 24  # entries per block when a tensor is streamed in blocks of rows
+LM_HEAD = "lm_head.weight"
+EMBED_SUFFIXES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight")
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+          "bfloat16": torch.bfloat16}
+
+
+def is_embedding(name: str) -> bool:
+    return name == LM_HEAD or name.endswith(EMBED_SUFFIXES)
+
+
+@dataclass
+class TensorJob:
+    """How one output tensor is made."""
+
+    out: TensorInfo
+    sources: list[str]  # per input (base first): the stored tensor that feeds this output
+    shared_rows: int  # rows merged (all of them unless inputs differ in vocabulary rows)
+    extra_from: int | None = None  # input that supplies rows [shared_rows, out rows)
+    floating: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.out.name
+
+    def row_numel(self) -> int:
+        return self.out.numel // self.out.shape[0] if self.out.shape else 1
+
+    def blocks(self, rows_end: int | None = None, rows_start: int = 0) -> Iterator[slice | None]:
+        """Row slices covering [rows_start, rows_end) in blocks of about BLOCK_ELEMS entries."""
+        if not self.out.shape:
+            yield None
+            return
+        end = self.shared_rows if rows_end is None else rows_end
+        step = max(1, BLOCK_ELEMS // max(1, self.row_numel()))
+        for a in range(rows_start, end, step):
+            yield slice(a, min(end, a + step))
+
+
+def _label(src) -> str:
+    return str(getattr(src, "path", src))
+
+
+def _tied(src) -> bool:
+    return bool(src.config.get("tie_word_embeddings", LM_HEAD not in src))
+
+
+def plan_merge(inputs: Sequence, out_dtype: torch.dtype | None) -> tuple[list[TensorJob], dict, list[str]]:
+    """Check that the inputs fit together and plan every output tensor.
+
+    Returns (jobs, config changes for the output, notes for the model card). Raises
+    ``IncompatibleModelsError`` naming the tensor, both shapes and both checkpoints.
+    """
+    base, others = inputs[0], inputs[1:]
+    notes: list[str] = []
+    for m in others:
+        for key in ("model_type", "architectures"):
+            a, b = base.config.get(key), m.config.get(key)
+            if a is not None and b is not None and a != b:
+                raise IncompatibleModelsError(
+                    f"different architectures: base {_label(base)} has {key} = {a}, but "
+                    f"{_label(m)} has {key} = {b}; merging needs models of one architecture."
+                )
+    embed = next((n for n in base.names if n.endswith(EMBED_SUFFIXES)), None)
+    untied_out = any(not _tied(s) for s in inputs)
+    if untied_out and embed is not None:
+        tied_inputs = [_label(s) for s in inputs if LM_HEAD not in s]
+        if tied_inputs:
+            notes.append(
+                "output has an untied lm_head.weight; inputs with tied embeddings ("
+                + ", ".join(tied_inputs) + f") contribute their {embed} as lm_head"
+            )
+
+    def source_name(src, name: str) -> str:
+        if name == LM_HEAD and LM_HEAD not in src and embed in src:
+            return embed
+        return name
+
+    names = list(base.names)
+    if untied_out and embed is not None and LM_HEAD not in base:
+        names.append(LM_HEAD)
+    if not untied_out and LM_HEAD in names:
+        names.remove(LM_HEAD)  # every input ties it: the output does too
+        notes.append("all inputs tie lm_head to the embedding; the stored lm_head.weight is dropped")
+    for m in others:
+        extra = [n for n in m.names if n not in names and n != LM_HEAD]
+        if extra:
+            raise IncompatibleModelsError(
+                f"tensor {extra[0]} is in {_label(m)} but not in base {_label(base)} "
+                f"({len(extra)} such tensors); the checkpoints are of different architectures."
+            )
+    jobs: list[TensorJob] = []
+    for name in names:
+        srcs = []
+        for s in inputs:
+            sn = source_name(s, name)
+            if sn not in s:
+                raise IncompatibleModelsError(
+                    f"tensor {name} is missing from {_label(s)} (present in "
+                    f"{_label(base) if s is not base else _label(others[0])}); "
+                    "the checkpoints are of different architectures or one is incomplete."
+                )
+            srcs.append(sn)
+        infos = [s.info(sn) for s, sn in zip(inputs, srcs)]
+        shapes = [i.shape for i in infos]
+        b = infos[0]
+        floating = b.dtype.is_floating_point
+        shared, extra_from, out_shape = (b.shape[0] if b.shape else 1), None, b.shape
+        if any(sh != b.shape for sh in shapes):
+            i_bad = next(i for i, sh in enumerate(shapes) if sh != b.shape)
+            rows_ok = (is_embedding(name) and all(len(sh) == 2 for sh in shapes)
+                       and all(sh[1:] == b.shape[1:] for sh in shapes))
+            if not rows_ok:
+                raise IncompatibleModelsError(
+                    f"tensor {name}: shape {tuple(b.shape)} in base {_label(base)} but "
+                    f"{tuple(shapes[i_bad])} in {_label(inputs[i_bad])}; the models differ in "
+                    "size or architecture and cannot be merged tensor by tensor."
+                )
+            rows = [sh[0] for sh in shapes]
+            shared, top = min(rows), max(rows)
+            extra_from = rows.index(top)
+            out_shape = (top, *b.shape[1:])
+            notes.append(
+                f"{name}: rows 0..{shared - 1} merged; rows {shared}..{top - 1} (present only in "
+                f"{_label(inputs[extra_from])}, e.g. added tokens) copied from it"
+            )
+        if floating and not all(i.dtype.is_floating_point for i in infos):
+            raise IncompatibleModelsError(f"tensor {name} is floating point in base but not in "
+                                          "every model")
+        dtype = out_dtype if (out_dtype is not None and floating) else b.dtype
+        jobs.append(TensorJob(TensorInfo(name, dtype, tuple(out_shape)), srcs, shared, extra_from,
+                              floating))
+    changes: dict = {}
+    if embed is not None:
+        changes["tie_word_embeddings"] = not untied_out
+        vocab = next((j.out.shape[0] for j in jobs if j.name == embed), None)
+        if vocab is not None and vocab != base.config.get("vocab_size", vocab):
+            changes["vocab_size"] = vocab
+    if out_dtype is not None:
+        changes["torch_dtype"] = str(out_dtype).removeprefix("torch.")
+    return jobs, changes, notes
+
+
+def _check_finite(t: torch.Tensor, what: str, name: str, where: str) -> None:
+    if t.dtype.is_floating_point and not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise NonFiniteError(
+            f"{what} tensor {name} has {bad} non-finite values (NaN/Inf){where}; "
+            + ("the input checkpoint is corrupt or was saved after a diverged run."
+               if what != "merged" else
+               "the merged values overflow the output dtype: use out_dtype float32/bfloat16 or a "
+               "smaller alpha.")
+        )
+
+
+class _Run:
+    """One merge: the inputs, the method with its parameters, and the per-tensor state it needs."""
+
+    def __init__(self, inputs: Sequence, method: MergeMethod, params: dict, weights: list[float],
+                 compute: torch.dtype, device: str, jobs: list[TensorJob], progress: bool):
+        self.inputs, self.method, self.params, self.weights = inputs, method, params, weights
+        self.compute, self.device, self.jobs, self.progress = compute, device, jobs, progress
+        self.n = len(inputs) - 1
+        self.global_trimmers: list[Trimmer] | None = None
+        self.zero_sign = 1.0
+
+    # -- reading -----------------------------------------------------------------------------------
+    def read(self, job: TensorJob, i: int, rows: slice | None) -> torch.Tensor:
+        src = self.inputs[i]
+        t = src.read(job.sources[i], rows)
+        t = t.to(self.device, self.compute)
+        where = f" (rows {rows.start}..{rows.stop - 1})" if rows is not None else ""
+        _check_finite(t, "input", f"{job.sources[i]} of {_label(src)}", where)
+        return t
+
+    def masks(self, job: TensorJob, offset: int) -> list | None:
+        if "masks" not in self.method.injected:
+            return None
+        p, seed = self.params["p"], self.params["seed"]
+        return [DropMask(p, seed, job.name, i).at(offset) for i in range(self.n)]
+
+    def deltas(self, job: TensorJob, rows: slice | None) -> list[torch.Tensor]:
+        """Task vectors of one block, DARE'd when the method drops entries (trim planning input)."""
+        base = self.read(job, 0, rows)
+        ds = [self.read(job, i + 1, rows) - base for i in range(self.n)]
+        offset = (rows.start if rows is not None else 0) * job.row_numel()
+        masks = self.masks(job, offset)
+        if masks is not None:
+            p = self.params["p"]
+            ds = [d * m.keep(d.numel(), device=d.device).reshape(d.shape) / (1 - p) if p else d
+                  for d, m in zip(ds, masks)]
+        return ds
+
+    # -- trim planning ---------------------------------------------------------------------------
+    def trims(self) -> bool:
+        return "trimmers" in self.method.injected and self.params.get("k", 0) > 0
+
+    def plan_global(self) -> None:
+        """Global trim: exact model-wide thresholds (radix select), then the majority sign."""
+        fjobs = [j for j in self.jobs if j.floating]
+        total = sum(j.shared_rows * j.row_numel() for j in fjobs)
+        k = self.params["k"]
+        self.global_trimmers = []
+        for i in range(self.n):
+            def blocks(i=i):
+                for j in tqdm(fjobs, desc=f"global trim: magnitudes of model {i + 1}",
+                              disable=not self.progress, leave=False):
+                    for rows in j.blocks():
+                        yield self.deltas(j, rows)[i]
+            self.global_trimmers.append(Trimmer.from_blocks(blocks, total, k, "topk"))
+        if self.n < 2:
+            return  # one task vector: the elected sign never changes the result
+        plans = [(t.threshold, t.tie_budget) for t in self.global_trimmers]
+        trimmers = [Trimmer(*p) for p in plans]
+        votes = 0
+        for j in tqdm(fjobs, desc="global trim: majority sign", disable=not self.progress,
+                      leave=False):
+            for rows in j.blocks():
+                ds = self.deltas(j, rows)
+                stacked = torch.stack([w * t(d) for w, t, d in zip(self.weights, trimmers, ds)])
+                votes += int(elect_sign(stacked, 0.0).sum())
+        self.zero_sign = 1.0 if votes >= 0 else -1.0
+        self.global_trimmers = [Trimmer(*p) for p in plans]
+
+    def tensor_trimmers(self, job: TensorJob) -> list[Trimmer] | None:
+        """Per-tensor trim of a tensor streamed in several blocks: thresholds over its blocks."""
+        if self.global_trimmers is not None:
+            return self.global_trimmers
+        if len(list(job.blocks())) == 1:
+            return None  # the method trims the whole tensor itself
+        n = job.shared_rows * job.row_numel()
+        out = []
+        for i in range(self.n):
+            def blocks(i=i):
+                for rows in job.blocks():
+                    yield self.deltas(job, rows)[i]
+            out.append(Trimmer.from_blocks(blocks, n, self.params["k"], self.params["trim"]))
+        return out
+
+    # -- merging -----------------------------------------------------------------------------------
+    def run(self, sink) -> None:
+        if self.trims() and self.params.get("trim") == "global":
+            self.plan_global()
+        total = sum(j.out.nbytes for j in self.jobs)
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"merge ({self.method.name})",
+                  disable=not self.progress) as bar:
+            for job in self.jobs:
+                self.merge_tensor(job, sink)
+                bar.update(job.out.nbytes)
+
+    def merge_tensor(self, job: TensorJob, sink) -> None:
+        if not job.floating:
+            sink(job.name, self.inputs[0].read(job.sources[0]))
+            return
+        trimmers = self.tensor_trimmers(job) if self.trims() else None
+        extra = {}
+        if "zero_sign" in self.method.injected:
+            extra["zero_sign"] = self.zero_sign
+        for rows in job.blocks():
+            base = self.read(job, 0, rows)
+            models = [self.read(job, i + 1, rows) for i in range(self.n)]
+            kw = dict(self.params)
+            offset = (rows.start if rows is not None else 0) * job.row_numel()
+            if "masks" in self.method.injected:
+                kw["masks"] = self.masks(job, offset)
+            if "trimmers" in self.method.injected:
+                kw["trimmers"] = trimmers
+            merged = self.method.fn(base, models, self.weights, **kw, **extra)
+            out = merged.to(job.out.dtype).cpu()
+            where = f" (rows {rows.start}..{rows.stop - 1})" if rows is not None else ""
+            _check_finite(out, "merged", job.name, where)
+            sink(job.name, out)
+        if job.extra_from is not None:
+            for rows in job.blocks(job.out.shape[0], job.shared_rows):
+                t = self.read(job, job.extra_from, rows)
+                sink(job.name, t.to(job.out.dtype).cpu())
+
+
+def _sources(paths_or_dicts) -> list:
+    out = []
+    for s in paths_or_dicts:
+        if isinstance(s, (str, Path)):
+            out.append(Checkpoint(s))
+        elif isinstance(s, torch.nn.Module):
+            cfg = getattr(getattr(s, "config", None), "to_dict", dict)()
+            out.append(StateDictSource(s.state_dict(), cfg, type(s).__name__))
+        elif isinstance(s, dict):
+            out.append(StateDictSource(s))
+        else:
+            out.append(s)
+    return out
+
+
+def _device(device: str) -> str:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise L2SError(f"device {device} was asked for, but torch sees no CUDA device "
+                       f"(torch {torch.__version__}); use device: cpu or install a CUDA build.")
+    return device
+
+
+def run_merge(inputs: Sequence, method: MergeMethod | str, params: dict, weights: list[float],
+              sink, *, compute_dtype: str = "float32", out_dtype: str | None = None,
+              device: str = "cpu", progress: bool = True) -> tuple[list[TensorJob], dict, list[str]]:
+    """Merge ``inputs`` (base first) tensor by tensor into ``sink(name, block)``."""
+    method = get_method(method) if isinstance(method, str) else method
+    jobs, changes, notes = plan_merge(inputs, DTYPES[out_dtype] if out_dtype else None)
+    _Run(inputs, method, params, list(weights), DTYPES[compute_dtype], _device(device), jobs,
+         progress).run(sink)
+    return jobs, changes, notes
+
+
+def merge_state_dicts(method: str, base, models: Sequence, weights: Sequence[float] | None = None,
+                      *, out_dtype: str | None = None, device: str = "cpu", progress: bool = False,
+                      **params) -> dict[str, torch.Tensor]:
+    """Merge small models in memory. ``base``/``models``: state dicts, ``nn.Module``s or folders.
+
+    >>> sd = merge_state_dicts("ties", s1_model, [s2_model], k=0.8, alpha=1.0)
+    >>> s1_model.load_state_dict(sd)
+    """
+    m = get_method(method)
+    resolved = m.resolve(params, f"merge_state_dicts({method!r})")
+    inputs = _sources([base, *models])
+    weights = list(weights) if weights is not None else [1.0] * len(models)
+    blocks: dict[str, list[torch.Tensor]] = {}
+    run_merge(inputs, m, resolved, weights, lambda n, t: blocks.setdefault(n, []).append(t),
+              out_dtype=out_dtype, device=device, progress=progress)
+    return {n: (b[0] if len(b) == 1 else torch.cat(b)) for n, b in blocks.items()}

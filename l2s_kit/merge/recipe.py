@@ -1,0 +1,356 @@
+"""Merge recipes: mergekit's YAML shape with l2s_kit's parameter names, validated before any tensor.
+
+.. code-block:: yaml
+
+    merge_method: ties
+    base_model: /models/Qwen2.5-Math-7B            # System 1: task vectors are measured from it
+    models:
+      - model: /models/DeepSeek-R1-Distill-Qwen-7B # System 2
+        parameters: {weight: 1.0}
+    parameters: {k: 0.8, alpha: 1.0}
+    dtype: float32          # compute dtype (float32 or float64)
+    out_dtype: bfloat16     # stored dtype; default: each tensor keeps the base's dtype
+    tokenizer_source: base  # base, or the path of any model folder with tokenizer files
+
+``preset: ties-7b`` fills ``merge_method`` and ``parameters`` with the paper's published setting;
+explicit ``parameters`` override it. A mergekit config (``linear``, ``task_arithmetic``, ``ties``,
+``dare_linear``, ``dare_ties`` with ``density`` / ``lambda``) is translated, and every translation
+is listed in ``Recipe.notes``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from l2s_kit.errors import RecipeError
+from l2s_kit.merge.registry import get_method
+
+COMPUTE_DTYPES = ("float32", "float64")
+OUT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype",
+            "tokenizer_source", "config_source", "preset", "shard_size", "device", "name"}
+MERGEKIT_IGNORED = {"int8_mask", "chat_template", "slices"}
+
+# The paper's published settings (its configuration table). ``trim: reference`` reproduces the
+# paper's own TIES code; pass trim: topk for the exact-count rule.
+PRESETS: dict[str, dict] = {
+    **{f"ta-{s}": {"merge_method": "task_arithmetic", "parameters": {"alpha": 0.7}}
+       for s in ("1.5b", "7b", "14b", "32b")},
+    "ties-1.5b": {"merge_method": "ties", "parameters": {"k": 0.8, "alpha": 1.0, "trim": "reference"}},
+    "ties-7b": {"merge_method": "ties", "parameters": {"k": 0.8, "alpha": 1.0, "trim": "reference"}},
+    "ties-14b": {"merge_method": "ties", "parameters": {"k": 0.2, "alpha": 0.5, "trim": "reference"}},
+    "ties-32b": {"merge_method": "ties", "parameters": {"k": 0.25, "alpha": 0.55, "trim": "reference"}},
+    "ties-qwen3-8b": {"merge_method": "ties", "parameters": {"k": 0.7, "alpha": 0.7, "trim": "reference"}},
+    "dare-1.5b": {"merge_method": "dare", "parameters": {"p": 0.3}},
+    "dare-7b": {"merge_method": "dare", "parameters": {"p": 0.3}},
+    "dare-14b": {"merge_method": "dare", "parameters": {"p": 0.4}},
+}
+
+
+def parse_size(value: int | str, where: str = "shard_size") -> int:
+    """'2GB', '500MB', '1GiB' or an int of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    if isinstance(value, str):
+        s = value.strip().upper().replace(" ", "")
+        units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "KB": 10**3, "MB": 10**6, "GB": 10**9,
+                 "B": 1}
+        for u, mult in units.items():
+            if s.endswith(u):
+                try:
+                    n = float(s[: -len(u)])
+                except ValueError:
+                    break
+                if n > 0:
+                    return int(n * mult)
+                break
+        if s.isdigit() and int(s) > 0:
+            return int(s)
+    raise RecipeError(f"{where} must be a positive size such as '2GB' or 500000000, got {value!r}")
+
+
+@dataclass
+class ModelSpec:
+    model: str
+    parameters: dict = field(default_factory=dict)
+
+    @property
+    def weight(self) -> float:
+        return float(self.parameters.get("weight", 1.0))
+
+
+@dataclass
+class Recipe:
+    """A validated merge recipe. Build with ``load_recipe`` (file, dict or YAML text)."""
+
+    merge_method: str
+    base_model: str
+    models: list[ModelSpec]
+    parameters: dict
+    dtype: str = "float32"
+    out_dtype: str | None = None
+    tokenizer_source: str = "base"
+    config_source: str = "base"
+    shard_size: int = 2 * 10**9
+    device: str = "cpu"
+    name: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def method(self):
+        return get_method(self.merge_method)
+
+    @property
+    def weights(self) -> list[float]:
+        return [m.weight for m in self.models]
+
+    def to_dict(self) -> dict:
+        """The recipe in its canonical YAML/dict form (what the model card records)."""
+        d = {
+            "merge_method": self.merge_method,
+            "base_model": self.base_model,
+            "models": [{"model": m.model, "parameters": dict(m.parameters)} for m in self.models],
+            "parameters": dict(self.parameters),
+            "dtype": self.dtype,
+            "out_dtype": self.out_dtype,
+            "tokenizer_source": self.tokenizer_source,
+            "config_source": self.config_source,
+        }
+        if self.name:
+            d["name"] = self.name
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    @property
+    def hash(self) -> str:
+        """Short content hash of the canonical recipe (method, parameters, inputs, dtypes)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def with_parameters(self, **params) -> Recipe:
+        """A copy with some method parameters changed (validated)."""
+        d = self.to_dict()
+        d["parameters"] = {**d["parameters"], **params}
+        return load_recipe(d, check_paths=False)
+
+
+def _translate_mergekit(d: dict, notes: list[str]) -> None:
+    """Rewrite mergekit keys in place into l2s_kit's, noting each translation."""
+    method = d.get("merge_method")
+    params = d.setdefault("parameters", {}) or {}
+    d["parameters"] = params
+    models = d.get("models") or []
+
+    def pull_model_param(key: str):
+        """A per-model mergekit parameter that l2s_kit takes once for the whole merge."""
+        vals = {json.dumps(m.get("parameters", {}).get(key)) for m in models
+                if isinstance(m, dict) and key in (m.get("parameters") or {})}
+        if not vals:
+            return
+        if len(vals) > 1 or key in params:
+            raise RecipeError(
+                f"models[*].parameters.{key}: l2s_kit takes one {key} for the whole merge; "
+                f"give it once under 'parameters' (got different values: {sorted(vals)})"
+            )
+        params[key] = json.loads(vals.pop())
+        for m in models:
+            (m.get("parameters") or {}).pop(key, None)
+        notes.append(f"moved per-model '{key}' to the merge's parameters")
+
+    for key in ("density", "lambda", "normalize", "rescale"):
+        pull_model_param(key)
+    if method == "linear":
+        d["merge_method"] = "average"
+        if not d.get("base_model") and models:
+            first = models[0]
+            d["base_model"] = first["model"]
+            w = (first.get("parameters") or {}).get("weight", 1.0)
+            params.setdefault("base_weight", w)
+            d["models"] = models[1:]
+            notes.append(f"mergekit linear: took the first model as base (base_weight = {w})")
+        if params.pop("normalize", True) is False:
+            raise RecipeError("parameters.normalize: false is not supported for linear; "
+                              "l2s_kit's average always divides by the sum of weights")
+    if method == "dare_linear":
+        d["merge_method"] = "dare"
+        notes.append("mergekit dare_linear -> dare (DARE + task arithmetic)")
+    if "lambda" in params:
+        if "alpha" in params:
+            raise RecipeError("parameters: give either 'lambda' (mergekit) or 'alpha', not both")
+        params["alpha"] = params.pop("lambda")
+        notes.append(f"lambda {params['alpha']} -> alpha {params['alpha']}")
+    if "density" in params:
+        dens = params.pop("density")
+        if not isinstance(dens, (int, float)) or isinstance(dens, bool):
+            raise RecipeError(f"parameters.density must be a number, got {dens!r}"
+                              " (per-layer gradients are not supported)")
+        if d["merge_method"] in ("dare", "dare_ties"):
+            if "p" in params:
+                raise RecipeError("parameters: give either 'density' (mergekit) or 'p', not both")
+            params["p"] = round(1.0 - dens, 12)
+            notes.append(f"density {dens} -> p = 1 - density = {params['p']} (DARE drop rate)")
+        else:
+            if "k" in params:
+                raise RecipeError("parameters: give either 'density' (mergekit) or 'k', not both")
+            params["k"] = round(1.0 - dens, 12)
+            notes.append(
+                f"density {dens} -> k = 1 - density = {params['k']} (trim ratio); l2s_kit keeps "
+                "n - floor(k*n) entries per tensor, mergekit floor(density*n): at most one entry "
+                "per tensor differs"
+            )
+    if "normalize" in params:
+        norm = params.pop("normalize")
+        if d["merge_method"] in ("ties", "dare_ties") and norm is False:
+            raise RecipeError("parameters.normalize: false is not supported for ties; "
+                              "l2s_kit's TIES always takes the disjoint mean")
+        if d["merge_method"] in ("task_arithmetic", "dare") and norm is True:
+            raise RecipeError("parameters.normalize: true is not supported for task arithmetic; "
+                              "scale the weights or alpha instead")
+        notes.append(f"normalize {norm}: matches l2s_kit's {d['merge_method']}")
+    if "rescale" in params:
+        if params.pop("rescale") is not True:
+            raise RecipeError("parameters.rescale: only rescale: true (1/(1-p)) is supported")
+        notes.append("rescale true: DARE rescales survivors by 1/(1-p)")
+    if d.get("dtype") in ("bfloat16", "float16"):
+        if not d.get("out_dtype"):
+            d["out_dtype"] = d["dtype"]
+        notes.append(f"dtype {d['dtype']}: l2s_kit computes in float32 and stores {d['out_dtype']}")
+        d["dtype"] = "float32"
+    for key in sorted(MERGEKIT_IGNORED & set(d)):
+        raise RecipeError(f"'{key}' (mergekit) is not supported by l2s_kit; remove it")
+
+
+def _resolve_path(value: str, field_name: str, relative_to: Path | None, check: bool) -> str:
+    if not isinstance(value, str) or not value:
+        raise RecipeError(f"{field_name} must be a path to a checkpoint folder, got {value!r}")
+    p = Path(os.path.expanduser(value))
+    if not p.is_absolute() and not p.exists() and relative_to is not None:
+        alt = relative_to / p
+        if alt.exists():
+            p = alt
+    if check:
+        if not p.exists():
+            raise RecipeError(
+                f"{field_name}: checkpoint folder '{value}' does not exist (looked in the current "
+                f"folder{' and next to the recipe' if relative_to else ''}); models must be local "
+                "folders (download them first, e.g. with `huggingface-cli download`)"
+            )
+        if not p.is_dir():
+            raise RecipeError(f"{field_name}: '{value}' is not a folder")
+    return str(p)
+
+
+def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -> Recipe:
+    """Read and validate a recipe from a YAML file, YAML text or a dict. Reads no tensors.
+
+    Raises ``RecipeError`` naming the field for an unknown method or parameter, an out-of-range
+    value, or a missing checkpoint folder.
+    """
+    relative_to = None
+    where = "recipe"
+    if isinstance(source, dict):
+        d = copy.deepcopy(source)
+    else:
+        p = None if isinstance(source, str) and "\n" in source else Path(source)
+        if p is not None:
+            if not p.exists():
+                raise RecipeError(f"recipe file {p} does not exist")
+            text, relative_to, where = p.read_text(), p.resolve().parent, str(p)
+        else:
+            text = str(source)
+        try:
+            d = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise RecipeError(f"{where} is not valid YAML: {e}") from e
+    if not isinstance(d, dict):
+        raise RecipeError(f"{where}: a recipe is a mapping with merge_method, base_model, models")
+    unknown = sorted(set(d) - TOP_KEYS - MERGEKIT_IGNORED)
+    if unknown:
+        raise RecipeError(f"{where}: unknown field '{unknown[0]}'; valid fields: "
+                          + ", ".join(sorted(TOP_KEYS)))
+    notes: list[str] = []
+    if "preset" in d:
+        name = d.pop("preset")
+        if name not in PRESETS:
+            raise RecipeError(f"{where}: unknown preset '{name}'; available: {', '.join(PRESETS)}")
+        preset = PRESETS[name]
+        if d.get("merge_method") not in (None, preset["merge_method"]):
+            raise RecipeError(f"{where}: preset '{name}' is a {preset['merge_method']} merge, but "
+                              f"merge_method says {d['merge_method']}")
+        d["merge_method"] = preset["merge_method"]
+        d["parameters"] = {**preset["parameters"], **(d.get("parameters") or {})}
+        notes.append(f"preset {name}: {preset['merge_method']} {preset['parameters']}")
+    if "merge_method" not in d:
+        raise RecipeError(f"{where}: missing 'merge_method' (or 'preset')")
+    _translate_mergekit(d, notes)
+    method = get_method(d["merge_method"])  # raises with the list of methods
+    models_raw = d.get("models") or []
+    if not isinstance(models_raw, list) or not models_raw:
+        raise RecipeError(f"{where}: 'models' must be a non-empty list of {{model: PATH}} entries "
+                          "(the checkpoints merged into base_model)")
+    if not d.get("base_model"):
+        raise RecipeError(f"{where}: missing 'base_model' (the checkpoint task vectors are "
+                          "measured from; System 1 in long-to-short merging)")
+    base = _resolve_path(d["base_model"], "base_model", relative_to, check_paths)
+    models = []
+    for i, m in enumerate(models_raw):
+        if isinstance(m, str):
+            m = {"model": m}
+        if not isinstance(m, dict) or "model" not in m:
+            raise RecipeError(f"{where}: models[{i}] must be a mapping with 'model'")
+        extra = sorted(set(m) - {"model", "parameters"})
+        if extra:
+            raise RecipeError(f"{where}: models[{i}] has unknown field '{extra[0]}'")
+        mp = dict(m.get("parameters") or {})
+        bad = sorted(set(mp) - {"weight"})
+        if bad:
+            raise RecipeError(f"{where}: models[{i}].parameters: unknown parameter '{bad[0]}'; "
+                              "per-model parameters: weight (method parameters go under "
+                              "'parameters')")
+        if "weight" in mp:
+            w = mp["weight"]
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
+                raise RecipeError(f"{where}: models[{i}].parameters.weight must be a finite "
+                                  f"number, got {w!r}")
+        models.append(ModelSpec(_resolve_path(m["model"], f"models[{i}].model", relative_to,
+                                              check_paths), mp))
+    params = method.resolve(d.get("parameters") or {}, f"{where}: parameters")
+    dtype = d.get("dtype") or "float32"
+    if dtype not in COMPUTE_DTYPES:
+        raise RecipeError(f"{where}: dtype (the compute dtype) must be one of {COMPUTE_DTYPES}, "
+                          f"got {dtype!r}")
+    out_dtype = d.get("out_dtype")
+    if out_dtype is not None and out_dtype not in OUT_DTYPES:
+        raise RecipeError(f"{where}: out_dtype must be one of {OUT_DTYPES}, got {out_dtype!r}")
+    for key in ("tokenizer_source", "config_source"):
+        val = d.get(key) or "base"
+        if val != "base":
+            val = _resolve_path(val, key, relative_to, check_paths)
+        d[key] = val
+    device = d.get("device") or "cpu"
+    if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
+        raise RecipeError(f"{where}: device must be 'cpu' or 'cuda[:N]', got {device!r}")
+    return Recipe(
+        merge_method=method.name,
+        base_model=base,
+        models=models,
+        parameters=params,
+        dtype=dtype,
+        out_dtype=out_dtype,
+        tokenizer_source=d["tokenizer_source"],
+        config_source=d["config_source"],
+        shard_size=parse_size(d.get("shard_size", 2 * 10**9)),
+        device=device,
+        name=d.get("name"),
+        notes=notes,
+    )

@@ -1,0 +1,201 @@
+"""The registry of merge methods. A method is a decorated pure function whose signature is its schema.
+
+Every method has the same shape::
+
+    @merge_method("task_arithmetic", paper="https://arxiv.org/abs/2212.04089")
+    def task_arithmetic(base, models, weights, *, alpha: Annotated[float, Range(0, 10)] = 1.0):
+        ...
+
+- ``base`` (Tensor), ``models`` (list of Tensors, same shape as base) and ``weights`` (one float per
+  model) are positional; tensors arrive in the compute dtype, the result is returned in it.
+- Keyword-only parameters with defaults are the method's recipe parameters. Their annotation gives
+  the type (float, int, bool, str), a ``Literal[...]`` gives the choices, and ``Range`` in an
+  ``Annotated[...]`` gives the allowed interval.
+- Keyword-only parameters named in ``INJECTED`` are not recipe parameters: the engine fills them
+  with state it resolves from tensor names or whole-model passes (DARE masks seeded per tensor
+  name, global trim thresholds). Called directly, a method builds them itself from the tensor.
+
+The registry checks every signature when the method is defined, so a malformed method fails at
+import, not in the middle of a merge.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from l2s_kit.errors import RecipeError
+
+# Keyword-only arguments the engine provides (see l2s_kit.merge.sparsify).
+INJECTED = ("trimmers", "masks", "zero_sign")
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed interval of a numeric parameter; ``lo_open`` / ``hi_open`` exclude the ends."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def contains(self, x: float) -> bool:
+        if self.lo is not None and (x < self.lo or (self.lo_open and x == self.lo)):
+            return False
+        if self.hi is not None and (x > self.hi or (self.hi_open and x == self.hi)):
+            return False
+        return True
+
+    def __str__(self) -> str:
+        lo = "-inf" if self.lo is None else f"{self.lo:g}"
+        hi = "inf" if self.hi is None else f"{self.hi:g}"
+        return f"{'(' if self.lo_open or self.lo is None else '['}{lo}, {hi}{')' if self.hi_open or self.hi is None else ']'}"
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: type
+    default: object
+    choices: tuple | None = None
+    range: Range | None = None
+    help: str = ""
+
+    def check(self, value: object, where: str) -> object:
+        """Return ``value`` converted to the parameter's type, or raise RecipeError naming ``where``."""
+        t = self.type
+        ok = (
+            isinstance(value, bool) if t is bool
+            else isinstance(value, int) and not isinstance(value, bool) if t is int
+            else isinstance(value, (int, float)) and not isinstance(value, bool) if t is float
+            else isinstance(value, str)
+        )
+        if not ok:
+            raise RecipeError(
+                f"{where}: parameter '{self.name}' must be {t.__name__}, got {value!r}"
+                + (" (per-layer lists/gradients are not supported)" if isinstance(value, list) else "")
+            )
+        if t is float:
+            value = float(value)
+        if self.choices is not None and value not in self.choices:
+            raise RecipeError(
+                f"{where}: parameter '{self.name}' must be one of {list(self.choices)}, got {value!r}"
+            )
+        if self.range is not None and not self.range.contains(value):
+            raise RecipeError(
+                f"{where}: parameter '{self.name}' = {value!r} is out of range {self.range}"
+                + (f" ({self.help})" if self.help else "")
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    name: str
+    fn: Callable
+    paper: str
+    title: str
+    params: dict[str, Param]
+    injected: tuple[str, ...]
+    aliases: tuple[str, ...] = ()
+    elementwise: bool = True  # can run on blocks of rows (true for the task-vector family)
+    extra: dict = field(default_factory=dict)
+
+    def __call__(self, base, models, weights=None, **kwargs):
+        if weights is None:
+            weights = [1.0] * len(models)
+        return self.fn(base, models, weights, **kwargs)
+
+    def resolve(self, params: dict, where: str) -> dict:
+        """Validate ``params`` against the signature and fill defaults."""
+        unknown = sorted(set(params) - set(self.params))
+        if unknown:
+            valid = ", ".join(self.params) or "none"
+            raise RecipeError(
+                f"{where}: unknown parameter '{unknown[0]}' for method '{self.name}'; "
+                f"valid parameters: {valid}"
+            )
+        return {n: p.check(params[n], where) if n in params else p.default
+                for n, p in self.params.items()}
+
+
+_REGISTRY: dict[str, MergeMethod] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def _param_from(p: inspect.Parameter, hints: dict, fn_name: str) -> Param:
+    if p.default is inspect.Parameter.empty:
+        raise TypeError(f"merge method {fn_name}: parameter '{p.name}' needs a default")
+    hint = hints.get(p.name)
+    rng, help_ = None, ""
+    if typing.get_origin(hint) is typing.Annotated:
+        hint, *meta = typing.get_args(hint)
+        for m in meta:
+            if isinstance(m, Range):
+                rng = m
+            elif isinstance(m, str):
+                help_ = m
+    choices = None
+    if typing.get_origin(hint) is typing.Literal:
+        choices = typing.get_args(hint)
+        hint = type(choices[0])
+    if hint not in (float, int, bool, str):
+        raise TypeError(f"merge method {fn_name}: parameter '{p.name}' has unsupported type {hint}")
+    param = Param(p.name, hint, p.default, choices, rng, help_)
+    param.check(p.default, f"merge method {fn_name} (default)")
+    return param
+
+
+def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, ...] = (),
+                 elementwise: bool = True, **extra) -> Callable[[Callable], Callable]:
+    """Register ``fn`` as merge method ``name``; its signature is checked and becomes the schema."""
+
+    def decorate(fn: Callable) -> Callable:
+        sig = inspect.signature(fn)
+        hints = typing.get_type_hints(fn, include_extras=True)
+        ps = list(sig.parameters.values())
+        if [p.name for p in ps[:3]] != ["base", "models", "weights"]:
+            raise TypeError(f"merge method {name}: signature must start (base, models, weights, *, ...)")
+        params, injected = {}, []
+        for p in ps[3:]:
+            if p.kind is not inspect.Parameter.KEYWORD_ONLY:
+                raise TypeError(f"merge method {name}: '{p.name}' must be keyword-only")
+            if p.name in INJECTED:
+                injected.append(p.name)
+            else:
+                params[p.name] = _param_from(p, hints, name)
+        doc_title = title or (inspect.getdoc(fn) or name).splitlines()[0]
+        method = MergeMethod(name, fn, paper, doc_title, params, tuple(injected), tuple(aliases),
+                             elementwise, dict(extra))
+        for key in (name, *aliases):
+            if key in _REGISTRY or key in _ALIASES:
+                raise TypeError(f"merge method name '{key}' registered twice")
+        _REGISTRY[name] = method
+        for a in aliases:
+            _ALIASES[a] = name
+        return fn
+
+    return decorate
+
+
+def get_method(name: str) -> MergeMethod:
+    """The method called ``name`` (or an alias of it); the error lists what is available."""
+    _load_builtin_methods()
+    key = _ALIASES.get(name, name)
+    if key not in _REGISTRY:
+        raise RecipeError(
+            f"unknown merge method '{name}'; available: {', '.join(sorted(_REGISTRY))}"
+            + (f" (aliases: {', '.join(sorted(_ALIASES))})" if _ALIASES else "")
+        )
+    return _REGISTRY[key]
+
+
+def list_methods() -> list[MergeMethod]:
+    _load_builtin_methods()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def _load_builtin_methods() -> None:
+    from l2s_kit.merge import task_vector  # noqa: F401  (registers on import)

@@ -1,0 +1,222 @@
+"""Small primitives the task-vector methods are built from: trim, DARE, sign election, disjoint mean.
+
+All of them work on a tensor or on a block of a tensor's rows, so that the engine can stream large
+tensors (a 7B model's embedding is 2 GB in float32) in blocks and get bit-for-bit the same result as
+on the whole tensor:
+
+- ``Trimmer`` keeps the largest magnitudes of a task vector. Its threshold is the exact k-th
+  magnitude, found either with ``torch.kthvalue`` on a whole tensor or with a streamed radix
+  select (``kth_smallest``) over blocks, or over every tensor of a model for the global trim. Entries
+  tied with the threshold are kept in stream order until the count is reached, so the result does
+  not depend on block size.
+- ``DropMask`` draws DARE's random mask in fixed blocks of ``MASK_BLOCK`` entries, each from a
+  generator seeded by (seed, tensor name, model index, block), so a mask never depends on the order
+  in which tensors are read nor on how a tensor is cut into blocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Sequence
+from decimal import Decimal
+
+import torch
+
+MASK_BLOCK = 1 << 20
+
+
+def floor_fraction(k: float, n: int) -> int:
+    """floor(k·n) computed on the decimal value of ``k`` (0.29·100 is 29, not 28)."""
+    return int(Decimal(repr(float(k))) * n)
+
+
+def task_vectors(base: torch.Tensor, models: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """δᵢ = θᵢ − θ₀ for every model."""
+    return [m - base for m in models]
+
+
+# -- trim --------------------------------------------------------------------------------------
+TRIM_RULES = ("topk", "reference", "global")
+
+
+def trim_rank(n: int, k: float, rule: str) -> tuple[int, int]:
+    """(rank of the threshold among magnitudes, 1-based from the smallest; entries to keep).
+
+    ``topk``/``global``: keep exactly n − floor(k·n) (ties at the threshold broken by position).
+    ``reference``: the paper's code, keep every |x| ≥ the floor(k·n)-th smallest (``keep`` = -1:
+    all ties kept). A rank of 0 means keep everything.
+    """
+    m = floor_fraction(k, n)
+    if rule == "reference":
+        return m, -1
+    return (m + 1 if m < n else 0), n - m
+
+
+def _float_bits(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Magnitudes as integers that sort like the floats (IEEE bits of non-negative values)."""
+    a = x.abs()
+    if a.dtype == torch.float64:
+        return a.view(torch.int64), 64
+    return a.to(torch.float32).view(torch.int32).to(torch.int64), 32
+
+
+def _bits_to_float(bits: int, width: int) -> float:
+    if width == 64:
+        return torch.tensor([bits], dtype=torch.int64).view(torch.float64).item()
+    return torch.tensor([bits], dtype=torch.int32).view(torch.float32).item()
+
+
+def kth_smallest(blocks: Callable[[], Iterable[torch.Tensor]], rank: int) -> float:
+    """The exact ``rank``-th smallest magnitude (1-based) over all blocks yielded by ``blocks()``.
+
+    A radix select on the IEEE bits, 16 bits per pass (2 passes over the data for float32, 4 for
+    float64): memory is one block plus a 65536-bin histogram, whatever the total size.
+    """
+    prefix, width, shift = 0, None, None
+    remaining = rank
+    while True:
+        hist = None
+        for block in blocks():
+            bits, w = _float_bits(block.reshape(-1))
+            if width is None:
+                width, shift = w, w - 16
+            if shift + 16 < width:
+                bits = bits[(bits >> (shift + 16)) == prefix]
+            digit = (bits >> shift) & 0xFFFF
+            h = torch.bincount(digit, minlength=65536)
+            hist = h if hist is None else hist + h
+        if hist is None:
+            raise ValueError("kth_smallest: no data")
+        cum = torch.cumsum(hist, 0)
+        if remaining > int(cum[-1]):
+            raise ValueError(f"kth_smallest: rank {rank} is past the number of entries")
+        d = int(torch.searchsorted(cum, torch.tensor(remaining, dtype=cum.dtype)))
+        remaining -= int(cum[d - 1]) if d > 0 else 0
+        prefix = (prefix << 16) | d
+        if shift == 0:
+            return _bits_to_float(prefix, width)
+        shift -= 16
+
+
+def count_above(blocks: Iterable[torch.Tensor], threshold: float) -> int:
+    return sum(int((b.abs() > threshold).sum()) for b in blocks)
+
+
+class Trimmer:
+    """Keeps a task vector's largest magnitudes, block after block, in stream order.
+
+    ``threshold``: the smallest magnitude kept; entries above it are always kept; entries equal to
+    it are kept while ``tie_budget`` lasts (``None``: all kept, the reference-code rule).
+    """
+
+    def __init__(self, threshold: float | None, tie_budget: int | None):
+        self.threshold = threshold  # None: keep everything
+        self.tie_budget = tie_budget
+
+    @classmethod
+    def from_blocks(cls, blocks: Callable[[], Iterable[torch.Tensor]], n: int, k: float,
+                    rule: str) -> Trimmer:
+        """Plan a trim over everything ``blocks()`` yields (n entries in all)."""
+        rank, keep = trim_rank(n, k, rule)
+        if rank == 0:
+            return cls(None, None)
+        t = kth_smallest(blocks, rank)
+        if keep < 0:
+            return cls(t, None)
+        return cls(t, keep - count_above(blocks(), t))
+
+    @classmethod
+    def for_tensor(cls, delta: torch.Tensor, k: float, rule: str) -> Trimmer:
+        """Plan a trim of one whole tensor (``torch.kthvalue``, same result as ``from_blocks``)."""
+        flat = delta.reshape(-1)
+        rank, keep = trim_rank(flat.numel(), k, rule)
+        if rank == 0:
+            return cls(None, None)
+        t = float(flat.abs().kthvalue(rank).values)
+        if keep < 0:
+            return cls(t, None)
+        return cls(t, keep - int((flat.abs() > t).sum()))
+
+    def __call__(self, delta: torch.Tensor) -> torch.Tensor:
+        """The trimmed block (entries not kept set to 0); consumes the tie budget."""
+        if self.threshold is None:
+            return delta
+        a = delta.abs()
+        keep = a > self.threshold
+        if self.tie_budget is None:
+            keep |= a == self.threshold
+        elif self.tie_budget > 0:
+            tie = (a == self.threshold).reshape(-1)
+            order = torch.cumsum(tie, 0)
+            take = tie & (order <= self.tie_budget)
+            self.tie_budget -= int(take.sum())
+            keep |= take.reshape(a.shape)
+        return delta * keep
+
+
+# -- DARE --------------------------------------------------------------------------------------
+def _block_seed(seed: int, name: str, model_index: int, block: int) -> int:
+    digest = hashlib.sha256(f"{seed}|{name}|{model_index}|{block}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+class DropMask:
+    """DARE's reproducible keep-mask for one model's task vector of one tensor.
+
+    ``keep(numel, offset)`` is the mask of the flat entries [offset, offset + numel): each entry is
+    dropped with probability ``p``, drawn in ``MASK_BLOCK``-sized blocks seeded by
+    (seed, name, model_index, block number).
+    """
+
+    def __init__(self, p: float, seed: int, name: str = "", model_index: int = 0):
+        self.p, self.seed, self.name, self.model_index = p, seed, name, model_index
+
+    def keep(self, numel: int, offset: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
+        first, last = offset // MASK_BLOCK, (offset + numel - 1) // MASK_BLOCK
+        parts = []
+        for b in range(first, last + 1):
+            g = torch.Generator().manual_seed(_block_seed(self.seed, self.name, self.model_index, b))
+            parts.append(torch.rand(MASK_BLOCK, generator=g) >= self.p)
+        mask = torch.cat(parts) if len(parts) > 1 else parts[0]
+        start = offset - first * MASK_BLOCK
+        return mask[start:start + numel].to(device)
+
+    def at(self, offset: int) -> _BoundMask:
+        return _BoundMask(self, offset)
+
+
+class _BoundMask:
+    """A DropMask positioned at a block's flat offset (what the engine hands to a method)."""
+
+    def __init__(self, mask: DropMask, offset: int):
+        self.mask, self.offset = mask, offset
+
+    def keep(self, numel: int, offset: int = 0, device="cpu") -> torch.Tensor:
+        return self.mask.keep(numel, self.offset + offset, device)
+
+
+def dare(delta: torch.Tensor, keep: torch.Tensor, p: float) -> torch.Tensor:
+    """Drop-and-rescale: zero the dropped entries, scale survivors by 1/(1 − p)."""
+    if p == 0:
+        return delta
+    return delta * keep.reshape(delta.shape) / (1.0 - p)
+
+
+# -- sign election and disjoint mean (TIES) ----------------------------------------------------
+def elect_sign(trimmed: torch.Tensor, zero_sign: float = 1.0) -> torch.Tensor:
+    """γ = sign(Σᵢ trimmedᵢ) over the stacked first dimension; ``zero_sign`` where the sum is 0."""
+    total = trimmed.sum(0)
+    return torch.where(total > 0, 1.0, torch.where(total < 0, -1.0, zero_sign)).to(trimmed.dtype)
+
+
+def disjoint_mean(trimmed: Sequence[torch.Tensor], weights: Sequence[float],
+                  zero_sign: float = 1.0) -> torch.Tensor:
+    """Weighted mean of the non-zero entries that agree with the elected sign; 0 where none do."""
+    stacked = torch.stack([w * t for w, t in zip(weights, trimmed)])
+    gamma = elect_sign(stacked, zero_sign)
+    agree = (torch.sign(stacked) == gamma) & (stacked != 0)
+    w = torch.tensor(list(weights), dtype=stacked.dtype, device=stacked.device)
+    w = w.reshape(-1, *([1] * (stacked.dim() - 1)))
+    num = (stacked * agree).sum(0)
+    den = (w * agree).sum(0)
+    return torch.where(den != 0, num / torch.where(den != 0, den, 1.0), 0.0)
