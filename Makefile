@@ -1,0 +1,21 @@
+# The two commands of the README: `make demo` (the main job) and `make test`.
+# Each builds the environment in .venv first (scripts/setup.sh; a no-op once done).
+PY := .venv/bin/python
+
+.PHONY: setup demo test lint bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m l2s_kit.cli demo
+
+test: setup
+	$(PY) -m ruff check l2s_kit tests benchmarks
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) benchmarks/merge_speed.py
+
+clean:
+	rm -rf data/demo figures/demo
