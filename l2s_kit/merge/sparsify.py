@@ -49,7 +49,7 @@ def trim_rank(n: int, k: float, rule: str) -> tuple[int, int]:
     m = floor_fraction(k, n)
     if rule == "reference":
         return m, -1
-    return (m + 1 if m < n else 0), n - m
+    return (m + 1 if 0 < m < n else 0), n - m
 
 
 def _float_bits(x: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -173,10 +173,12 @@ class DropMask:
 
     def keep(self, numel: int, offset: int = 0, device: torch.device | str = "cpu") -> torch.Tensor:
         first, last = offset // MASK_BLOCK, (offset + numel - 1) // MASK_BLOCK
+        end = offset + numel
         parts = []
         for b in range(first, last + 1):
             g = torch.Generator().manual_seed(_block_seed(self.seed, self.name, self.model_index, b))
-            parts.append(torch.rand(MASK_BLOCK, generator=g) >= self.p)
+            # only the block's prefix that is needed: the CPU generator's stream is prefix-stable
+            parts.append(torch.rand(min(MASK_BLOCK, end - b * MASK_BLOCK), generator=g) >= self.p)
         mask = torch.cat(parts) if len(parts) > 1 else parts[0]
         start = offset - first * MASK_BLOCK
         return mask[start:start + numel].to(device)

@@ -1,0 +1,27 @@
+"""Shared fixtures: tiny Qwen2 checkpoint pairs built on the fly (never downloaded)."""
+
+from __future__ import annotations
+
+import pytest
+
+from l2s_kit.synthetic import make_pair
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(tmp_path_factory):
+    """(base, model) folders: tied embeddings, one safetensors file each."""
+    return make_pair(tmp_path_factory.mktemp("tiny"), "tiny", seed=0, delta_std=0.02)
+
+
+@pytest.fixture(scope="session")
+def sharded_pair(tmp_path_factory):
+    """(base, model): sharded (index + several files), untied lm_head, model with 3 extra rows."""
+    return make_pair(tmp_path_factory.mktemp("sharded"), "tiny", seed=1, delta_std=0.02,
+                     base_tied=False, model_tied=False, extra_rows=3, shard_size=20_000)
+
+
+@pytest.fixture(scope="session")
+def mixed_tie_pair(tmp_path_factory):
+    """(base, model): base ties lm_head to the embedding, model stores its own (as 1.5B pairs do)."""
+    return make_pair(tmp_path_factory.mktemp("mixed"), "tiny", seed=2, delta_std=0.02,
+                     base_tied=True, model_tied=False, shard_size=30_000)
