@@ -223,7 +223,9 @@ class _Run:
 
     # -- trim planning ---------------------------------------------------------------------------
     def trims(self) -> bool:
-        return "trimmers" in self.method.injected and self.params.get("k", 0) > 0
+        """Whether the engine plans trims: a magnitude trim, or the global rule's sign vote."""
+        return "trimmers" in self.method.injected and (
+            self.params.get("k", 0) > 0 or self.params.get("trim") == "global")
 
     def plan_global(self) -> None:
         """Global trim: exact model-wide thresholds (radix select), then the majority sign."""
