@@ -41,7 +41,10 @@ def _distance(a: Checkpoint, b: Checkpoint) -> float:
 
 
 def run_demo(workdir: Path, size: str = "small", out_dir: Path = Path("figures/demo")) -> pd.DataFrame:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    transformers.logging.disable_progress_bar()
 
     from l2s_kit.synthetic import make_pair
 
@@ -57,16 +60,16 @@ def run_demo(workdir: Path, size: str = "small", out_dir: Path = Path("figures/d
                               "models": [{"model": str(s2.path)}], "parameters": params})
         out = workdir / "merges" / f"{method}-{recipe.hash}"
         t0 = time.perf_counter()
-        if not out.exists():
+        cached = out.exists()  # merges are reused: the folder only exists once complete
+        if not cached:
             merge(recipe, out, progress=False)
-        seconds = time.perf_counter() - t0
+        seconds = float("nan") if cached else time.perf_counter() - t0
         merged = Checkpoint(out)
         model = AutoModelForCausalLM.from_pretrained(out)
-        tok = AutoTokenizer.from_pretrained(out)
-        ids = tok("Q 3 + 4 =", return_tensors="pt")
+        prompt = torch.tensor([[3, 21, 5, 24, 8]])  # "Q 3 + 6 =" in the pair's tokenizer
         with torch.no_grad():
-            gen = model.generate(**ids, max_new_tokens=6, do_sample=False,
-                                 pad_token_id=tok.pad_token_id)
+            gen = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=6,
+                                 do_sample=False, pad_token_id=0)
         rows.append({
             "method": method,
             "parameters": ", ".join(f"{k}={v}" for k, v in recipe.parameters.items()),
@@ -75,7 +78,8 @@ def run_demo(workdir: Path, size: str = "small", out_dir: Path = Path("figures/d
             "dist_to_system1": _distance(merged, s1),
             "dist_to_system2": _distance(merged, s2),
             "merge_seconds": round(seconds, 3),
-            "generated": tok.decode(gen[0, ids["input_ids"].shape[1]:]),
+            "cached": cached,
+            "generated_ids": " ".join(map(str, gen[0, prompt.shape[1]:].tolist())),
             "path": str(out),
         })
     df = pd.DataFrame(rows)
