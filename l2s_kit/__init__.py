@@ -11,7 +11,7 @@ look inside the result. The most used entry points are re-exported here::
 __version__ = "0.1.0"
 
 from l2s_kit.errors import L2SError  # noqa: E402
-from l2s_kit.merge import (  # noqa: E402
+from l2s_kit.merging import (  # noqa: E402
     MergeResult,
     Recipe,
     list_methods,

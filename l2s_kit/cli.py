@@ -30,7 +30,7 @@ def _merge(args) -> int:
 
     import yaml
 
-    from l2s_kit.merge import load_recipe, merge
+    from l2s_kit.merging import load_recipe, merge
 
     if args.recipe and (args.preset or args.method):
         raise L2SError("give either a recipe file or --preset/--method, not both")
@@ -65,7 +65,7 @@ def _merge(args) -> int:
 
 
 def _methods(args) -> int:
-    from l2s_kit.merge import PRESETS, list_methods
+    from l2s_kit.merging import PRESETS, list_methods
 
     for m in list_methods():
         aliases = f" (aliases: {', '.join(m.aliases)})" if m.aliases else ""

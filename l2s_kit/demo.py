@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from l2s_kit.checkpoint import Checkpoint
-from l2s_kit.merge import PRESETS, load_recipe, merge, read_merge_info
+from l2s_kit.merging import PRESETS, load_recipe, merge, read_merge_info
 
 # The recipes the demo runs: the paper's 7B settings, then a small sweep of the scale α.
 DEMO_RUNS: list[tuple[str, dict]] = [

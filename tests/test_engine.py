@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 import l2s_kit
 from l2s_kit.checkpoint import Checkpoint, weights_hash
-from l2s_kit.merge import engine, load_recipe, merge, merge_in_memory, read_merge_info
+from l2s_kit.merging import engine, load_recipe, merge, merge_in_memory, read_merge_info
 
 
 # -- a naive reference: whole state dicts, plain torch ---------------------------------------------
@@ -116,7 +116,7 @@ def test_global_trim_keeps_exactly_n_minus_floor_kn_over_the_model(tiny_pair, tm
     out = merge({"merge_method": "ties", "base_model": str(base),
                  "models": [{"model": str(model)}], "parameters": {"k": 0.9, "trim": "global"}},
                 tmp_path / "g", progress=False)
-    b, m, o = Checkpoint(base), Checkpoint(model), Checkpoint(out)
+    b, o = Checkpoint(base), Checkpoint(out)
     changed = total = 0
     per_tensor = []
     for n in b.names:

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from l2s_kit.errors import RecipeError
-from l2s_kit.merge import get_method, list_methods
-from l2s_kit.merge.sparsify import (
+from l2s_kit.merging import get_method, list_methods
+from l2s_kit.merging.sparsify import (
     DropMask,
     Trimmer,
     dare,

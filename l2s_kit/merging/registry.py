@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from l2s_kit.errors import RecipeError
 
-# Keyword-only arguments the engine provides (see l2s_kit.merge.sparsify).
+# Keyword-only arguments the engine provides (see l2s_kit.merging.sparsify).
 INJECTED = ("trimmers", "masks", "zero_sign")
 
 
@@ -198,4 +198,4 @@ def list_methods() -> list[MergeMethod]:
 
 
 def _load_builtin_methods() -> None:
-    from l2s_kit.merge import task_vector  # noqa: F401  (registers on import)
+    from l2s_kit.merging import task_vector  # noqa: F401  (registers on import)

@@ -1,6 +1,6 @@
 """Merging: recipes, the registry of methods, and the streaming engine.
 
->>> from l2s_kit.merge import merge
+>>> from l2s_kit.merging import merge
 >>> merge("recipe.yaml", out="merged/")      # -> Path("merged")
 """
 
@@ -15,10 +15,10 @@ import torch
 import l2s_kit
 from l2s_kit.checkpoint import Checkpoint, CheckpointWriter, copy_side_files
 from l2s_kit.errors import CheckpointError
-from l2s_kit.merge.card import model_card
-from l2s_kit.merge.engine import merge_state_dicts, plan_merge, run_merge
-from l2s_kit.merge.recipe import PRESETS, ModelSpec, Recipe, load_recipe
-from l2s_kit.merge.registry import get_method, list_methods, merge_method
+from l2s_kit.merging.card import model_card
+from l2s_kit.merging.engine import merge_state_dicts, plan_merge, run_merge
+from l2s_kit.merging.recipe import PRESETS, ModelSpec, Recipe, load_recipe
+from l2s_kit.merging.registry import get_method, list_methods, merge_method
 
 __all__ = ["merge", "merge_in_memory", "merge_state_dicts", "load_recipe", "Recipe", "ModelSpec",
            "PRESETS", "get_method", "list_methods", "merge_method", "plan_merge", "MergeResult"]
@@ -48,7 +48,7 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
     model card, l2s_recipe.yaml, l2s_merge.json) appears complete or not at all. An existing
     ``out`` is only replaced with ``overwrite=True``.
     """
-    from l2s_kit.merge.recipe import parse_size
+    from l2s_kit.merging.recipe import parse_size
 
     r = _recipe(recipe)
     if device is not None:

@@ -14,8 +14,8 @@ from typing import Annotated, Literal
 
 import torch
 
-from l2s_kit.merge.registry import Range, merge_method
-from l2s_kit.merge.sparsify import (
+from l2s_kit.merging.registry import Range, merge_method
+from l2s_kit.merging.sparsify import (
     DropMask,
     Trimmer,
     dare,

@@ -25,13 +25,14 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from l2s_kit.errors import RecipeError
-from l2s_kit.merge.registry import get_method
+from l2s_kit.merging.registry import get_method
 
 COMPUTE_DTYPES = ("float32", "float64")
 OUT_DTYPES = ("float32", "float16", "bfloat16", "float64")
@@ -75,6 +76,13 @@ def parse_size(value: int | str, where: str = "shard_size") -> int:
         if s.isdigit() and int(s) > 0:
             return int(s)
     raise RecipeError(f"{where} must be a positive size such as '2GB' or 500000000, got {value!r}")
+
+
+def check_device(device: object, where: str = "device") -> str:
+    """'cpu', 'cuda' or 'cuda:N', else a RecipeError naming ``where``."""
+    if isinstance(device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        return device
+    raise RecipeError(f"{where} must be 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 
 
 @dataclass
@@ -337,9 +345,7 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
         if val != "base":
             val = _resolve_path(val, key, relative_to, check_paths)
         d[key] = val
-    device = d.get("device") or "cpu"
-    if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):
-        raise RecipeError(f"{where}: device must be 'cpu' or 'cuda[:N]', got {device!r}")
+    device = check_device(d.get("device") or "cpu", f"{where}: device")
     return Recipe(
         merge_method=method.name,
         base_model=base,

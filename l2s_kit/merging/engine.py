@@ -9,7 +9,6 @@ and trim thresholds that need a pass over a whole tensor or the whole model.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +18,12 @@ from tqdm.auto import tqdm
 
 from l2s_kit.checkpoint import (
     Checkpoint,
-    CheckpointWriter,
     StateDictSource,
     TensorInfo,
-    copy_side_files,
 )
 from l2s_kit.errors import IncompatibleModelsError, L2SError, NonFiniteError
-from l2s_kit.merge.registry import MergeMethod, get_method
-from l2s_kit.merge.sparsify import DropMask, Trimmer, elect_sign, kth_smallest, trim_rank
+from l2s_kit.merging.registry import MergeMethod, get_method
+from l2s_kit.merging.sparsify import DropMask, Trimmer, elect_sign
 
 BLOCK_ELEMS = 1 << 24  # entries per block when a tensor is streamed in blocks of rows
 LM_HEAD = "lm_head.weight"
@@ -324,6 +321,9 @@ def _sources(paths_or_dicts) -> list:
 
 
 def _device(device: str) -> str:
+    from l2s_kit.merging.recipe import check_device
+
+    device = check_device(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise L2SError(f"device {device} was asked for, but torch sees no CUDA device "
                        f"(torch {torch.__version__}); use device: cpu or install a CUDA build.")
