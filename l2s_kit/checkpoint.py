@@ -20,10 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import re
 import shutil
 import struct
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -353,24 +355,68 @@ class CheckpointWriter:
         self._fh = None
         self._shard_open = -1
         self.weight_map: dict[str, str] = {}
+        # File writes and hashing run on one background thread (in order), overlapping the merge's
+        # compute; at most a few blocks wait in the queue.
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    # -- background I/O --------------------------------------------------------------------------
+    def _worker(self) -> None:
+        while True:
+            task = self._queue.get()
+            try:
+                if task is None:
+                    return
+                if self._error is None:
+                    task()
+            except BaseException as e:  # re-raised in the caller's thread by flush()
+                self._error = e
+            finally:
+                self._queue.task_done()
+
+    def _submit(self, task) -> None:
+        if self._error is not None:
+            self.flush()
+        self._queue.put(task)
+
+    def flush(self) -> None:
+        """Wait until every tensor handed to ``write`` is on disk and hashed."""
+        self._queue.join()
+        if self._error is not None:
+            raise OSError(f"writing {self.out_dir} failed: {self._error}") from self._error
+
+    def _close_file(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
     # -- context management -------------------------------------------------------------------
     def __enter__(self) -> CheckpointWriter:
         self.tmp = _prepare_out(self.out_dir, self.overwrite)
+        self._thread = threading.Thread(target=self._worker, name="l2s-writer", daemon=True)
+        self._thread.start()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
+        ok = False
         try:
-            self._finish()
-        except BaseException:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            raise
+            if exc_type is None:
+                self.flush()
+                self._stop()
+                self._finish()
+                ok = True
+        finally:
+            self._stop()
+            if not ok:
+                shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        self._close_file()
 
     # -- tensors ---------------------------------------------------------------------------------
     def shard_file(self, si: int) -> str:
@@ -387,17 +433,12 @@ class CheckpointWriter:
         if data.dtype != info.dtype:
             raise RuntimeError(f"tensor {name}: got dtype {data.dtype}, planned {info.dtype}")
         if si != self._shard_open:
-            if self._fh is not None:
-                self._fh.close()
-            file = self.shard_file(si)
-            self._fh = open(self.tmp / file, "wb")  # noqa: SIM115 (closed in __exit__/next shard)
-            self._fh.write(_header(self.shards[si], {"format": "pt"}))
+            self._submit(lambda si=si: self._open_shard(si))
             self._shard_open = si
         if self._written == 0:
-            self.hasher.begin(info)
+            self._submit(lambda info=info: self.hasher.begin(info))
         buf = tensor_bytes(data)
-        self._fh.write(buf)
-        self.hasher.update(buf)
+        self._submit(lambda buf=buf: (self._fh.write(buf), self.hasher.update(buf)))
         self._written += len(buf)
         if self._written > info.nbytes:
             raise RuntimeError(f"tensor {name}: more bytes written than its shape {info.shape} holds")
@@ -405,6 +446,11 @@ class CheckpointWriter:
             self.weight_map[name] = self.shard_file(si)
             self._pos += 1
             self._written = 0
+
+    def _open_shard(self, si: int) -> None:
+        self._close_file()
+        self._fh = open(self.tmp / self.shard_file(si), "wb")  # noqa: SIM115 (closed by _close_file)
+        self._fh.write(_header(self.shards[si], {"format": "pt"}))
 
     # -- other files -----------------------------------------------------------------------------
     def write_json(self, relpath: str, obj: object) -> None:
@@ -428,6 +474,7 @@ class CheckpointWriter:
 
     @property
     def weights_hash(self) -> str:
+        self.flush()
         return self.hasher.hexdigest()
 
 

@@ -67,13 +67,18 @@ def _bits_to_float(bits: int, width: int) -> float:
 
 
 def kth_smallest(blocks: Callable[[], Iterable[torch.Tensor]], rank: int) -> float:
-    """The exact ``rank``-th smallest magnitude (1-based) over all blocks yielded by ``blocks()``.
+    """The exact ``rank``-th smallest magnitude (1-based) over all blocks yielded by ``blocks()``."""
+    return radix_select(blocks, rank)[0]
+
+
+def radix_select(blocks: Callable[[], Iterable[torch.Tensor]], rank: int) -> tuple[float, int, int]:
+    """(``rank``-th smallest magnitude t, how many magnitudes are < t, how many are == t).
 
     A radix select on the IEEE bits, 16 bits per pass (2 passes over the data for float32, 4 for
     float64): memory is one block plus a 65536-bin histogram, whatever the total size.
     """
     prefix, width, shift = 0, None, None
-    remaining = rank
+    remaining, below = rank, 0
     while True:
         hist = None
         for block in blocks():
@@ -91,15 +96,13 @@ def kth_smallest(blocks: Callable[[], Iterable[torch.Tensor]], rank: int) -> flo
         if remaining > int(cum[-1]):
             raise ValueError(f"kth_smallest: rank {rank} is past the number of entries")
         d = int(torch.searchsorted(cum, torch.tensor(remaining, dtype=cum.dtype)))
-        remaining -= int(cum[d - 1]) if d > 0 else 0
+        lower = int(cum[d - 1]) if d > 0 else 0
+        remaining -= lower
+        below += lower
         prefix = (prefix << 16) | d
         if shift == 0:
-            return _bits_to_float(prefix, width)
+            return _bits_to_float(prefix, width), below, int(hist[d])
         shift -= 16
-
-
-def count_above(blocks: Iterable[torch.Tensor], threshold: float) -> int:
-    return sum(int((b.abs() > threshold).sum()) for b in blocks)
 
 
 class Trimmer:
@@ -120,10 +123,10 @@ class Trimmer:
         rank, keep = trim_rank(n, k, rule)
         if rank == 0:
             return cls(None, None)
-        t = kth_smallest(blocks, rank)
+        t, below, equal = radix_select(blocks, rank)
         if keep < 0:
             return cls(t, None)
-        return cls(t, keep - count_above(blocks(), t))
+        return cls(t, keep - (n - below - equal))
 
     @classmethod
     def for_tensor(cls, delta: torch.Tensor, k: float, rule: str) -> Trimmer:
@@ -214,6 +217,8 @@ def elect_sign(trimmed: torch.Tensor, zero_sign: float = 1.0) -> torch.Tensor:
 def disjoint_mean(trimmed: Sequence[torch.Tensor], weights: Sequence[float],
                   zero_sign: float = 1.0) -> torch.Tensor:
     """Weighted mean of the non-zero entries that agree with the elected sign; 0 where none do."""
+    if len(trimmed) == 1 and weights[0] == 1:
+        return trimmed[0]  # one task vector: every non-zero entry agrees with its own sign
     stacked = torch.stack([w * t for w, t in zip(weights, trimmed)])
     gamma = elect_sign(stacked, zero_sign)
     agree = (torch.sign(stacked) == gamma) & (stacked != 0)

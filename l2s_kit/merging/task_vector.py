@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import torch
-
 from l2s_kit.merging.registry import Range, merge_method
 from l2s_kit.merging.sparsify import (
     DropMask,
@@ -49,8 +47,9 @@ def _dare(deltas, masks, p, seed):
 
 
 def _weighted_sum(deltas, weights):
-    out = torch.zeros_like(deltas[0])
-    for w, d in zip(weights, deltas):
+    """Σᵢ wᵢ δᵢ, overwriting the first delta (the deltas are temporaries)."""
+    out = deltas[0] if weights[0] == 1 else deltas[0].mul_(weights[0])
+    for w, d in zip(weights[1:], deltas[1:]):
         out.add_(d, alpha=w)
     return out
 
@@ -71,7 +70,7 @@ def average(base, models, weights, *,
 @merge_method("task_arithmetic", paper=TA_PAPER, aliases=("ta",))
 def task_arithmetic(base, models, weights, *, alpha: Alpha = 1.0):
     """Task Arithmetic: θ₀ + α · Σᵢ wᵢ δᵢ."""
-    return base + alpha * _weighted_sum(task_vectors(base, models), weights)
+    return _weighted_sum(task_vectors(base, models), weights).mul_(alpha).add_(base)
 
 
 @merge_method("ties", paper=TIES_PAPER, aliases=("ties_merging",))
@@ -92,7 +91,7 @@ def dare_ta(base, models, weights, *, p: DropRate = 0.3, alpha: Alpha = 1.0, see
             masks=None):
     """DARE (with Task Arithmetic): θ₀ + α · Σᵢ wᵢ DARE_p(δᵢ). With α = 1, DARE alone."""
     dropped = _dare(task_vectors(base, models), masks, p, seed)
-    return base + alpha * _weighted_sum(dropped, weights)
+    return _weighted_sum(dropped, weights).mul_(alpha).add_(base)
 
 
 @merge_method("dare_ties", paper=DARE_PAPER)
