@@ -214,3 +214,15 @@ def test_parameter_schema_comes_from_the_signature():
     assert ties.params["k"].default == 0.8
     with pytest.raises(RecipeError, match="out of range"):
         ties.resolve({"k": 1.0}, "test")
+
+
+def test_select_equals_kthvalue_on_large_tensors_with_ties():
+    from l2s_kit.merging.sparsify import select
+
+    g = torch.Generator().manual_seed(4)
+    # bf16 differences: few distinct magnitudes, thousands of ties at any rank
+    a = (torch.randn(1_000_000, generator=g).bfloat16().float()
+         - torch.randn(1_000_000, generator=g).bfloat16().float()).abs()
+    for rank in (1, 1000, 500_000, 800_001, 999_999, 1_000_000):
+        t = float(a.kthvalue(rank).values)
+        assert select(a, rank) == (t, int((a < t).sum()), int((a == t).sum()))
