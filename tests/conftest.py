@@ -25,3 +25,16 @@ def mixed_tie_pair(tmp_path_factory):
     """(base, model): base ties lm_head to the embedding, model stores its own (as 1.5B pairs do)."""
     return make_pair(tmp_path_factory.mktemp("mixed"), "tiny", seed=2, delta_std=0.02,
                      base_tied=True, model_tied=False, shard_size=30_000)
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    """The reference data folder: $L2S_SHARED_DATA, else ../shared/data beside the repository."""
+    import os
+    from pathlib import Path
+
+    path = Path(os.environ.get("L2S_SHARED_DATA",
+                               Path(__file__).resolve().parents[2] / "shared" / "data"))
+    assert path.is_dir(), (f"reference data not found at {path}; set L2S_SHARED_DATA to the folder "
+                           "holding benchmarks/, samples/ and calibration/")
+    return path

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from l2s_kit.reflection import annotate, is_reflective, keyword_counts, keyword_frequency, summarize
-
-SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "samples" / "math_cot_100.jsonl"
 
 
 @pytest.mark.parametrize("text,n", [
@@ -54,8 +51,9 @@ def test_summary_on_a_hand_made_table():
     assert freq[("s2", "wait")] == 1 and freq[("s2", "recap")] == 1 and freq[("s1", "wait")] == 1
 
 
-def test_real_quick_thinking_outputs_are_nearly_never_reflective():
-    rows = [json.loads(line) for line in SAMPLES.read_text().splitlines()]
+def test_real_quick_thinking_outputs_are_nearly_never_reflective(shared_data):
+    samples = shared_data / "samples" / "math_cot_100.jsonl"
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
     df = pd.DataFrame([{"level": r["level"], "response": c, "correct": s}
                        for r in rows for c, s in zip(r["code"], r["score"])])
     assert len(df) == 800 and int(df["correct"].sum()) == 728
