@@ -316,6 +316,9 @@ def _prepare_out(out_dir: Path, overwrite: bool) -> Path:
 
 def _publish(tmp: Path, out_dir: Path) -> None:
     """Move the finished temporary folder into place (replacing an old output only at the end)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the output gets the usual mode
     old = None
     if out_dir.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))

@@ -252,3 +252,17 @@ def test_tokenizer_files_come_from_the_chosen_source(tiny_pair, tmp_path):
     finally:
         (model / "tokenizer_config.json").write_text(
             (base / "tokenizer_config.json").read_text())
+
+
+def test_output_folder_gets_the_usual_permissions(tiny_pair, tmp_path):
+    import os
+    import stat
+
+    base, model = tiny_pair
+    umask = os.umask(0o022)
+    try:
+        out = merge({"merge_method": "average", "base_model": str(base),
+                     "models": [{"model": str(model)}]}, tmp_path / "perm", progress=False)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755

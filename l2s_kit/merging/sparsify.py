@@ -57,7 +57,7 @@ def _float_bits(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     a = x.abs()
     if a.dtype == torch.float64:
         return a.view(torch.int64), 64
-    return a.to(torch.float32).view(torch.int32).to(torch.int64), 32
+    return a.to(torch.float32).view(torch.int32), 32
 
 
 def _bits_to_float(bits: int, width: int) -> float:
