@@ -266,3 +266,23 @@ def test_output_folder_gets_the_usual_permissions(tiny_pair, tmp_path):
     finally:
         os.umask(umask)
     assert stat.S_IMODE(out.stat().st_mode) == 0o755
+
+
+def test_methods_that_need_whole_matrices_get_them(sharded_pair, monkeypatch):
+    from l2s_kit.merging.registry import _REGISTRY, merge_method
+
+    seen = []
+
+    @merge_method("_whole_probe", paper="https://example.org", elementwise=False)
+    def probe(base, models, weights):
+        seen.append(tuple(base.shape))
+        return base
+
+    monkeypatch.setattr(engine, "BLOCK_ELEMS", 96)
+    try:
+        b, m = sharded_pair
+        engine.merge_state_dicts("_whole_probe", str(b), [str(m)])
+    finally:
+        _REGISTRY.pop("_whole_probe")
+    assert (64, 32) in seen  # the embedding's 64 shared rows in one piece, not blocks of 3 rows
+    assert len(seen) == len(Checkpoint(b).names)  # one call per tensor

@@ -53,13 +53,15 @@ class TensorJob:
     def row_numel(self) -> int:
         return self.out.numel // self.out.shape[0] if self.out.shape else 1
 
-    def blocks(self, rows_end: int | None = None, rows_start: int = 0) -> Iterator[slice | None]:
-        """Row slices covering [rows_start, rows_end) in blocks of about BLOCK_ELEMS entries."""
+    def blocks(self, rows_end: int | None = None, rows_start: int = 0,
+               whole: bool = False) -> Iterator[slice | None]:
+        """Row slices covering [rows_start, rows_end) in blocks of about BLOCK_ELEMS entries
+        (one block with ``whole``, for methods that need the whole matrix, such as SVDs)."""
         if not self.out.shape:
             yield None
             return
         end = self.shared_rows if rows_end is None else rows_end
-        step = max(1, BLOCK_ELEMS // max(1, self.row_numel()))
+        step = end if whole else max(1, BLOCK_ELEMS // max(1, self.row_numel()))
         for a in range(rows_start, end, step):
             yield slice(a, min(end, a + step))
 
@@ -291,7 +293,7 @@ class _Run:
         extra = {}
         if "zero_sign" in self.method.injected:
             extra["zero_sign"] = self.zero_sign
-        for rows in job.blocks():
+        for rows in job.blocks(whole=not self.method.elementwise):
             base = self.read(job, 0, rows)
             models = [self.read(job, i + 1, rows) for i in range(self.n)]
             kw = dict(self.params)
