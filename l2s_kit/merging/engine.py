@@ -23,7 +23,7 @@ from l2s_kit.checkpoint import (
 )
 from l2s_kit.errors import IncompatibleModelsError, L2SError, NonFiniteError
 from l2s_kit.merging.registry import MergeMethod, get_method
-from l2s_kit.merging.sparsify import DropMask, Trimmer, elect_sign
+from l2s_kit.merging.sparsify import DropMask, Trimmer, dare, elect_sign
 
 BLOCK_ELEMS = 1 << 24  # entries per block when a tensor is streamed in blocks of rows
 LM_HEAD = "lm_head.weight"
@@ -221,8 +221,7 @@ class _Run:
         offset = (rows.start if rows is not None else 0) * job.row_numel()
         masks = self.masks(job, offset)
         if masks is not None:
-            p = self.params["p"]
-            ds = [d * m.keep(d.numel(), device=d.device).reshape(d.shape) / (1 - p) if p else d
+            ds = [dare(d, m.keep(d.numel(), device=d.device), self.params["p"])
                   for d, m in zip(ds, masks)]
         return ds
 
