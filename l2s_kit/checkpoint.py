@@ -207,9 +207,6 @@ class Checkpoint:
                 return f.get_tensor(name)
             return f.get_slice(name)[rows]
 
-    def file_size(self) -> int:
-        return sum((self.path / f).stat().st_size for f in set(self._file_of.values()))
-
     def __repr__(self) -> str:
         return f"Checkpoint({str(self.path)!r}, {len(self._info)} tensors)"
 

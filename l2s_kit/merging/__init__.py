@@ -16,8 +16,8 @@ import l2s_kit
 from l2s_kit.checkpoint import Checkpoint, CheckpointWriter, copy_side_files
 from l2s_kit.errors import CheckpointError
 from l2s_kit.merging.card import model_card
-from l2s_kit.merging.engine import merge_state_dicts, plan_merge, run_merge
-from l2s_kit.merging.recipe import PRESETS, ModelSpec, Recipe, load_recipe
+from l2s_kit.merging.engine import DTYPES, merge_state_dicts, plan_merge, run_merge
+from l2s_kit.merging.recipe import PRESETS, ModelSpec, Recipe, load_recipe, parse_size
 from l2s_kit.merging.registry import get_method, list_methods, merge_method
 
 __all__ = ["merge", "merge_in_memory", "merge_state_dicts", "load_recipe", "Recipe", "ModelSpec",
@@ -48,21 +48,18 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
     model card, l2s_recipe.yaml, l2s_merge.json) appears complete or not at all. An existing
     ``out`` is only replaced with ``overwrite=True``.
     """
-    from l2s_kit.merging.recipe import parse_size
-
     r = _recipe(recipe)
     if device is not None:
         r.device = device
     inputs = [Checkpoint(r.base_model), *[Checkpoint(m.model) for m in r.models]]
-    jobs, changes, notes = plan_merge(inputs, _dtype(r.out_dtype))
+    jobs, changes, notes = plan_merge(inputs, DTYPES.get(r.out_dtype))
     config = inputs[0].config if r.config_source == "base" else Checkpoint(r.config_source).config
     tok_dir = Path(r.base_model if r.tokenizer_source == "base" else r.tokenizer_source)
     size = parse_size(shard_size) if shard_size is not None else r.shard_size
     with CheckpointWriter(out, [j.out for j in jobs], shard_size=size,
                           overwrite=overwrite) as writer:
-        run_merge(inputs, r.method, r.parameters, r.weights, writer.write,
-                  compute_dtype=r.dtype, out_dtype=r.out_dtype, device=r.device,
-                  progress=progress)
+        run_merge(inputs, r.method, r.parameters, r.weights, jobs, writer.write,
+                  compute_dtype=r.dtype, device=r.device, progress=progress)
         writer.write_json("config.json", {**config, **changes})
         tok_files = copy_side_files(writer, tok_dir)
         if not tok_files:
@@ -97,6 +94,3 @@ def read_merge_info(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path} has no {MERGE_INFO}; it was not written by l2s merge")
     return json.loads(p.read_text())
 
-
-def _dtype(name: str | None):
-    return None if name is None else getattr(torch, name)

@@ -170,6 +170,15 @@ def plan_merge(inputs: Sequence, out_dtype: torch.dtype | None) -> tuple[list[Te
     return jobs, changes, notes
 
 
+def _offset(job: TensorJob, rows: slice | None) -> int:
+    """Flat index of a block's first entry."""
+    return (rows.start if rows is not None else 0) * job.row_numel()
+
+
+def _where(rows: slice | None) -> str:
+    return f" (rows {rows.start}..{rows.stop - 1})" if rows is not None else ""
+
+
 def _check_finite(t: torch.Tensor, what: str, name: str, where: str) -> None:
     # A sum is non-finite when some entry is (NaN and Inf propagate), and is ten times cheaper
     # than torch.isfinite over the tensor; only then are the entries counted (a sum that merely
@@ -202,28 +211,23 @@ class _Run:
     # -- reading -----------------------------------------------------------------------------------
     def read(self, job: TensorJob, i: int, rows: slice | None) -> torch.Tensor:
         src = self.inputs[i]
-        t = src.read(job.sources[i], rows)
-        t = t.to(self.device, self.compute)
-        where = f" (rows {rows.start}..{rows.stop - 1})" if rows is not None else ""
-        _check_finite(t, "input", f"{job.sources[i]} of {_label(src)}", where)
+        t = src.read(job.sources[i], rows).to(self.device, self.compute)
+        _check_finite(t, "input", f"{job.sources[i]} of {_label(src)}", _where(rows))
         return t
 
-    def masks(self, job: TensorJob, offset: int) -> list | None:
+    def masks(self, job: TensorJob, rows: slice | None) -> list | None:
         if "masks" not in self.method.injected:
             return None
-        p, seed = self.params["p"], self.params["seed"]
+        p, seed, offset = self.params["p"], self.params["seed"], _offset(job, rows)
         return [DropMask(p, seed, job.name, i).at(offset) for i in range(self.n)]
 
-    def deltas(self, job: TensorJob, rows: slice | None) -> list[torch.Tensor]:
-        """Task vectors of one block, DARE'd when the method drops entries (trim planning input)."""
-        base = self.read(job, 0, rows)
-        ds = [self.read(job, i + 1, rows) - base for i in range(self.n)]
-        offset = (rows.start if rows is not None else 0) * job.row_numel()
-        masks = self.masks(job, offset)
-        if masks is not None:
-            ds = [dare(d, m.keep(d.numel(), device=d.device), self.params["p"])
-                  for d, m in zip(ds, masks)]
-        return ds
+    def delta(self, job: TensorJob, rows: slice | None, i: int) -> torch.Tensor:
+        """Task vector of model i on one block, DARE'd when the method drops entries (the input
+        of trim planning)."""
+        d = self.read(job, i + 1, rows) - self.read(job, 0, rows)
+        masks = self.masks(job, rows)
+        return d if masks is None else dare(d, masks[i].keep(d.numel(), device=d.device),
+                                            self.params["p"])
 
     # -- trim planning ---------------------------------------------------------------------------
     def trims(self) -> bool:
@@ -242,7 +246,7 @@ class _Run:
                 for j in tqdm(fjobs, desc=f"global trim: magnitudes of model {i + 1}",
                               disable=not self.progress, leave=False):
                     for rows in j.blocks():
-                        yield self.deltas(j, rows)[i]
+                        yield self.delta(j, rows, i)
             self.global_trimmers.append(Trimmer.from_blocks(blocks, total, k, "topk"))
         if self.n < 2:
             return  # one task vector: the elected sign never changes the result
@@ -252,7 +256,7 @@ class _Run:
         for j in tqdm(fjobs, desc="global trim: majority sign", disable=not self.progress,
                       leave=False):
             for rows in j.blocks():
-                ds = self.deltas(j, rows)
+                ds = [self.delta(j, rows, i) for i in range(self.n)]
                 stacked = torch.stack([w * t(d) for w, t, d in zip(self.weights, trimmers, ds)])
                 votes += int(elect_sign(stacked, 0.0).sum())
         self.zero_sign = 1.0 if votes >= 0 else -1.0
@@ -269,7 +273,7 @@ class _Run:
         for i in range(self.n):
             def blocks(i=i):
                 for rows in job.blocks():
-                    yield self.deltas(job, rows)[i]
+                    yield self.delta(job, rows, i)
             out.append(Trimmer.from_blocks(blocks, n, self.params["k"], self.params["trim"]))
         return out
 
@@ -296,15 +300,13 @@ class _Run:
             base = self.read(job, 0, rows)
             models = [self.read(job, i + 1, rows) for i in range(self.n)]
             kw = dict(self.params)
-            offset = (rows.start if rows is not None else 0) * job.row_numel()
             if "masks" in self.method.injected:
-                kw["masks"] = self.masks(job, offset)
+                kw["masks"] = self.masks(job, rows)
             if "trimmers" in self.method.injected:
                 kw["trimmers"] = trimmers
             merged = self.method.fn(base, models, self.weights, **kw, **extra)
             out = merged.to(job.out.dtype).cpu()
-            where = f" (rows {rows.start}..{rows.stop - 1})" if rows is not None else ""
-            _check_finite(out, "merged", job.name, where)
+            _check_finite(out, "merged", job.name, _where(rows))
             sink(job.name, out)
         if job.extra_from is not None:
             for rows in job.blocks(job.out.shape[0], job.shared_rows):
@@ -338,14 +340,13 @@ def _device(device: str) -> str:
 
 
 def run_merge(inputs: Sequence, method: MergeMethod | str, params: dict, weights: list[float],
-              sink, *, compute_dtype: str = "float32", out_dtype: str | None = None,
-              device: str = "cpu", progress: bool = True) -> tuple[list[TensorJob], dict, list[str]]:
-    """Merge ``inputs`` (base first) tensor by tensor into ``sink(name, block)``."""
+              jobs: list[TensorJob], sink, *, compute_dtype: str = "float32",
+              device: str = "cpu", progress: bool = True) -> None:
+    """Merge ``inputs`` (base first) as ``jobs`` (from ``plan_merge``) says, into
+    ``sink(name, block)``."""
     method = get_method(method) if isinstance(method, str) else method
-    jobs, changes, notes = plan_merge(inputs, DTYPES[out_dtype] if out_dtype else None)
     _Run(inputs, method, params, list(weights), DTYPES[compute_dtype], _device(device), jobs,
          progress).run(sink)
-    return jobs, changes, notes
 
 
 def merge_state_dicts(method: str, base, models: Sequence, weights: Sequence[float] | None = None,
@@ -361,6 +362,7 @@ def merge_state_dicts(method: str, base, models: Sequence, weights: Sequence[flo
     inputs = _sources([base, *models])
     weights = list(weights) if weights is not None else [1.0] * len(models)
     blocks: dict[str, list[torch.Tensor]] = {}
-    run_merge(inputs, m, resolved, weights, lambda n, t: blocks.setdefault(n, []).append(t),
-              out_dtype=out_dtype, device=device, progress=progress)
+    jobs, _, _ = plan_merge(inputs, DTYPES[out_dtype] if out_dtype else None)
+    run_merge(inputs, m, resolved, weights, jobs, lambda n, t: blocks.setdefault(n, []).append(t),
+              device=device, progress=progress)
     return {n: (b[0] if len(b) == 1 else torch.cat(b)) for n, b in blocks.items()}

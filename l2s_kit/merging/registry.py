@@ -24,7 +24,7 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from l2s_kit.errors import RecipeError
 
@@ -101,7 +101,6 @@ class MergeMethod:
     injected: tuple[str, ...]
     aliases: tuple[str, ...] = ()
     elementwise: bool = True  # can run on blocks of rows (true for the task-vector family)
-    extra: dict = field(default_factory=dict)
 
     def __call__(self, base, models, weights=None, **kwargs):
         if weights is None:
@@ -149,7 +148,7 @@ def _param_from(p: inspect.Parameter, hints: dict, fn_name: str) -> Param:
 
 
 def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, ...] = (),
-                 elementwise: bool = True, **extra) -> Callable[[Callable], Callable]:
+                 elementwise: bool = True) -> Callable[[Callable], Callable]:
     """Register ``fn`` as merge method ``name``; its signature is checked and becomes the schema."""
 
     def decorate(fn: Callable) -> Callable:
@@ -168,7 +167,7 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
                 params[p.name] = _param_from(p, hints, name)
         doc_title = title or (inspect.getdoc(fn) or name).splitlines()[0]
         method = MergeMethod(name, fn, paper, doc_title, params, tuple(injected), tuple(aliases),
-                             elementwise, dict(extra))
+                             elementwise)
         for key in (name, *aliases):
             if key in _REGISTRY or key in _ALIASES:
                 raise TypeError(f"merge method name '{key}' registered twice")
