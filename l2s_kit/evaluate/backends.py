@@ -1,0 +1,344 @@
+"""Generation backends: prompts in, decoded samples with their token counts out.
+
+A backend is anything with a ``name`` and ``generate(prompts, settings)`` returning, per prompt,
+``settings.n`` :class:`Generation` objects. :class:`TransformersBackend` runs Hugging Face
+``model.generate`` in batches with left padding, on CPU or CUDA.
+
+Results do not depend on how prompts are batched:
+
+- greedy decoding (``temperature=0``) gives the same text as generating one prompt at a time
+  (up to floating-point ties);
+- sampling draws sample ``j`` of a prompt from its own random stream, seeded by
+  (``seed``, prompt text, ``j``), through the Gumbel-max trick (argmax of the tempered, top-p
+  filtered logits plus Gumbel noise is an exact sample). The same seed repeats on the same kind of
+  device whatever the batch size or the other prompts, so an interrupted evaluation that resumes
+  produces what an uninterrupted one would have.
+
+Token counts are the number of generated ids, EOS (or the token that completed a stop string)
+included; the text is never re-tokenized.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+from l2s_kit.errors import L2SError
+
+# Tokens decoded at the end of each sequence at every step to look for stop strings, beyond the
+# length of the longest stop string (each token decodes to at least one character, except special
+# tokens and pieces of multi-byte characters).
+_STOP_WINDOW_MARGIN = 8
+
+
+class GenerationError(L2SError, ValueError):
+    """Generation settings or a backend's inputs are invalid."""
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """How to decode. Everything but ``batch_size`` determines the outputs and is recorded."""
+
+    max_new_tokens: int = 256  # generated tokens per sample, EOS included
+    temperature: float = 0.0  # 0 = greedy; > 0 samples
+    top_p: float = 1.0  # nucleus sampling mass, in (0, 1]
+    n: int = 1  # samples per prompt; n > 1 needs temperature > 0
+    seed: int = 0  # sampling seed (sample j of a prompt is a function of seed, prompt, j)
+    stop: tuple[str, ...] = ()  # stop strings; the text keeps the stop string
+    batch_size: int = field(default=32, compare=False)  # prompts per generate call (throughput)
+
+    def __post_init__(self):
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        else:
+            object.__setattr__(self, "stop", tuple(self.stop))
+        checks = [
+            ("max_new_tokens", isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
+             "a positive integer"),
+            ("temperature", isinstance(self.temperature, (int, float)) and self.temperature >= 0,
+             "a number >= 0 (0 = greedy)"),
+            ("top_p", isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1,
+             "a number in (0, 1]"),
+            ("n", isinstance(self.n, int) and self.n >= 1, "a positive integer"),
+            ("seed", isinstance(self.seed, int), "an integer"),
+            ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1,
+             "a positive integer"),
+            ("stop", all(isinstance(s, str) and s for s in self.stop),
+             "a list of non-empty strings"),
+        ]
+        for name, ok, what in checks:
+            if not ok:
+                raise GenerationError(
+                    f"generation setting {name}={getattr(self, name)!r} is invalid; it must be {what}")
+        if self.n > 1 and self.temperature == 0:
+            raise GenerationError(
+                f"generation setting n={self.n} asks for several samples per prompt, but "
+                "temperature=0 (greedy) would repeat the same one; set temperature > 0 or n=1")
+
+    def to_dict(self) -> dict:
+        """The settings that determine the outputs, as JSON-ready values (no ``batch_size``)."""
+        d = asdict(self)
+        d.pop("batch_size")
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One sample: decoded text, number of generated token ids, and why generation ended.
+
+    ``text`` is decoded with special tokens skipped (so an EOS does not appear in it) and, when a
+    stop string ended the sample, cut just after the first stop string (which is kept).
+    ``n_tokens`` counts generated ids up to and including the EOS or the token that completed the
+    stop string; ``finish_reason`` is ``"stop"`` for those, ``"length"`` when ``max_new_tokens``
+    ran out.
+    """
+
+    text: str
+    n_tokens: int
+    finish_reason: Literal["stop", "length"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Generates ``settings.n`` samples for each prompt: outer list = prompts, inner = samples."""
+
+    name: str
+
+    def generate(self, prompts: list[str], settings: GenerationSettings) -> list[list[Generation]]:
+        ...
+
+
+def _row_seed(seed: int, prompt: str, sample: int) -> int:
+    h = hashlib.sha256(f"{seed}|{sample}|{prompt}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+def _dtype(dtype):
+    import torch
+
+    if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):
+        return dtype or "auto"
+    names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype not in names:
+        raise GenerationError(f"dtype {dtype!r} is not one of {['auto', *names]}")
+    return names[dtype]
+
+
+class TransformersBackend:
+    """Batched generation with Hugging Face ``transformers``.
+
+    ``model`` is a local checkpoint folder (loaded with ``AutoModelForCausalLM`` and
+    ``AutoTokenizer``; ``dtype`` None = as stored) or an already loaded model, given with its
+    ``tokenizer`` (an object, or a folder to load it from). ``device`` is where a folder's model
+    goes (default "cpu"); a loaded model is moved only when ``device`` is given. The tokenizer is
+    switched to left padding (its EOS is used as padding when it has no pad token).
+
+    End of a sample: an EOS id of the model's generation config or the tokenizer, a stop string,
+    or ``max_new_tokens``. A stop string that is a special token of the tokenizer (e.g.
+    ``<|im_end|>``) is treated as one more EOS id, since decoded text skips special tokens.
+    """
+
+    name = "transformers"
+
+    def __init__(self, model, tokenizer=None, device: str | None = None, dtype=None,
+                 progress: bool = True):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if isinstance(tokenizer, (str, os.PathLike)):
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        if isinstance(model, (str, os.PathLike)):
+            path = Path(model)
+            if not (path / "config.json").is_file():
+                raise GenerationError(f"{path} is not a checkpoint folder (no config.json); give "
+                                      "the folder of a Hugging Face model")
+            model = AutoModelForCausalLM.from_pretrained(path, **_dtype_kwarg(_dtype(dtype)))
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
+            model.to(device or "cpu")
+        elif tokenizer is None:
+            raise GenerationError("TransformersBackend: a loaded model needs its tokenizer "
+                                  "(tokenizer=...)")
+        elif device is not None:
+            model.to(device)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.progress = progress
+        gen_cfg = getattr(model, "generation_config", None)
+        eos = getattr(gen_cfg, "eos_token_id", None)
+        eos = list(eos) if isinstance(eos, (list, tuple)) else [eos]
+        self.eos_ids = [i for i in dict.fromkeys([*eos, tokenizer.eos_token_id]) if i is not None]
+        if not self.eos_ids:
+            raise GenerationError("neither the model's generation config nor the tokenizer "
+                                  "names an EOS token; set generation_config.eos_token_id")
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.convert_ids_to_tokens(self.eos_ids[0])
+        tokenizer.padding_side = "left"
+        self.pad_id = tokenizer.pad_token_id
+        self.bos_id = getattr(gen_cfg, "bos_token_id", None)
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def _special(self, stop: tuple[str, ...]) -> tuple[str, ...]:
+        """The stop strings that are special tokens (skipped by decoding, so ended by id)."""
+        special = set(self.tokenizer.all_special_tokens) | set(self.tokenizer.get_added_vocab())
+        return tuple(s for s in stop if s in special)
+
+    def generate(self, prompts: list[str], settings: GenerationSettings = GenerationSettings()
+                 ) -> list[list[Generation]]:
+        """``settings.n`` samples for each prompt (outer list = prompts, inner = samples)."""
+        import torch
+        from tqdm.auto import tqdm
+
+        if isinstance(prompts, str):
+            raise GenerationError("generate takes a list of prompts, not one string")
+        special = self._special(settings.stop)
+        eos_ids = list(dict.fromkeys(
+            [*self.eos_ids, *(self.tokenizer.convert_tokens_to_ids(s) for s in special)]))
+        stop = tuple(s for s in settings.stop if s not in special)
+        out: list[list[Generation]] = [[] for _ in prompts]
+        # longest first: less padding per batch, and memory errors show up in the first batch
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        batches = [order[i:i + settings.batch_size]
+                   for i in range(0, len(order), settings.batch_size)]
+        for batch in tqdm(batches, desc="generate", unit="batch", disable=not self.progress):
+            rows = [(i, j) for i in batch for j in range(settings.n)]
+            with torch.inference_mode():
+                gens = self._generate_rows([prompts[i] for i, _ in rows],
+                                           [j for _, j in rows], settings, eos_ids, stop)
+            for (i, _), g in zip(rows, gens):
+                out[i].append(g)
+        return out
+
+    def _generate_rows(self, texts: list[str], samples: list[int], settings: GenerationSettings,
+                       eos_ids: list[int], stop: tuple[str, ...]) -> list[Generation]:
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True).to(self.device)
+        prompt_len = enc["input_ids"].shape[1]
+        # Every decoding knob is set explicitly, so that a checkpoint's generation_config.json
+        # (repetition penalty, top-k, ...) cannot change the evaluation.
+        config = GenerationConfig(
+            max_new_tokens=settings.max_new_tokens, min_length=0, do_sample=False, num_beams=1,
+            num_return_sequences=1, temperature=1.0, top_k=50, top_p=1.0, repetition_penalty=1.0,
+            no_repeat_ngram_size=0, eos_token_id=eos_ids, pad_token_id=self.pad_id,
+            bos_token_id=self.bos_id)
+        processors = LogitsProcessorList()
+        if settings.temperature > 0:
+            seeds = [_row_seed(settings.seed, t, j) for t, j in zip(texts, samples)]
+            processors.append(_SeededSampler(seeds, settings.temperature, settings.top_p))
+        stopper = _StopStrings(self.tokenizer, stop, prompt_len, eos_ids) if stop else None
+        ids = self.model.generate(**enc, generation_config=config, logits_processor=processors,
+                                  stopping_criteria=StoppingCriteriaList(
+                                      [stopper] if stopper else []))
+        generated = ids[:, prompt_len:].tolist()
+        return [self._finish(row, eos_ids, stop, stopper.step[r] if stopper else None, settings)
+                for r, row in enumerate(generated)]
+
+    def _finish(self, ids: list[int], eos_ids: list[int], stop: tuple[str, ...],
+                stop_step: int | None, settings: GenerationSettings) -> Generation:
+        """Cut one row's generated ids at EOS / the stop string and decode them."""
+        if stop_step is not None:
+            ids = ids[:stop_step]  # the rest is padding after the stop criterion fired
+        eos = set(eos_ids)
+        end = next((k for k, t in enumerate(ids) if t in eos), None)
+        reason = "length"
+        if end is not None:  # after the first EOS come pad ids
+            ids, reason = ids[:end + 1], "stop"
+        decode = self._decode
+        text = decode(ids)
+        if stop and _first_stop_end(text, stop) is not None:
+            # the fewest tokens whose text holds a stop string (text grows with the prefix)
+            lo, hi = 1, len(ids)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if _first_stop_end(decode(ids[:mid]), stop) is None:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            ids, reason = ids[:lo], "stop"
+            text = decode(ids)
+            text = text[:_first_stop_end(text, stop)]
+        elif stop_step is not None:
+            reason = "stop"
+        return Generation(text, len(ids), reason)
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def _first_stop_end(text: str, stop: tuple[str, ...]) -> int | None:
+    """End position of the stop string occurrence that ends first in ``text``, or None."""
+    ends = [p + len(s) for s in stop if (p := text.find(s)) >= 0]
+    return min(ends) if ends else None
+
+
+def _dtype_kwarg(dtype) -> dict:
+    import transformers
+    from packaging.version import Version
+
+    # transformers 4.56 renamed from_pretrained's torch_dtype to dtype
+    new = Version(transformers.__version__) >= Version("4.56")
+    return {"dtype" if new else "torch_dtype": dtype}
+
+
+# The two hooks below are duck-typed transformers LogitsProcessor / StoppingCriteria (generate only
+# calls them), so that importing this module does not import transformers.
+class _SeededSampler:
+    """Turns greedy decoding into sampling: tempered, top-p filtered logits plus Gumbel noise.
+
+    ``argmax(logits / T + G)`` with ``G ~ Gumbel(0, 1)`` is an exact sample of ``softmax(logits /
+    T)``; each row draws its noise from its own generator, so a row's sample does not depend on the
+    other rows of the batch.
+    """
+
+    def __init__(self, seeds: list[int], temperature: float, top_p: float):
+        self.seeds, self.temperature, self.top_p = seeds, temperature, top_p
+        self.generators = None
+
+    def __call__(self, input_ids, scores):  # scores: (rows, vocab)
+        import torch
+
+        if self.generators is None:
+            self.generators = [torch.Generator(scores.device).manual_seed(s) for s in self.seeds]
+        logits = scores.float() / self.temperature
+        if self.top_p < 1:
+            sorted_logits, idx = logits.sort(dim=-1, descending=True)
+            probs = sorted_logits.softmax(dim=-1)
+            # drop a token when the tokens above it already hold top_p (the top one always stays)
+            drop = probs.cumsum(dim=-1) - probs >= self.top_p
+            logits = logits.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
+        noise = torch.stack([torch.empty(logits.shape[-1], device=logits.device)
+                             .exponential_(generator=g) for g in self.generators])
+        return logits - noise.log()  # -log(Exp(1)) is Gumbel(0, 1)
+
+
+class _StopStrings:
+    """Marks a row done once its generated text holds a stop string; records the step."""
+
+    def __init__(self, tokenizer, stop: tuple[str, ...], prompt_len: int, eos_ids: list[int]):
+        self.tokenizer, self.stop, self.prompt_len = tokenizer, stop, prompt_len
+        self.window = max(len(s) for s in stop) + _STOP_WINDOW_MARGIN
+        self.eos_ids = eos_ids
+        self.step: list[int | None] = []
+
+    def __call__(self, input_ids, scores, **kwargs):  # input_ids: (rows, prompt_len + steps)
+        import torch
+
+        gen = input_ids[:, self.prompt_len:]
+        if not self.step:
+            self.step = [None] * gen.shape[0]
+        ended = torch.isin(gen, torch.tensor(self.eos_ids, device=gen.device)).any(dim=1).tolist()
+        todo = [r for r, s in enumerate(self.step) if s is None and not ended[r]]
+        if todo:
+            tails = self.tokenizer.batch_decode(gen[todo, -self.window:].tolist(),
+                                                skip_special_tokens=True)
+            for r, tail in zip(todo, tails):
+                if any(s in tail for s in self.stop):
+                    self.step[r] = gen.shape[1]
+        return torch.tensor([s is not None for s in self.step], dtype=torch.bool,
+                            device=input_ids.device)

@@ -1,0 +1,97 @@
+"""Answer extraction and grading.
+
+``extract_answer`` takes the final answer out of a response: the last complete ``\\boxed{...}``,
+else what follows the last "the answer is", else (only when asked) the last number. ``grade``
+compares an answer with the gold one after light normalization. Both are plain functions of
+strings, so a stricter grader (e.g. math-verify) can replace ``grade`` wherever it is passed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+_BOXED = re.compile(r"\\boxed\s*\{")
+_ANSWER_IS = re.compile(r"the\s+answer\s+is", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"\.(\s|$)|\n")
+_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
+_NUMERIC = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _boxed_contents(text: str) -> list[str]:
+    """Contents of every ``\\boxed{...}`` whose braces close, in order."""
+    found = []
+    for m in _BOXED.finditer(text):
+        depth, start = 1, m.end()
+        for k in range(start, len(text)):
+            if text[k] == "{":
+                depth += 1
+            elif text[k] == "}":
+                depth -= 1
+                if depth == 0:
+                    found.append(text[start:k])
+                    break
+    return found
+
+
+def _clean(s: str) -> str:
+    s = s.strip().strip("$").strip()
+    while s.endswith("."):
+        s = s[:-1].rstrip().rstrip("$").rstrip()
+    return s
+
+
+def extract_answer(text: str, fallback_last_number: bool = False) -> str | None:
+    """The final answer in ``text``, or None.
+
+    In order: the content of the last ``\\boxed{...}`` with balanced braces (a box left open by a
+    truncated response is skipped); else the text after the last "the answer is" (any case) up to
+    the end of its sentence or line, without ``$``, a leading ":" or the closing period; else, only
+    with ``fallback_last_number=True``, the last number in the text (thousands commas removed).
+
+    >>> extract_answer(r"so \\boxed{\\frac{1}{2}}.")
+    '\\\\frac{1}{2}'
+    >>> extract_answer("The answer is $42$.")
+    '42'
+    """
+    if not text:
+        return None
+    boxed = _boxed_contents(text)
+    if boxed:
+        return boxed[-1].strip()
+    hits = list(_ANSWER_IS.finditer(text))
+    if hits:
+        rest = text[hits[-1].end():].lstrip(" \t:")
+        end = _SENTENCE_END.search(rest)
+        answer = _clean(rest[:end.start()] if end else rest)
+        if answer:
+            return answer
+    if fallback_last_number:
+        numbers = _NUMBER.findall(text)
+        if numbers:
+            return numbers[-1].replace(",", "")
+    return None
+
+
+def normalize(s: object) -> str:
+    """Whitespace, ``$`` and trailing periods removed (the comparison form of an answer)."""
+    return _clean(str(s))
+
+
+def _number(s: str) -> float | None:
+    s = s.replace(",", "") if re.fullmatch(r"[+-]?\d{1,3}(,\d{3})+(\.\d+)?", s) else s
+    return float(s) if _NUMERIC.fullmatch(s) else None
+
+
+def grade(answer: str | None, gold: object) -> bool:
+    """Whether ``answer`` matches ``gold``: normalized exact match, numbers compared as numbers.
+
+    "5" matches "5.0", " 7 " matches "7", "1,000" matches "1000"; None matches nothing.
+    """
+    if answer is None or gold is None:
+        return False
+    a, g = normalize(answer), normalize(gold)
+    if a == g:
+        return True
+    x, y = _number(a), _number(g)
+    return x is not None and y is not None and math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12)
