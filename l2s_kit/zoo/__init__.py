@@ -1,0 +1,141 @@
+"""The built-in model family: a tiny System 1 / System 2 pair that shows the long-to-short effect.
+
+``build_family()`` trains, on a CPU in a few minutes, two Qwen2-architecture checkpoints (real
+tensor names, safetensors files, a Hugging Face tokenizer) on the chained-arithmetic task of
+:mod:`l2s_kit.zoo.task`:
+
+- ``system1``: pretrained on the task's text; prompted, it answers at once (and mostly wrongly
+  beyond level 1), as a quick-thinking base model does.
+- ``system2``: fine-tuned FROM ``system1`` (as DeepSeek-R1-Distill-Qwen-7B from Qwen2.5-Math-7B)
+  to give its quick answer, then "Wait, let me double-check:" and the worked chain, then re-checks
+  ("Let me verify", "To recap"), then the answer.
+
+The L2S merge is ``system1`` as base and ``system2`` as the model. The family is cached under
+``data/zoo/family-<spec hash>/`` (or ``$L2S_ZOO``) with a ``manifest.json`` recording the spec,
+the weights hash of each checkpoint and the build time; it appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from l2s_kit.zoo import task
+from l2s_kit.zoo.train import FamilySpec
+
+DEFAULT = FamilySpec()  # the built-in family
+
+__all__ = ["Family", "FamilySpec", "build_family", "default_root", "save_tokenizer", "task"]
+
+MODELS = ("system1", "system2")
+
+
+def default_root() -> Path:
+    """Where families are cached: ``$L2S_ZOO``, else ``data/zoo`` under the working directory."""
+    return Path(os.environ.get("L2S_ZOO", "data/zoo"))
+
+
+@dataclass(frozen=True)
+class Family:
+    root: Path
+    manifest: dict
+
+    @property
+    def system1(self) -> Path:
+        return self.root / "system1"
+
+    @property
+    def system2(self) -> Path:
+        return self.root / "system2"
+
+    def rows(self, split: str = "test", n_per_level: int = 100, seed: int = 0) -> list[dict]:
+        """Evaluation rows of the family's task (``id, dataset, level, prompt, gold``)."""
+        return task.rows(split, n_per_level, seed)
+
+
+def spec_hash(spec: FamilySpec) -> str:
+    from l2s_kit import __version__
+
+    text = json.dumps({"spec": spec.to_dict(), "vocab": task.tokenizer().get_vocab(), "format": _FORMAT,
+                       "version": __version__.split(".")[0]}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+_FORMAT = 2  # bump when the task's text formats change (invalidates cached families)
+
+
+def save_tokenizer(path: Path) -> None:
+    """The family's tokenizer in Hugging Face format (byte-level BPE, as Qwen2.5's): both
+    ``AutoTokenizer`` (which loads any Qwen2 checkpoint's tokenizer as ``Qwen2Tokenizer``) and
+    ``PreTrainedTokenizerFast`` read it back with the same ids."""
+    from transformers import PreTrainedTokenizerFast
+
+    fast = PreTrainedTokenizerFast(tokenizer_object=task.tokenizer(), pad_token=task.PAD,
+                                   eos_token=task.EOS, unk_token=None, padding_side="left")
+    fast.save_pretrained(path)
+
+
+def _save(model, path: Path) -> str:
+    from l2s_kit.checkpoint import Checkpoint, weights_hash
+
+    eos, pad = task.token_id(task.EOS), task.token_id(task.PAD)
+    model.generation_config.update(do_sample=False, eos_token_id=eos, pad_token_id=pad,
+                                   bos_token_id=eos)
+    model.save_pretrained(path, safe_serialization=True)
+    save_tokenizer(path)
+    return weights_hash(Checkpoint(path))
+
+
+def build_family(root: str | os.PathLike | None = None, spec: FamilySpec = DEFAULT, *,
+                 force: bool = False, progress: bool = True) -> Family:
+    """Build (or reuse) the family of ``spec`` under ``root`` and return it.
+
+    A family already built with the same spec is reused unless ``force``. Training is seeded and
+    runs with ``spec.threads`` CPU threads: the same machine gives the same weights.
+    """
+    root = Path(root) if root is not None else default_root()
+    folder = root / f"family-{spec_hash(spec)}"
+    if (folder / "manifest.json").exists() and not force:
+        return Family(folder, json.loads((folder / "manifest.json").read_text()))
+
+    import torch
+    import transformers
+
+    from l2s_kit import __version__
+    from l2s_kit.zoo.train import train_system1, train_system2
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    threads = torch.get_num_threads()
+    t0 = time.perf_counter()
+    try:
+        s1, loss1 = train_system1(spec, progress)
+        t1 = time.perf_counter()
+        s2, loss2 = train_system2(s1, spec, progress)
+        t2 = time.perf_counter()
+        hashes = {"system1": _save(s1, tmp / "system1"), "system2": _save(s2, tmp / "system2")}
+        manifest = {
+            "family": folder.name, "spec": spec.to_dict(), "weights_hash": hashes,
+            "parameters": sum(p.numel() for p in s1.parameters()),
+            "final_loss": {"system1": sum(loss1[-20:]) / 20, "system2": sum(loss2[-20:]) / 20},
+            "build_seconds": {"system1": round(t1 - t0, 1), "system2": round(t2 - t1, 1)},
+            "l2s_kit": __version__, "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "task": {"dataset": task.DATASET, "levels": list(task.LEVELS), "ops": list(task.OPS),
+                     "splits": {k: list(v) for k, v in task.SPLITS.items()}},
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        if folder.exists():  # force: replace the old build only now that the new one is complete
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+    finally:
+        torch.set_num_threads(threads)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Family(folder, manifest)

@@ -1,0 +1,168 @@
+"""The built-in family: the task, its tokenizer, deterministic builds, and the L2S effect itself."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pandas as pd
+import pytest
+
+from l2s_kit.zoo import FamilySpec, build_family, save_tokenizer, task
+
+MICRO = FamilySpec(hidden=32, layers=1, heads=2, kv_heads=1, mlp=64, base_steps=6, s2_steps=3,
+                   batch=4)
+
+
+# ---- the task ---------------------------------------------------------------------------------
+
+def test_problem_is_worked_left_to_right_mod_10():
+    p = task.Problem(3, ("+5", "*2", "+7"))
+    assert p.chain == [8, 6, 3]                      # 3+5=8, 8*2=16→6, 6+7=13→3
+    assert p.answer == 3 and p.level == 3
+    assert p.chain_text == "3 8 6 3"
+    assert p.prompt == "Q 3 +5 *2 +7 _ _ _ _ A"
+    assert task.worked(p) == "Let's compute : 3 8 6 3 . So the answer is 3 ."
+    assert task.reflective(p, 7) == (
+        "7 . Wait , let me double-check : Let's compute : 3 8 6 3 . Let me verify : 3 . "
+        "To recap : 3 . Let me verify : 3 . So the answer is 3 .")
+
+
+def test_generator_is_deterministic_and_splits_never_overlap():
+    a, b = task.rows("test", 30, seed=4), task.rows("test", 30, seed=4)
+    assert a == b and task.rows("test", 30, seed=5) != a
+    test = {r["id"] for r in task.rows("test", 100)}
+    val = {r["id"] for r in task.rows("validation", 100)}
+    rng = random.Random(0)
+    train = {f"chain-test-{task.sample(rng, 'train', lv).key.replace(' ', '')}"
+             for lv in task.LEVELS for _ in range(2000)}
+    assert not test & val and not train & test
+    levels = pd.Series([r["level"] for r in task.rows("test", 100)]).value_counts().sort_index()
+    assert list(levels.index) == [1, 2, 3, 4, 5] and (levels[2:] == 100).all()
+    assert 20 <= levels[1] <= 50  # level 1 has only 170 problems in all, ~20% of them test
+
+
+@pytest.mark.parametrize("text, answer", [
+    ("3 .", "3"), (" 7 . Wait , let me double-check : Let's compute : 1 2 . So the answer is 2 .", "2"),
+    ("So the answer is 4 . To recap : 4 . So the answer is 5 .", "5"),
+    ("7 . Wait , let me double-check : Let's", None),   # cut off: no final answer
+    ("", None),
+])
+def test_extract(text, answer):
+    assert task.extract(text) == answer
+
+
+def test_tokenizer_loads_as_real_qwen2_tokenizers_do(tmp_path):
+    """transformers loads every Qwen2 checkpoint's tokenizer as Qwen2Tokenizer (byte-level BPE
+    with Qwen2's pre-tokenizer); the family's tokenizer must survive that with the same ids."""
+    from transformers import AutoTokenizer
+
+    save_tokenizer(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    p = task.Problem(9, ("*4", "+1", "*9", "+2", "*3"))
+    text = f"{p.prompt} {task.reflective(p, 1)}"
+    ids = tok(text)["input_ids"]
+    assert ids == task.encode(text)
+    assert tok.decode(ids) == text
+    assert tok.convert_ids_to_tokens(task.encode(" 4 *3")) == ["Ġ", "4", "Ġ*", "3"]
+    # every prompt has the same number of tokens: operations sit at fixed positions
+    assert len({len(task.encode(r["prompt"])) for r in task.rows("validation", 20)}) == 1
+
+
+# ---- builds -----------------------------------------------------------------------------------
+
+def test_build_is_deterministic_cached_and_a_real_qwen2_checkpoint(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    a = build_family(tmp_path / "a", MICRO, progress=False)
+    b = build_family(tmp_path / "b", MICRO, progress=False)
+    assert a.manifest["weights_hash"] == b.manifest["weights_hash"]
+    assert a.manifest["weights_hash"]["system1"] != a.manifest["weights_hash"]["system2"]
+    assert a.root.name == b.root.name == a.manifest["family"]
+    # cached: a second call trains nothing and returns the same folder
+    stamp = (a.system2 / "model.safetensors").stat().st_mtime_ns
+    again = build_family(tmp_path / "a", MICRO, progress=False)
+    assert again.root == a.root and (a.system2 / "model.safetensors").stat().st_mtime_ns == stamp
+    assert not [p for p in (tmp_path / "a").iterdir() if p.name.startswith(".")]  # no temp left
+    cfg = json.loads((a.system1 / "config.json").read_text())
+    assert cfg["model_type"] == "qwen2" and cfg["architectures"] == ["Qwen2ForCausalLM"]
+    model = AutoModelForCausalLM.from_pretrained(a.system2)
+    names = set(model.state_dict())
+    assert "model.layers.0.self_attn.q_proj.bias" in names and "model.norm.weight" in names
+    from l2s_kit.checkpoint import Checkpoint, weights_hash
+    assert weights_hash(Checkpoint(a.system2)) == a.manifest["weights_hash"]["system2"]
+
+
+def test_system2_is_fine_tuned_from_system1(tmp_path):
+    fam = build_family(tmp_path, MICRO, progress=False)
+    from l2s_kit.checkpoint import Checkpoint
+
+    s1, s2 = Checkpoint(fam.system1), Checkpoint(fam.system2)
+    assert s1.names == s2.names
+    w = "model.layers.0.mlp.up_proj.weight"
+    d = (s2.read(w) - s1.read(w)).abs().max()
+    assert 0 < d < s1.read(w).abs().max()  # moved, but from System 1's weights
+
+
+# ---- the family: what makes it worth having (the cached default family) -----------------------
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory):
+    """The study on the default family (built once into data/zoo, then reused), small grid."""
+    from l2s_kit.study import run_study
+
+    grid = [("task_arithmetic", {"alpha": a}) for a in (0.1, 0.2, 0.3)]
+    out = tmp_path_factory.mktemp("study")
+    return run_study(out / "runs", out / "figures", n_per_level=60, grid=grid, progress=False)
+
+
+@pytest.mark.slow
+def test_system2_beats_system1_on_hard_levels_and_thinks_longer(study):
+    lv = study.by_level.set_index(["model", "level"])
+    for level in (4, 5):
+        assert lv.loc[("system2", level), "accuracy"] - lv.loc[("system1", level), "accuracy"] >= 20
+    s2 = lv.loc["system2"]
+    assert s2["mean_tokens"].is_monotonic_increasing and s2["mean_tokens"].iloc[-1] > s2["mean_tokens"].iloc[0]
+    assert (s2["reflection_ratio"] >= 0.95).all()
+    t = study.summary[study.summary["split"] == "test"].set_index("model")
+    assert t.loc["system2", "mean_tokens"] >= 4 * t.loc["system1", "mean_tokens"]
+
+
+@pytest.mark.slow
+def test_a_merge_chosen_on_validation_is_shorter_at_equal_accuracy(study):
+    s = study.summary
+    chosen = s[(s["split"] == "test") & s["selected"]].set_index("model")
+    assert len(chosen) == 1  # one method in this grid; chosen on the validation split
+    m = chosen.iloc[0]
+    assert m["length_change"] <= -30 and m["accuracy_change"] >= -3
+    lv = study.by_level[study.by_level["model"] == chosen.index[0]].sort_values("level")
+    assert lv["mean_tokens"].is_monotonic_increasing
+
+
+@pytest.mark.slow
+def test_reflection_is_not_free(study):
+    """A merge that drops the double-check answers with its quick guess, and loses accuracy."""
+    test = study.responses["test"]
+    t = study.summary[study.summary["split"] == "test"].set_index("model")
+    dropped = t[t["reflection_ratio"] < 0.1]
+    assert len(dropped) and (dropped["accuracy_change"] <= -40).all()
+    quiet = test[~test["reflective"] & test["model"].str.startswith("task_arithmetic")]
+    loud = test[test["reflective"] & test["model"].str.startswith("task_arithmetic")]
+    assert quiet["correct"].mean() < loud["correct"].mean() - 0.4
+
+
+@pytest.mark.slow
+def test_system2_responses_match_the_format_exactly(study):
+    """Hand-checkable rows: System 2 writes its quick guess, then the exact reflective text."""
+    test = study.responses["test"]
+    s2 = test[test["model"] == "system2"].head(40)
+    for r in s2.itertuples():
+        key = r.id.removeprefix("chain-test-")
+        start = int(key[0])
+        ops = tuple(key[i:i + 2] for i in range(1, len(key), 2))
+        p = task.Problem(start, ops)
+        guess = int(r.response.split()[0])
+        assert r.response.strip() == task.reflective(p, guess)
+        assert r.n_tokens == len(task.encode(r.response)) + 1  # + the EOS token
+        assert r.correct == (r.answer == str(p.answer)) and r.gold == str(p.answer)
