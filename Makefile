@@ -8,7 +8,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(PY) -m l2s_kit.cli demo
+	$(PY) -m l2s_kit.cli study
 
 test: setup
 	$(PY) -m ruff check l2s_kit tests benchmarks
@@ -18,4 +18,4 @@ bench: setup
 	$(PY) benchmarks/merge_speed.py
 
 clean:
-	rm -rf data/demo figures/demo
+	rm -rf data/runs/study figures/study

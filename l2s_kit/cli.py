@@ -1,10 +1,9 @@
-"""The ``l2s`` command line: merge checkpoints, list methods and presets, run the demo."""
+"""The ``l2s`` command line: merge checkpoints, list methods and presets, evaluate, run the study."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from l2s_kit import __version__
 from l2s_kit.errors import L2SError
@@ -21,7 +20,10 @@ examples:
   l2s methods                                     list merge methods and their parameters
   l2s merge recipe.yaml --out merged/             merge as a recipe says
   l2s merge --preset ties-7b --base S1 --model S2 --out merged/
-  l2s demo                                        merge tiny generated checkpoints end to end
+  l2s eval merged/ --data rows.jsonl --out runs/responses.jsonl
+                                                  generate, grade and summarize (resumes)
+  l2s study                                       the L2S study on the built-in family
+  l2s zoo build                                   build the built-in System 1 / System 2 pair
 """
 
 
@@ -81,10 +83,43 @@ def _methods(args) -> int:
     return 0
 
 
-def _demo(args) -> int:
-    from l2s_kit.demo import run_demo
+def _eval(args) -> int:
+    from l2s_kit.evaluate import GenerationSettings, evaluate, load_rows, summarize
 
-    run_demo(Path(args.workdir), size=args.size)
+    rows = load_rows(args.data)
+    settings = GenerationSettings(  # invalid values raise an L2SError naming the setting
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+        n=args.n, seed=args.seed, stop=tuple(args.stop or ()), batch_size=args.batch_size)
+    df = evaluate(args.model, rows, args.out, settings=settings, model_name=args.model_name,
+                  progress=not args.quiet, device=args.device)
+    print(summarize(df, by=("model", "dataset")).round(2).to_string(index=False))
+    if df["level"].notna().any():
+        print()
+        print(summarize(df, by=("model", "dataset", "level")).round(2).to_string(index=False))
+    print(f"\n{len(df)} responses of {df['model'].iloc[0]} in {args.out}")
+    return 0
+
+
+def _study(args) -> int:
+    from l2s_kit.study import print_result, run_study
+    r = run_study(args.workdir, args.out,
+                  n_per_level=args.n_per_level, png=args.png, progress=not args.quiet)
+    print_result(r)
+    return 0
+
+
+def _zoo(args) -> int:
+    import json
+
+    from l2s_kit.zoo import build_family
+
+    fam = build_family(args.root, force=args.force,
+                       progress=not args.quiet)
+    m = fam.manifest
+    print(f"family {m['family']}: {m['parameters']:,} parameters per model, built in "
+          f"{sum(m['build_seconds'].values()):.0f} s")
+    print(json.dumps(m["weights_hash"], indent=2))
+    print(f"system1 (base, quick): {fam.system1}\nsystem2 (slow):        {fam.system2}")
     return 0
 
 
@@ -124,10 +159,48 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("methods", help="list merge methods, their parameters and presets")
     p.set_defaults(func=_methods)
 
-    p = sub.add_parser("demo", help="run the end-to-end demo on generated tiny checkpoints")
-    p.add_argument("--workdir", default="data/demo", help="where checkpoints and merges go")
-    p.add_argument("--size", default="small", help="checkpoint shape (tiny, small)")
-    p.set_defaults(func=_demo)
+    p = sub.add_parser("eval", help="generate responses for a data file, grade and summarize",
+                       description="Generate responses of a checkpoint for the rows of a jsonl "
+                       "file (fields id, prompt, gold, optional dataset and level), extract and "
+                       "grade the answers, append one line per sample to --out and print accuracy "
+                       "and mean length. Rerunning resumes: samples already in --out are kept.")
+    p.add_argument("model", help="checkpoint folder")
+    p.add_argument("--data", required=True, help="jsonl rows with id, prompt, gold[, dataset, level]")
+    p.add_argument("--out", required=True, help="responses.jsonl to write (appended to, resumed)")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=256,
+                   help="generated tokens per sample (default 256)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-p", dest="top_p", type=float, default=1.0, help="nucleus mass (default 1)")
+    p.add_argument("--n", type=int, default=1, help="samples per prompt (needs temperature > 0)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--stop", action="append", metavar="STR",
+                   help="stop string, kept in the response (repeatable)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=32,
+                   help="prompts per generate call (default 32)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    p.add_argument("--model-name", dest="model_name", help="name in the results (default: folder)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("study", help="the L2S study on the built-in family, end to end",
+                       description="Build (or reuse) the built-in System 1 / System 2 family, merge "
+                       "it with every method, evaluate every model, choose settings on the "
+                       "validation split and write tables and figures. Re-runs reuse the cache.")
+    p.add_argument("--workdir", default="data/runs/study", help="merges and responses.jsonl")
+    p.add_argument("--out", default="figures/study", help="tables and figures")
+    p.add_argument("--n-per-level", dest="n_per_level", type=int, default=100,
+                   help="problems per level and split (level 1 has fewer)")
+    p.add_argument("--png", action="store_true", help="also export PNGs (kaleido + Chromium)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_study)
+
+    p = sub.add_parser("zoo", help="the built-in model family")
+    zsub = p.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
+    z = zsub.add_parser("build", help="build (or reuse) the family; prints its folders and hashes")
+    z.add_argument("--root", default=None, help="cache folder (default: $L2S_ZOO or data/zoo)")
+    z.add_argument("--force", action="store_true", help="rebuild even if cached")
+    z.add_argument("--quiet", action="store_true", help="no progress bars")
+    z.set_defaults(func=_zoo)
     return parser
 
 

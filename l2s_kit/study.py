@@ -1,0 +1,199 @@
+"""The L2S study on the built-in family, end to end (the README's main job, ``l2s study``).
+
+1. Build (or reuse) the family: System 1 (quick) and System 2 (slow, fine-tuned from it).
+2. Merge System 1 (base) with System 2 by every method, at the paper's settings and a small
+   sweep of α / k / p, as real checkpoint folders.
+3. Evaluate every model on the task's validation and test splits (greedy, ``responses.jsonl``).
+4. Choose each method's setting on the validation split: the shortest merge within
+   ``tolerance`` accuracy points of System 2. Report everything on the test split.
+5. Write the tables (Table 1 by level, summaries, reflection) and plotly figures.
+
+Every step is cached: a re-run reuses the family, the merges and the responses.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from l2s_kit import reflection
+from l2s_kit.evaluate import GenerationSettings, evaluate, format_table1, summarize, table1
+from l2s_kit.zoo import DEFAULT, Family, FamilySpec, build_family, task
+
+# The merges of the study: the paper's settings (TA α = 0.7, TIES k = 0.8 α = 1.0 and DARE
+# p = 0.3 for the 7B pair), then a sweep that reaches the small scales this family needs.
+GRID: list[tuple[str, dict]] = [
+    ("average", {}),
+    *[("task_arithmetic", {"alpha": a}) for a in (0.1, 0.15, 0.2, 0.3, 0.5, 0.7)],
+    *[("ties", {"k": k, "alpha": a}) for k in (0.5, 0.8) for a in (0.3, 0.5, 1.0)],
+    *[("dare", {"p": 0.3, "alpha": a}) for a in (0.2, 0.3, 0.5, 1.0)],
+    *[("dare_ties", {"p": 0.3, "alpha": a}) for a in (0.3, 0.5, 1.0)],
+]
+SETTINGS = GenerationSettings(max_new_tokens=96, batch_size=256)  # greedy
+REFERENCE = "system2"
+
+
+@dataclass
+class StudyResult:
+    family: Family
+    out: Path
+    models: pd.DataFrame                     # model, method, parameters, folder, selected
+    responses: dict[str, pd.DataFrame] = field(default_factory=dict)  # split → responses
+    summary: pd.DataFrame | None = None      # split, model, accuracy, mean_tokens, ...
+    by_level: pd.DataFrame | None = None     # test split, per model and level
+    table1: pd.DataFrame | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+def model_name(method: str, params: dict) -> str:
+    return " ".join([method, *(f"{k}={v}" for k, v in params.items())])
+
+
+def merge_grid(family: Family, workdir: Path, grid=GRID, progress: bool = True) -> pd.DataFrame:
+    """Merge the family by every (method, parameters) of ``grid`` (reusing finished merges)."""
+    from tqdm.auto import tqdm
+
+    from l2s_kit.merging import load_recipe, merge
+
+    rows = []
+    for method, params in tqdm(grid, desc="merging", disable=not progress):
+        recipe = load_recipe({"merge_method": method, "base_model": str(family.system1),
+                              "models": [{"model": str(family.system2)}], "parameters": params})
+        folder = workdir / "merges" / f"{method}-{recipe.hash}"
+        if not folder.exists():  # a merge folder only exists once complete
+            merge(recipe, folder, progress=False)
+        rows.append({"model": model_name(method, params), "method": method,
+                     "parameters": ", ".join(f"{k}={v}" for k, v in params.items()),
+                     "folder": str(folder), "recipe_hash": recipe.hash})
+    return pd.DataFrame(rows)
+
+
+def select(val: pd.DataFrame, models: pd.DataFrame, tolerance: float = 3.0) -> pd.DataFrame:
+    """Per method, the shortest merge whose validation accuracy is within ``tolerance`` points of
+    the reference. ``val``: :func:`summarize` by model with ``reference``."""
+    s = val.drop(columns=["method"], errors="ignore").merge(models[["model", "method"]], on="model")
+    ok = s[s["accuracy_change"] >= -tolerance]
+    best = ok.sort_values(["mean_tokens", "accuracy"], ascending=[True, False])
+    return best.groupby("method", as_index=False).first()[["method", "model"]]
+
+
+def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.PathLike = "figures/study",
+              *, spec: FamilySpec = DEFAULT, n_per_level: int = 100, grid=GRID,
+              tolerance: float = 3.0, png: bool = False, progress: bool = True) -> StudyResult:
+    import transformers
+
+    from l2s_kit import plots
+
+    transformers.logging.disable_progress_bar()
+    family = build_family(spec=spec, progress=progress)
+    workdir = Path(workdir) / family.root.name
+    out = Path(out)
+    models = merge_grid(family, workdir, grid, progress)
+    models = pd.concat([pd.DataFrame([
+        {"model": "system1", "method": "System 1 (base)", "parameters": "",
+         "folder": str(family.system1), "recipe_hash": None},
+        {"model": "system2", "method": "System 2", "parameters": "",
+         "folder": str(family.system2), "recipe_hash": None}]), models], ignore_index=True)
+
+    result = StudyResult(family, out, models)
+    for split in ("validation", "test"):
+        rows = task.rows(split, n_per_level)
+        frames = []
+        for m in models.itertuples():
+            frames.append(evaluate(m.folder, rows, workdir / f"{split}.jsonl", settings=SETTINGS,
+                                   model_name=m.model, recipe_hash=m.recipe_hash,
+                                   extract=task.extract, progress=False))
+        result.responses[split] = reflection.annotate(pd.concat(frames, ignore_index=True))
+
+    summaries = []
+    for split, df in result.responses.items():
+        s = summarize(df, ("model",), reference=REFERENCE)
+        r = reflection.summarize(df, ("model",))[["model", "reflection_ratio", "mean_keywords"]]
+        summaries.append(s.merge(r, on="model").assign(split=split))
+    summary = pd.concat(summaries, ignore_index=True).merge(
+        models[["model", "method", "parameters"]], on="model")
+    chosen = select(summary[summary["split"] == "validation"], models[models["recipe_hash"].notna()],
+                    tolerance)
+    summary["selected"] = summary["model"].isin(chosen["model"])
+    result.summary = summary
+
+    test = result.responses["test"]
+    keep = ["system1", "system2", *chosen["model"]]
+    shown = test[test["model"].isin(keep)]
+    lv = summarize(test, ("model", "level"), reference=REFERENCE)
+    rl = reflection.summarize(test, ("model", "level"))
+    result.by_level = lv.merge(rl.drop(columns="n"), on=["model", "level"])
+    by_level = shown.assign(dataset="level " + shown["level"].astype(str))
+    result.table1 = table1(by_level, reference=REFERENCE).reindex(keep, level="model")
+
+    # ---- files --------------------------------------------------------------------------------
+    out.mkdir(parents=True, exist_ok=True)
+    files = [_write_csv(summary, out / "summary.csv"), _write_csv(result.by_level, out / "by_level.csv"),
+             _write_csv(reflection.keyword_frequency(test, ("model", "level")),
+                        out / "keyword_frequency.csv")]
+    files.append(_write_text(_report(result, chosen, tolerance), out / "table1.md"))
+    t = summary[summary["split"] == "test"]
+    figs = {
+        "accuracy_vs_length": plots.accuracy_vs_length(
+            t, title="Accuracy against length, test split (every merge of the grid)"),
+        "length_by_level": plots.by_level(result.by_level[result.by_level["model"].isin(keep)],
+                                          "mean_tokens", "Length against difficulty",
+                                          "mean generated tokens"),
+        "accuracy_by_level": plots.by_level(result.by_level[result.by_level["model"].isin(keep)],
+                                            "accuracy", "Accuracy against difficulty",
+                                            "accuracy (%)"),
+        "reflection_by_level": plots.by_level(result.by_level[result.by_level["model"].isin(keep)],
+                                              "mean_keywords", "Reflection by level",
+                                              "reflection keywords per response"),
+    }
+    for name, fig in figs.items():
+        files += plots.save_figure(fig, out / name, png=png)
+    result.files = files
+    return result
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_csv(tmp, index=False, float_format="%.4g")
+    os.replace(tmp, path)
+    return path
+
+
+def _write_text(text: str, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _report(r: StudyResult, chosen: pd.DataFrame, tolerance: float) -> str:
+    t = r.summary[r.summary["split"] == "test"].set_index("model")
+    lines = [f"# L2S study on the built-in family ({r.family.root.name})", "",
+             "Test split, greedy decoding; accuracy (%) with mean generated tokens underneath, by "
+             "difficulty level; `ratio`: length change against System 2.", "",
+             format_table1(r.table1), "",
+             f"Merges chosen on the validation split (shortest within {tolerance:g} points of "
+             "System 2):", ""]
+    for m in chosen["model"]:
+        row = t.loc[m]
+        lines.append(f"- {m}: accuracy {row.accuracy:.1f}% ({row.accuracy_change:+.1f} points), "
+                     f"{row.mean_tokens:.1f} tokens ({row.length_change:+.1f}%), reflective "
+                     f"{100 * row.reflection_ratio:.0f}%, {row.mean_keywords:.1f} keywords/response")
+    return "\n".join(lines) + "\n"
+
+
+def print_result(r: StudyResult) -> None:
+    cols = ["model", "accuracy", "mean_tokens", "length_change", "reflection_ratio",
+            "mean_keywords", "selected"]
+    t = r.summary[r.summary["split"] == "test"][cols]
+    with pd.option_context("display.width", 160, "display.max_rows", 100,
+                           "display.float_format", "{:.2f}".format):
+        print("\nTest split, every model (length_change against System 2, in %):")
+        print(t.to_string(index=False))
+    print("\n" + (r.out / "table1.md").read_text())
+    print(f"family:    {r.family.root}")
+    print(f"responses: {Path(r.models['folder'].iloc[-1]).parents[1]}/{{validation,test}}.jsonl")
+    print(f"results:   {r.out}/ (" + ", ".join(sorted({p.name for p in r.files})) + ")")
