@@ -26,7 +26,8 @@ import shutil
 import struct
 import tempfile
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -324,6 +325,36 @@ def _publish(tmp: Path, out_dir: Path) -> None:
     os.rename(tmp, out_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def atomic_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary sibling folder to fill; it becomes ``out_dir`` when the block succeeds (an old
+    ``out_dir`` is replaced only then, and only with ``overwrite``) and is removed otherwise."""
+    out_dir = Path(out_dir)
+    tmp = _prepare_out(out_dir, overwrite)
+    try:
+        yield tmp
+        _publish(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary sibling path to write (same suffix); it replaces ``path`` when the block
+    succeeds and is removed otherwise, so ``path`` is never seen half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 class CheckpointWriter:

@@ -47,17 +47,13 @@ def by_level(table: pd.DataFrame, y: str, title: str, y_label: str,
 def save_figure(fig, path: str | os.PathLike, png: bool = False) -> list[Path]:
     """Write ``path`` (.html, self-contained: plotly.js inlined, opens offline) and, with ``png``,
     a PNG beside it (kaleido; needs a Chromium). Files appear atomically. Returns the paths."""
+    from l2s_kit.checkpoint import atomic_file
+
     path = Path(path).with_suffix(".html")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out = []
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.write_html(tmp, include_plotlyjs=True, full_html=True)
-    os.replace(tmp, path)
-    out.append(path)
-    if png:
-        png_path = path.with_suffix(".png")
-        tmp = png_path.with_name(f".{png_path.name}.tmp.png")
+    with atomic_file(path) as tmp:
+        fig.write_html(tmp, include_plotlyjs=True, full_html=True)
+    if not png:
+        return [path]
+    with atomic_file(path.with_suffix(".png")) as tmp:
         fig.write_image(tmp, width=900, height=HEIGHT, scale=2)
-        os.replace(tmp, png_path)
-        out.append(png_path)
-    return out
+    return [path, path.with_suffix(".png")]

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from l2s_kit import reflection
+from l2s_kit.checkpoint import atomic_file
 from l2s_kit.evaluate import GenerationSettings, evaluate, format_table1, summarize, table1
 from l2s_kit.zoo import DEFAULT, Family, FamilySpec, build_family, task
 
@@ -39,7 +40,8 @@ REFERENCE = "system2"
 @dataclass
 class StudyResult:
     family: Family
-    out: Path
+    workdir: Path                            # merges and responses ({split}.jsonl)
+    out: Path                                # tables and figures
     models: pd.DataFrame                     # model, method, parameters, folder, selected
     responses: dict[str, pd.DataFrame] = field(default_factory=dict)  # split → responses
     summary: pd.DataFrame | None = None      # split, model, accuracy, mean_tokens, ...
@@ -71,11 +73,11 @@ def merge_grid(family: Family, workdir: Path, grid=GRID, progress: bool = True) 
     return pd.DataFrame(rows)
 
 
-def select(val: pd.DataFrame, models: pd.DataFrame, tolerance: float = 3.0) -> pd.DataFrame:
-    """Per method, the shortest merge whose validation accuracy is within ``tolerance`` points of
-    the reference. ``val``: :func:`summarize` by model with ``reference``."""
-    s = val.drop(columns=["method"], errors="ignore").merge(models[["model", "method"]], on="model")
-    ok = s[s["accuracy_change"] >= -tolerance]
+def select(val: pd.DataFrame, tolerance: float = 3.0) -> pd.DataFrame:
+    """Per method, the shortest model whose accuracy is within ``tolerance`` points of the
+    reference. ``val``: the candidates' :func:`summarize` by model with ``reference``, plus a
+    ``method`` column."""
+    ok = val[val["accuracy_change"] >= -tolerance]
     best = ok.sort_values(["mean_tokens", "accuracy"], ascending=[True, False])
     return best.groupby("method", as_index=False).first()[["method", "model"]]
 
@@ -98,9 +100,9 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
         {"model": "system2", "method": "System 2", "parameters": "",
          "folder": str(family.system2), "recipe_hash": None}]), models], ignore_index=True)
 
-    result = StudyResult(family, out, models)
+    result = StudyResult(family, workdir, out, models)
     for split in ("validation", "test"):
-        rows = task.rows(split, n_per_level)
+        rows = family.rows(split, n_per_level)
         frames = []
         for m in models.itertuples():
             frames.append(evaluate(m.folder, rows, workdir / f"{split}.jsonl", settings=SETTINGS,
@@ -115,7 +117,8 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
         summaries.append(s.merge(r, on="model").assign(split=split))
     summary = pd.concat(summaries, ignore_index=True).merge(
         models[["model", "method", "parameters"]], on="model")
-    chosen = select(summary[summary["split"] == "validation"], models[models["recipe_hash"].notna()],
+    merges = models.loc[models["recipe_hash"].notna(), "model"]
+    chosen = select(summary[(summary["split"] == "validation") & summary["model"].isin(merges)],
                     tolerance)
     summary["selected"] = summary["model"].isin(chosen["model"])
     result.summary = summary
@@ -156,16 +159,14 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_csv(tmp, index=False, float_format="%.4g")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.4g")
     return path
 
 
 def _write_text(text: str, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
     return path
 
 
@@ -195,5 +196,5 @@ def print_result(r: StudyResult) -> None:
         print(t.to_string(index=False))
     print("\n" + (r.out / "table1.md").read_text())
     print(f"family:    {r.family.root}")
-    print(f"responses: {Path(r.models['folder'].iloc[-1]).parents[1]}/{{validation,test}}.jsonl")
+    print(f"responses: {r.workdir}/{{validation,test}}.jsonl")
     print(f"results:   {r.out}/ (" + ", ".join(sorted({p.name for p in r.files})) + ")")

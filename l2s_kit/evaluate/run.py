@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from l2s_kit.checkpoint import atomic_file
 from l2s_kit.errors import L2SError
 from l2s_kit.evaluate.backends import Backend, GenerationSettings, TransformersBackend
 from l2s_kit.evaluate.extract import extract_answer, grade
@@ -82,21 +82,9 @@ def _read_lines(path: Path, repair: bool) -> list[dict]:
                           stacklevel=3)
             keep = data[:len(data) - len(tail)]
         if repair:
-            _replace(path, keep)
+            with atomic_file(path) as tmp:
+                tmp.write_bytes(keep)
     return rows
-
-
-def _replace(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _frame(rows: list[dict]) -> pd.DataFrame:
@@ -177,10 +165,12 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
     todo_rows = _check_rows(rows)
 
     done: set[tuple] = set()
+    mine: list[dict] = []  # this model's rows already in the file
     if out.exists():
         for r in _read_lines(out, repair=True):
             if r.get("model") != model_name:
                 continue
+            mine.append(r)
             if r.get("generation") != gen:
                 raise ResponsesError(
                     f"{out} holds responses of model {model_name!r} generated with other settings "
@@ -195,17 +185,18 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
     if todo:
         if backend is None:
             backend = TransformersBackend(model, device=device, progress=False)
-        _generate_into(out, todo, done, backend, settings, model_name, recipe_hash, gen, extract,
-                       grader, progress)
-    df = load_responses(out)
-    return df[df["model"] == model_name].reset_index(drop=True)
+        mine += _generate_into(out, todo, done, backend, settings, model_name, recipe_hash, gen,
+                               extract, grader, progress)
+    return _frame(mine)
 
 
 def _generate_into(out: Path, rows: list[dict], done: set[tuple], backend: Backend,
                    settings: GenerationSettings, model_name: str, recipe_hash: str | None,
-                   gen: dict, extract, grader, progress: bool) -> None:
+                   gen: dict, extract, grader, progress: bool) -> list[dict]:
+    """Generate ``rows``, append their samples to ``out`` batch by batch; return the new rows."""
     from tqdm.auto import tqdm
 
+    written = []
     with open(out, "a", encoding="utf-8") as f, \
             tqdm(total=len(rows), desc=f"eval {model_name}", unit="prompt",
                  disable=not progress) as bar:
@@ -231,4 +222,6 @@ def _generate_into(out: Path, rows: list[dict], done: set[tuple], backend: Backe
             f.write("".join(lines))
             f.flush()
             os.fsync(f.fileno())
+            written += map(json.loads, lines)  # as a later read of the file gives them
             bar.update(len(batch))
+    return written

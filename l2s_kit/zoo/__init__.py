@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,12 +106,11 @@ def build_family(root: str | os.PathLike | None = None, spec: FamilySpec = DEFAU
     import transformers
 
     from l2s_kit import __version__
+    from l2s_kit.checkpoint import atomic_folder
     from l2s_kit.zoo.train import train_system1, train_system2
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     threads = torch.get_num_threads()
     t0 = time.perf_counter()
     try:
@@ -120,6 +118,10 @@ def build_family(root: str | os.PathLike | None = None, spec: FamilySpec = DEFAU
         t1 = time.perf_counter()
         s2, loss2 = train_system2(s1, spec, progress)
         t2 = time.perf_counter()
+    finally:
+        torch.set_num_threads(threads)
+    # force: an old build is replaced only once the new one is complete
+    with atomic_folder(folder, overwrite=True) as tmp:
         hashes = {"system1": _save(s1, tmp / "system1"), "system2": _save(s2, tmp / "system2")}
         manifest = {
             "family": folder.name, "spec": spec.to_dict(), "weights_hash": hashes,
@@ -132,10 +134,4 @@ def build_family(root: str | os.PathLike | None = None, spec: FamilySpec = DEFAU
                      "splits": {k: list(v) for k, v in task.SPLITS.items()}},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        if folder.exists():  # force: replace the old build only now that the new one is complete
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    finally:
-        torch.set_num_threads(threads)
-        shutil.rmtree(tmp, ignore_errors=True)
     return Family(folder, manifest)

@@ -44,7 +44,6 @@ QWEN2_SPLIT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
                r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
 DATASET = "chain"
 SPLITS = {"test": (0, 20), "validation": (20, 30), "train": (30, 100)}  # hash buckets of 100
-ANSWER_RE = re.compile(r"So the answer is (\d)\b")
 DIRECT_RE = re.compile(r"^\s*(\d)\s*\.")
 
 
@@ -114,10 +113,13 @@ def reflective(p: Problem, guess: int) -> str:
 
 
 def extract(text: str) -> str | None:
-    """The final answer of a response: after the last "So the answer is", else a direct answer."""
-    found = ANSWER_RE.findall(text)
-    if found:
-        return found[-1]
+    """The final answer of a response: after the last "the answer is" (as for any model, see
+    :func:`l2s_kit.evaluate.extract_answer`), else a direct answer ("3 .")."""
+    from l2s_kit.evaluate.extract import extract_answer
+
+    found = extract_answer(text)
+    if found is not None:
+        return found
     m = DIRECT_RE.match(text)
     return m.group(1) if m and "Wait" not in text and "compute" not in text else None
 
