@@ -299,8 +299,14 @@ def _header(infos: list[TensorInfo], metadata: dict[str, str]) -> bytes:
     return struct.pack("<Q", len(raw)) + raw
 
 
-def _prepare_out(out_dir: Path, overwrite: bool) -> Path:
-    """Check the output path and make the temporary sibling the output is built in."""
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def check_out(out_dir: Path, overwrite: bool) -> None:
+    """Raise OutputExistsError if ``out_dir`` is in the way (exists without ``overwrite``)."""
     if out_dir.exists() and not overwrite:
         raise OutputExistsError(
             f"output folder {out_dir} already exists; choose another path or pass "
@@ -308,15 +314,18 @@ def _prepare_out(out_dir: Path, overwrite: bool) -> Path:
         )
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputExistsError(f"output path {out_dir} is a file, not a folder; choose another path.")
+
+
+def _prepare_out(out_dir: Path, overwrite: bool) -> Path:
+    """Check the output path and make the temporary sibling the output is built in."""
+    check_out(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
 
 
 def _publish(tmp: Path, out_dir: Path) -> None:
     """Move the finished temporary folder into place (replacing an old output only at the end)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the output gets the usual mode
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; the output gets the usual mode
     old = None
     if out_dir.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
@@ -352,6 +361,7 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; the file gets the usual mode
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -24,6 +24,8 @@ examples:
                                                   generate, grade and summarize (resumes)
   l2s study                                       the L2S study on the built-in family
   l2s zoo build                                   build the built-in System 1 / System 2 pair
+  l2s notebooks run -f notebooks/params/smoke.yaml --run smoke
+                                                  run every notebook headless, render HTML + PNG
 """
 
 
@@ -123,6 +125,36 @@ def _zoo(args) -> int:
     return 0
 
 
+def _notebooks(args) -> int:
+    import yaml
+
+    from l2s_kit.notebooks import find_notebooks, notebook_parameters, run_notebooks
+    from l2s_kit.notebooks.assets import widget_renderer
+
+    if args.action == "assets":
+        print(f"widget renderer: {widget_renderer()}")
+        return 0
+    if args.action == "list":
+        for name, path in find_notebooks(args.dir).items():
+            print(f"{name}  ({path})")
+            for k, v in notebook_parameters(path).items():
+                print(f"    {k} = {v['default']}  # {v['help']}")
+        return 0
+    params = {k: yaml.safe_load(v) for k, v in args.param or []}
+    df = run_notebooks(args.names or None, params, parameters_file=args.file, run=args.run,
+                       notebooks=args.dir, out=args.out, overwrite=args.overwrite,
+                       png=not args.no_png, progress=not args.quiet)
+    for r in df.itertuples():
+        extra = f"{r.pngs} PNG" if r.status == "ok" else r.error
+        print(f"{r.status:6} {r.notebook:28} {r.seconds:6.1f} s  {r.folder}  ({extra})")
+    failed = df.loc[df["status"] != "ok", "notebook"].tolist()
+    if failed:
+        print(f"failed: {', '.join(failed)} (the executed copies in their folders show the error)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="l2s", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -201,6 +233,27 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--force", action="store_true", help="rebuild even if cached")
     z.add_argument("--quiet", action="store_true", help="no progress bars")
     z.set_defaults(func=_zoo)
+
+    p = sub.add_parser("notebooks", help="run the parameterized notebooks headless and render them",
+                       description="Run notebooks with papermill into OUT/<notebook>/<run>/: the "
+                       "executed .ipynb, an offline .html and a .png per plotly figure. A failing "
+                       "notebook keeps its executed copy; the others still run; the exit code is 1.")
+    nsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    r = nsub.add_parser("run", help="execute and render notebooks (all by default)")
+    r.add_argument("names", nargs="*", help="notebook names (default: every notebook in --dir)")
+    r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="a parameter (VALUE is read as YAML: 0.5, [0.2, 0.5], text)")
+    r.add_argument("-f", "--file", default=None, help="a YAML file of parameters")
+    r.add_argument("--run", default=None, help="run name (default: the date and time)")
+    r.add_argument("--dir", default="notebooks", help="the notebooks' folder")
+    r.add_argument("--out", default="figures", help="where run folders go")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    r.add_argument("--no-png", dest="no_png", action="store_true", help="skip PNG export")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    ls = nsub.add_parser("list", help="list notebooks and their parameters")
+    ls.add_argument("--dir", default="notebooks", help="the notebooks' folder")
+    nsub.add_parser("assets", help="fetch the widget renderer rendered notebooks inline (once)")
+    p.set_defaults(func=_notebooks)
     return parser
 
 

@@ -44,6 +44,81 @@ def by_level(table: pd.DataFrame, y: str, title: str, y_label: str,
     return _style(fig, title)
 
 
+def level_panels(table: pd.DataFrame, title: str = "By difficulty level",
+                 color: str = "model") -> go.Figure:  # noqa: F821
+    """Accuracy, mean length and reflection ratio against the level, side by side, a line per
+    model. ``table``: :func:`l2s_kit.analysis.by_level` (columns level, accuracy, mean_length,
+    length_unit, reflection_ratio)."""
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+    from plotly.subplots import make_subplots
+
+    unit = table["length_unit"].iloc[0] if len(table) else "tokens"
+    panels = [("accuracy", "accuracy (%)", 1), ("mean_length", f"mean length ({unit})", 1),
+              ("reflection_ratio", "reflective responses (%)", 100)]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t, _ in panels],
+                        horizontal_spacing=0.08)
+    palette = qualitative.Plotly
+    for i, (name, t) in enumerate(table.groupby(color, sort=False)):
+        t = t.sort_values("level")
+        for col, (y, _, scale) in enumerate(panels, 1):
+            fig.add_trace(go.Scatter(x=t["level"], y=t[y] * scale, name=str(name),
+                                     legendgroup=str(name), showlegend=col == 1,
+                                     mode="lines+markers", line=dict(color=palette[i % 10])),
+                          row=1, col=col)
+    fig.update_xaxes(title_text="difficulty level", dtick=1)
+    return _style(fig, title)
+
+
+def sensitivity(summary: pd.DataFrame, param: str, others: tuple[str, ...] = ("alpha", "k", "p"),
+                title: str | None = None) -> go.Figure:  # noqa: F821
+    """Accuracy and mean length against one merge parameter: a line per method and setting of
+    the ``others`` parameters. ``summary``: one row per model with ``method`` and parameter
+    columns (:meth:`l2s_kit.explore.Explorer.sweep`)."""
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+    from plotly.subplots import make_subplots
+
+    d = summary.dropna(subset=[param]).sort_values(param)
+    fixed = [o for o in others if o != param and o in d.columns]
+    label = d["method"].astype(str)
+    for o in fixed:
+        label = label + d[o].map(lambda v, o=o: "" if pd.isna(v) else f" {o}={v:g}")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["accuracy (%)", "mean generated tokens"])
+    for i, (name, t) in enumerate(d.groupby(label, sort=False)):
+        for col, y in enumerate(("accuracy", "mean_tokens"), 1):
+            fig.add_trace(go.Scatter(x=t[param], y=t[y], name=str(name), legendgroup=str(name),
+                                     showlegend=col == 1, mode="lines+markers",
+                                     line=dict(color=qualitative.Plotly[i % 10]),
+                                     hovertext=t.get("model")), row=1, col=col)
+    fig.update_xaxes(title_text=param)
+    return _style(fig, title or f"Sensitivity to {param}")
+
+
+def length_change_by_level(df: pd.DataFrame, reference: str = "system2",
+                           title: str = "Length change against System 2 by level"
+                           ) -> go.Figure:  # noqa: F821
+    """Each model's mean-token change against ``reference`` (in %) by level, from responses."""
+    from l2s_kit.evaluate import summarize
+
+    s = summarize(df, ("model", "level"), reference=reference)
+    s = s[s["model"] != reference]
+    return by_level(s, "length_change", title, f"length change against {reference} (%)")
+
+
+def frontier(summary: pd.DataFrame, title: str = "Accuracy against length: the frontier",
+             color: str = "method") -> go.Figure:  # noqa: F821
+    """:func:`accuracy_vs_length` with the accuracy-against-length Pareto frontier across all
+    models drawn as a line."""
+    from l2s_kit.analysis import pareto_front
+
+    fig = accuracy_vs_length(summary, color=color, title=title)
+    front = pareto_front(summary)
+    fig.add_scatter(x=front["mean_tokens"], y=front["accuracy"], mode="lines", name="frontier",
+                    line=dict(color="grey", dash="dot"), hoverinfo="skip")
+    return fig
+
+
 def save_figure(fig, path: str | os.PathLike, png: bool = False) -> list[Path]:
     """Write ``path`` (.html, self-contained: plotly.js inlined, opens offline) and, with ``png``,
     a PNG beside it (kaleido; needs a Chromium). Files appear atomically. Returns the paths."""

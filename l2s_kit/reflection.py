@@ -93,3 +93,46 @@ def summarize(df: pd.DataFrame, by: Iterable[str] = ("model",), text: str = "res
         by = ["_all"]
     out = a.groupby(by, as_index=False).agg(**agg)
     return out.drop(columns=["_all"], errors="ignore")
+
+
+def highlight(text: str, rule: str = "words") -> str:
+    """``text`` as HTML (escaped) with every keyword occurrence wrapped in ``<mark>``."""
+    import html
+
+    if rule == "words":
+        spans = [m.span() for p in _PATTERNS.values() for m in p.finditer(text)]
+    elif rule == "published":
+        low = text.lower()
+        spans = [(m.start(), m.start() + len(k)) for k in PUBLISHED_KEYWORDS
+                 for m in re.finditer(re.escape(k), low)]
+    else:
+        raise ValueError(f"unknown reflection rule {rule!r}; choose one of {RULES}")
+    out, at = [], 0
+    for a, b in sorted(spans):
+        if a < at:  # overlapping keywords ("let me just check" inside no other): keep the first
+            continue
+        out += [html.escape(text[at:a]), "<mark>", html.escape(text[a:b]), "</mark>"]
+        at = b
+    out.append(html.escape(text[at:]))
+    return "".join(out)
+
+
+def examples_html(df: pd.DataFrame, n: int = 2, by: str = "model", text: str = "response",
+                  rule: str = "words", reflective: bool | None = True, max_chars: int = 800) -> str:
+    """Up to ``n`` responses per ``by`` group (the reflective ones by default; ``False`` for the
+    others, ``None`` for any) as HTML, keywords highlighted, with each one's grade."""
+    import html
+
+    a = df if "reflective" in df.columns else annotate(df, text, rule)
+    if reflective is not None:
+        a = a[a["reflective"] == reflective]
+    parts = []
+    for group, g in a.groupby(by, sort=False):
+        parts.append(f"<h4>{html.escape(str(group))}</h4>")
+        for _, r in g.head(n).iterrows():
+            body = r[text] if len(r[text]) <= max_chars else r[text][:max_chars] + " …"
+            grade = {True: "correct", False: "wrong"}.get(r.get("correct"), "")
+            parts.append(f"<div style='margin:4px 0 10px'><small>{html.escape(str(r.get('id')))}"
+                         f" · level {r.get('level')} · {grade}</small><pre style='white-space:"
+                         f"pre-wrap'>{highlight(body, rule)}</pre></div>")
+    return "\n".join(parts) or "<p>no responses to show</p>"

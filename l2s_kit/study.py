@@ -47,6 +47,7 @@ class StudyResult:
     summary: pd.DataFrame | None = None      # split, model, accuracy, mean_tokens, ...
     by_level: pd.DataFrame | None = None     # test split, per model and level
     table1: pd.DataFrame | None = None
+    figures: dict = field(default_factory=dict)  # name → plotly Figure
     files: list[Path] = field(default_factory=list)
 
 
@@ -83,14 +84,15 @@ def select(val: pd.DataFrame, tolerance: float = 3.0) -> pd.DataFrame:
 
 
 def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.PathLike = "figures/study",
-              *, spec: FamilySpec = DEFAULT, n_per_level: int = 100, grid=GRID,
+              *, family_root: str | os.PathLike | None = None, spec: FamilySpec = DEFAULT,
+              n_per_level: int = 100, grid=GRID,
               tolerance: float = 3.0, png: bool = False, progress: bool = True) -> StudyResult:
     import transformers
 
     from l2s_kit import plots
 
     transformers.logging.disable_progress_bar()
-    family = build_family(spec=spec, progress=progress)
+    family = build_family(family_root, spec=spec, progress=progress)
     workdir = Path(workdir) / family.root.name
     out = Path(out)
     models = merge_grid(family, workdir, grid, progress)
@@ -154,7 +156,7 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
     }
     for name, fig in figs.items():
         files += plots.save_figure(fig, out / name, png=png)
-    result.files = files
+    result.files, result.figures = files, figs
     return result
 
 

@@ -1,0 +1,80 @@
+"""The merge explorer's widgets (ipywidgets): a method dropdown and parameter sliders; each change
+merges the family in memory, evaluates, and redraws the by-level figure in place."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+from l2s_kit import plots
+from l2s_kit.explore import SLIDERS, Explorer, by_level, model_name, summarize_models
+
+METHODS = ("task_arithmetic", "ties", "dare", "dare_ties", "average")
+
+
+def _round(v):
+    return round(v, 4) if isinstance(v, float) else v
+
+
+def build(ex: Explorer, method: str, methods, params: dict):
+    import ipywidgets as w
+    from IPython.display import display
+
+    from l2s_kit.merging import get_method
+
+    methods = list(methods or METHODS)
+    if method not in methods:
+        methods.insert(0, method)
+    dropdown = w.Dropdown(options=methods, value=method, description="method")
+    controls: dict[str, w.Widget] = {}
+    for m in methods:
+        for name, p in get_method(m).params.items():
+            value = params.get(name, p.default)
+            if name in controls:
+                continue
+            if name in SLIDERS:
+                lo, hi, step = SLIDERS[name]
+                controls[name] = w.FloatSlider(value=value, min=lo, max=hi, step=step,
+                                               description=name, continuous_update=False,
+                                               readout_format=".2f")
+            elif p.choices:
+                controls[name] = w.Dropdown(options=list(p.choices), value=value,
+                                            description=name)
+    status = w.HTML()
+    out = w.Output()
+    base = ex.compare()  # System 1 and System 2, evaluated once
+
+    def current() -> tuple[str, dict]:
+        m = dropdown.value
+        own = get_method(m).params
+        return m, {n: _round(c.value) for n, c in controls.items() if n in own}
+
+    def refresh(*_):
+        m, p = current()
+        own = get_method(m).params
+        for n, c in controls.items():
+            c.layout.display = "" if n in own else "none"
+        status.value = f"merging and evaluating {model_name(m, p)} …"
+        t = time.perf_counter()
+        df = pd.concat([base, ex.responses(m, **p)], ignore_index=True)
+        s = summarize_models(df).iloc[-1]
+        fig = plots.level_panels(by_level(df), title=f"{model_name(m, p)} against System 1 and 2")
+        with out:
+            out.clear_output(wait=True)
+            display(fig)
+        box.summary = s
+        status.value = (f"<b>{s.model}</b>: accuracy {s.accuracy:.1f}% "
+                        f"({s.accuracy_change:+.1f} points against System 2), "
+                        f"{s.mean_tokens:.1f} tokens ({s.length_change:+.1f}%), "
+                        f"reflective {100 * s.reflection_ratio:.0f}% "
+                        f"({time.perf_counter() - t:.1f} s)")
+
+    dropdown.observe(refresh, "value")
+    for c in controls.values():
+        c.observe(refresh, "value")
+    box = w.VBox([w.HBox([dropdown, *controls.values()], layout=w.Layout(flex_flow="row wrap")),
+                  status, out])
+    box.controls, box.method, box.figure_output, box.status = controls, dropdown, out, status
+    refresh()
+    return box

@@ -1,0 +1,165 @@
+"""Parameterized notebooks: run them headless with papermill and render what they made.
+
+>>> from l2s_kit.notebooks import run_notebooks
+>>> run_notebooks(["merge_explorer"], {"alphas": [0.2, 0.5]}, run="try")   # → DataFrame
+>>> run_notebooks(parameters_file="notebooks/params/smoke.yaml", run="smoke")
+
+Each notebook ``notebooks/<name>.ipynb`` runs with its own folder as working directory (as in
+JupyterLab, so relative paths in parameters mean the same in both) into
+``figures/<name>/<run>/``: the executed ``<name>.ipynb``, ``<name>.html`` (opens offline: plotly
+figures and widget state included) and one ``NN-<title>.png`` per plotly figure. The run folder
+appears when the notebook is done; an existing one is replaced only with ``overwrite``. A notebook
+that fails still gets its folder, holding the executed copy with the error, and the batch goes on.
+
+Parameters: a notebook's cell tagged ``parameters`` declares them. Every given parameter is passed
+to the notebooks that declare it; a name that no notebook declares is an error. A parameters file
+(YAML) maps names to values; a key naming a notebook maps to parameters for that notebook only.
+A notebook that declares ``out_dir`` gets its run folder there, to write tables beside its figures.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from l2s_kit.errors import L2SError
+from l2s_kit.notebooks.render import export_pngs, render_html, use_renderer
+
+__all__ = ["NotebookError", "find_notebooks", "notebook_parameters", "run_notebooks", "setup"]
+
+NOTEBOOKS = Path("notebooks")
+OUT = Path("figures")
+
+
+class NotebookError(L2SError):
+    """A notebook or its parameters cannot be run as asked."""
+
+
+def setup() -> None:
+    """The notebooks' set-up cell: plotly figures that survive saving and HTML export (the
+    ``"l2s"`` renderer), quiet transformers progress bars, compact pandas tables."""
+    import transformers
+
+    use_renderer()
+    transformers.logging.disable_progress_bar()
+    transformers.logging.set_verbosity_error()
+    pd.set_option("display.precision", 2)
+    pd.set_option("display.max_columns", 30)
+    pd.set_option("display.width", 160)
+
+
+def find_notebooks(folder: str | os.PathLike = NOTEBOOKS) -> dict[str, Path]:
+    """Every ``*.ipynb`` directly in ``folder``, by name (file stem), sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NotebookError(f"notebook folder {folder} does not exist")
+    return {p.stem: p for p in sorted(folder.glob("*.ipynb"))}
+
+
+def notebook_parameters(path: str | os.PathLike) -> dict[str, dict]:
+    """The parameters a notebook declares: name → {"default", "type", "help"} (papermill)."""
+    import papermill
+
+    params = papermill.inspect_notebook(str(path))
+    return {k: {"default": v["default"], "type": v["inferred_type_name"], "help": v["help"]}
+            for k, v in params.items()}
+
+
+def _load_params_file(path: str | os.PathLike) -> dict:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise NotebookError(f"parameters file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise NotebookError(f"parameters file {path} must map parameter names to values")
+    return data
+
+
+def _per_notebook(names: Iterable[str], declared: dict[str, dict], given: Mapping) -> dict:
+    """name → the parameters it gets; checks every given name is declared somewhere."""
+    common = {k: v for k, v in given.items() if not (k in declared and isinstance(v, dict))}
+    own = {k: v for k, v in given.items() if k in declared and isinstance(v, dict)}
+    everywhere = set().union(*(d.keys() for d in declared.values()))
+    for nb, ps in [(None, common), *own.items()]:
+        unknown = sorted(set(ps) - (everywhere if nb is None else set(declared[nb])))
+        if unknown:
+            where = "any notebook" if nb is None else f"notebook {nb!r}"
+            known = sorted(everywhere if nb is None else declared[nb])
+            raise NotebookError(f"parameter(s) {', '.join(unknown)} not declared by {where}; "
+                                f"declared: {', '.join(known)}")
+    return {n: {**{k: v for k, v in common.items() if k in declared[n]}, **own.get(n, {})}
+            for n in names}
+
+
+def run_notebooks(names: Iterable[str] | None = None, parameters: Mapping | None = None, *,
+                  parameters_file: str | os.PathLike | None = None, run: str | None = None,
+                  notebooks: str | os.PathLike = NOTEBOOKS, out: str | os.PathLike = OUT,
+                  overwrite: bool = False, png: bool = True, progress: bool = True,
+                  timeout: int | None = None) -> pd.DataFrame:
+    """Run notebooks (all of ``notebooks/`` by default) with papermill and render them.
+
+    ``parameters`` override those of ``parameters_file``. ``run`` names the output folder
+    (default: the time, ``YYYYmmdd-HHMMSS``). Returns one row per notebook: notebook, status
+    ("ok" or "failed"), seconds, folder, html, pngs (count) and error (the failing cell's error).
+    """
+    from tqdm.auto import tqdm
+
+    found = find_notebooks(notebooks)
+    names = list(found) if names is None else list(names)
+    missing = [n for n in names if Path(n).stem not in found]
+    if missing:
+        raise NotebookError(f"no notebook {', '.join(map(repr, missing))} in {notebooks}; "
+                            f"available: {', '.join(found) or 'none'}")
+    names = [Path(n).stem for n in names]
+    if not names:
+        raise NotebookError(f"no notebooks in {notebooks}")
+    declared = {n: notebook_parameters(p) for n, p in found.items()}
+    given = {**(_load_params_file(parameters_file) if parameters_file else {}),
+             **(parameters or {})}
+    params = _per_notebook(names, declared, given)
+    run = run or time.strftime("%Y%m%d-%H%M%S")
+    out = Path(out)
+    from l2s_kit.checkpoint import check_out
+
+    for n in names:  # fail before running anything when an output folder is in the way
+        check_out(out / n / run, overwrite)
+
+    rows = []
+    for n in tqdm(names, desc="notebooks", unit="notebook", disable=not progress):
+        rows.append(_run_one(found[n], params[n], "out_dir" in declared[n], out / n / run,
+                             overwrite, png, progress, timeout))
+    return pd.DataFrame(rows, columns=["notebook", "status", "seconds", "folder", "html", "pngs",
+                                       "error"])
+
+
+def _run_one(path: Path, params: dict, wants_out_dir: bool, folder: Path, overwrite: bool,
+             png: bool, progress: bool, timeout: int | None) -> dict:
+    import nbformat
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    from l2s_kit.checkpoint import atomic_folder
+
+    start, error = time.perf_counter(), None
+    with atomic_folder(folder, overwrite) as tmp:
+        executed = tmp / path.name
+        if wants_out_dir:
+            params = {**params, "out_dir": str(tmp.resolve())}
+        try:
+            papermill.execute_notebook(str(path), str(executed), parameters=params,
+                                       cwd=str(path.parent), kernel_name="python3",
+                                       progress_bar=progress, execution_timeout=timeout)
+        except PapermillExecutionError as e:
+            error = f"cell {e.exec_count}: {e.ename}: {e.evalue}"
+        nb = nbformat.read(executed, as_version=4)
+        render_html(nb, tmp / f"{path.stem}.html")
+        pngs = export_pngs(nb, tmp) if png and error is None else []
+    return {"notebook": path.stem, "status": "failed" if error else "ok",
+            "seconds": round(time.perf_counter() - start, 1), "folder": str(folder),
+            "html": str(folder / f"{path.stem}.html"), "pngs": len(pngs), "error": error}

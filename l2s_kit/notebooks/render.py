@@ -1,0 +1,103 @@
+"""Executed notebook → self-contained HTML and PNG files of its plotly figures.
+
+Figures are shown with the ``"l2s"`` plotly renderer (set by :func:`l2s_kit.notebooks.setup`):
+each output carries the plotly JSON (drawn by JupyterLab, kept in the saved ``.ipynb``) and an
+HTML fallback that draws with a page-level plotly.js, which :func:`render_html` inlines once per
+page together with the widget renderer and the notebook's widget state.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+from pathlib import Path
+
+import nbformat
+
+from l2s_kit.checkpoint import atomic_file
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+TEMPLATES = Path(__file__).parent / "templates"
+PNG_WIDTH = 900  # px; the height is the figure's own (default 450), scale 2
+
+
+def _renderer():
+    import plotly.io as pio
+    from plotly.io.base_renderers import PlotlyRenderer
+
+    class L2SRenderer(PlotlyRenderer):
+        """The plotly JSON mimetype plus an HTML fallback without plotly.js or MathJax."""
+
+        def to_mimebundle(self, fig_dict):
+            bundle = super().to_mimebundle(fig_dict)
+            bundle["text/html"] = pio.to_html(bundle[PLOTLY_MIME], include_plotlyjs=False,
+                                              include_mathjax=False, full_html=False,
+                                              validate=False)
+            return bundle
+
+    return L2SRenderer()
+
+
+def use_renderer() -> None:
+    """Register and select the ``"l2s"`` plotly renderer."""
+    import plotly.io as pio
+
+    if "l2s" not in pio.renderers:
+        pio.renderers["l2s"] = _renderer()
+    pio.renderers.default = "l2s"
+
+
+def _inline(js: str) -> str:
+    return js.replace("</script", "<\\/script")  # a literal inside the code must not end the tag
+
+
+def render_html(nb: nbformat.NotebookNode, path: str | os.PathLike) -> Path:
+    """Write ``nb`` as one HTML file that opens offline, figures and widgets drawn."""
+    from nbconvert import HTMLExporter
+    from plotly.offline import get_plotlyjs
+
+    from l2s_kit.notebooks.assets import widget_renderer
+
+    exporter = HTMLExporter(template_name="l2s", extra_template_basedirs=[str(TEMPLATES)])
+    resources = {"l2s_plotlyjs": _inline(get_plotlyjs()),
+                 "l2s_widgetsjs": base64.b64encode(widget_renderer().read_bytes()).decode()
+                 if "widgets" in nb.metadata else ""}
+    body, _ = exporter.from_notebook_node(nb, resources=resources)
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        tmp.write_text(body, encoding="utf-8")
+    return path
+
+
+def figures(nb: nbformat.NotebookNode) -> list[tuple[int, dict]]:
+    """The plotly figures among the cells' outputs, as ``(cell index, figure dict)``."""
+    out = []
+    for i, cell in enumerate(nb.cells):
+        for o in cell.get("outputs", []):
+            data = o.get("data", {})
+            if PLOTLY_MIME in data:
+                out.append((i, data[PLOTLY_MIME]))
+    return out
+
+
+def _slug(fig: dict) -> str:
+    title = (fig.get("layout", {}).get("title") or {})
+    text = title.get("text", "") if isinstance(title, dict) else str(title)
+    return re.sub(r"[^a-z0-9]+", "-", re.sub(r"<[^>]+>", " ", text).lower()).strip("-")[:60] \
+        or "figure"
+
+
+def export_pngs(nb: nbformat.NotebookNode, folder: str | os.PathLike, prefix: str = "") -> list[Path]:
+    """One PNG per plotly figure of ``nb`` (kaleido with the system Chromium), named
+    ``{prefix}{n:02d}-{title}.png`` in the order the figures appear."""
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    figs = [go.Figure(f) for _, f in figures(nb)]
+    if not figs:
+        return []
+    folder = Path(folder)
+    paths = [folder / f"{prefix}{n:02d}-{_slug(f.to_dict())}.png" for n, f in enumerate(figs, 1)]
+    pio.write_images(figs, paths, width=PNG_WIDTH, scale=2)
+    return paths
