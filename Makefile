@@ -2,7 +2,7 @@
 # Each builds the environment in .venv first (scripts/setup.sh; a no-op once done).
 PY := .venv/bin/python
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test notebooks bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -11,8 +11,11 @@ demo: setup
 	$(PY) -m l2s_kit.cli study
 
 test: setup
-	$(PY) -m ruff check l2s_kit tests benchmarks
+	$(PY) -m ruff check l2s_kit tests benchmarks notebooks
 	$(PY) -m pytest -q
+
+notebooks: setup
+	$(PY) -m l2s_kit.cli notebooks run --run latest --overwrite
 
 bench: setup
 	$(PY) benchmarks/merge_speed.py

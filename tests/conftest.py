@@ -38,3 +38,23 @@ def shared_data():
     assert path.is_dir(), (f"reference data not found at {path}; set L2S_SHARED_DATA to the folder "
                            "holding benchmarks/, samples/ and calibration/")
     return path
+
+
+@pytest.fixture(scope="session")
+def family():
+    """The default built-in family, built once into data/zoo (or $L2S_ZOO) and reused."""
+    from l2s_kit.zoo import build_family
+
+    return build_family(progress=False)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """The system Chromium (Debian's package, installed by scripts/setup.sh)."""
+    import os
+    import shutil
+
+    path = os.environ.get("L2S_CHROMIUM") or shutil.which("chromium")
+    assert path, ("no Chromium found: run scripts/setup.sh (it installs Debian's chromium) or set "
+                  "L2S_CHROMIUM to a Chromium binary")
+    return path

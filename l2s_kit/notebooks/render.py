@@ -70,14 +70,31 @@ def render_html(nb: nbformat.NotebookNode, path: str | os.PathLike) -> Path:
     return path
 
 
+def _decode(obj):
+    """Plotly JSON with its base64 typed arrays ({"dtype", "bdata"[, "shape"]}) as plain lists."""
+    if isinstance(obj, dict):
+        if "bdata" in obj and "dtype" in obj:
+            import numpy as np
+
+            a = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=obj["dtype"])
+            if "shape" in obj:
+                a = a.reshape([int(n) for n in str(obj["shape"]).split(",")])
+            return a.tolist()
+        return {k: _decode(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    return obj
+
+
 def figures(nb: nbformat.NotebookNode) -> list[tuple[int, dict]]:
-    """The plotly figures among the cells' outputs, as ``(cell index, figure dict)``."""
+    """The plotly figures among the cells' outputs, as ``(cell index, figure dict)``, with
+    plain lists for the arrays."""
     out = []
     for i, cell in enumerate(nb.cells):
         for o in cell.get("outputs", []):
             data = o.get("data", {})
             if PLOTLY_MIME in data:
-                out.append((i, data[PLOTLY_MIME]))
+                out.append((i, _decode(data[PLOTLY_MIME])))
     return out
 
 

@@ -1,0 +1,327 @@
+"""The notebooks: every one (found by glob) runs headless with the smoke parameters, and what it
+produced is checked: files, figures with data, numbers equal to the package's, offline HTML that
+draws in headless Chromium. Plus the runner's contract (failures, parameters, no overwrite)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+
+from l2s_kit.notebooks import NotebookError, find_notebooks, notebook_parameters, run_notebooks
+from l2s_kit.notebooks.render import PLOTLY_MIME, figures
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+SMOKE = NOTEBOOKS / "params" / "smoke.yaml"
+ALL = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
+
+
+# ---- committed notebooks: clean, parameterized ------------------------------------------------
+
+@pytest.mark.parametrize("name", ALL)
+def test_committed_notebook_has_no_outputs_and_one_commented_parameters_cell(name):
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, \
+                f"{name}.ipynb cell {i} has outputs: strip them (jupyter nbconvert --clear-output)"
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{name}.ipynb needs exactly one cell tagged 'parameters'"
+    assert nb.cells[0].cell_type == "markdown" and "Question" in nb.cells[0].source
+    lines = [ln for ln in tagged[0].source.splitlines() if ln.strip()]
+    params = notebook_parameters(NOTEBOOKS / f"{name}.ipynb")
+    assert len(params) == len(lines), f"{name}: a parameters line papermill cannot parse"
+    assert all(p["help"] for p in params.values()), f"{name}: every parameter needs a comment"
+
+
+def test_smoke_file_names_only_declared_parameters():
+    import yaml
+
+    declared = set().union(*(notebook_parameters(p) for p in NOTEBOOKS.glob("*.ipynb")))
+    assert set(yaml.safe_load(SMOKE.read_text())) <= declared
+
+
+# ---- every notebook, headless, with the smoke parameters --------------------------------------
+
+@pytest.fixture(scope="module")
+def smoke(family, tmp_path_factory):
+    """All notebooks run once with smoke.yaml (family and workdir given as absolute paths)."""
+    tmp = tmp_path_factory.mktemp("nb")
+    params = {"family_root": str(family.root.parent.resolve()), "workdir": str(tmp / "work")}
+    df = run_notebooks(parameters=params, parameters_file=SMOKE, run="smoke", notebooks=NOTEBOOKS,
+                       out=tmp / "figures", progress=False)
+    return df.set_index("notebook"), tmp
+
+
+def executed(smoke, name) -> nbformat.NotebookNode:
+    df, _ = smoke
+    return nbformat.read(Path(df.loc[name, "folder"]) / f"{name}.ipynb", as_version=4)
+
+
+def plotly_figs(smoke, name) -> list[dict]:
+    return [f for _, f in figures(executed(smoke, name))]
+
+
+@pytest.mark.slow
+def test_every_notebook_runs_and_renders(smoke):
+    df, _ = smoke
+    assert sorted(df.index) == ALL  # found by glob, none left out
+    assert (df["status"] == "ok").all(), df[df["status"] != "ok"][["error"]].to_string()
+    for name, r in df.iterrows():
+        folder = Path(r["folder"])
+        assert (folder / f"{name}.ipynb").is_file() and (folder / f"{name}.html").is_file()
+        figs = plotly_figs(smoke, name)
+        assert figs, f"{name} drew no plotly figure"
+        for f in figs:  # every figure carries data
+            assert any(t.get("y") or t.get("x") for t in f["data"]), f"{name}: an empty figure"
+        pngs = sorted(folder.glob("*.png"))
+        assert len(pngs) == len(figs) == r["pngs"]
+        for p in pngs:
+            head = p.read_bytes()[:24]
+            assert head[:8] == b"\x89PNG\r\n\x1a\n"
+            assert int.from_bytes(head[16:20], "big") == 1800  # 900 px wide at scale 2
+        nb = executed(smoke, name)
+        assert not [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+
+
+def _y(fig: dict, name: str, axis: str = "y") -> list:
+    """The values of trace ``name`` on the subplot with y axis ``axis`` (plotly JSON decoded)."""
+    import plotly.graph_objects as go
+
+    f = go.Figure(fig)
+    return [list(t.y) for t in f.data if t.name == name and (t.yaxis or "y") == axis]
+
+
+@pytest.mark.slow
+def test_merge_explorer_numbers_match_the_package(smoke, family, tmp_path):
+    import plotly.graph_objects as go
+    import yaml
+
+    from l2s_kit.explore import Explorer
+
+    grid = yaml.safe_load(SMOKE.read_text())["grid"]
+    ex = Explorer(family, split="validation", n_per_level=4, workdir=tmp_path)  # fresh: no cache
+    want = ex.sweep(grid).set_index("model")
+    front = go.Figure(plotly_figs(smoke, "merge_explorer")[0])
+    points = {}
+    for t in front.data:
+        if t.name != "frontier":
+            points.update({h: (x, y) for h, x, y in zip(t.hovertext, t.x, t.y)})
+    assert set(points) == set(want.index)
+    for model, (x, y) in points.items():
+        assert x == pytest.approx(want.loc[model, "mean_tokens"])
+        assert y == pytest.approx(want.loc[model, "accuracy"])
+    # the explorer widget is in the notebook, with its state saved for the HTML
+    state = executed(smoke, "merge_explorer").metadata["widgets"]
+    models = {m["model_name"] for m in state["application/vnd.jupyter.widget-state+json"]["state"].values()}
+    assert {"FloatSliderModel", "DropdownModel", "OutputModel"} <= models
+
+
+@pytest.mark.slow
+def test_length_notebook_on_the_family_shows_s2_longer_on_harder_levels(smoke):
+    panels = plotly_figs(smoke, "length_vs_difficulty")[0]
+    s2_len = _y(panels, "system2", "y2")[0]
+    s1_len = _y(panels, "system1", "y2")[0]
+    assert s2_len == sorted(s2_len) and s2_len[-1] > s2_len[0]  # longer as problems get harder
+    assert max(s1_len) < min(s2_len)
+    assert _y(panels, "system2", "y3")[0] == [100.0] * 5  # every System 2 answer reflects
+
+
+@pytest.mark.slow
+def test_length_notebook_on_real_outputs_matches_the_reference_grades(family, shared_data, tmp_path):
+    path = shared_data / "samples" / "math_cot_100.jsonl"
+    df = run_notebooks(["length_vs_difficulty"], {"responses": str(path)}, run="real",
+                       notebooks=NOTEBOOKS, out=tmp_path, progress=False, png=False)
+    assert df.loc[0, "status"] == "ok", df.loc[0, "error"]
+    nb = nbformat.read(Path(df.loc[0, "folder"]) / "length_vs_difficulty.ipynb", as_version=4)
+    panels = figures(nb)[0][1]
+    # by hand from the file: the toolkit's grades per level, and whitespace word counts
+    acc, words = {}, {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        lv = int(r["level"].split()[-1])
+        acc.setdefault(lv, []).extend(r["score"])
+        words.setdefault(lv, []).extend(len(c.split()) for c in r["code"])
+    assert _y(panels, "math_cot_100", "y")[0] == pytest.approx(
+        [100 * sum(acc[k]) / len(acc[k]) for k in sorted(acc)])
+    assert _y(panels, "math_cot_100", "y2")[0] == pytest.approx(
+        [sum(words[k]) / len(words[k]) for k in sorted(words)])
+
+
+@pytest.mark.slow
+def test_reflection_notebook_counts_keywords_like_the_package(smoke, family, tmp_path):
+    from l2s_kit import reflection
+    from l2s_kit.explore import Explorer
+
+    ex = Explorer(family, split="test", n_per_level=4, workdir=tmp_path)
+    df = ex.compare([("task_arithmetic", {"alpha": 0.2})])
+    n = df.groupby("model").size()
+    freq = reflection.keyword_frequency(df, ("model",))
+    bars = [f for f in plotly_figs(smoke, "reflection_analysis")
+            if "Keyword" in f["layout"]["title"]["text"]][0]
+    import plotly.graph_objects as go
+
+    for t in go.Figure(bars).data:
+        got = dict(zip(t.x, t.y))
+        want = freq[freq["model"] == t.name].set_index("keyword")["count"] * 100 / n[t.name]
+        assert got == pytest.approx(want.to_dict())
+    html = [o for c in executed(smoke, "reflection_analysis").cells for o in c.get("outputs", [])
+            if "text/html" in o.get("data", {}) and "<mark>" in o["data"]["text/html"]]
+    assert html, "no example response with highlighted keywords"
+
+
+@pytest.mark.slow
+def test_sensitivity_notebook_frontier_is_the_pareto_front(smoke):
+    import plotly.graph_objects as go
+
+    figs = {f["layout"]["title"]["text"]: go.Figure(f) for f in plotly_figs(smoke, "hyperparameter_sensitivity")}
+    alpha = figs["Sensitivity to α"]
+    # smoke: α ∈ {0.2, 0.5} for every method (TIES at k 0.8, DARE and DARE-TIES at p 0.3)
+    assert sorted(t.name for t in alpha.data if t.yaxis in (None, "y")) == \
+        ["dare p=0.3", "dare_ties p=0.3", "task_arithmetic", "ties k=0.8"]
+    assert all(list(t.x) == [0.2, 0.5] for t in alpha.data)
+    front = [t for t in figs["Accuracy against length across methods"].data if t.name == "frontier"][0]
+    xs, ys = list(front.x), list(front.y)
+    assert xs == sorted(xs) and ys == sorted(ys) and len(set(ys)) == len(ys)  # strictly better
+
+
+@pytest.mark.slow
+def test_study_notebook_writes_its_tables_into_the_run_folder(smoke):
+    import yaml
+
+    folder = Path(smoke[0].loc["study", "folder"])
+    summary = pd.read_csv(folder / "summary.csv")
+    grid = yaml.safe_load(SMOKE.read_text())["grid"]
+    assert len(summary) == 2 * (2 + len(grid))  # validation and test, S1 + S2 + merges
+    assert (folder / "table1.md").read_text().startswith("# L2S study")
+
+
+# ---- the rendered HTML in a real (headless, offline) browser ----------------------------------
+
+def _open_offline(browser, path: Path):
+    """A page on ``path`` with every request outside the file refused and recorded."""
+    page = browser.new_page()
+    outside, errors = [], []
+
+    def route(r):
+        if r.request.url.startswith(("file:", "data:")):
+            r.continue_()
+        else:
+            outside.append(r.request.url)
+            r.abort()
+
+    page.route("**/*", route)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(path.as_uri())
+    return page, outside, errors
+
+
+@pytest.mark.slow
+def test_rendered_html_draws_figures_and_widgets_offline(smoke, chromium):
+    from playwright.sync_api import sync_playwright
+
+    df, _ = smoke
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium)
+        try:
+            for name, r in df.iterrows():
+                page, outside, errors = _open_offline(browser, Path(r["html"]))
+                n_figs = len(plotly_figs(smoke, name))
+                page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot').length >= {n_figs}",
+                                       timeout=30_000)
+                assert page.locator(".js-plotly-plot .main-svg").count() >= n_figs
+                assert page.locator(".js-plotly-plot .scatterlayer .trace, "
+                                    ".js-plotly-plot .barlayer .trace, "
+                                    ".js-plotly-plot .boxlayer .trace").count() >= n_figs
+                if name == "merge_explorer":
+                    page.wait_for_selector(".widget-slider", timeout=30_000)
+                    assert page.locator(".widget-dropdown").count() >= 1
+                    assert page.locator(".widget-output .js-plotly-plot").count() == 1
+                assert outside == [], f"{name}.html fetched {outside}"
+                assert errors == [], f"{name}.html: {errors}"
+                page.close()
+        finally:
+            browser.close()
+
+
+# ---- the runner's contract (tiny notebooks, no family) ----------------------------------------
+
+def _notebook(path: Path, params: str, body: str) -> None:
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    nb = new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                               "language": "python"}})
+    cell = new_code_cell(params)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [new_markdown_cell("# test"), cell, new_code_cell(body)]
+    nbformat.write(nb, path)
+
+
+@pytest.fixture(scope="module")
+def tiny_notebooks(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny_nbs")
+    _notebook(d / "a_fails.ipynb", "x = 1  # a number",
+              "if x > 0:\n    raise ValueError(f'x is {x}')")
+    _notebook(d / "b_ok.ipynb", "x = 1  # a number\nout_dir = '.'  # where files go",
+              "import pathlib\npathlib.Path(out_dir, 'x.txt').write_text(str(x * 2))")
+    return d
+
+
+@pytest.mark.slow
+def test_a_failing_notebook_keeps_its_copy_and_the_batch_goes_on(tiny_notebooks, tmp_path):
+    from l2s_kit.cli import main
+
+    df = run_notebooks(parameters={"x": 21}, notebooks=tiny_notebooks, out=tmp_path, run="r",
+                       progress=False, png=False).set_index("notebook")
+    assert df.loc["a_fails", "status"] == "failed" and "ValueError: x is 21" in df.loc["a_fails", "error"]
+    failed = nbformat.read(tmp_path / "a_fails" / "r" / "a_fails.ipynb", as_version=4)
+    errs = [o for c in failed.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert errs and errs[0].evalue == "x is 21"
+    assert df.loc["b_ok", "status"] == "ok"
+    assert (tmp_path / "b_ok" / "r" / "x.txt").read_text() == "42"  # out_dir = its run folder
+    # the command line exits non-zero and names what failed
+    code = main(["notebooks", "run", "--dir", str(tiny_notebooks), "--out", str(tmp_path),
+                 "--run", "cli", "--no-png", "--quiet", "-p", "x", "0"])
+    assert code == 0
+    code = main(["notebooks", "run", "--dir", str(tiny_notebooks), "--out", str(tmp_path),
+                 "--run", "cli2", "--no-png", "--quiet"])
+    assert code == 1
+
+
+def test_runner_refuses_unknown_parameters_and_existing_runs(tiny_notebooks, tmp_path):
+    from l2s_kit.errors import OutputExistsError
+
+    with pytest.raises(NotebookError, match="alpah.*declared: out_dir, x"):
+        run_notebooks(parameters={"alpah": 1}, notebooks=tiny_notebooks, out=tmp_path)
+    with pytest.raises(NotebookError, match="no notebook 'nope'.*a_fails, b_ok"):
+        run_notebooks(["nope"], notebooks=tiny_notebooks, out=tmp_path)
+    (tmp_path / "b_ok" / "r").mkdir(parents=True)
+    with pytest.raises(OutputExistsError, match="b_ok/r already exists"):
+        run_notebooks(["b_ok"], notebooks=tiny_notebooks, out=tmp_path, run="r")
+    # a section named after a notebook holds parameters for it alone
+    f = tmp_path / "p.yaml"
+    f.write_text("b_ok: {out_dir: x}\na_fails: {x: 1, out_dir: 2}\n")
+    with pytest.raises(NotebookError, match="out_dir not declared by notebook 'a_fails'"):
+        run_notebooks(parameters_file=f, notebooks=tiny_notebooks, out=tmp_path)
+
+
+def test_find_notebooks_globs_the_folder(tiny_notebooks):
+    assert list(find_notebooks(tiny_notebooks)) == ["a_fails", "b_ok"]
+    assert set(find_notebooks(NOTEBOOKS)) == set(ALL) and len(ALL) >= 5
+
+
+def test_setup_renderer_gives_plotly_json_and_offline_html():
+    import plotly.express as px
+    import plotly.io as pio
+
+    from l2s_kit.notebooks import setup
+
+    setup()
+    bundle = pio.renderers["l2s"].to_mimebundle(px.bar(x=[1, 2], y=[3, 4]).to_dict())
+    assert list(bundle[PLOTLY_MIME]["data"][0]["x"]) == [1, 2] or bundle[PLOTLY_MIME]["data"][0]["x"]
+    html = bundle["text/html"]
+    assert "Plotly.newPlot" in html and "<script src" not in html and "cdn" not in html.lower()
