@@ -47,8 +47,9 @@ def build(ex: Explorer, method: str, methods, params: dict):
 
     def current() -> tuple[str, dict]:
         m = dropdown.value
-        own = get_method(m).params
-        return m, {n: _round(c.value) for n, c in controls.items() if n in own}
+        own = get_method(m).params  # in the method's order; choices only when not the default
+        return m, {n: _round(controls[n].value) for n, p in own.items() if n in controls
+                   and (n in SLIDERS or controls[n].value != p.default)}
 
     def refresh(*_):
         m, p = current()
