@@ -16,7 +16,7 @@ from l2s_kit.merging import PRESETS, list_methods, read_merge_info
 from l2s_kit.synthetic import make_pair
 
 L2S = Path(sys.executable).with_name("l2s")  # the console script of this environment
-SUBCOMMANDS = ("merge", "methods", "eval", "study", "zoo")
+SUBCOMMANDS = ("merge", "methods", "eval", "study", "zoo", "notebooks")
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,10 @@ def run_l2s(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def listed_subcommands(help_text: str) -> set[str]:
-    """Names listed in an argparse help section as indented `name   description` rows."""
+    """Names listed in an argparse help section as indented `name   description` rows (a long
+    name has its description on the next line)."""
     names = set()
-    for m in re.finditer(r"^ {2,}(\w+) {2,}\S", help_text, flags=re.M):
+    for m in re.finditer(r"^ {2,}(\w+)(?: {2,}|\n {6,})\S", help_text, flags=re.M):
         names.add(m.group(1))
     return names
 
