@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import unicodedata
 from pathlib import Path
 
 import nbformat
@@ -101,8 +102,10 @@ def figures(nb: nbformat.NotebookNode) -> list[tuple[int, dict]]:
 def _slug(fig: dict) -> str:
     title = (fig.get("layout", {}).get("title") or {})
     text = title.get("text", "") if isinstance(title, dict) else str(title)
-    return re.sub(r"[^a-z0-9]+", "-", re.sub(r"<[^>]+>", " ", text).lower()).strip("-")[:60] \
-        or "figure"
+    text = re.sub(r"<[^>]+>", " ", text)  # "α" → "alpha": a letter's Unicode name, last word
+    text = "".join(unicodedata.name(c, " ").split()[-1] if c.isalpha() and not c.isascii()
+                   else c for c in text)
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "figure"
 
 
 def export_pngs(nb: nbformat.NotebookNode, folder: str | os.PathLike, prefix: str = "") -> list[Path]:
