@@ -184,6 +184,8 @@ def test_sensitivity_notebook_frontier_is_the_pareto_front(smoke):
     assert sorted(t.name for t in alpha.data if t.yaxis in (None, "y")) == \
         ["dare p=0.3", "dare_ties p=0.3", "task_arithmetic", "ties k=0.8"]
     assert all(list(t.x) == [0.2, 0.5] for t in alpha.data)
+    folder = Path(smoke[0].loc["hyperparameter_sensitivity", "folder"])
+    assert (folder / "01-sensitivity-to-alpha.png").is_file()  # PNGs named after their titles
     front = [t for t in figs["Accuracy against length across methods"].data if t.name == "frontier"][0]
     xs, ys = list(front.x), list(front.y)
     assert xs == sorted(xs) and ys == sorted(ys) and len(set(ys)) == len(ys)  # strictly better
