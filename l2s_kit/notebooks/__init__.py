@@ -56,7 +56,8 @@ def find_notebooks(folder: str | os.PathLike = NOTEBOOKS) -> dict[str, Path]:
     """Every ``*.ipynb`` directly in ``folder``, by name (file stem), sorted."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise NotebookError(f"notebook folder {folder} does not exist")
+        raise NotebookError(f"notebook folder {folder} does not exist; run from the repository root "
+                            "or name the folder (--dir PATH, or notebooks=PATH)")
     return {p.stem: p for p in sorted(folder.glob("*.ipynb"))}
 
 
