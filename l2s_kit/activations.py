@@ -133,6 +133,19 @@ def _embed(ckpt: Checkpoint, batches) -> list[torch.Tensor]:
     return [table[torch.searchsorted(uniq, b[0])] for b in batches]
 
 
+def _release_memory() -> None:
+    """Give freed heap memory back to the OS (glibc keeps the freed layers' pages otherwise, and
+    the resident memory grows by one layer per layer)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass
+
+
 def _load(module: torch.nn.Module, ckpt: Checkpoint, prefix: str) -> None:
     names = [n for n in ckpt.names if n.startswith(prefix + ".")]
     sd = {n[len(prefix) + 1:]: ckpt.read(n).float() for n in names}
@@ -178,6 +191,8 @@ def stats_layerwise(path, batches, progress: bool = False) -> dict[str, torch.Te
                 hidden[b] = out[0] if isinstance(out, tuple) else out
             rec.detach()
             inner.layers[i] = layer.to("meta")  # drop the layer's weights
+            del layer
+            _release_memory()
         _load(inner.norm, ckpt, "model.norm")
         rec.attach(inner.norm, "model.norm")
         for (_ids, mask), h in zip(batches, hidden):

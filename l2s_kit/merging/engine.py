@@ -292,7 +292,8 @@ class _Run:
         if self.trims() and self.params.get("trim") == "global":
             self.plan_global()
         total = sum(j.out.nbytes for j in self.jobs)
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"merge ({(self.outer or self.method).name})",
+        name = (self.outer or self.method).name
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"merge ({name})",
                   disable=not self.progress) as bar:
             for job in self.jobs:
                 self.merge_tensor(job, sink)
