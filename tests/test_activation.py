@@ -287,3 +287,40 @@ def test_aim_ties_recipe_validates_hashes_and_composes(small_pair, tmp_path):
         card = (folder / "README.md").read_text()
         assert "**aim**" in card and "Applied on top of: `ties`" in card and "omega = 0.4" in card
     assert not (tmp_path / "aim" / ".l2s_cache").exists()
+
+
+def test_sensitivity_and_logit_distance_equal_a_naive_reference(small_pair, monkeypatch):
+    """S per layer group and g_ij recomputed by hand: own cross-entropy, own sums, two samples."""
+    from transformers import AutoModelForCausalLM
+
+    from l2s_kit import sensitivity
+
+    base, model = small_pair
+    spec = CalibrationSpec("family", "question+long", samples=2, seed=3, max_tokens=48)
+    got = sensitivity.sensitivities(base, spec, cache=False)
+    m = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    want: dict[str, float] = {}
+    batches = activations.tokenize(base, texts(spec), 48, batch_size=1)
+    for ids, _ in batches:
+        m.zero_grad()
+        logits = m(input_ids=ids).logits[0, :-1]
+        torch.nn.functional.cross_entropy(logits, ids[0, 1:]).backward()
+        for name, p in m.named_parameters():
+            g = layer_group(name)
+            want[g] = want.get(g, 0.0) + float((p.detach() * p.grad).abs().sum()) / len(batches)
+    assert set(got) == set(want)
+    assert all(got[g] == pytest.approx(want[g], rel=1e-5) for g in want)
+    # g_ij: mean over model j's tokens of the L2 distance between the two models' logits
+    mj = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    with torch.no_grad():
+        d = torch.cat([(m(input_ids=ids).logits - mj(input_ids=ids).logits)[0].norm(dim=-1)
+                       for ids, _ in activations.tokenize(model, texts(spec), 48, batch_size=1)])
+    assert sensitivity.logit_distance(base, model, spec, cache=False) == pytest.approx(
+        float(d.mean()), rel=1e-5)
+    # a sweep over T or alpha reuses the cached statistics
+    params = get_method("sens").resolve({"calib_samples": 2, "calib_max_tokens": 48}, "test")
+    first = sens_table([base, model], params)
+    monkeypatch.setattr(sensitivity, "_model", lambda *a: (_ for _ in ()).throw(
+        AssertionError("statistics recomputed")))
+    again = sens_table([base, model], {**params, "temperature": 5.0})
+    assert set(again) == set(first) and again != first
