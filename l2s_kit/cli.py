@@ -38,21 +38,23 @@ def _merge(args) -> int:
 
     if args.recipe and (args.preset or args.method):
         raise L2SError("give either a recipe file or --preset/--method, not both")
-    if args.recipe:
-        recipe = load_recipe(args.recipe)
-    elif (args.preset or args.method) and args.base and args.model:
-        recipe = load_recipe({"base_model": args.base, "models": [{"model": m} for m in args.model],
-                              **({"preset": args.preset} if args.preset else {}),
-                              **({"merge_method": args.method} if args.method else {})})
-    else:
-        raise L2SError("give a recipe file, or --preset/--method with --base and --model "
-                       "(see `l2s merge --help`)")
     params = {}
     for kv in args.param or []:
         key, eq, val = kv.partition("=")
         if not eq:
             raise L2SError(f"--param {kv!r}: write it as NAME=VALUE, e.g. --param alpha=0.7")
         params[key] = yaml.safe_load(val)
+    if args.recipe:
+        recipe = load_recipe(args.recipe)
+    elif (args.preset or args.method) and args.base and args.model:
+        recipe = load_recipe({"base_model": args.base, "models": [{"model": m} for m in args.model],
+                              **({"preset": args.preset} if args.preset else {}),
+                              **({"merge_method": args.method} if args.method else {}),
+                              "parameters": params})
+        params = {}
+    else:
+        raise L2SError("give a recipe file, or --preset/--method with --base and --model "
+                       "(see `l2s merge --help`)")
     if params or args.out_dtype or args.tokenizer_source:
         d = recipe.to_dict()
         d["parameters"].update(params)
@@ -79,6 +81,8 @@ def _methods(args) -> int:
                      f" in {p.range}" if p.range else "")
             print(f"    {p.name}: {p.type.__name__} = {p.default!r}{extra}"
                   + (f"  ({p.help})" if p.help else ""))
+        if m.wraps:
+            print("    ... and the parameters of the inner merge (e.g. k, alpha for ties)")
     print("\npresets (the paper's published settings):")
     for name, pr in PRESETS.items():
         print(f"  {name}: {pr['merge_method']} {pr['parameters']}")

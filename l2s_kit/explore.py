@@ -137,7 +137,10 @@ def param_grid(spec: dict[str, dict[str, Sequence]]) -> list[tuple[str, dict]]:
 
     out = []
     for m, values in spec.items():
-        own = get_method(m).params
+        method = get_method(m)
+        own = dict(method.params)
+        if method.wraps:  # AIM: its own parameters and its inner merge's
+            own.update(get_method(values.get("inner", [own["inner"].default])[0]).params)
         unknown = [k for k in values if k not in own]
         if unknown:
             raise ValueError(f"{m} has no parameter {', '.join(unknown)}; it takes {', '.join(own)}")

@@ -95,6 +95,36 @@ def sensitivity(summary: pd.DataFrame, param: str, others: tuple[str, ...] = ("a
     return _style(fig, title or f"Sensitivity to {param}")
 
 
+def calibration_sensitivity(grid: pd.DataFrame, title: str = "Sensitivity to the calibration set"
+                            ) -> go.Figure:  # noqa: F821
+    """Accuracy and mean length against the number of calibration samples (log axis), a line per
+    method and calibration parts. ``grid``: one row per merge with ``method``, ``calib_parts`` and
+    ``calib_samples`` columns (:func:`l2s_kit.calibration_study.calibration_grid`); System 1
+    and System 2 are drawn as dotted reference lines."""
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+    from plotly.subplots import make_subplots
+
+    d = grid.dropna(subset=["calib_samples"]).sort_values("calib_samples")
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["accuracy (%)", "mean generated tokens"])
+    label = d["method"].astype(str) + " " + d["calib_parts"].astype(str)
+    for i, (name, t) in enumerate(d.groupby(label, sort=False)):
+        for col, y in enumerate(("accuracy", "mean_tokens"), 1):
+            fig.add_trace(go.Scatter(x=t["calib_samples"], y=t[y], name=str(name),
+                                     legendgroup=str(name), showlegend=col == 1,
+                                     mode="lines+markers", line=dict(color=qualitative.Plotly[i % 10]),
+                                     hovertext=t.get("model")), row=1, col=col)
+    for ref, dash in (("system1", "dot"), ("system2", "dash")):
+        r = grid[grid["model"] == ref]
+        for col, y in enumerate(("accuracy", "mean_tokens"), 1):
+            if len(r):
+                fig.add_hline(y=float(r[y].iloc[0]), line_dash=dash, line_color="grey",
+                              annotation_text=ref, row=1, col=col)
+    fig.update_xaxes(title_text="calibration samples", type="log",
+                     tickvals=sorted(d["calib_samples"].unique()))
+    return _style(fig, title)
+
+
 def length_change_by_level(df: pd.DataFrame, reference: str = "system2",
                            title: str = "Length change against System 2 by level"
                            ) -> go.Figure:  # noqa: F821

@@ -58,3 +58,17 @@ def chromium():
     assert path, ("no Chromium found: run scripts/setup.sh (it installs Debian's chromium) or set "
                   "L2S_CHROMIUM to a Chromium binary")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stats_cache(tmp_path_factory):
+    """Calibration statistics go to a temporary cache, never into the (shared) family's folders."""
+    import os
+
+    old = os.environ.get("L2S_CACHE")
+    os.environ["L2S_CACHE"] = str(tmp_path_factory.mktemp("l2s_cache"))
+    yield os.environ["L2S_CACHE"]
+    if old is None:
+        os.environ.pop("L2S_CACHE", None)
+    else:
+        os.environ["L2S_CACHE"] = old

@@ -12,6 +12,10 @@ def model_card(recipe, weights_hash: str, inputs: list, notes: list[str],
     """Markdown card: the recipe, the method's paper, the inputs, version and the weights' hash."""
     method = recipe.method
     params = ", ".join(f"{k} = {v}" for k, v in recipe.parameters.items()) or "none"
+    wrapped = []
+    if method.wraps:
+        inner = method.split(recipe.parameters)[0]
+        wrapped = [f"- Applied on top of: `{inner.name}` ({inner.title}), {inner.paper}"]
     rows = [f"| base | `{recipe.base_model}` | {inputs[0].config.get('_name_or_path', '') or '-'} |"]
     for i, (m, src) in enumerate(zip(recipe.models, inputs[1:])):
         rows.append(f"| model {i + 1} (weight {m.weight:g}) | `{m.model}` | "
@@ -27,6 +31,7 @@ def model_card(recipe, weights_hash: str, inputs: list, notes: list[str],
         f"on {_dt.date.today().isoformat()}.",
         "",
         f"- Method: `{method.name}`, {method.paper}",
+        *wrapped,
         f"- Parameters: {params}",
         f"- Compute dtype: {recipe.dtype}; stored dtype: {recipe.out_dtype or 'as the base'}",
         f"- Weights hash (SHA-256 over tensor names, dtypes, shapes and bytes): `{weights_hash}`",

@@ -202,8 +202,18 @@ class _Run:
 
     def __init__(self, inputs: Sequence, method: MergeMethod, params: dict, weights: list[float],
                  compute: torch.dtype, device: str, jobs: list[TensorJob], progress: bool):
-        self.inputs, self.method, self.params, self.weights = inputs, method, params, weights
+        self.inputs, self.weights = inputs, weights
         self.compute, self.device, self.jobs, self.progress = compute, device, jobs, progress
+        # A wrapping method (AIM) runs its inner merge as the method, then itself on the result.
+        self.outer, self.outer_params = None, {}
+        if method.wraps:
+            self.outer = method
+            method, params, self.outer_params = method.split(params)
+        self.method, self.params = method, params
+        prep = self.outer or self.method
+        self.state = (prep.prepare(inputs, jobs, self.outer_params if self.outer else params,
+                                   device=device, progress=progress)
+                      if prep.prepare is not None else None)
         self.n = len(inputs) - 1
         self.global_trimmers: list[Trimmer] | None = None
         self.zero_sign = 1.0
@@ -282,7 +292,8 @@ class _Run:
         if self.trims() and self.params.get("trim") == "global":
             self.plan_global()
         total = sum(j.out.nbytes for j in self.jobs)
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"merge ({self.method.name})",
+        name = (self.outer or self.method).name
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"merge ({name})",
                   disable=not self.progress) as bar:
             for job in self.jobs:
                 self.merge_tensor(job, sink)
@@ -304,7 +315,13 @@ class _Run:
                 kw["masks"] = self.masks(job, rows)
             if "trimmers" in self.method.injected:
                 kw["trimmers"] = trimmers
-            merged = self.method.fn(base, models, self.weights, **kw, **extra)
+            state = self.state(job, rows) if self.state is not None else {}
+            if self.outer is None:
+                merged = self.method.fn(base, models, self.weights, **kw, **extra, **state)
+            else:
+                merged = self.method.fn(base, models, self.weights, **kw, **extra)
+                merged = self.outer.fn(base, models, self.weights, **self.outer_params,
+                                       merged=merged, **state)
             out = merged.to(job.out.dtype).cpu()
             _check_finite(out, "merged", job.name, _where(rows))
             sink(job.name, out)
@@ -343,7 +360,8 @@ def run_merge(inputs: Sequence, method: MergeMethod | str, params: dict, weights
               jobs: list[TensorJob], sink, *, compute_dtype: str = "float32",
               device: str = "cpu", progress: bool = True) -> None:
     """Merge ``inputs`` (base first) as ``jobs`` (from ``plan_merge``) says, into
-    ``sink(name, block)``."""
+    ``sink(name, block)``. A method with a ``prepare`` step (AIM, Sens-Merging) first computes its
+    calibration statistics (cached next to the checkpoints)."""
     method = get_method(method) if isinstance(method, str) else method
     _Run(inputs, method, params, list(weights), DTYPES[compute_dtype], _device(device), jobs,
          progress).run(sink)

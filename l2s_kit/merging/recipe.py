@@ -53,6 +53,18 @@ PRESETS: dict[str, dict] = {
     "dare-1.5b": {"merge_method": "dare", "parameters": {"p": 0.3}},
     "dare-7b": {"merge_method": "dare", "parameters": {"p": 0.3}},
     "dare-14b": {"merge_method": "dare", "parameters": {"p": 0.4}},
+    # AIM-Ties: the paper's ω on its TIES setting, calibrated on 100 s1K samples (question + short)
+    **{f"aim-ties-{s}": {"merge_method": "aim", "parameters": {
+        "omega": 0.4, "inner": "ties", "k": 0.8, "alpha": 1.0, "trim": "reference",
+        "calib_source": "s1k", "calib_parts": "question+short", "calib_samples": 100}}
+       for s in ("1.5b", "7b")},
+    # Sens-Merging: the paper's α and T. Its System 1 calibration uses long answers, which the
+    # shared s1K file lacks: these presets use short answers for both; give calib_source (a file
+    # with long answers) and calib_parts_base: question+long to follow the paper.
+    **{f"sens-{s}": {"merge_method": "sens_merging", "parameters": {
+        "alpha": a, "temperature": t, "calib_source": "s1k", "calib_parts": "question+short",
+        "calib_parts_base": "question+short", "calib_samples": 100}}
+       for s, a, t in (("1.5b", 0.4, 3.0), ("7b", 0.7, 2.0), ("14b", 0.8, 6.0))},
 }
 
 
@@ -148,7 +160,10 @@ class Recipe:
     def with_parameters(self, **params) -> Recipe:
         """A copy with some method parameters changed (validated)."""
         d = self.to_dict()
-        d["parameters"] = {**d["parameters"], **params}
+        old = d["parameters"]
+        if self.method.wraps and params.get("inner", old["inner"]) != old["inner"]:
+            old = {k: v for k, v in old.items() if k in self.method.params}  # the new inner's own
+        d["parameters"] = {**old, **params}
         return load_recipe(d, check_paths=False)
 
 

@@ -13,7 +13,17 @@ Every method has the same shape::
   ``Annotated[...]`` gives the allowed interval.
 - Keyword-only parameters named in ``INJECTED`` are not recipe parameters: the engine fills them
   with state it resolves from tensor names or whole-model passes (DARE masks seeded per tensor
-  name, global trim thresholds). Called directly, a method builds them itself from the tensor.
+  name, global trim thresholds, AIM's per-channel importance, Sens-Merging's per-layer coefficients).
+  Called directly, a method builds them itself from the tensor or falls back to a neutral value.
+- ``prepare`` (optional) is what the engine calls once before merging for methods that need a
+  whole-model pass (calibration statistics): ``prepare(inputs, jobs, params, device=, progress=)``
+  returns ``state(job, rows) -> dict`` of injected arguments for each tensor block. ``check``
+  (optional) validates the resolved parameters further (say, that a calibration file exists)
+  when the recipe is loaded, before any tensor is read.
+- ``wraps=True`` marks a method applied on top of another merge (AIM on TIES): it has a
+  parameter ``inner`` naming that merge, accepts the inner method's parameters beside its own
+  (flat, in one ``parameters`` mapping: ``{omega: 0.4, inner: ties, k: 0.8, alpha: 1.0}``), and
+  receives the inner merge's result of each block as the injected ``merged``.
 
 The registry checks every signature when the method is defined, so a malformed method fails at
 import, not in the middle of a merge.
@@ -29,7 +39,7 @@ from dataclasses import dataclass
 from l2s_kit.errors import RecipeError
 
 # Keyword-only arguments the engine provides (see l2s_kit.merging.sparsify).
-INJECTED = ("trimmers", "masks", "zero_sign")
+INJECTED = ("trimmers", "masks", "zero_sign", "merged", "importance", "coefficients")
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,9 @@ class MergeMethod:
     injected: tuple[str, ...]
     aliases: tuple[str, ...] = ()
     elementwise: bool = True  # can run on blocks of rows (true for the task-vector family)
+    wraps: bool = False  # applied on top of the merge named by its parameter ``inner``
+    prepare: Callable | None = None  # whole-model pass before merging -> per-tensor injections
+    check: Callable | None = None  # check(resolved params, where): further validation
 
     def __call__(self, base, models, weights=None, **kwargs):
         if weights is None:
@@ -108,7 +121,44 @@ class MergeMethod:
         return self.fn(base, models, weights, **kwargs)
 
     def resolve(self, params: dict, where: str) -> dict:
-        """Validate ``params`` against the signature and fill defaults."""
+        """Validate ``params`` against the signature and fill defaults (a wrapping method: its own
+        parameters, then the inner method's, in one flat dict)."""
+        if self.wraps:
+            return self._resolve_wrapped(params, where)
+        out = self._resolve_own(params, where)
+        if self.check is not None:
+            self.check(out, where)
+        return out
+
+    def split(self, params: dict) -> tuple[MergeMethod, dict, dict]:
+        """A wrapping method's resolved parameters -> (inner method, its parameters, own ones)."""
+        inner = get_method(params["inner"])
+        return (inner, {k: v for k, v in params.items() if k not in self.params},
+                {k: v for k, v in params.items() if k in self.params})
+
+    def _resolve_wrapped(self, params: dict, where: str) -> dict:
+        inner_name = params.get("inner", self.params["inner"].default)
+        inner = get_method(self.params["inner"].check(inner_name, where))
+        if inner.wraps or inner.prepare is not None:
+            raise RecipeError(f"{where}: {self.name} cannot wrap '{inner.name}'; the inner merge "
+                              "must be a plain method such as ties or task_arithmetic")
+        clash = sorted(set(inner.params) & set(self.params))
+        if clash:  # a registry bug, not a user error
+            raise TypeError(f"{self.name} and {inner.name} both have a parameter '{clash[0]}'")
+        own = self._resolve_own({k: v for k, v in params.items() if k in self.params}, where)
+        rest = {k: v for k, v in params.items() if k not in self.params}
+        unknown = sorted(set(rest) - set(inner.params))
+        if unknown:
+            raise RecipeError(
+                f"{where}: unknown parameter '{unknown[0]}' for method '{self.name}' wrapping "
+                f"'{inner.name}'; valid parameters: {', '.join(self.params)} (its own) and "
+                f"{', '.join(inner.params) or 'none'} ({inner.name}'s)")
+        out = {**own, "inner": inner.name, **inner.resolve(rest, f"{where} ({inner.name})")}
+        if self.check is not None:
+            self.check(out, where)
+        return out
+
+    def _resolve_own(self, params: dict, where: str) -> dict:
         unknown = sorted(set(params) - set(self.params))
         if unknown:
             valid = ", ".join(self.params) or "none"
@@ -148,7 +198,8 @@ def _param_from(p: inspect.Parameter, hints: dict, fn_name: str) -> Param:
 
 
 def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, ...] = (),
-                 elementwise: bool = True) -> Callable[[Callable], Callable]:
+                 elementwise: bool = True, wraps: bool = False, prepare: Callable | None = None,
+                 check: Callable | None = None) -> Callable[[Callable], Callable]:
     """Register ``fn`` as merge method ``name``; its signature is checked and becomes the schema."""
 
     def decorate(fn: Callable) -> Callable:
@@ -166,8 +217,11 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
             else:
                 params[p.name] = _param_from(p, hints, name)
         doc_title = title or (inspect.getdoc(fn) or name).splitlines()[0]
+        if wraps and ("inner" not in params or "merged" not in injected):
+            raise TypeError(f"merge method {name}: a wrapping method needs a parameter 'inner' "
+                            "and the injected argument 'merged'")
         method = MergeMethod(name, fn, paper, doc_title, params, tuple(injected), tuple(aliases),
-                             elementwise)
+                             elementwise, wraps, prepare, check)
         for key in (name, *aliases):
             if key in _REGISTRY or key in _ALIASES:
                 raise TypeError(f"merge method name '{key}' registered twice")
@@ -197,4 +251,4 @@ def list_methods() -> list[MergeMethod]:
 
 
 def _load_builtin_methods() -> None:
-    from l2s_kit.merging import task_vector  # noqa: F401  (registers on import)
+    from l2s_kit.merging import activation, task_vector  # noqa: F401  (registers on import)
