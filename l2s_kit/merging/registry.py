@@ -101,6 +101,12 @@ class MergeMethod:
     injected: tuple[str, ...]
     aliases: tuple[str, ...] = ()
     elementwise: bool = True  # can run on blocks of rows (true for the task-vector family)
+    notes_fn: Callable[[dict, list[float]], list[str]] | None = None
+
+    def recipe_notes(self, params: dict, weights: list[float]) -> list[str]:
+        """What a recipe with these (resolved) parameters and model weights should tell the user
+        (e.g. that it reduces to another method); recorded in the recipe's notes and model card."""
+        return list(self.notes_fn(params, weights)) if self.notes_fn else []
 
     def __call__(self, base, models, weights=None, **kwargs):
         if weights is None:
@@ -148,8 +154,14 @@ def _param_from(p: inspect.Parameter, hints: dict, fn_name: str) -> Param:
 
 
 def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, ...] = (),
-                 elementwise: bool = True) -> Callable[[Callable], Callable]:
-    """Register ``fn`` as merge method ``name``; its signature is checked and becomes the schema."""
+                 elementwise: bool = True,
+                 notes: Callable[[dict, list[float]], list[str]] | None = None
+                 ) -> Callable[[Callable], Callable]:
+    """Register ``fn`` as merge method ``name``; its signature is checked and becomes the schema.
+
+    ``elementwise=False``: the engine hands the method whole tensors (SVD methods).
+    ``notes(params, weights)``: notes a recipe of this method records (see ``recipe_notes``).
+    """
 
     def decorate(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
@@ -167,7 +179,7 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
                 params[p.name] = _param_from(p, hints, name)
         doc_title = title or (inspect.getdoc(fn) or name).splitlines()[0]
         method = MergeMethod(name, fn, paper, doc_title, params, tuple(injected), tuple(aliases),
-                             elementwise)
+                             elementwise, notes)
         for key in (name, *aliases):
             if key in _REGISTRY or key in _ALIASES:
                 raise TypeError(f"merge method name '{key}' registered twice")
@@ -197,4 +209,4 @@ def list_methods() -> list[MergeMethod]:
 
 
 def _load_builtin_methods() -> None:
-    from l2s_kit.merging import task_vector  # noqa: F401  (registers on import)
+    from l2s_kit.merging import svd, task_vector  # noqa: F401  (registers on import)
