@@ -174,6 +174,10 @@ def test_lore_l2s_form_and_parity_with_task_arithmetic_at_tau_0():
         # τ > 0: θ = mean + (1 − 2α) · SVT_τ((θ₁ − θ₂)/2)
         expected = (s1 + s2) / 2 + (1 - 2 * alpha) * lowrank.svt((s1 - s2) / 2, 0.05)
         assert torch.allclose(lore(s1, [s2], alpha=alpha, tau=0.05), expected, atol=1e-12)
+    # τ relative to each matrix's σ₁
+    half = (s1 - s2) / 2
+    rel = (s1 + s2) / 2 + 0.6 * lowrank.svt(half, 0.3 * float(torch.linalg.svdvals(half)[0]))
+    assert torch.allclose(lore(s1, [s2], alpha=0.2, tau=0.3, tau_relative=True), rel, atol=1e-12)
     # the threshold makes the merged task vector low-rank
     merged = lore(s1, [s2], alpha=0.2, tau=0.15)
     assert int((torch.linalg.svdvals(merged - (s1 + s2) / 2) > 1e-9).sum()) < 16

@@ -76,17 +76,22 @@ def twin(base, models, weights, *,
     return out
 
 
-def lore_decompose(models: list[torch.Tensor], tau: float, iters: int = 20, tol: float = 1e-7
-                   ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def lore_decompose(models: list[torch.Tensor], tau: float, iters: int = 20, tol: float = 1e-7,
+                   relative: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """(θ̂₀, [δᵢ]) minimising Σᵢ ‖θ̂₀ + δᵢ − θᵢ‖²_F + 2τ ‖δᵢ‖_* by coordinate descent over the
     matrices ``models`` (each (m, n)): θ̂₀ ← meanᵢ(θᵢ − δᵢ), δᵢ ← SVT_τ(θᵢ − θ̂₀), from
     θ̂₀ = mean(θᵢ), δᵢ = 0, for ``iters`` rounds or until the largest change of θ̂₀ is at most
-    ``tol`` × the largest entry of the inputs. Two models converge in one round: δ₂ = −δ₁ = −SVT_τ((θ₁ − θ₂)/2),
-    θ̂₀ = their mean (computed so, exactly antisymmetric)."""
+    ``tol`` × the largest entry of the inputs. ``relative``: τ is a fraction of the largest
+    singular value of the θᵢ − mean (fixed for the whole descent). Two models converge in one
+    round: δ₂ = −δ₁ = −SVT_τ((θ₁ − θ₂)/2), θ̂₀ = their mean (computed so, exactly antisymmetric)."""
     mean = torch.stack(models).mean(0)
     if len(models) == 2:
-        d = svt((models[0] - models[1]) * 0.5, tau).to(mean.dtype)
+        half = (models[0] - models[1]) * 0.5
+        t = tau * _top_sigma(half) if relative else tau
+        d = svt(half, t).to(mean.dtype)
         return (models[0] + models[1]) * 0.5, [d, -d]
+    if relative:
+        tau = tau * max(_top_sigma(m - mean) for m in models)
     hat = mean
     scale = max(float(m.abs().max()) for m in models)
     deltas = [torch.zeros_like(mean) for _ in models]
@@ -98,6 +103,10 @@ def lore_decompose(models: list[torch.Tensor], tau: float, iters: int = 20, tol:
         if change <= tol * scale:
             break
     return hat, deltas
+
+
+def _top_sigma(x: torch.Tensor) -> float:
+    return float(torch.linalg.matrix_norm(x.float() if x.dtype != torch.float64 else x, ord=2))
 
 
 def lore_is_average(n: int, weights: list[float]) -> bool:
@@ -118,8 +127,10 @@ def lore_notes(params: dict, weights: list[float]) -> list[str]:
               notes=lore_notes)
 def lore(base, models, weights, *,
          alpha: Annotated[float, Range(0.0, 10.0),
-                          "weight of the models; the base gets 1 - alpha·Σw"] = 0.5,
+                          "weight of the models; the base gets 1 - alpha·Σw"] = 0.7,
          tau: Annotated[float, Range(0.0, None), "singular-value threshold τ (= μ/2)"] = 0.0,
+         tau_relative: Annotated[bool, "τ as a fraction of each matrix's largest singular value"
+                                 ] = False,
          include_base: Annotated[bool, "merge the base as one of the models (long-to-short)"] = True,
          iters: Annotated[int, Range(1, 10_000), "coordinate-descent rounds at most"] = 20,
          tol: Annotated[float, Range(0.0, None), "stop when θ̂₀ changes less (relative)"] = 1e-7):
@@ -129,7 +140,9 @@ def lore(base, models, weights, *,
     ``include_base`` (the long-to-short setting: System 1 is the base AND one of the two models
     merged): the merged set is (θ₀, θ₁ … θₙ) with weights w' = (1 − α Σ wᵢ, α w₁ … α wₙ), so for
     one model θ = mean + (1 − 2α) · SVT_τ((θ₀ − θ₁)/2), which equals Task Arithmetic with the same
-    α when τ = 0. Without it the set is θ₁ … θₙ with w'ᵢ = α wᵢ. Tensors that are not 2-D get
+    α when τ = 0 (the defaults: α = 0.7, the paper's TA setting, and τ = 0; set τ, absolute or
+    with ``tau_relative`` as a fraction of each matrix's σ₁, to make the task vector low-rank).
+    Without ``include_base`` the set is θ₁ … θₙ with w'ᵢ = α wᵢ. Tensors that are not 2-D get
     the plain mean of the set. Exactly two models with equal weights reduce to plain averaging:
     a warning says so (and the recipe notes it in the model card).
     """
@@ -140,7 +153,7 @@ def lore(base, models, weights, *,
         warnings.warn(AVERAGE_WARNING, stacklevel=2)
     if base.ndim != 2:
         return torch.stack(mats).mean(0)
-    hat, deltas = lore_decompose(mats, tau, iters, tol)
+    hat, deltas = lore_decompose(mats, tau, iters, tol, relative=tau_relative)
     for w, d in zip(ws, deltas):
         hat.add_(d, alpha=w)
     return hat
