@@ -202,11 +202,14 @@ def test_lore_vectors_get_the_plain_mean():
     assert torch.allclose(out, T([2.0, 0.0]))
 
 
-def test_lore_recipe_notes_the_averaging_case(tiny_pair):
+def test_lore_recipe_notes_the_averaging_case(tiny_pair, tmp_path):
     base, model = tiny_pair
     r = load_recipe({"merge_method": "lore", "base_model": str(base),
                      "models": [{"model": str(model)}], "parameters": {"alpha": 0.5}})
     assert AVERAGE_WARNING in r.notes
+    with pytest.warns(UserWarning, match="plain averaging"):
+        out = merge(r, tmp_path / "avg", progress=False)
+    assert f"- {AVERAGE_WARNING}" in (out / "README.md").read_text()  # the model card says so
     r = load_recipe({"merge_method": "lore", "base_model": str(base),
                      "models": [{"model": str(model)}], "parameters": {"alpha": 0.3}})
     assert AVERAGE_WARNING not in r.notes

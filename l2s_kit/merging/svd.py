@@ -9,11 +9,12 @@ Tensors: ``base`` (any shape S), ``models`` a list of n tensors of shape S, ``we
 returns a tensor of shape S. 2-D tensors get the low-rank treatment; other tensors (1-D norms and
 biases) are treated as METHODS says for each method.
 
-Memory: a merge holds the base and every model's tensor plus the SVD's work (about 3× the tensor
-for an exact SVD, less for a randomized one), so the peak is set by the largest matrix: for a 7B
-pair, the 152064 × 3584 embedding (2.2 GB in float32) costs about 10 GB with an exact SVD, about
-7 GB with the randomized one that ``svd: auto`` picks for it. On CPU an exact SVD of every matrix
-of a 7B model takes hours; ``svd: auto`` (Twin) keeps the large ones randomized.
+Memory: a merge holds the base's and every model's copy of one matrix, the shared model, one
+exclusive vector and the SVD's work (a copy of the matrix and U for an exact SVD; thin panels for a
+randomized one), so the peak is set by the largest matrix: about six copies of it with an exact SVD
+(≈ 13 GB in float32 for a 7B's 152064 × 3584 embedding), about five with the randomized one that
+``svd: auto`` picks for it. On CPU an exact SVD of every matrix of a 7B model takes hours; Twin's
+``svd: auto`` keeps the large ones randomized, LoRE (which thresholds the whole spectrum) cannot.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import torch
 
 from l2s_kit.lowrank import low_rank, svt
 from l2s_kit.merging.registry import Range, merge_method
-from l2s_kit.merging.sparsify import task_vectors
 
 TWIN_PAPER = "https://arxiv.org/abs/2406.15479"
 LORE_PAPER = "https://arxiv.org/abs/2502.10749"
@@ -62,18 +62,16 @@ def twin(base, models, weights, *,
     them whole. With the router removed the experts are weighted equally. With one model
     (System 2 on System 1) θ = θ₀ + λδ + SVD_r((1 − λ)δ).
     """
-    deltas = task_vectors(base, models)
     shared = base.clone()
-    for w, d in zip(weights, deltas):
-        shared.add_(d, alpha=lam * w)
-    out = shared.clone()
-    n = len(models)
+    for w, m in zip(weights, models):
+        shared.add_(m - base, alpha=lam * w)
+    exclusive = None  # Σᵢ SVD_r(θᵢ − θ*), one temporary at a time
     for m in models:
         v = m - shared
         if v.ndim == 2:
-            v = low_rank(v, twin_rank(tuple(v.shape), mask_rate, rank), svd).to(out.dtype)
-        out.add_(v, alpha=1.0 / n)
-    return out
+            v = low_rank(v, twin_rank(tuple(v.shape), mask_rate, rank), svd).to(shared.dtype)
+        exclusive = v if exclusive is None else exclusive.add_(v)
+    return shared.add_(exclusive, alpha=1.0 / len(models))
 
 
 def lore_decompose(models: list[torch.Tensor], tau: float, iters: int = 20, tol: float = 1e-7,
