@@ -132,8 +132,10 @@ def lore(base, models, weights, *,
          include_base: Annotated[bool, "merge the base as one of the models (long-to-short)"] = True,
          iters: Annotated[int, Range(1, 10_000), "coordinate-descent rounds at most"] = 20,
          tol: Annotated[float, Range(0.0, None), "stop when θ̂₀ changes less (relative)"] = 1e-7):
-    """LoRE-Merging: an approximate base θ̂₀ and low-rank task vectors δᵢ by coordinate descent
-    (:func:`lore_decompose`), then θ = θ̂₀ + Σᵢ w'ᵢ δᵢ.
+    """LoRE-Merging: low-rank task vectors around an approximate base, θ = θ̂₀ + Σᵢ w'ᵢ δᵢ.
+
+    θ̂₀ and the δᵢ come from coordinate descent with singular-value thresholding
+    (:func:`lore_decompose`).
 
     ``include_base`` (the long-to-short setting: System 1 is the base AND one of the two models
     merged): the merged set is (θ₀, θ₁ … θₙ) with weights w' = (1 − α Σ wᵢ, α w₁ … α wₙ), so for
