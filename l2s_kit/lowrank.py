@@ -147,11 +147,12 @@ def low_rank(x: torch.Tensor, rank: int, method: str = "auto") -> torch.Tensor:
     return svd(x, rank, method).matrix()
 
 
-def svt(x: torch.Tensor, tau: float) -> torch.Tensor:
+def svt(x: torch.Tensor, tau: float, relative: bool = False) -> torch.Tensor:
     """Singular-value thresholding: U · diag(max(σ − τ, 0)) · Vᵀ of ``x`` (m, n), exact SVD
-    (the number of values above τ is not known in advance). τ = 0 gives ``x`` back (up to
-    rounding); 1×1 matrices are soft-thresholded."""
+    (the number of values above τ is not known in advance); ``relative``: the threshold is
+    τ · σ₁. τ = 0 gives ``x`` back (up to rounding); 1×1 matrices are soft-thresholded."""
     d = svd(x, None, "exact")
-    s = (d.S - tau).clamp_min_(0)
+    t = tau * float(d.S[0]) if relative and d.S.numel() else tau
+    s = (d.S - t).clamp_min_(0)
     r = int((s > 0).sum())
     return (d.U[:, :r] * s[:r]) @ d.Vh[:r]

@@ -53,6 +53,7 @@ def test_svt_soft_thresholds_the_singular_values():
     assert torch.allclose(torch.linalg.svdvals(got)[:3], T([2.0, 0.5, 0.0], dtype=x.dtype),
                           atol=1e-10)
     assert torch.allclose(got, (u[:, :2] * (s[:2] - 1)) @ vh[:2], atol=1e-10)
+    assert torch.allclose(lowrank.svt(x, 0.5, relative=True), lowrank.svt(x, 1.5), atol=1e-10)
     assert torch.allclose(lowrank.svt(T([[4.0]]), 1.0), T([[3.0]]))  # 1×1: soft threshold
     assert torch.allclose(lowrank.svt(T([[-0.5]]), 1.0), T([[0.0]]))
 
