@@ -218,6 +218,26 @@ def test_spectrum_notebook_numbers_match_the_package(smoke, family):
 
 
 @pytest.mark.slow
+def test_spectrum_notebook_on_checkpoints_from_paths(tiny_pair, tmp_path):
+    import plotly.graph_objects as go
+
+    from l2s_kit.spectrum import low_rank_verdict, spectrum
+
+    base, model = tiny_pair
+    params = {"base": str(base), "model": str(model), "rank": 4, "heatmap": "rank_90_frac",
+              "family_root": str(tmp_path / "no-family")}  # never built: the paths are used
+    df = run_notebooks(["task_vector_spectrum"], params, run="paths", notebooks=NOTEBOOKS,
+                       out=tmp_path, progress=False, png=False)
+    assert df.loc[0, "status"] == "ok", df.loc[0, "error"]
+    nb = nbformat.read(Path(df.loc[0, "folder"]) / "task_vector_spectrum.ipynb", as_version=4)
+    bars, _, heat = [go.Figure(f) for _, f in figures(nb)]
+    verdict, _ = low_rank_verdict(spectrum(base, model, rank=4, progress=False))
+    assert list(bars.data[0].y) == pytest.approx(list(verdict["low_rank_share"] * 100))
+    assert "Rank for 90%" in heat.layout.title.text
+    assert not (tmp_path / "no-family").exists()
+
+
+@pytest.mark.slow
 def test_study_notebook_writes_its_tables_into_the_run_folder(smoke):
     import yaml
 
