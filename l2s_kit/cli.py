@@ -1,9 +1,11 @@
-"""The ``l2s`` command line: merge checkpoints, list methods and presets, evaluate, run the study."""
+"""The ``l2s`` command line: merge checkpoints, list methods and presets, evaluate, inspect task-vector
+spectra, run the study."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from l2s_kit import __version__
 from l2s_kit.errors import L2SError
@@ -22,6 +24,8 @@ examples:
   l2s merge --preset ties-7b --base S1 --model S2 --out merged/
   l2s eval merged/ --data rows.jsonl --out runs/responses.jsonl
                                                   generate, grade and summarize (resumes)
+  l2s spectrum S1 S2 --out spectrum.csv           singular values of the task vector: is
+                                                  the pair low-rank enough for SVD merging?
   l2s study                                       the L2S study on the built-in family
   l2s zoo build                                   build the built-in System 1 / System 2 pair
   l2s notebooks run -f notebooks/params/smoke.yaml --run smoke
@@ -103,6 +107,33 @@ def _eval(args) -> int:
         print()
         print(summarize(df, by=("model", "dataset", "level")).round(2).to_string(index=False))
     print(f"\n{len(df)} responses of {df['model'].iloc[0]} in {args.out}")
+    return 0
+
+
+def _spectrum(args) -> int:
+    from l2s_kit.spectrum import low_rank_verdict, save_table, spectrum_values, summarize
+
+    try:
+        rank = float(args.rank) if "." in args.rank else int(args.rank)
+    except ValueError:
+        raise L2SError(f"--rank {args.rank!r}: give a fraction such as 0.1 or a rank such as "
+                       "64") from None
+    for path in (args.out, args.values):  # refuse before the work, not after
+        if path and Path(path).exists() and not args.overwrite:
+            raise L2SError(f"{path} exists; pass --overwrite to replace it")
+    values = spectrum_values(args.base, args.model, modules=args.modules, rank=rank, k=args.k,
+                             method=args.method, device=args.device, layers=args.layers,
+                             progress=not args.quiet)
+    table = summarize(values, rank)
+    save_table(table, args.out, overwrite=args.overwrite)
+    if args.values:
+        save_table(values, args.values, overwrite=args.overwrite)
+    verdict, sentence = low_rank_verdict(table)
+    print(verdict.round(3).to_string(index=False))
+    print(f"\n{sentence}")
+    methods = table["method"].value_counts().to_dict()
+    print(f"{len(table)} matrices ({', '.join(f'{n} {m}' for m, n in methods.items())}) -> "
+          f"{args.out}" + (f", singular values -> {args.values}" if args.values else ""))
     return 0
 
 
@@ -217,6 +248,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", dest="model_name", help="name in the results (default: folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("spectrum", help="singular values of a pair's task vector, per weight matrix",
+                       description="Stream the task vector MODEL - BASE (a System 1 / System 2 "
+                       "pair, or a merge and its base) one 2-D weight at a time, compute its "
+                       "singular values (exact for small matrices, a seeded randomized SVD with "
+                       "a stated error bound for large ones), and write one row per matrix: "
+                       "energy at the rank budget, rank for 90%% / 99%% of the energy, effective "
+                       "and stable rank, layer and module type. Prints whether the pair is "
+                       "low-rank enough for SVD merging (the rule is in l2s_kit.spectrum).")
+    p.add_argument("base", help="base checkpoint folder (System 1)")
+    p.add_argument("model", help="checkpoint folder whose task vector is inspected (System 2)")
+    p.add_argument("--out", required=True, help="per-matrix table, .csv or .parquet")
+    p.add_argument("--values", default=None,
+                   help="also write every singular value (one row each), .csv or .parquet")
+    p.add_argument("--rank", default="0.1",
+                   help="rank budget: a fraction of min(m, n) such as 0.1 (default, Twin's "
+                   "mask_rate 0.9) or an integer rank such as 64")
+    p.add_argument("--modules", nargs="+", default=None, metavar="TYPE",
+                   help="module types to inspect: embedding q k v o gate up down head (default all)")
+    p.add_argument("--layers", nargs="+", type=int, default=None, metavar="I",
+                   help="layer indices to inspect (default all; embedding/head are kept only "
+                   "without this option)")
+    p.add_argument("--method", default="auto", choices=["auto", "exact", "randomized"],
+                   help="SVD: exact for cheap matrices, randomized for large ones (auto, default)")
+    p.add_argument("--k", type=int, default=None,
+                   help="values the randomized SVD computes (default max(2 x budget, 64))")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_spectrum)
 
     p = sub.add_parser("study", help="the L2S study on the built-in family, end to end",
                        description="Build (or reuse) the built-in System 1 / System 2 family, merge "

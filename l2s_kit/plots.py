@@ -149,6 +149,93 @@ def frontier(summary: pd.DataFrame, title: str = "Accuracy against length: the f
     return fig
 
 
+def spectrum_curves(values: pd.DataFrame, budget: float | None = None,
+                    title: str = "Energy captured against rank") -> go.Figure:  # noqa: F821
+    """Cumulative share of each matrix's energy (‖δ‖²_F) against rank / min(m, n), a line per
+    matrix coloured by module type, with the 90% line and the rank ``budget`` (a fraction) marked.
+    ``values``: :func:`l2s_kit.spectrum.spectrum_values` (randomized matrices stop at k)."""
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+
+    from l2s_kit.spectrum import ENERGY_TARGET, MODULE_ORDER
+
+    order = {m: i for i, m in enumerate(MODULE_ORDER)}
+    v = values.assign(_o=values["module"].map(order)).sort_values(["_o", "name", "index"])
+    v = v.assign(x=v["index"] / v[["rows", "cols"]].min(axis=1),
+                 y=(v["sigma"] ** 2).groupby(v["name"]).cumsum() / v["energy"])
+    fig = go.Figure()
+    modules = [m for m in MODULE_ORDER if m in set(v["module"])]
+    for name, g in v.groupby("name", sort=False):
+        module = g["module"].iloc[0]
+        i = modules.index(module)
+        fig.add_trace(go.Scatter(x=g["x"], y=g["y"] * 100, mode="lines", name=module,
+                                 legendgroup=module, hovertext=name, opacity=0.7,
+                                 line=dict(color=qualitative.Plotly[i % 10], width=1.2),
+                                 showlegend=bool(name == v.loc[v["module"] == module,
+                                                                "name"].iloc[0])))
+    fig.add_hline(y=ENERGY_TARGET * 100, line=dict(color="grey", dash="dot"))
+    if budget is not None:
+        fig.add_vline(x=budget, line=dict(color="grey", dash="dash"),
+                      annotation_text=f"budget {budget:.0%}")
+    fig.update_xaxes(title_text="rank / min(m, n)", range=[0, 1])
+    fig.update_yaxes(title_text="energy captured (%)", range=[0, 101])
+    return _style(fig, title)
+
+
+def spectrum_heatmap(table: pd.DataFrame, value: str = "effective_rank_frac",
+                     title: str | None = None) -> go.Figure:  # noqa: F821
+    """Layer × module type heatmap of one per-matrix column of
+    :func:`l2s_kit.spectrum.summarize` (default the effective rank as a fraction of min(m, n);
+    ``rank_90_frac``, ``energy_at_rank`` …). Matrices outside the layers (embedding, head) are
+    left out."""
+    import plotly.express as px
+
+    from l2s_kit.spectrum import MODULE_ORDER
+
+    t = table.dropna(subset=["layer"])
+    grid = t.pivot_table(index="layer", columns="module", values=value, aggfunc="mean")
+    grid = grid[[m for m in MODULE_ORDER if m in grid.columns]]
+    label = HEATMAP_LABELS.get(value, value.replace("_", " "))
+    fig = px.imshow(grid.to_numpy(dtype=float), x=list(grid.columns),
+                    y=[str(i) for i in grid.index], color_continuous_scale="Viridis",
+                    aspect="auto", text_auto=".2f", labels=dict(color=""))
+    fig.update_xaxes(title_text="module")
+    fig.update_yaxes(title_text="layer", autorange="reversed")
+    return _style(fig, title or f"{label}, by layer and module")
+
+
+HEATMAP_LABELS = {"effective_rank_frac": "Effective rank / min(m, n)",
+                  "rank_90_frac": "Rank for 90% of the energy / min(m, n)",
+                  "rank_99_frac": "Rank for 99% of the energy / min(m, n)",
+                  "energy_at_rank": "Share of the energy at the rank budget",
+                  "stable_rank_frac": "Stable rank / min(m, n)"}
+
+
+def low_rank_summary(verdict: pd.DataFrame, sentence: str,
+                     title: str = "Is the task vector low-rank enough for SVD merging?"
+                     ) -> go.Figure:  # noqa: F821
+    """Bars: the share of parameters in low-rank matrices per module type and overall, against
+    the rule's threshold; the answer (:func:`l2s_kit.spectrum.low_rank_verdict`) under the title."""
+    import plotly.graph_objects as go
+
+    from l2s_kit.spectrum import SHARE_TARGET
+
+    colors = ["#2ca02c" if ok else "#d62728" for ok in verdict["low_rank"]]
+    fig = go.Figure(go.Bar(x=verdict["module"], y=verdict["low_rank_share"] * 100,
+                           marker_color=colors,
+                           text=[f"{s:.0%}" for s in verdict["low_rank_share"]],
+                           customdata=verdict["median_energy_at_rank"] * 100,
+                           hovertemplate="%{x}: %{y:.1f}% of parameters low-rank; median energy "
+                           "at the budget %{customdata:.1f}%<extra></extra>"))
+    fig.add_hline(y=SHARE_TARGET * 100, line=dict(color="grey", dash="dot"),
+                  annotation_text=f"rule: {SHARE_TARGET:.0%}")
+    fig.update_yaxes(title_text="parameters in low-rank matrices (%)", range=[0, 105])
+    fig.update_xaxes(title_text="module")
+    head, _, rest = sentence.partition(": ")
+    lines = "".join(f"<br><sup>{x}</sup>" for x in (head + ":", rest) if x.strip(":"))
+    return _style(fig, title + lines).update_layout(margin=dict(t=100))
+
+
 def save_figure(fig, path: str | os.PathLike, png: bool = False) -> list[Path]:
     """Write ``path`` (.html, self-contained: plotly.js inlined, opens offline) and, with ``png``,
     a PNG beside it (kaleido; needs a Chromium). Files appear atomically. Returns the paths."""

@@ -16,7 +16,7 @@ from l2s_kit.merging import PRESETS, list_methods, read_merge_info
 from l2s_kit.synthetic import make_pair
 
 L2S = Path(sys.executable).with_name("l2s")  # the console script of this environment
-SUBCOMMANDS = ("merge", "methods", "eval", "study", "zoo", "notebooks")
+SUBCOMMANDS = ("merge", "methods", "eval", "spectrum", "study", "zoo", "notebooks")
 
 
 @pytest.fixture(scope="module")

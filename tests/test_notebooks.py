@@ -5,6 +5,7 @@ draws in headless Chromium. Plus the runner's contract (failures, parameters, no
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -189,6 +190,51 @@ def test_sensitivity_notebook_frontier_is_the_pareto_front(smoke):
     front = [t for t in figs["Accuracy against length across methods"].data if t.name == "frontier"][0]
     xs, ys = list(front.x), list(front.y)
     assert xs == sorted(xs) and ys == sorted(ys) and len(set(ys)) == len(ys)  # strictly better
+
+
+@pytest.mark.slow
+def test_spectrum_notebook_numbers_match_the_package(smoke, family):
+    import plotly.graph_objects as go
+
+    from l2s_kit.spectrum import low_rank_verdict, spectrum
+
+    table = spectrum(family.system1, family.system2, rank=0.1, progress=False)  # the defaults
+    verdict, sentence = low_rank_verdict(table)
+    figs = [go.Figure(f) for f in plotly_figs(smoke, "task_vector_spectrum")]
+    bars, curves, heat = figs
+    assert sentence in " ".join(re.sub(r"<[^>]+>", " ", bars.layout.title.text).split())
+    assert dict(zip(bars.data[0].x, bars.data[0].y)) == pytest.approx(
+        dict(zip(verdict["module"], verdict["low_rank_share"] * 100)))
+    assert len(curves.data) == len(table)  # a line per matrix, ending at the full energy
+    assert all(t.y[-1] == pytest.approx(100, abs=1e-3) for t in curves.data)
+    grid = table.dropna(subset=["layer"]).pivot_table(index="layer", columns="module",
+                                                      values="effective_rank_frac")
+    z = heat.data[0].z
+    for i, layer in enumerate(heat.data[0].y):
+        for j, module in enumerate(heat.data[0].x):
+            assert z[i][j] == pytest.approx(grid.loc[int(layer), module])
+    folder = Path(smoke[0].loc["task_vector_spectrum", "folder"])
+    assert (folder / "01-is-the-task-vector-low-rank-enough-for-svd-merging.png").is_file()
+
+
+@pytest.mark.slow
+def test_spectrum_notebook_on_checkpoints_from_paths(tiny_pair, tmp_path):
+    import plotly.graph_objects as go
+
+    from l2s_kit.spectrum import low_rank_verdict, spectrum
+
+    base, model = tiny_pair
+    params = {"base": str(base), "model": str(model), "rank": 4, "heatmap": "rank_90_frac",
+              "family_root": str(tmp_path / "no-family")}  # never built: the paths are used
+    df = run_notebooks(["task_vector_spectrum"], params, run="paths", notebooks=NOTEBOOKS,
+                       out=tmp_path, progress=False, png=False)
+    assert df.loc[0, "status"] == "ok", df.loc[0, "error"]
+    nb = nbformat.read(Path(df.loc[0, "folder"]) / "task_vector_spectrum.ipynb", as_version=4)
+    bars, _, heat = [go.Figure(f) for _, f in figures(nb)]
+    verdict, _ = low_rank_verdict(spectrum(base, model, rank=4, progress=False))
+    assert list(bars.data[0].y) == pytest.approx(list(verdict["low_rank_share"] * 100))
+    assert "Rank for 90%" in heat.layout.title.text
+    assert not (tmp_path / "no-family").exists()
 
 
 @pytest.mark.slow

@@ -348,6 +348,7 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
         models.append(ModelSpec(_resolve_path(m["model"], f"models[{i}].model", relative_to,
                                               check_paths), mp))
     params = method.resolve(d.get("parameters") or {}, f"{where}: parameters")
+    notes += method.recipe_notes(params, [m.weight for m in models])
     dtype = d.get("dtype") or "float32"
     if dtype not in COMPUTE_DTYPES:
         raise RecipeError(f"{where}: dtype (the compute dtype) must be one of {COMPUTE_DTYPES}, "

@@ -114,6 +114,12 @@ class MergeMethod:
     wraps: bool = False  # applied on top of the merge named by its parameter ``inner``
     prepare: Callable | None = None  # whole-model pass before merging -> per-tensor injections
     check: Callable | None = None  # check(resolved params, where): further validation
+    notes_fn: Callable[[dict, list[float]], list[str]] | None = None
+
+    def recipe_notes(self, params: dict, weights: list[float]) -> list[str]:
+        """What a recipe with these (resolved) parameters and model weights should tell the user
+        (e.g. that it reduces to another method); recorded in the recipe's notes and model card."""
+        return list(self.notes_fn(params, weights)) if self.notes_fn else []
 
     def __call__(self, base, models, weights=None, **kwargs):
         if weights is None:
@@ -199,8 +205,15 @@ def _param_from(p: inspect.Parameter, hints: dict, fn_name: str) -> Param:
 
 def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, ...] = (),
                  elementwise: bool = True, wraps: bool = False, prepare: Callable | None = None,
-                 check: Callable | None = None) -> Callable[[Callable], Callable]:
-    """Register ``fn`` as merge method ``name``; its signature is checked and becomes the schema."""
+                 check: Callable | None = None,
+                 notes: Callable[[dict, list[float]], list[str]] | None = None
+                 ) -> Callable[[Callable], Callable]:
+    """Register ``fn`` as merge method ``name``; its signature is checked and becomes the schema.
+
+    ``elementwise=False``: the engine hands the method whole tensors (SVD methods).
+    ``wraps``, ``prepare``, ``check``: see the module docstring (AIM, Sens-Merging).
+    ``notes(params, weights)``: notes a recipe of this method records (see ``recipe_notes``).
+    """
 
     def decorate(fn: Callable) -> Callable:
         sig = inspect.signature(fn)
@@ -221,7 +234,7 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
             raise TypeError(f"merge method {name}: a wrapping method needs a parameter 'inner' "
                             "and the injected argument 'merged'")
         method = MergeMethod(name, fn, paper, doc_title, params, tuple(injected), tuple(aliases),
-                             elementwise, wraps, prepare, check)
+                             elementwise, wraps, prepare, check, notes)
         for key in (name, *aliases):
             if key in _REGISTRY or key in _ALIASES:
                 raise TypeError(f"merge method name '{key}' registered twice")
@@ -251,4 +264,4 @@ def list_methods() -> list[MergeMethod]:
 
 
 def _load_builtin_methods() -> None:
-    from l2s_kit.merging import activation, task_vector  # noqa: F401  (registers on import)
+    from l2s_kit.merging import activation, svd, task_vector  # noqa: F401  (registers on import)

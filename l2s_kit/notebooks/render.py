@@ -102,6 +102,7 @@ def figures(nb: nbformat.NotebookNode) -> list[tuple[int, dict]]:
 def _slug(fig: dict) -> str:
     title = (fig.get("layout", {}).get("title") or {})
     text = title.get("text", "") if isinstance(title, dict) else str(title)
+    text = re.split(r"<br\s*/?>", text)[0]  # a subtitle after <br> is not part of the name
     text = re.sub(r"<[^>]+>", " ", text)  # "α" → "alpha": a letter's Unicode name, last word
     text = "".join(unicodedata.name(c, " ").split()[-1] if c.isalpha() and not c.isascii()
                    else c for c in text)
