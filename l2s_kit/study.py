@@ -24,14 +24,20 @@ from l2s_kit.checkpoint import atomic_file
 from l2s_kit.evaluate import GenerationSettings, evaluate, format_table1, summarize, table1
 from l2s_kit.zoo import DEFAULT, Family, FamilySpec, build_family, task
 
-# The merges of the study: the paper's settings (TA α = 0.7, TIES k = 0.8 α = 1.0 and DARE
-# p = 0.3 for the 7B pair), then a sweep that reaches the small scales this family needs.
+# The merges of the study, every method of the paper: its settings for the 7B pair (TA α = 0.7,
+# TIES k = 0.8 α = 1.0, DARE p = 0.3, AIM-Ties ω = 0.4, Sens-Merging α = 0.7 T = 2), then a
+# sweep that reaches the small scales this family needs. AIM and Sens-Merging calibrate on the
+# family's own task (100 samples); Twin and LoRE are the SVD-based methods.
 GRID: list[tuple[str, dict]] = [
     ("average", {}),
     *[("task_arithmetic", {"alpha": a}) for a in (0.1, 0.15, 0.2, 0.3, 0.5, 0.7)],
     *[("ties", {"k": k, "alpha": a}) for k in (0.5, 0.8) for a in (0.3, 0.5, 1.0)],
     *[("dare", {"p": 0.3, "alpha": a}) for a in (0.2, 0.3, 0.5, 1.0)],
     *[("dare_ties", {"p": 0.3, "alpha": a}) for a in (0.3, 0.5, 1.0)],
+    *[("aim", {"omega": 0.4, "inner": "ties", "k": 0.8, "alpha": a}) for a in (0.5, 1.0)],
+    *[("sens_merging", {"alpha": a, "temperature": 2.0}) for a in (0.2, 0.3, 0.7)],
+    ("twin", {}),
+    *[("lore", {"alpha": a, "tau": 0.05, "tau_relative": True}) for a in (0.2, 0.3, 0.7)],
 ]
 SETTINGS = GenerationSettings(max_new_tokens=96, batch_size=256)  # greedy
 REFERENCE = "system2"
