@@ -22,6 +22,8 @@ examples:
   l2s merge --preset ties-7b --base S1 --model S2 --out merged/
   l2s eval merged/ --data rows.jsonl --out runs/responses.jsonl
                                                   generate, grade and summarize (resumes)
+  l2s eval merged/ --benchmark math500 --data-dir data/benchmarks --grader math-verify \\
+      --max-new-tokens 8k --out runs/math500.jsonl
   l2s study                                       the L2S study on the built-in family
   l2s zoo build                                   build the built-in System 1 / System 2 pair
   l2s notebooks run -f notebooks/params/smoke.yaml --run smoke
@@ -86,20 +88,64 @@ def _methods(args) -> int:
 
 
 def _eval(args) -> int:
-    from l2s_kit.evaluate import GenerationSettings, evaluate, load_rows, summarize
+    from contextlib import nullcontext
 
-    rows = load_rows(args.data)
+    from l2s_kit.evaluate import (
+        GenerationSettings,
+        MathGrader,
+        evaluate,
+        extract_answer,
+        extract_labelled,
+        get_prompt,
+        grade,
+        length_limit,
+        load_benchmarks,
+        load_rows,
+        summarize,
+    )
+
+    if bool(args.data) == bool(args.benchmark):
+        raise L2SError("give either --data (a jsonl of rows) or --benchmark NAME (with --data-dir)")
+    if args.benchmark:
+        if not args.data_dir:
+            raise L2SError("--benchmark needs --data-dir, the folder holding <name>/test.jsonl "
+                           "(the Qwen2.5-Math toolkit's data/ layout)")
+        tokenizer = None
+        if get_prompt(args.prompt).needs_tokenizer:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(args.model)
+        rows = load_benchmarks(args.benchmark, args.data_dir, prompt=args.prompt,
+                               tokenizer=tokenizer, limit=args.limit)
+        stop = tuple(args.stop) if args.stop is not None else get_prompt(args.prompt).stop
+    else:
+        rows = load_rows(args.data)
+        stop = tuple(args.stop or ())
     settings = GenerationSettings(  # invalid values raise an L2SError naming the setting
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-        n=args.n, seed=args.seed, stop=tuple(args.stop or ()), batch_size=args.batch_size)
-    df = evaluate(args.model, rows, args.out, settings=settings, model_name=args.model_name,
-                  progress=not args.quiet, device=args.device)
+        max_new_tokens=length_limit(_int_or_name(args.max_new_tokens)),
+        temperature=args.temperature, top_p=args.top_p, n=args.n, seed=args.seed, stop=stop,
+        batch_size=args.batch_size)
+    if args.grader == "simple":
+        grading, extract = nullcontext(grade), extract_answer
+    else:
+        grading = MathGrader("strict" if args.grader == "math-verify" else "reference",
+                             timeout=args.grade_timeout)
+        extract = extract_labelled
+    with grading as grader:
+        df = evaluate(args.model, rows, args.out, settings=settings, model_name=args.model_name,
+                      progress=not args.quiet, device=args.device, extract=extract, grader=grader)
+        if isinstance(grader, MathGrader):
+            print(grader.report())
     print(summarize(df, by=("model", "dataset")).round(2).to_string(index=False))
     if df["level"].notna().any():
         print()
         print(summarize(df, by=("model", "dataset", "level")).round(2).to_string(index=False))
     print(f"\n{len(df)} responses of {df['model'].iloc[0]} in {args.out}")
     return 0
+
+
+def _int_or_name(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
 
 
 def _study(args) -> int:
@@ -197,16 +243,29 @@ def build_parser() -> argparse.ArgumentParser:
                        "grade the answers, append one line per sample to --out and print accuracy "
                        "and mean length. Rerunning resumes: samples already in --out are kept.")
     p.add_argument("model", help="checkpoint folder")
-    p.add_argument("--data", required=True, help="jsonl rows with id, prompt, gold[, dataset, level]")
+    p.add_argument("--data", help="jsonl rows with id, prompt, gold[, dataset, level]")
+    p.add_argument("--benchmark", action="append", metavar="NAME",
+                   help="a benchmark instead of --data (repeatable): math500, gsm8k, aime24, "
+                   "amc23, minerva_math, olympiadbench, college_math")
+    p.add_argument("--data-dir", dest="data_dir", help="folder with <benchmark>/test.jsonl")
+    p.add_argument("--prompt", default="qwen25-math-cot",
+                   help="prompt template for --benchmark: qwen25-math-cot (default), fewshot, chat")
+    p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
+    p.add_argument("--grader", default="simple", choices=["simple", "math-verify", "reference"],
+                   help="simple: normalized match (default); math-verify: strict, in a worker "
+                   "process with a timeout; reference: the Qwen2.5-Math toolkit's tolerances")
+    p.add_argument("--grade-timeout", dest="grade_timeout", type=float, default=5.0,
+                   help="seconds per sample for math-verify grading (default 5)")
     p.add_argument("--out", required=True, help="responses.jsonl to write (appended to, resumed)")
-    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=256,
-                   help="generated tokens per sample (default 256)")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", default="256",
+                   help="generated tokens per sample: a number or 8k / 10k (default 256)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", dest="top_p", type=float, default=1.0, help="nucleus mass (default 1)")
     p.add_argument("--n", type=int, default=1, help="samples per prompt (needs temperature > 0)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--stop", action="append", metavar="STR",
-                   help="stop string, kept in the response (repeatable)")
+                   help="stop string, kept in the response (repeatable; default with "
+                   "--benchmark: the prompt template's)")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=32,
                    help="prompts per generate call (default 32)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")

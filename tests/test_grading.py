@@ -270,3 +270,24 @@ def test_evaluate_records_answer_source_and_grade_status(grader, tmp_path):
     assert df["answer_source"].tolist() == ["boxed", "answer_is", "last_number"]
     assert df["correct"].tolist() == [True, True, True]
     assert df["grade_status"].tolist() == ["ok", "ok", "ok"]
+
+
+def test_cli_eval_on_a_benchmark(tiny_pair, bench_dir, tmp_path, capsys):
+    from l2s_kit.cli import main
+    from l2s_kit.evaluate import load_responses
+
+    out = tmp_path / "gsm8k.jsonl"
+    assert main(["eval", str(tiny_pair[1]), "--benchmark", "gsm8k", "--benchmark", "aime24",
+                 "--data-dir", str(bench_dir), "--limit", "2", "--prompt", "fewshot",
+                 "--grader", "math-verify", "--max-new-tokens", "4", "--out", str(out),
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "math-verify (strict): 4 samples" in printed
+    df = load_responses(out)
+    assert df["dataset"].tolist() == ["gsm8k"] * 2 + ["aime24"] * 2
+    assert df["gold"].tolist() == ["18", "3", "204", "113"]
+    assert df["prompt"].str.endswith("\nAnswer: ").all()
+    assert df["generation"].iloc[0]["stop"] == ["\nQuestion:", "\n\n\n"]
+    assert set(df["grade_status"]) <= {"ok", "no_answer"}
+    assert main(["eval", str(tiny_pair[1]), "--benchmark", "gsm8k", "--out", str(out)]) == 2
+    assert "--data-dir" in capsys.readouterr().err

@@ -30,6 +30,7 @@ from l2s_kit.evaluate.benchmarks import (
 )
 from l2s_kit.evaluate.extract import Extraction, extract_answer, extract_labelled, grade, normalize
 from l2s_kit.evaluate.grading import GradeError, GradeResult, MathGrader, grade_responses
+from l2s_kit.evaluate.lengths import LENGTH_RULES, LengthError, token_lengths, with_lengths
 from l2s_kit.evaluate.prompts import (
     LENGTH_LIMITS,
     PROMPTS,
@@ -44,6 +45,10 @@ from l2s_kit.evaluate.summary import SummaryError, format_table1, summarize, tab
 __all__ = [
     "BENCHMARKS",
     "LENGTH_LIMITS",
+    "LENGTH_RULES",
+    "LengthError",
+    "token_lengths",
+    "with_lengths",
     "PAPER_BENCHMARKS",
     "PROMPTS",
     "Backend",

@@ -1,0 +1,50 @@
+"""The published-setting recipes in examples/: every one validates (paths substituted) and matches
+its preset, and one merges a checkpoint pair end to end."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from l2s_kit.cli import main
+from l2s_kit.merging import load_recipe
+from l2s_kit.merging.recipe import PRESETS
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+PLACEHOLDER = re.compile(r"/models/[^\s#]+")
+
+
+def with_paths(path: Path, base: Path, model: Path) -> str:
+    """The example's text with its two placeholder folders replaced (System 1, then System 2)."""
+    text = path.read_text()
+    found = PLACEHOLDER.findall(text.split("\nname:", 1)[1])  # after the comment block
+    assert len(found) == 2, f"{path.name}: expected a base_model and one model placeholder"
+    body = text.split("\nname:", 1)[1].replace(found[0], str(base)).replace(found[1], str(model))
+    return "name:" + body
+
+
+def test_every_preset_has_an_example():
+    assert {p.stem for p in EXAMPLES} == set(PRESETS)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_example_validates_and_matches_its_preset(path, tiny_pair):
+    recipe = load_recipe(with_paths(path, *tiny_pair))  # paths are checked to exist
+    preset = load_recipe({"preset": path.stem, "base_model": str(tiny_pair[0]),
+                          "models": [str(tiny_pair[1])]})
+    assert recipe.merge_method == preset.merge_method
+    assert recipe.parameters == preset.parameters
+    assert recipe.name == path.stem and recipe.out_dtype == "bfloat16"
+    assert (recipe.base_model, recipe.models[0].model) == tuple(map(str, tiny_pair))
+    text = path.read_text()
+    assert f"l2s merge examples/{path.stem}.yaml --out merged/{path.stem}" in text
+
+
+def test_example_merges(tiny_pair, tmp_path):
+    recipe = tmp_path / "ties-7b.yaml"
+    recipe.write_text(with_paths(Path(EXAMPLES[0]).with_name("ties-7b.yaml"), *tiny_pair))
+    assert main([ "merge", str(recipe), "--out", str(tmp_path / "merged"), "--quiet"]) == 0
+    card = (tmp_path / "merged" / "README.md").read_text()
+    assert "ties" in card and "0.8" in card
