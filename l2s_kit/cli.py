@@ -131,9 +131,16 @@ def _eval(args) -> int:
         grading = MathGrader("strict" if args.grader == "math-verify" else "reference",
                              timeout=args.grade_timeout)
         extract = extract_labelled
+    backend = None
+    if args.backend == "vllm":
+        from l2s_kit.evaluate.vllm_backend import VLLMBackend
+
+        backend = VLLMBackend(args.model, tensor_parallel_size=args.tensor_parallel,
+                              progress=not args.quiet)
     with grading as grader:
-        df = evaluate(args.model, rows, args.out, settings=settings, model_name=args.model_name,
-                      progress=not args.quiet, device=args.device, extract=extract, grader=grader)
+        df = evaluate(args.model, rows, args.out, backend=backend, settings=settings,
+                      model_name=args.model_name, progress=not args.quiet, device=args.device,
+                      extract=extract, grader=grader)
         if isinstance(grader, MathGrader):
             print(grader.report())
     print(summarize(df, by=("model", "dataset")).round(2).to_string(index=False))
@@ -268,7 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "--benchmark: the prompt template's)")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=32,
                    help="prompts per generate call (default 32)")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N] (transformers)")
+    p.add_argument("--backend", default="transformers", choices=["transformers", "vllm"],
+                   help="generation backend (vllm: GPUs, pip install 'l2s_kit[vllm]')")
+    p.add_argument("--tensor-parallel", dest="tensor_parallel", type=int, default=1,
+                   help="GPUs per model with --backend vllm (default 1)")
     p.add_argument("--model-name", dest="model_name", help="name in the results (default: folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_eval)
