@@ -48,3 +48,24 @@ def test_example_merges(tiny_pair, tmp_path):
     assert main([ "merge", str(recipe), "--out", str(tmp_path / "merged"), "--quiet"]) == 0
     card = (tmp_path / "merged" / "README.md").read_text()
     assert "ties" in card and "0.8" in card
+
+
+def test_7b_shaped_synthetic_checkpoint_has_the_real_layout():
+    """The benchmark's qwen2.5-math-7b shape: Qwen2.5-Math-7B's tensor names and shapes (28
+    layers, vocab rows 152064, untied lm_head), 7,615,616,512 parameters = 15,231,233,024 bytes in
+    bf16, the total_size of the published checkpoint's safetensors index."""
+    import math
+
+    import torch
+
+    from l2s_kit.synthetic import qwen2_config, tensor_infos
+
+    cfg = qwen2_config("qwen2.5-math-7b")
+    infos = {i.name: i.shape for i in tensor_infos(cfg, torch.bfloat16)}
+    assert cfg["tie_word_embeddings"] is False and cfg["num_hidden_layers"] == 28
+    assert infos["lm_head.weight"] == infos["model.embed_tokens.weight"] == (152064, 3584)
+    assert infos["model.layers.27.mlp.down_proj.weight"] == (3584, 18944)
+    assert infos["model.layers.0.self_attn.k_proj.weight"] == (512, 3584)  # 4 KV heads × 128
+    assert infos["model.layers.0.self_attn.k_proj.bias"] == (512,)
+    assert len(infos) == 28 * 12 + 3
+    assert sum(math.prod(s) for s in infos.values()) * 2 == 15_231_233_024
