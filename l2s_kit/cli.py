@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from l2s_kit import __version__
 from l2s_kit.errors import L2SError
@@ -24,6 +25,7 @@ examples:
                                                   generate, grade and summarize (resumes)
   l2s eval merged/ --benchmark math500 --data-dir data/benchmarks --grader math-verify \\
       --max-new-tokens 8k --out runs/math500.jsonl
+  l2s sweep examples/sweep-7b.yaml --runner ray  merge + evaluate a grid, one Ray task per recipe
   l2s study                                       the L2S study on the built-in family
   l2s zoo build                                   build the built-in System 1 / System 2 pair
   l2s notebooks run -f notebooks/params/smoke.yaml --run smoke
@@ -155,6 +157,24 @@ def _int_or_name(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
+def _sweep(args) -> int:
+    from l2s_kit.evaluate import format_table1
+    from l2s_kit.sweep import load_sweep, run_sweep
+
+    spec = load_sweep(args.file)
+    if args.runner:
+        spec["runner"] = args.runner
+    jobs, datasets = spec.pop("jobs"), spec.pop("datasets")
+    r = run_sweep(jobs, datasets, spec.pop("workdir"), progress=not args.quiet, **spec)
+    print(r.summary.round(2).to_string(index=False))
+    print()
+    print(format_table1(r.table1))
+    timeouts = int(r.jobs["grade_timeouts"].sum())
+    print(f"\n{len(r.responses)} responses of {len(jobs)} models; {timeouts} grading timeouts; "
+          f"responses in {Path(r.jobs['responses'].iloc[0]).parent}")
+    return 0
+
+
 def _study(args) -> int:
     from l2s_kit.study import print_result, run_study
     r = run_study(args.workdir, args.out,
@@ -283,6 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", dest="model_name", help="name in the results (default: folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("sweep", help="merge and evaluate a grid of recipes × datasets (local or Ray)",
+                       description="Run a sweep file: every recipe merged and evaluated (and every "
+                       "listed model evaluated) on every dataset, in this process or as Ray tasks, "
+                       "then print the summary and Table 1. Merges and responses are reused.")
+    p.add_argument("file", help="sweep YAML (recipes, models, benchmarks, data_dir, runner, ...)")
+    p.add_argument("--runner", choices=["local", "ray"], default=None,
+                   help="override the file's runner")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_sweep)
 
     p = sub.add_parser("study", help="the L2S study on the built-in family, end to end",
                        description="Build (or reuse) the built-in System 1 / System 2 family, merge "

@@ -211,3 +211,72 @@ def _run_ray(jobs, datasets, workdir, kwargs, num_cpus, num_gpus, address, progr
     finally:
         if started:
             ray.shutdown()
+
+
+# -- sweep files (l2s sweep) ----------------------------------------------------------------------
+SWEEP_KEYS = {"recipes", "models", "benchmarks", "data_dir", "data", "prompt", "limit", "runner",
+              "ray_address", "num_cpus", "num_gpus", "backend", "grader", "reference",
+              "max_new_tokens", "temperature", "top_p", "n", "seed", "workdir"}
+
+
+def load_sweep(source: str | os.PathLike | dict) -> dict:
+    """A sweep file (YAML) as keyword arguments of :func:`run_sweep` plus ``jobs`` and
+    ``datasets``. Keys: ``recipes`` (name → recipe file, relative to the sweep file), ``models``
+    (name → checkpoint folder), ``benchmarks`` (names, read from ``data_dir`` with ``prompt`` and
+    ``limit``) and/or ``data`` (name → jsonl file of rows), ``workdir``, ``runner``,
+    ``ray_address``, ``num_cpus``, ``num_gpus``, ``backend``, ``grader``, ``reference``, and the
+    generation settings ``max_new_tokens`` (a number, "8k" or "10k"), ``temperature``, ``top_p``,
+    ``n``, ``seed``. Checks everything (recipes, folders, data files) before any job runs."""
+    import yaml
+
+    from l2s_kit.evaluate import (
+        get_prompt,
+        length_limit,
+        load_benchmark,
+        load_rows,
+    )
+
+    where, rel = "sweep", Path(".")
+    if isinstance(source, dict):
+        d = dict(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise SweepError(f"sweep file {path} does not exist")
+        where, rel = str(path), path.resolve().parent
+        d = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(d, dict):
+        raise SweepError(f"{where}: a sweep file is a mapping (recipes, benchmarks, ...)")
+    unknown = sorted(set(d) - SWEEP_KEYS)
+    if unknown:
+        raise SweepError(f"{where}: unknown key {unknown[0]!r}; keys: {', '.join(sorted(SWEEP_KEYS))}")
+
+    def resolve(p) -> str:
+        p = Path(os.path.expanduser(str(p)))
+        return str(p if p.is_absolute() or p.exists() else rel / p)
+
+    recipes = {k: resolve(v) if isinstance(v, str) and "\n" not in v else v
+               for k, v in (d.get("recipes") or {}).items()}
+    jobs = sweep_jobs(recipes, {k: resolve(v) for k, v in (d.get("models") or {}).items()})
+    prompt = d.get("prompt", "qwen25-math-cot")
+    if get_prompt(prompt).needs_tokenizer:
+        raise SweepError(f"{where}: prompt 'chat' depends on each model's tokenizer; use "
+                         "qwen25-math-cot or fewshot in a sweep")
+    datasets: dict[str, list[dict]] = {}
+    for name in d.get("benchmarks") or []:
+        if not d.get("data_dir"):
+            raise SweepError(f"{where}: benchmarks need data_dir (the folder holding "
+                             "<name>/test.jsonl)")
+        datasets[name] = load_benchmark(name, resolve(d["data_dir"]), prompt=prompt,
+                                        limit=d.get("limit"))
+    for name, file in (d.get("data") or {}).items():
+        datasets[name] = load_rows(resolve(file))[:d.get("limit")]
+    stop = get_prompt(prompt).stop if d.get("benchmarks") else ()
+    settings = GenerationSettings(
+        max_new_tokens=length_limit(d.get("max_new_tokens", 256)),
+        temperature=d.get("temperature", 0.0), top_p=d.get("top_p", 1.0), n=d.get("n", 1),
+        seed=d.get("seed", 0), stop=stop)
+    kwargs = {k: d[k] for k in ("runner", "ray_address", "num_cpus", "num_gpus", "backend",
+                                "grader", "reference") if k in d}
+    return {"jobs": jobs, "datasets": datasets, "settings": settings,
+            "workdir": resolve(d.get("workdir", "runs/sweep")), **kwargs}

@@ -12,7 +12,8 @@ from l2s_kit.cli import main
 from l2s_kit.merging import load_recipe
 from l2s_kit.merging.recipe import PRESETS
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+FOLDER = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = sorted(p for p in FOLDER.glob("*.yaml") if not p.name.startswith("sweep"))
 PLACEHOLDER = re.compile(r"/models/[^\s#]+")
 
 
@@ -69,3 +70,44 @@ def test_7b_shaped_synthetic_checkpoint_has_the_real_layout():
     assert infos["model.layers.0.self_attn.k_proj.bias"] == (512,)
     assert len(infos) == 28 * 12 + 3
     assert sum(math.prod(s) for s in infos.values()) * 2 == 15_231_233_024
+
+
+def test_sweep_example_validates(tiny_pair, shared_data, tmp_path):
+    """examples/sweep-7b.yaml with its folders substituted: 3 merges and System 2 on the paper's
+    six benchmarks, as Ray tasks with one GPU each and vLLM."""
+    import yaml
+
+    from l2s_kit.sweep import load_sweep
+
+    for name in ("ta-7b", "ties-7b", "dare-7b"):
+        (tmp_path / f"{name}.yaml").write_text(with_paths(FOLDER / f"{name}.yaml", *tiny_pair))
+    d = yaml.safe_load((FOLDER / "sweep-7b.yaml").read_text())
+    d["models"]["system2"] = str(tiny_pair[1])
+    d["data_dir"] = str(shared_data / "benchmarks")
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(d, sort_keys=False))
+    spec = load_sweep(tmp_path / "sweep.yaml")
+    assert [j.name for j in spec["jobs"]] == ["system2", "ta-7b", "ties-7b", "dare-7b"]
+    assert list(spec["datasets"]) == ["gsm8k", "math500", "aime24", "minerva_math",
+                                      "olympiadbench", "college_math"]
+    assert len(spec["datasets"]["math500"]) == 500
+    assert spec["settings"].max_new_tokens == 8192 and spec["settings"].temperature == 0
+    assert (spec["runner"], spec["num_gpus"], spec["backend"], spec["grader"]) == (
+        "ray", 1, "vllm", "math-verify")
+
+
+def test_cli_sweep_local(tiny_pair, shared_data, tmp_path, capsys):
+    import yaml
+
+    (tmp_path / "ta.yaml").write_text(with_paths(FOLDER / "ta-7b.yaml", *tiny_pair))
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
+        "recipes": {"ta": "ta.yaml"}, "models": {"s2": str(tiny_pair[1])},
+        "benchmarks": ["gsm8k"], "data_dir": str(shared_data / "benchmarks"), "limit": 2,
+        "max_new_tokens": 4, "grader": "math-verify", "reference": "s2", "workdir": "runs"}))
+    assert main(["sweep", str(tmp_path / "sweep.yaml"), "--runner", "local", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "4 responses of 2 models; 0 grading timeouts" in out
+    assert "| ta | accuracy (%) |" in out
+    assert (tmp_path / "runs" / "responses" / "ta.jsonl").is_file()  # relative to the file
+    (tmp_path / "bad.yaml").write_text("recipes: {}\nbenchmark: [gsm8k]\n")
+    assert main(["sweep", str(tmp_path / "bad.yaml")]) == 2
+    assert "unknown key 'benchmark'" in capsys.readouterr().err
