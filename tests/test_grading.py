@@ -138,6 +138,30 @@ def test_chat_prompt_uses_the_models_template(tiny_pair):
         f"<|user|>What is 1+1?\n{INSTRUCTION}<|assistant|>")
 
 
+class BosTokenizer:
+    """Stands for DeepSeek-R1-Distill's tokenizer: its chat template starts with the BOS and
+    tokenizing adds a BOS too (add_bos_token)."""
+
+    bos_token, bos_token_id = "<bos>", 7
+    chat_template = "..."
+
+    def __init__(self, adds_bos: bool):
+        self.adds_bos = adds_bos
+
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+        return f"<bos><User>{messages[0]['content']}<Assistant>"
+
+    def __call__(self, text):
+        return {"input_ids": ([7] if self.adds_bos else []) + [100] * len(text)}
+
+
+def test_chat_prompt_leaves_the_bos_to_the_tokenizer():
+    q = f"What is 1+1?\n{INSTRUCTION}"
+    assert render_prompt("chat", "What is 1+1?", BosTokenizer(True)) == f"<User>{q}<Assistant>"
+    assert render_prompt("chat", "What is 1+1?", BosTokenizer(False)) == (
+        f"<bos><User>{q}<Assistant>")
+
+
 # -- extraction -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("text, answer, source", [
     (r"so $x = \boxed{\frac{1}{\sqrt{2}}}$.", r"\frac{1}{\sqrt{2}}", "boxed"),

@@ -64,10 +64,23 @@ class PromptTemplate:
                 raise PromptError("prompt 'chat' applies the model's own chat template: give the "
                                   "model's tokenizer (one with a chat_template), or choose "
                                   f"another prompt: {', '.join(PROMPTS)}")
-            return tokenizer.apply_chat_template(
+            text = tokenizer.apply_chat_template(
                 [{"role": "user", "content": f"{question}\n{INSTRUCTION}"}],
                 tokenize=False, add_generation_prompt=True)
+            return _without_double_bos(text, tokenizer)
         raise PromptError(f"no renderer for prompt {self.name!r}")
+
+
+def _without_double_bos(text: str, tokenizer) -> str:
+    """The rendered chat without its leading BOS when the tokenizer adds one itself (as
+    DeepSeek-R1-Distill's does): the backends tokenize prompts with special tokens, so the model
+    sees one BOS, as in training, not two."""
+    bos = getattr(tokenizer, "bos_token", None)
+    if not bos or not text.startswith(bos):
+        return text
+    ids = tokenizer("x")["input_ids"]
+    adds_bos = bool(ids) and ids[0] == getattr(tokenizer, "bos_token_id", None)
+    return text[len(bos):] if adds_bos else text
 
 
 PROMPTS: dict[str, PromptTemplate] = {
