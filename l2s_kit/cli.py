@@ -127,6 +127,8 @@ def _eval(args) -> int:
         max_new_tokens=length_limit(_int_or_name(args.max_new_tokens)),
         temperature=args.temperature, top_p=args.top_p, n=args.n, seed=args.seed, stop=stop,
         batch_size=args.batch_size)
+    if args.grader is None:  # math-verify for real benchmarks; the built-in task is plain digits
+        args.grader = "math-verify" if args.benchmark else "simple"
     if args.grader == "simple":
         grading, extract = nullcontext(grade), extract_answer
     else:
@@ -278,9 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt", default="qwen25-math-cot",
                    help="prompt template for --benchmark: qwen25-math-cot (default), fewshot, chat")
     p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
-    p.add_argument("--grader", default="simple", choices=["simple", "math-verify", "reference"],
-                   help="simple: normalized match (default); math-verify: strict, in a worker "
-                   "process with a timeout; reference: the Qwen2.5-Math toolkit's tolerances")
+    p.add_argument("--grader", default=None, choices=["simple", "math-verify", "reference"],
+                   help="simple: normalized match (default with --data); math-verify: strict, in "
+                   "a worker process with a timeout (default with --benchmark); reference: the "
+                   "Qwen2.5-Math toolkit's tolerances")
     p.add_argument("--grade-timeout", dest="grade_timeout", type=float, default=5.0,
                    help="seconds per sample for math-verify grading (default 5)")
     p.add_argument("--out", required=True, help="responses.jsonl to write (appended to, resumed)")

@@ -313,7 +313,7 @@ def test_cli_eval_on_a_benchmark(tiny_pair, bench_dir, tmp_path, capsys):
     out = tmp_path / "gsm8k.jsonl"
     assert main(["eval", str(tiny_pair[1]), "--benchmark", "gsm8k", "--benchmark", "aime24",
                  "--data-dir", str(bench_dir), "--limit", "2", "--prompt", "fewshot",
-                 "--grader", "math-verify", "--max-new-tokens", "4", "--out", str(out),
+                 "--max-new-tokens", "4", "--out", str(out),  # grader: math-verify by default
                  "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "math-verify (strict): 4 samples" in printed
