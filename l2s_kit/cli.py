@@ -24,8 +24,11 @@ examples:
   l2s merge --preset ties-7b --base S1 --model S2 --out merged/
   l2s eval merged/ --data rows.jsonl --out runs/responses.jsonl
                                                   generate, grade and summarize (resumes)
+  l2s eval merged/ --benchmark math500 --data-dir data/benchmarks --grader math-verify \\
+      --max-new-tokens 8k --out runs/math500.jsonl
   l2s spectrum S1 S2 --out spectrum.csv           singular values of the task vector: is
                                                   the pair low-rank enough for SVD merging?
+  l2s sweep examples/sweep-7b.yaml --runner ray  merge + evaluate a grid, one Ray task per recipe
   l2s study                                       the L2S study on the built-in family
   l2s zoo build                                   build the built-in System 1 / System 2 pair
   l2s notebooks run -f notebooks/params/smoke.yaml --run smoke
@@ -94,14 +97,63 @@ def _methods(args) -> int:
 
 
 def _eval(args) -> int:
-    from l2s_kit.evaluate import GenerationSettings, evaluate, load_rows, summarize
+    from contextlib import nullcontext
 
-    rows = load_rows(args.data)
+    from l2s_kit.evaluate import (
+        GenerationSettings,
+        MathGrader,
+        evaluate,
+        extract_answer,
+        extract_labelled,
+        get_prompt,
+        grade,
+        length_limit,
+        load_benchmarks,
+        load_rows,
+        summarize,
+    )
+
+    if bool(args.data) == bool(args.benchmark):
+        raise L2SError("give either --data (a jsonl of rows) or --benchmark NAME (with --data-dir)")
+    if args.benchmark:
+        if not args.data_dir:
+            raise L2SError("--benchmark needs --data-dir, the folder holding <name>/test.jsonl "
+                           "(the Qwen2.5-Math toolkit's data/ layout)")
+        tokenizer = None
+        if get_prompt(args.prompt).needs_tokenizer:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(args.model)
+        rows = load_benchmarks(args.benchmark, args.data_dir, prompt=args.prompt,
+                               tokenizer=tokenizer, limit=args.limit)
+        stop = tuple(args.stop) if args.stop is not None else get_prompt(args.prompt).stop
+    else:
+        rows = load_rows(args.data)
+        stop = tuple(args.stop or ())
     settings = GenerationSettings(  # invalid values raise an L2SError naming the setting
-        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-        n=args.n, seed=args.seed, stop=tuple(args.stop or ()), batch_size=args.batch_size)
-    df = evaluate(args.model, rows, args.out, settings=settings, model_name=args.model_name,
-                  progress=not args.quiet, device=args.device)
+        max_new_tokens=length_limit(_int_or_name(args.max_new_tokens)),
+        temperature=args.temperature, top_p=args.top_p, n=args.n, seed=args.seed, stop=stop,
+        batch_size=args.batch_size)
+    if args.grader is None:  # math-verify for real benchmarks; the built-in task is plain digits
+        args.grader = "math-verify" if args.benchmark else "simple"
+    if args.grader == "simple":
+        grading, extract = nullcontext(grade), extract_answer
+    else:
+        grading = MathGrader("strict" if args.grader == "math-verify" else "reference",
+                             timeout=args.grade_timeout)
+        extract = extract_labelled
+    backend = None
+    if args.backend == "vllm":
+        from l2s_kit.evaluate.vllm_backend import VLLMBackend
+
+        backend = VLLMBackend(args.model, tensor_parallel_size=args.tensor_parallel,
+                              progress=not args.quiet)
+    with grading as grader:
+        df = evaluate(args.model, rows, args.out, backend=backend, settings=settings,
+                      model_name=args.model_name, progress=not args.quiet, device=args.device,
+                      extract=extract, grader=grader)
+        if isinstance(grader, MathGrader):
+            print(grader.report())
     print(summarize(df, by=("model", "dataset")).round(2).to_string(index=False))
     if df["level"].notna().any():
         print()
@@ -134,6 +186,27 @@ def _spectrum(args) -> int:
     methods = table["method"].value_counts().to_dict()
     print(f"{len(table)} matrices ({', '.join(f'{n} {m}' for m, n in methods.items())}) -> "
           f"{args.out}" + (f", singular values -> {args.values}" if args.values else ""))
+
+
+def _int_or_name(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def _sweep(args) -> int:
+    from l2s_kit.evaluate import format_table1
+    from l2s_kit.sweep import load_sweep, run_sweep
+
+    spec = load_sweep(args.file)
+    if args.runner:
+        spec["runner"] = args.runner
+    jobs, datasets = spec.pop("jobs"), spec.pop("datasets")
+    r = run_sweep(jobs, datasets, spec.pop("workdir"), progress=not args.quiet, **spec)
+    print(r.summary.round(2).to_string(index=False))
+    print()
+    print(format_table1(r.table1))
+    timeouts = int(r.jobs["grade_timeouts"].sum())
+    print(f"\n{len(r.responses)} responses of {len(jobs)} models; {timeouts} grading timeouts; "
+          f"responses in {Path(r.jobs['responses'].iloc[0]).parent}")
     return 0
 
 
@@ -232,19 +305,37 @@ def build_parser() -> argparse.ArgumentParser:
                        "grade the answers, append one line per sample to --out and print accuracy "
                        "and mean length. Rerunning resumes: samples already in --out are kept.")
     p.add_argument("model", help="checkpoint folder")
-    p.add_argument("--data", required=True, help="jsonl rows with id, prompt, gold[, dataset, level]")
+    p.add_argument("--data", help="jsonl rows with id, prompt, gold[, dataset, level]")
+    p.add_argument("--benchmark", action="append", metavar="NAME",
+                   help="a benchmark instead of --data (repeatable): math500, gsm8k, aime24, "
+                   "amc23, minerva_math, olympiadbench, college_math")
+    p.add_argument("--data-dir", dest="data_dir", help="folder with <benchmark>/test.jsonl")
+    p.add_argument("--prompt", default="qwen25-math-cot",
+                   help="prompt template for --benchmark: qwen25-math-cot (default), fewshot, chat")
+    p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
+    p.add_argument("--grader", default=None, choices=["simple", "math-verify", "reference"],
+                   help="simple: normalized match (default with --data); math-verify: strict, in "
+                   "a worker process with a timeout (default with --benchmark); reference: the "
+                   "Qwen2.5-Math toolkit's tolerances")
+    p.add_argument("--grade-timeout", dest="grade_timeout", type=float, default=5.0,
+                   help="seconds per sample for math-verify grading (default 5)")
     p.add_argument("--out", required=True, help="responses.jsonl to write (appended to, resumed)")
-    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=256,
-                   help="generated tokens per sample (default 256)")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", default="256",
+                   help="generated tokens per sample: a number or 8k / 10k (default 256)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--top-p", dest="top_p", type=float, default=1.0, help="nucleus mass (default 1)")
     p.add_argument("--n", type=int, default=1, help="samples per prompt (needs temperature > 0)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--stop", action="append", metavar="STR",
-                   help="stop string, kept in the response (repeatable)")
+                   help="stop string, kept in the response (repeatable; default with "
+                   "--benchmark: the prompt template's)")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=32,
                    help="prompts per generate call (default 32)")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N] (transformers)")
+    p.add_argument("--backend", default="transformers", choices=["transformers", "vllm"],
+                   help="generation backend (vllm: GPUs, pip install 'l2s_kit[vllm]')")
+    p.add_argument("--tensor-parallel", dest="tensor_parallel", type=int, default=1,
+                   help="GPUs per model with --backend vllm (default 1)")
     p.add_argument("--model-name", dest="model_name", help="name in the results (default: folder)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_eval)
@@ -278,6 +369,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_spectrum)
+
+
+    p = sub.add_parser("sweep", help="merge and evaluate a grid of recipes × datasets (local or Ray)",
+                       description="Run a sweep file: every recipe merged and evaluated (and every "
+                       "listed model evaluated) on every dataset, in this process or as Ray tasks, "
+                       "then print the summary and Table 1. Merges and responses are reused.")
+    p.add_argument("file", help="sweep YAML (recipes, models, benchmarks, data_dir, runner, ...)")
+    p.add_argument("--runner", choices=["local", "ray"], default=None,
+                   help="override the file's runner")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_sweep)
 
     p = sub.add_parser("study", help="the L2S study on the built-in family, end to end",
                        description="Build (or reuse) the built-in System 1 / System 2 family, merge "

@@ -1,15 +1,19 @@
 """Answer extraction and grading.
 
 ``extract_answer`` takes the final answer out of a response: the last complete ``\\boxed{...}``,
-else what follows the last "the answer is", else (only when asked) the last number. ``grade``
-compares an answer with the gold one after light normalization. Both are plain functions of
-strings, so a stricter grader (e.g. math-verify) can replace ``grade`` wherever it is passed.
+else what follows the last "the answer is", else (only when asked) the last number.
+``extract_labelled`` returns the same answer with where it came from (``boxed``, ``answer_is``,
+``last_number``), so that a last-number guess is never mistaken for a stated answer. ``grade``
+compares an answer with the gold one after light normalization. All are plain functions of
+strings; the math-verify grader (:class:`l2s_kit.evaluate.grading.MathGrader`) replaces ``grade``
+wherever it is passed.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from typing import Literal, NamedTuple
 
 _BOXED = re.compile(r"\\boxed\s*\{")
 _ANSWER_IS = re.compile(r"the\s+answer\s+is", re.IGNORECASE)
@@ -41,6 +45,37 @@ def _clean(s: str) -> str:
     return s
 
 
+class Extraction(NamedTuple):
+    """An extracted answer and its source: ``boxed`` (the last ``\\boxed{}``), ``answer_is``
+    (after the last "the answer is"), ``last_number`` (the labelled fallback), or ``None`` (no
+    answer found; ``answer`` is None too)."""
+
+    answer: str | None
+    source: Literal["boxed", "answer_is", "last_number"] | None
+
+
+def extract_labelled(text: str, fallback_last_number: bool = True) -> Extraction:
+    """:func:`extract_answer` with the answer's source; the last-number fallback is on by default
+    and labelled ``last_number``."""
+    if not text:
+        return Extraction(None, None)
+    boxed = _boxed_contents(text)
+    if boxed:
+        return Extraction(boxed[-1].strip(), "boxed")
+    hits = list(_ANSWER_IS.finditer(text))
+    if hits:
+        rest = text[hits[-1].end():].lstrip(" \t:")
+        end = _SENTENCE_END.search(rest)
+        answer = _clean(rest[:end.start()] if end else rest)
+        if answer:
+            return Extraction(answer, "answer_is")
+    if fallback_last_number:
+        numbers = _NUMBER.findall(text)
+        if numbers:
+            return Extraction(numbers[-1].replace(",", ""), "last_number")
+    return Extraction(None, None)
+
+
 def extract_answer(text: str, fallback_last_number: bool = False) -> str | None:
     """The final answer in ``text``, or None.
 
@@ -54,23 +89,7 @@ def extract_answer(text: str, fallback_last_number: bool = False) -> str | None:
     >>> extract_answer("The answer is $42$.")
     '42'
     """
-    if not text:
-        return None
-    boxed = _boxed_contents(text)
-    if boxed:
-        return boxed[-1].strip()
-    hits = list(_ANSWER_IS.finditer(text))
-    if hits:
-        rest = text[hits[-1].end():].lstrip(" \t:")
-        end = _SENTENCE_END.search(rest)
-        answer = _clean(rest[:end.start()] if end else rest)
-        if answer:
-            return answer
-    if fallback_last_number:
-        numbers = _NUMBER.findall(text)
-        if numbers:
-            return numbers[-1].replace(",", "")
-    return None
+    return extract_labelled(text, fallback_last_number).answer
 
 
 def normalize(s: object) -> str:

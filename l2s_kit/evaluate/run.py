@@ -19,7 +19,7 @@ import pandas as pd
 from l2s_kit.checkpoint import atomic_file
 from l2s_kit.errors import L2SError
 from l2s_kit.evaluate.backends import Backend, GenerationSettings, TransformersBackend
-from l2s_kit.evaluate.extract import extract_answer, grade
+from l2s_kit.evaluate.extract import Extraction, extract_answer, grade
 
 COLUMNS = ["model", "recipe_hash", "dataset", "id", "level", "sample", "prompt", "response",
            "n_tokens", "finish_reason", "answer", "gold", "correct", "generation"]
@@ -140,7 +140,7 @@ def _check_rows(rows: Iterable[dict]) -> list[dict]:
 def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | os.PathLike, *,
              backend: Backend | None = None, settings: GenerationSettings = DEFAULT_SETTINGS,
              model_name: str | None = None, recipe_hash: str | None = None,
-             extract: Callable[[str], str | None] = extract_answer,
+             extract: Callable[[str], str | None | Extraction] = extract_answer,
              grader: Callable[[str | None, object], bool] = grade, progress: bool = True,
              device: str = "cpu") -> pd.DataFrame:
     """Generate ``settings.n`` samples per row, grade them, and append them to ``out`` (jsonl).
@@ -149,7 +149,10 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
     ``backend`` is given (it is loaded only when something is left to generate). ``model_name``
     defaults to the folder name, ``recipe_hash`` to the one in the folder's ``l2s_merge.json``.
     ``rows`` need ``id``, ``prompt``, ``gold``; ``dataset`` (default "data") and ``level`` are
-    optional. Samples already in ``out`` for this model with the same settings are kept and not
+    optional. ``extract`` may return an :class:`Extraction` (``extract_labelled``: the row gets
+    ``answer_source``) and ``grader`` may have a ``grade`` method giving a status
+    (:class:`MathGrader`: the row gets ``grade_status``, e.g. ``timeout``).
+    Samples already in ``out`` for this model with the same settings are kept and not
     generated again; ``out`` holding this model's rows under other settings is an error.
 
     Returns every row of ``out`` for this model, one per sample (columns: ``COLUMNS``).
@@ -211,13 +214,16 @@ def _generate_into(out: Path, rows: list[dict], done: set[tuple], backend: Backe
                 for j, g in enumerate(gens):
                     if _key(model_name, r["dataset"], r["id"], j) in done:
                         continue
-                    answer = extract(g.text)
+                    answer, source = _extracted(extract(g.text))
+                    correct, status = _graded(grader, answer, r["gold"])
+                    extra = {k: v for k, v in (("answer_source", source),
+                                               ("grade_status", status)) if v is not None}
                     lines.append(json.dumps({
                         "model": model_name, "recipe_hash": recipe_hash, "dataset": r["dataset"],
                         "id": r["id"], "level": r["level"], "sample": j, "prompt": r["prompt"],
                         "response": g.text, "n_tokens": g.n_tokens,
                         "finish_reason": g.finish_reason, "answer": answer, "gold": r["gold"],
-                        "correct": bool(grader(answer, r["gold"])), "generation": gen,
+                        "correct": correct, "generation": gen, **extra,
                     }, ensure_ascii=False) + "\n")
             f.write("".join(lines))
             f.flush()
@@ -225,3 +231,20 @@ def _generate_into(out: Path, rows: list[dict], done: set[tuple], backend: Backe
             written += map(json.loads, lines)  # as a later read of the file gives them
             bar.update(len(batch))
     return written
+
+
+def _extracted(found) -> tuple[str | None, str | None]:
+    """(answer, source) from an extractor returning a string or an ``Extraction``."""
+    if isinstance(found, tuple):
+        return found[0], found[1]
+    return found, None
+
+
+def _graded(grader, answer, gold) -> tuple[bool, str | None]:
+    """(correct, status): graders with a ``grade`` method (``MathGrader``) also give a status
+    (ok, no_answer, timeout, error), recorded as ``grade_status``."""
+    judge = getattr(grader, "grade", None)
+    if callable(judge):
+        res = judge(answer, gold)
+        return bool(res.correct), res.status
+    return bool(grader(answer, gold)), None
