@@ -186,6 +186,7 @@ def _spectrum(args) -> int:
     methods = table["method"].value_counts().to_dict()
     print(f"{len(table)} matrices ({', '.join(f'{n} {m}' for m, n in methods.items())}) -> "
           f"{args.out}" + (f", singular values -> {args.values}" if args.values else ""))
+    return 0
 
 
 def _int_or_name(value: str) -> int | str:
