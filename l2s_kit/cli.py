@@ -371,7 +371,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_spectrum)
 
-
     p = sub.add_parser("sweep", help="merge and evaluate a grid of recipes × datasets (local or Ray)",
                        description="Run a sweep file: every recipe merged and evaluated (and every "
                        "listed model evaluated) on every dataset, in this process or as Ray tasks, "
