@@ -63,11 +63,13 @@ def _merge(args) -> int:
         raise L2SError("give a recipe file, or --preset/--method with --base and --model "
                        "(see `l2s merge --help`)")
     if params or args.out_dtype or args.tokenizer_source:
-        d = recipe.to_dict()
-        d["parameters"].update(params)
+        d = (recipe.with_parameters(**params) if params else recipe).to_dict()
         d["out_dtype"] = args.out_dtype or d["out_dtype"]
         d["tokenizer_source"] = args.tokenizer_source or d["tokenizer_source"]
-        recipe = dataclasses.replace(load_recipe(d), notes=recipe.notes)
+        new = load_recipe(d)
+        stale = recipe.method.recipe_notes(recipe.parameters, recipe.weights)
+        kept = [n for n in recipe.notes if n not in stale]  # preset / translation notes
+        recipe = dataclasses.replace(new, notes=list(dict.fromkeys(kept + new.notes)))
     for note in recipe.notes:
         print(f"note: {note}", file=sys.stderr)
     out = merge(recipe, args.out, overwrite=args.overwrite, shard_size=args.shard_size,

@@ -138,14 +138,19 @@ def param_grid(spec: dict[str, dict[str, Sequence]]) -> list[tuple[str, dict]]:
     out = []
     for m, values in spec.items():
         method = get_method(m)
-        own = dict(method.params)
-        if method.wraps:  # AIM: its own parameters and its inner merge's
-            own.update(get_method(values.get("inner", [own["inner"].default])[0]).params)
-        unknown = [k for k in values if k not in own]
-        if unknown:
-            raise ValueError(f"{m} has no parameter {', '.join(unknown)}; it takes {', '.join(own)}")
         names = list(values)
-        out += [(m, dict(zip(names, combo))) for combo in itertools.product(*values.values())]
+        for combo in itertools.product(*values.values()):
+            params = dict(zip(names, combo))
+            own = dict(method.params)
+            if method.wraps:  # AIM: its own parameters and those of this combination's inner merge
+                own.update(get_method(params.get("inner", own["inner"].default)).params)
+            unknown = [k for k in params if k not in own]
+            if unknown:
+                inner = f" wrapping {params.get('inner', own['inner'].default)}" \
+                    if method.wraps else ""
+                raise ValueError(f"{m}{inner} has no parameter {', '.join(unknown)}; it takes "
+                                 f"{', '.join(own)}")
+            out.append((m, params))
     return out
 
 

@@ -105,7 +105,7 @@ def run_job(job: SweepJob, datasets: Mapping[str, list[dict]], workdir: str, *,
         recipe = load_recipe(job.recipe)
         folder = workdir / "merges" / f"{job.name}-{recipe.hash}"
         if not folder.exists():
-            merge(recipe, folder, progress=False)
+            merge(recipe, folder, device=device, progress=False)  # cuda in a GPU task
         method = recipe.merge_method
     else:
         folder, method = Path(job.model), "model"

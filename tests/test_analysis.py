@@ -83,3 +83,8 @@ def test_param_grid_is_each_methods_own_product():
                    ("ties", {"k": 0.5, "alpha": 1.0}), ("ties", {"k": 0.8, "alpha": 1.0})]
     with pytest.raises(ValueError, match="task_arithmetic has no parameter k; it takes alpha"):
         param_grid({"task_arithmetic": {"k": [0.5]}})
+    # a wrapping method's parameters are checked against each combination's inner merge
+    with pytest.raises(ValueError, match="aim wrapping twin has no parameter k"):
+        param_grid({"aim": {"inner": ["ties", "twin"], "k": [0.8]}})
+    assert param_grid({"aim": {"inner": ["twin"], "lam": [0.3]}}) == [
+        ("aim", {"inner": "twin", "lam": 0.3})]

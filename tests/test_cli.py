@@ -155,3 +155,25 @@ def test_bad_device_exits_2_without_traceback(pair, tmp_path):
     assert proc.stderr.startswith("error: ") and "gpu" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "merged").exists()
+
+
+def test_param_overrides_bring_their_own_notes_and_inner_merge(pair, tmp_path, capsys):
+    base, model = pair
+    lore = tmp_path / "lore.yaml"
+    lore.write_text(yaml.safe_dump({"merge_method": "lore", "base_model": str(base),
+                                    "models": [{"model": str(model)}],
+                                    "parameters": {"alpha": 0.7}}))
+    with pytest.warns(UserWarning, match="plain averaging"):
+        assert main(["merge", str(lore), "--param", "alpha=0.5", "--out",
+                     str(tmp_path / "avg"), "--quiet"]) == 0
+    assert "note: LoRE-Merging of exactly two models" in capsys.readouterr().err
+    assert "plain averaging" in (tmp_path / "avg" / "README.md").read_text()
+    # a recipe file's AIM switched to another inner merge drops the old one's parameters
+    aim = tmp_path / "aim.yaml"
+    aim.write_text(yaml.safe_dump({"merge_method": "aim", "base_model": str(base),
+                                   "models": [{"model": str(model)}],
+                                   "parameters": {"inner": "ties", "k": 0.8, "alpha": 1.0}}))
+    assert main(["merge", str(aim), "--param", "inner=twin", "--out", str(tmp_path / "aim"),
+                 "--quiet"]) == 0
+    params = read_merge_info(tmp_path / "aim")["recipe"]["parameters"]
+    assert params["inner"] == "twin" and "k" not in params and params["lam"] == 0.3

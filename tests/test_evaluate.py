@@ -470,3 +470,17 @@ def test_cli_eval_bad_data(varied_model, tmp_path, capsys):
     assert rc == 2
     assert str(data) in err and "line 2" in err and "'gold'" in err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_evaluate_refuses_a_model_name_merged_by_another_recipe(backend, tmp_path):
+    out = tmp_path / "r.jsonl"
+    evaluate(None, ROWS[:2], out, backend=backend, settings=SETTINGS, model_name="merge",
+             recipe_hash="aaaa", progress=False)
+    with pytest.raises(ResponsesError, match="merged by another recipe") as ei:
+        evaluate(None, ROWS[:2], out, backend=backend, settings=SETTINGS, model_name="merge",
+                 recipe_hash="bbbb", progress=False)
+    assert str(out) in str(ei.value) and "aaaa" in str(ei.value)
+    # the same recipe resumes: nothing is generated again
+    df = evaluate(None, ROWS[:2], out, backend=backend, settings=SETTINGS, model_name="merge",
+                  recipe_hash="aaaa", progress=False)
+    assert list(df["recipe_hash"]) == ["aaaa", "aaaa"] and len(load_responses(out)) == 2

@@ -113,3 +113,18 @@ def test_every_method_same_recipe_twice_same_weights_hash(name, paths, tmp_path)
     a = merge(r, tmp_path / "a", progress=False)
     b = merge(r, tmp_path / "b", progress=False)
     assert a.weights_hash == b.weights_hash
+
+
+def test_a_wrapping_method_passes_on_its_inner_merges_notes(paths):
+    lore = load_recipe({**paths, "merge_method": "lore", "parameters": {"alpha": 0.5}})
+    aim = load_recipe({**paths, "merge_method": "aim",
+                       "parameters": {"inner": "lore", "alpha": 0.5}})
+    assert any("plain averaging" in n for n in lore.notes)
+    assert any("plain averaging" in n for n in aim.notes)
+
+
+def test_a_preset_with_another_inner_merge_drops_the_old_inner_parameters(paths):
+    r = load_recipe({**paths, "preset": "aim-ties-7b", "parameters": {"inner": "twin"}})
+    assert r.parameters["inner"] == "twin" and r.parameters["omega"] == 0.4
+    assert "k" not in r.parameters and "lam" in r.parameters  # twin's defaults, not ties' k
+    assert r.parameters["calib_source"] == "s1k"  # AIM's own preset parameters are kept

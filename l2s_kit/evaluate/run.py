@@ -179,6 +179,11 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
                     f"{out} holds responses of model {model_name!r} generated with other settings "
                     f"({r.get('generation')}, now {gen}); write to another output path, or delete "
                     "the file to start over")
+            if recipe_hash is not None and r.get("recipe_hash") not in (None, recipe_hash):
+                raise ResponsesError(
+                    f"{out} holds responses of model {model_name!r} merged by another recipe "
+                    f"(recipe hash {r['recipe_hash']}, now {recipe_hash}); give the new merge "
+                    "another model name or output path, or delete the file to start over")
             done.add(_key(model_name, r["dataset"], r["id"], r["sample"]))
     else:
         out.parent.mkdir(parents=True, exist_ok=True)

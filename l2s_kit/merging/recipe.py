@@ -160,11 +160,16 @@ class Recipe:
     def with_parameters(self, **params) -> Recipe:
         """A copy with some method parameters changed (validated)."""
         d = self.to_dict()
-        old = d["parameters"]
-        if self.method.wraps and params.get("inner", old["inner"]) != old["inner"]:
-            old = {k: v for k, v in old.items() if k in self.method.params}  # the new inner's own
-        d["parameters"] = {**old, **params}
+        d["parameters"] = override_parameters(self.method, d["parameters"], params)
         return load_recipe(d, check_paths=False)
+
+
+def override_parameters(method, old: dict, new: dict) -> dict:
+    """``old`` parameters updated by ``new``; when ``new`` gives a wrapping method (AIM) another
+    inner merge, the old inner merge's parameters are dropped (they belong to the old one)."""
+    if method.wraps and new.get("inner", old.get("inner")) != old.get("inner"):
+        old = {k: v for k, v in old.items() if k in method.params}
+    return {**old, **new}
 
 
 def _translate_mergekit(d: dict, notes: list[str]) -> None:
@@ -311,7 +316,8 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
             raise RecipeError(f"{where}: preset '{name}' is a {preset['merge_method']} merge, but "
                               f"merge_method says {d['merge_method']}")
         d["merge_method"] = preset["merge_method"]
-        d["parameters"] = {**preset["parameters"], **(d.get("parameters") or {})}
+        d["parameters"] = override_parameters(get_method(preset["merge_method"]),
+                                              preset["parameters"], d.get("parameters") or {})
         notes.append(f"preset {name}: {preset['merge_method']} {preset['parameters']}")
     if "merge_method" not in d:
         raise RecipeError(f"{where}: missing 'merge_method' (or 'preset')")

@@ -118,8 +118,13 @@ class MergeMethod:
 
     def recipe_notes(self, params: dict, weights: list[float]) -> list[str]:
         """What a recipe with these (resolved) parameters and model weights should tell the user
-        (e.g. that it reduces to another method); recorded in the recipe's notes and model card."""
-        return list(self.notes_fn(params, weights)) if self.notes_fn else []
+        (e.g. that it reduces to another method); recorded in the recipe's notes and model card.
+        A wrapping method passes on its inner merge's notes."""
+        notes = list(self.notes_fn(params, weights)) if self.notes_fn else []
+        if self.wraps:
+            inner, inner_params, _ = self.split(params)
+            notes += inner.recipe_notes(inner_params, weights)
+        return notes
 
     def __call__(self, base, models, weights=None, **kwargs):
         if weights is None:
