@@ -10,7 +10,7 @@ import pandas as pd
 from l2s_kit import plots
 from l2s_kit.explore import SLIDERS, Explorer, by_level, model_name, summarize_models
 
-METHODS = ("task_arithmetic", "ties", "dare", "dare_ties", "average")
+METHODS = ("task_arithmetic", "ties", "dare", "dare_ties", "average", "sens_merging", "twin")
 
 
 def _round(v):

@@ -65,3 +65,6 @@ def test_widget_remerges_when_a_slider_moves(explorer):
     assert box.controls["k"].layout.display == ""
     box.controls["trim"].value = "global"
     assert box.summary["model"] == "ties k=0.8 alpha=0.5 trim=global"
+    box.method.value = "twin"  # an SVD method: its own sliders
+    assert box.summary["model"] == "twin lam=0.3 mask_rate=0.9"
+    assert box.controls["lam"].layout.display == "" and box.controls["k"].layout.display == "none"
