@@ -22,6 +22,7 @@ import pandas as pd
 from l2s_kit import reflection
 from l2s_kit.checkpoint import atomic_file
 from l2s_kit.evaluate import GenerationSettings, evaluate, format_table1, summarize, table1
+from l2s_kit.explore import model_name
 from l2s_kit.zoo import DEFAULT, Family, FamilySpec, build_family, task
 
 # The merges of the study, every method of the paper: its settings for the 7B pair (TA α = 0.7,
@@ -57,23 +58,18 @@ class StudyResult:
     files: list[Path] = field(default_factory=list)
 
 
-def model_name(method: str, params: dict) -> str:
-    return " ".join([method, *(f"{k}={v}" for k, v in params.items())])
-
-
 def merge_grid(family: Family, workdir: Path, grid=GRID, progress: bool = True) -> pd.DataFrame:
     """Merge the family by every (method, parameters) of ``grid`` (reusing finished merges)."""
     from tqdm.auto import tqdm
 
-    from l2s_kit.merging import load_recipe, merge
+    from l2s_kit.merging import merge_once
 
     rows = []
     for method, params in tqdm(grid, desc="merging", disable=not progress):
-        recipe = load_recipe({"merge_method": method, "base_model": str(family.system1),
-                              "models": [{"model": str(family.system2)}], "parameters": params})
-        folder = workdir / "merges" / f"{method}-{recipe.hash}"
-        if not folder.exists():  # a merge folder only exists once complete
-            merge(recipe, folder, progress=False)
+        folder, recipe = merge_once(
+            {"merge_method": method, "base_model": str(family.system1),
+             "models": [{"model": str(family.system2)}], "parameters": params},
+            workdir / "merges", method)
         rows.append({"model": model_name(method, params), "method": method,
                      "parameters": ", ".join(f"{k}={v}" for k, v in params.items()),
                      "folder": str(folder), "recipe_hash": recipe.hash})

@@ -98,14 +98,11 @@ def run_job(job: SweepJob, datasets: Mapping[str, list[dict]], workdir: str, *,
     """Merge (unless done) and evaluate one job on every dataset; returns the job's row of
     ``SweepResult.jobs``. Runs in this process or in a Ray worker."""
     from l2s_kit.evaluate import MathGrader, evaluate, extract_labelled, grade
-    from l2s_kit.merging import load_recipe, merge
+    from l2s_kit.merging import merge_once
 
     workdir = Path(workdir)
-    if job.recipe is not None:
-        recipe = load_recipe(job.recipe)
-        folder = workdir / "merges" / f"{job.name}-{recipe.hash}"
-        if not folder.exists():
-            merge(recipe, folder, device=device, progress=False)  # cuda in a GPU task
+    if job.recipe is not None:  # merged on the task's device (cuda in a GPU task)
+        folder, recipe = merge_once(job.recipe, workdir / "merges", job.name, device=device)
         method = recipe.merge_method
     else:
         folder, method = Path(job.model), "model"

@@ -20,7 +20,7 @@ from l2s_kit.merging.engine import DTYPES, merge_state_dicts, plan_merge, run_me
 from l2s_kit.merging.recipe import PRESETS, ModelSpec, Recipe, load_recipe, parse_size
 from l2s_kit.merging.registry import get_method, list_methods, merge_method
 
-__all__ = ["merge", "merge_in_memory", "merge_state_dicts", "load_recipe", "Recipe", "ModelSpec",
+__all__ = ["merge", "merge_once", "merge_in_memory", "merge_state_dicts", "load_recipe", "Recipe", "ModelSpec",
            "PRESETS", "get_method", "list_methods", "merge_method", "plan_merge", "MergeResult"]
 
 MERGE_INFO = "l2s_merge.json"
@@ -76,6 +76,18 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
     result = MergeResult(out)
     result.weights_hash, result.recipe_hash = writer.weights_hash, r.hash
     return result
+
+
+def merge_once(recipe: Recipe | dict | str | os.PathLike, root: str | os.PathLike, name: str, *,
+               device: str | None = None) -> tuple[Path, Recipe]:
+    """Merge ``recipe`` into ``root/<name>-<recipe hash>`` unless that folder exists (a merge
+    folder appears complete or not at all, so an existing one is finished); returns the folder
+    and the validated recipe. Grids and sweeps reuse their merges through this."""
+    r = _recipe(recipe)
+    folder = Path(root) / f"{name}-{r.hash}"
+    if not folder.exists():
+        merge(r, folder, device=device, progress=False)
+    return folder, r
 
 
 def merge_in_memory(recipe: Recipe | dict | str | os.PathLike, *, device: str | None = None,

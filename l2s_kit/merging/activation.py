@@ -99,7 +99,6 @@ def _aim_prepare(inputs, jobs, params, *, device, progress):
             i = i[rows]
         return {"importance": i.to(device)}
 
-    state.importance = imp
     return state
 
 
@@ -141,7 +140,6 @@ def _sens_prepare(inputs, jobs, params, *, device, progress):
             g = layer_group(job.sources[0])
         return {"coefficients": table.get(g)}
 
-    state.table = table
     return state
 
 
