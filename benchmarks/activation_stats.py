@@ -1,10 +1,10 @@
 """Memory and time of AIM's activation statistics: layer by layer against the whole model.
 
-For a synthetic Qwen2-shaped checkpoint (``l2s_kit.synthetic.make_pair``, bf16, built once under
+For a synthetic Qwen2-shaped checkpoint (``l2s_kit.zoo.synthetic.make_pair``, bf16, built once under
 ``--workdir``), the statistics of ``--samples`` s1K calibration texts (question + solution, cut
 to ``--max-tokens`` tokens) are computed twice, each in a fresh Python process:
 
-- ``layerwise``: ``l2s_kit.activations.stats_layerwise`` (one decoder layer in memory at a time);
+- ``layerwise``: ``l2s_kit.merging.calibration.activations.stats_layerwise`` (one decoder layer in memory at a time);
 - ``whole``: ``stats_whole_model`` (the model loaded whole in float32, hooks on every module),
   the reference the tests compare against.
 
@@ -38,8 +38,8 @@ def _vm(key: str) -> float:
 def one(mode: str, path: str, samples: int, max_tokens: int, out: str) -> None:
     import torch
 
-    from l2s_kit import activations
-    from l2s_kit.calibration import CalibrationSpec, texts
+    from l2s_kit.merging.calibration import activations
+    from l2s_kit.merging.calibration.sets import CalibrationSpec, texts
 
     torch.set_num_threads(2)
     rss0 = _vm("VmRSS")
@@ -68,7 +68,7 @@ def main() -> None:
         return one(mode, path, int(n), a.max_tokens, out)
     import torch
 
-    from l2s_kit.synthetic import make_pair
+    from l2s_kit.zoo.synthetic import make_pair
 
     folder = Path(a.workdir) / f"act-{a.size}"
     if not (folder / "base" / "config.json").exists():

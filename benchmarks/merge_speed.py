@@ -1,6 +1,6 @@
 """Speed and peak memory of l2s_kit's streaming merge, as ratios to an I/O floor of the same run.
 
-What is measured, per synthetic checkpoint pair (``l2s_kit.synthetic.make_pair``, bf16, Qwen2
+What is measured, per synthetic checkpoint pair (``l2s_kit.zoo.synthetic.make_pair``, bf16, Qwen2
 shapes, built once and cached under ``--workdir``) and per method (task arithmetic, alpha 0.7;
 per-tensor TIES, k 0.8, alpha 1.0):
 
@@ -161,7 +161,7 @@ def ensure_pair(workdir: Path, size: str) -> tuple[Path, Path, float | None]:
     """(base, model, build seconds or None if reused) of the cached pair, built if missing."""
     import torch
 
-    from l2s_kit.synthetic import make_pair
+    from l2s_kit.zoo.synthetic import make_pair
 
     d = pair_dir(workdir, size)
     marker = d / "READY.json"
@@ -217,7 +217,7 @@ def one_merge(method: str, base: Path, model: Path, out: Path) -> dict:
 
 def one_floor(base: Path, model: Path, out: Path) -> dict:
     """Read what the merge reads, write as many bytes as it writes; no arithmetic."""
-    from l2s_kit.checkpoint import Checkpoint, plan_shards, tensor_bytes
+    from l2s_kit.io import Checkpoint, plan_shards, tensor_bytes
     from l2s_kit.merging import load_recipe, plan_merge
 
     inputs = [Checkpoint(base), Checkpoint(model)]
@@ -360,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", nargs="+", default=DEFAULT_SIZES,
-                   help=f"synthetic shapes (l2s_kit.synthetic.SHAPES); default: {DEFAULT_SIZES}")
+                   help=f"synthetic shapes (l2s_kit.zoo.synthetic.SHAPES); default: {DEFAULT_SIZES}")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS),
                    help="ta: task arithmetic (alpha 0.7); ties: per-tensor TIES (k 0.8, alpha 1)")
     p.add_argument("--workdir", default="data/bench",
@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import pandas as pd
 
-    from l2s_kit.synthetic import SHAPES
+    from l2s_kit.zoo.synthetic import SHAPES
 
     unknown = [s for s in args.sizes if s not in SHAPES]
     if unknown:

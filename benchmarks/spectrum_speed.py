@@ -1,7 +1,7 @@
 """Wall time and peak memory of the task-vector spectrum, exact against randomized, side by side.
 
-What is measured: ``l2s_kit.spectrum.spectrum_values`` over the task vector of a synthetic
-Qwen2-shaped pair (``l2s_kit.synthetic.make_pair``, bf16, the same cached pair as
+What is measured: ``l2s_kit.analysis.spectrum.spectrum_values`` over the task vector of a synthetic
+Qwen2-shaped pair (``l2s_kit.zoo.synthetic.make_pair``, bf16, the same cached pair as
 ``merge_speed.py``: built once under ``--workdir``), every 2-D weight of the chosen layers (all by
 default; ``--layers 0 1`` times a subset, ``--embedding`` adds the 151936 × 1536 embedding), once
 with ``method="exact"`` (every singular value, ``torch.linalg.svdvals``) and once with
@@ -50,7 +50,7 @@ def one(args) -> None:
     """The measured process: one spectrum, its time and peak memory, values saved for comparison."""
     import torch
 
-    from l2s_kit.spectrum import save_table, spectrum_values
+    from l2s_kit.analysis.spectrum import save_table, spectrum_values
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -93,7 +93,7 @@ def measure(method: str, base: Path, model: Path, save: Path, args) -> dict:
 def compare(exact_path: Path, rand_path: Path) -> dict:
     import numpy as np
 
-    from l2s_kit.spectrum import load_table
+    from l2s_kit.analysis.spectrum import load_table
 
     ex, rd = load_table(exact_path), load_table(rand_path)
     m = rd.merge(ex[["name", "index", "sigma"]], on=["name", "index"], suffixes=("", "_exact"))
@@ -108,7 +108,7 @@ def compare(exact_path: Path, rand_path: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", default="qwen2-1.5b", help="synthetic pair shape (l2s_kit.synthetic)")
+    p.add_argument("--size", default="qwen2-1.5b", help="synthetic pair shape (l2s_kit.zoo.synthetic)")
     p.add_argument("--workdir", default=str(ROOT / "data" / "bench"), help="cached pairs")
     p.add_argument("--layers", nargs="+", type=int, default=None, help="layers to time (all)")
     p.add_argument("--embedding", action="store_true",

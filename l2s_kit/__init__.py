@@ -8,10 +8,8 @@ look inside the result. The most used entry points are re-exported here::
     sd = l2s_kit.merge_in_memory(recipe)                         # small models, state dict
 """
 
-__version__ = "0.1.0"
-
-from l2s_kit.errors import L2SError  # noqa: E402
-from l2s_kit.merging import (  # noqa: E402
+from l2s_kit.errors import L2SError
+from l2s_kit.merging import (
     MergeResult,
     Recipe,
     list_methods,
@@ -19,6 +17,7 @@ from l2s_kit.merging import (  # noqa: E402
     merge,
     merge_in_memory,
 )
+from l2s_kit.version import __version__
 
 __all__ = [
     "__version__",

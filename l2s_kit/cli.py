@@ -7,8 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from l2s_kit import __version__
 from l2s_kit.errors import L2SError
+from l2s_kit.version import __version__
 
 DESCRIPTION = """\
 l2s_kit: long-to-short LLM reasoning through model merging.
@@ -101,6 +101,7 @@ def _methods(args) -> int:
 def _eval(args) -> int:
     from contextlib import nullcontext
 
+    from l2s_kit.analysis import summarize
     from l2s_kit.evaluate import (
         GenerationSettings,
         MathGrader,
@@ -112,7 +113,6 @@ def _eval(args) -> int:
         length_limit,
         load_benchmarks,
         load_rows,
-        summarize,
     )
 
     if bool(args.data) == bool(args.benchmark):
@@ -132,10 +132,12 @@ def _eval(args) -> int:
     else:
         rows = load_rows(args.data)
         stop = tuple(args.stop or ())
-    settings = GenerationSettings(  # invalid values raise an L2SError naming the setting
-        max_new_tokens=length_limit(_int_or_name(args.max_new_tokens)),
-        temperature=args.temperature, top_p=args.top_p, n=args.n, seed=args.seed, stop=stop,
-        batch_size=args.batch_size)
+    given = {k: getattr(args, k) for k in ("temperature", "top_p", "n", "seed", "batch_size")}
+    if args.max_new_tokens is not None:
+        given["max_new_tokens"] = length_limit(_int_or_name(args.max_new_tokens))
+    # unset options take GenerationSettings' defaults; invalid values raise an L2SError naming them
+    settings = GenerationSettings(
+        stop=stop, **{k: v for k, v in given.items() if v is not None})
     if args.grader is None:  # math-verify for real benchmarks; the built-in task is plain digits
         args.grader = "math-verify" if args.benchmark else "simple"
     if args.grader == "simple":
@@ -165,7 +167,12 @@ def _eval(args) -> int:
 
 
 def _spectrum(args) -> int:
-    from l2s_kit.spectrum import low_rank_verdict, save_table, spectrum_values, summarize
+    from l2s_kit.analysis.spectrum import (
+        low_rank_verdict,
+        matrix_summary,
+        save_table,
+        spectrum_values,
+    )
 
     try:
         rank = float(args.rank) if "." in args.rank else int(args.rank)
@@ -178,7 +185,7 @@ def _spectrum(args) -> int:
     values = spectrum_values(args.base, args.model, modules=args.modules, rank=rank, k=args.k,
                              method=args.method, device=args.device, layers=args.layers,
                              progress=not args.quiet)
-    table = summarize(values, rank)
+    table = matrix_summary(values, rank)
     save_table(table, args.out, overwrite=args.overwrite)
     if args.values:
         save_table(values, args.values, overwrite=args.overwrite)
@@ -196,8 +203,8 @@ def _int_or_name(value: str) -> int | str:
 
 
 def _sweep(args) -> int:
-    from l2s_kit.evaluate import format_table1
-    from l2s_kit.sweep import load_sweep, run_sweep
+    from l2s_kit.analysis import format_table1
+    from l2s_kit.study.sweep import load_sweep, run_sweep
 
     spec = load_sweep(args.file)
     if args.runner:
@@ -266,12 +273,21 @@ def _notebooks(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="l2s", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"l2s_kit {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+# ---- the parser: shared options once, one small builder per subcommand -----------------------
 
+def _quiet(p: argparse.ArgumentParser, what: str = "no progress bar") -> None:
+    p.add_argument("--quiet", action="store_true", help=what)
+
+
+def _overwrite(p: argparse.ArgumentParser, what: str = "replace an existing output") -> None:
+    p.add_argument("--overwrite", action="store_true", help=what)
+
+
+def _device(p: argparse.ArgumentParser, default: str | None = "cpu", note: str = "") -> None:
+    p.add_argument("--device", default=default, help=f"cpu (default) or cuda[:N]{note}")
+
+
+def _merge_parser(sub) -> None:
     p = sub.add_parser("merge", help="merge checkpoints as a recipe (or a preset) says",
                        description="Merge Hugging Face checkpoint folders. The recipe is "
                        "validated and the checkpoints checked before any tensor is read; the "
@@ -294,14 +310,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer-source", dest="tokenizer_source",
                    help="folder to copy tokenizer files from (default: the base)")
     p.add_argument("--shard-size", default=None, help="largest shard, e.g. 2GB (default 2GB)")
-    p.add_argument("--device", default=None, help="cpu (default) or cuda[:N]")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _device(p, None)
+    _overwrite(p, "replace an existing output folder")
+    _quiet(p)
     p.set_defaults(func=_merge)
 
+
+def _methods_parser(sub) -> None:
     p = sub.add_parser("methods", help="list merge methods, their parameters and presets")
     p.set_defaults(func=_methods)
 
+
+def _eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="generate responses for a data file, grade and summarize",
                        description="Generate responses of a checkpoint for the rows of a jsonl "
                        "file (fields id, prompt, gold, optional dataset and level), extract and "
@@ -323,26 +343,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grade-timeout", dest="grade_timeout", type=float, default=5.0,
                    help="seconds per sample for math-verify grading (default 5)")
     p.add_argument("--out", required=True, help="responses.jsonl to write (appended to, resumed)")
-    p.add_argument("--max-new-tokens", dest="max_new_tokens", default="256",
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", default=None,
                    help="generated tokens per sample: a number or 8k / 10k (default 256)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--top-p", dest="top_p", type=float, default=1.0, help="nucleus mass (default 1)")
-    p.add_argument("--n", type=int, default=1, help="samples per prompt (needs temperature > 0)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default)")
+    p.add_argument("--top-p", dest="top_p", type=float, default=None,
+                   help="nucleus mass (default 1)")
+    p.add_argument("--n", type=int, default=None,
+                   help="samples per prompt (default 1; more needs temperature > 0)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default 0)")
     p.add_argument("--stop", action="append", metavar="STR",
                    help="stop string, kept in the response (repeatable; default with "
                    "--benchmark: the prompt template's)")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=32,
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=None,
                    help="prompts per generate call (default 32)")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N] (transformers)")
+    _device(p, note=" (transformers)")
     p.add_argument("--backend", default="transformers", choices=["transformers", "vllm"],
                    help="generation backend (vllm: GPUs, pip install 'l2s_kit[vllm]')")
     p.add_argument("--tensor-parallel", dest="tensor_parallel", type=int, default=1,
                    help="GPUs per model with --backend vllm (default 1)")
     p.add_argument("--model-name", dest="model_name", help="name in the results (default: folder)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _quiet(p)
     p.set_defaults(func=_eval)
 
+
+def _spectrum_parser(sub) -> None:
     p = sub.add_parser("spectrum", help="singular values of a pair's task vector, per weight matrix",
                        description="Stream the task vector MODEL - BASE (a System 1 / System 2 "
                        "pair, or a merge and its base) one 2-D weight at a time, compute its "
@@ -350,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "a stated error bound for large ones), and write one row per matrix: "
                        "energy at the rank budget, rank for 90%% / 99%% of the energy, effective "
                        "and stable rank, layer and module type. Prints whether the pair is "
-                       "low-rank enough for SVD merging (the rule is in l2s_kit.spectrum).")
+                       "low-rank enough for SVD merging (the rule is in l2s_kit.analysis.spectrum).")
     p.add_argument("base", help="base checkpoint folder (System 1)")
     p.add_argument("model", help="checkpoint folder whose task vector is inspected (System 2)")
     p.add_argument("--out", required=True, help="per-matrix table, .csv or .parquet")
@@ -368,11 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SVD: exact for cheap matrices, randomized for large ones (auto, default)")
     p.add_argument("--k", type=int, default=None,
                    help="values the randomized SVD computes (default max(2 x budget, 64))")
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _device(p)
+    _overwrite(p, "replace existing output files")
+    _quiet(p)
     p.set_defaults(func=_spectrum)
 
+
+def _sweep_parser(sub) -> None:
     p = sub.add_parser("sweep", help="merge and evaluate a grid of recipes × datasets (local or Ray)",
                        description="Run a sweep file: every recipe merged and evaluated (and every "
                        "listed model evaluated) on every dataset, in this process or as Ray tasks, "
@@ -380,9 +406,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="sweep YAML (recipes, models, benchmarks, data_dir, runner, ...)")
     p.add_argument("--runner", choices=["local", "ray"], default=None,
                    help="override the file's runner")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _quiet(p, "no progress bars")
     p.set_defaults(func=_sweep)
 
+
+def _study_parser(sub) -> None:
     p = sub.add_parser("study", help="the L2S study on the built-in family, end to end",
                        description="Build (or reuse) the built-in System 1 / System 2 family, merge "
                        "it with every method, evaluate every model, choose settings on the "
@@ -392,17 +420,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-per-level", dest="n_per_level", type=int, default=100,
                    help="problems per level and split (level 1 has fewer)")
     p.add_argument("--png", action="store_true", help="also export PNGs (kaleido + Chromium)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _quiet(p, "no progress bars")
     p.set_defaults(func=_study)
 
+
+def _zoo_parser(sub) -> None:
     p = sub.add_parser("zoo", help="the built-in model family")
     zsub = p.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
     z = zsub.add_parser("build", help="build (or reuse) the family; prints its folders and hashes")
     z.add_argument("--root", default=None, help="cache folder (default: $L2S_ZOO or data/zoo)")
     z.add_argument("--force", action="store_true", help="rebuild even if cached")
-    z.add_argument("--quiet", action="store_true", help="no progress bars")
+    _quiet(z, "no progress bars")
     z.set_defaults(func=_zoo)
 
+
+def _notebooks_parser(sub) -> None:
     p = sub.add_parser("notebooks", help="run the parameterized notebooks headless and render them",
                        description="Run notebooks with papermill into OUT/<notebook>/<run>/: the "
                        "executed .ipynb, an offline .html and a .png per plotly figure. A failing "
@@ -416,13 +448,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run", default=None, help="run name (default: the date and time)")
     r.add_argument("--dir", default="notebooks", help="the notebooks' folder")
     r.add_argument("--out", default="figures", help="where run folders go")
-    r.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    _overwrite(r, "replace an existing run folder")
     r.add_argument("--no-png", dest="no_png", action="store_true", help="skip PNG export")
-    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    _quiet(r, "no progress bars")
     ls = nsub.add_parser("list", help="list notebooks and their parameters")
     ls.add_argument("--dir", default="notebooks", help="the notebooks' folder")
     nsub.add_parser("assets", help="fetch the widget renderer rendered notebooks inline (once)")
     p.set_defaults(func=_notebooks)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="l2s", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"l2s_kit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for build in (_merge_parser, _methods_parser, _eval_parser, _spectrum_parser, _sweep_parser, _study_parser, _zoo_parser, _notebooks_parser):
+        build(sub)
     return parser
 
 

@@ -1,7 +1,8 @@
 """DataFrame → plotly Figure, in one visual style, and ``save_figure``.
 
-Each function takes a tidy table as :func:`l2s_kit.evaluate.summarize` or
-:func:`l2s_kit.reflection.summarize` return it and gives back a ``plotly.graph_objects.Figure``.
+Each function takes a tidy table as :func:`l2s_kit.analysis.summarize` or
+:func:`l2s_kit.analysis.reflection.reflection_summary` return it and gives back a
+``plotly.graph_objects.Figure``. Notebooks draw only through these.
 """
 
 from __future__ import annotations
@@ -33,14 +34,68 @@ def accuracy_vs_length(summary: pd.DataFrame, color: str = "method", label: str 
     return _style(fig, title)
 
 
-def by_level(table: pd.DataFrame, y: str, title: str, y_label: str,
-             color: str = "model") -> go.Figure:  # noqa: F821
+def metric_by_level(table: pd.DataFrame, y: str, title: str, y_label: str,
+                    color: str = "model") -> go.Figure:  # noqa: F821
     """A line per model of ``y`` against the difficulty level."""
     import plotly.express as px
 
     fig = px.line(table.sort_values("level"), x="level", y=y, color=color, markers=True,
                   labels={"level": "difficulty level", y: y_label})
     fig.update_xaxes(dtick=1)
+    return _style(fig, title)
+
+
+def length_distribution(df: pd.DataFrame, length: str = "n_tokens",
+                        title: str = "Length distribution by level") -> go.Figure:  # noqa: F821
+    """A box per model and level of the responses' ``length`` (responses without a level are
+    left out)."""
+    import plotly.express as px
+
+    fig = px.box(df.dropna(subset=["level"]), x="level", y=length, color="model", points=False,
+                 labels={"level": "difficulty level", length: length.removeprefix("n_")})
+    fig.update_xaxes(dtick=1)
+    return _style(fig, title)
+
+
+def reflective_by_level(summary: pd.DataFrame,
+                        title: str = "Reflective responses by level (%)") -> go.Figure:  # noqa: F821
+    """A line per model of the share of reflective responses against the level.
+    ``summary``: :func:`l2s_kit.analysis.reflection.reflection_summary` by model and level."""
+    return metric_by_level(summary.assign(reflective=100 * summary["reflection_ratio"]),
+                           "reflective", title, "reflective responses (%)")
+
+
+def keyword_rates(freq: pd.DataFrame, summary: pd.DataFrame,
+                  title: str = "Keyword occurrences per 100 responses") -> go.Figure:  # noqa: F821
+    """Grouped bars: occurrences of each reflection keyword per 100 responses of each model.
+    ``freq``: :func:`l2s_kit.analysis.reflection.keyword_frequency` by model; ``summary``: the
+    responses per model (column ``n``)."""
+    import plotly.express as px
+
+    f = freq.merge(summary[["model", "n"]]).assign(per_100=lambda f: 100 * f["count"] / f["n"])
+    fig = px.bar(f, x="keyword", y="per_100", color="model", barmode="group",
+                 labels={"per_100": "occurrences per 100 responses"})
+    return _style(fig, title)
+
+
+def false_reflection(summary: pd.DataFrame, title: str = "False reflection (%)") -> go.Figure:  # noqa: F821
+    """Grouped bars per model: reflective and wrong (share of all responses), and wrong among
+    the reflective ones. ``summary``: :func:`l2s_kit.analysis.reflection.reflection_summary`."""
+    import plotly.express as px
+
+    long = summary.melt(id_vars="model", value_vars=["false_reflection", "wrong_among_reflective"])
+    fig = px.bar(long.assign(percent=100 * long["value"]), x="model", y="percent",
+                 color="variable", barmode="group", labels={"percent": "%"})
+    return _style(fig, title)
+
+
+def layer_coefficients(table: pd.DataFrame, title: str = "Sens-Merging: System 2's coefficient "
+                       "per layer") -> go.Figure:  # noqa: F821
+    """A bar per layer group of a merge's per-layer coefficient (columns ``group``,
+    ``coefficient``; :func:`l2s_kit.study.calibration.sens_coefficients_table`)."""
+    import plotly.express as px
+
+    fig = px.bar(table, x="group", y="coefficient", labels={"group": "layer group"})
     return _style(fig, title)
 
 
@@ -74,7 +129,7 @@ def sensitivity(summary: pd.DataFrame, param: str, others: tuple[str, ...] = ("a
                 title: str | None = None) -> go.Figure:  # noqa: F821
     """Accuracy and mean length against one merge parameter: a line per method and setting of
     the ``others`` parameters. ``summary``: one row per model with ``method`` and parameter
-    columns (:meth:`l2s_kit.explore.Explorer.sweep`)."""
+    columns (:meth:`l2s_kit.study.explorer.Explorer.sweep`)."""
     import plotly.graph_objects as go
     from plotly.colors import qualitative
     from plotly.subplots import make_subplots
@@ -99,7 +154,7 @@ def calibration_sensitivity(grid: pd.DataFrame, title: str = "Sensitivity to the
                             ) -> go.Figure:  # noqa: F821
     """Accuracy and mean length against the number of calibration samples (log axis), a line per
     method and calibration parts. ``grid``: one row per merge with ``method``, ``calib_parts`` and
-    ``calib_samples`` columns (:func:`l2s_kit.calibration_study.calibration_grid`); System 1
+    ``calib_samples`` columns (:func:`l2s_kit.study.calibration.calibration_grid`); System 1
     and System 2 are drawn as dotted reference lines."""
     import plotly.graph_objects as go
     from plotly.colors import qualitative
@@ -129,11 +184,11 @@ def length_change_by_level(df: pd.DataFrame, reference: str = "system2",
                            title: str = "Length change against System 2 by level"
                            ) -> go.Figure:  # noqa: F821
     """Each model's mean-token change against ``reference`` (in %) by level, from responses."""
-    from l2s_kit.evaluate import summarize
+    from l2s_kit.analysis import summarize
 
     s = summarize(df, ("model", "level"), reference=reference)
     s = s[s["model"] != reference]
-    return by_level(s, "length_change", title, f"length change against {reference} (%)")
+    return metric_by_level(s, "length_change", title, f"length change against {reference} (%)")
 
 
 def frontier(summary: pd.DataFrame, title: str = "Accuracy against length: the frontier",
@@ -153,11 +208,11 @@ def spectrum_curves(values: pd.DataFrame, budget: float | None = None,
                     title: str = "Energy captured against rank") -> go.Figure:  # noqa: F821
     """Cumulative share of each matrix's energy (‖δ‖²_F) against rank / min(m, n), a line per
     matrix coloured by module type, with the 90% line and the rank ``budget`` (a fraction) marked.
-    ``values``: :func:`l2s_kit.spectrum.spectrum_values` (randomized matrices stop at k)."""
+    ``values``: :func:`l2s_kit.analysis.spectrum.spectrum_values` (randomized matrices stop at k)."""
     import plotly.graph_objects as go
     from plotly.colors import qualitative
 
-    from l2s_kit.spectrum import ENERGY_TARGET, MODULE_ORDER
+    from l2s_kit.analysis.spectrum import ENERGY_TARGET, MODULE_ORDER
 
     order = {m: i for i, m in enumerate(MODULE_ORDER)}
     v = values.assign(_o=values["module"].map(order)).sort_values(["_o", "name", "index"])
@@ -185,12 +240,12 @@ def spectrum_curves(values: pd.DataFrame, budget: float | None = None,
 def spectrum_heatmap(table: pd.DataFrame, value: str = "effective_rank_frac",
                      title: str | None = None) -> go.Figure:  # noqa: F821
     """Layer × module type heatmap of one per-matrix column of
-    :func:`l2s_kit.spectrum.summarize` (default the effective rank as a fraction of min(m, n);
+    :func:`l2s_kit.analysis.spectrum.summarize` (default the effective rank as a fraction of min(m, n);
     ``rank_90_frac``, ``energy_at_rank`` …). Matrices outside the layers (embedding, head) are
     left out."""
     import plotly.express as px
 
-    from l2s_kit.spectrum import MODULE_ORDER
+    from l2s_kit.analysis.spectrum import MODULE_ORDER
 
     t = table.dropna(subset=["layer"])
     grid = t.pivot_table(index="layer", columns="module", values=value, aggfunc="mean")
@@ -215,10 +270,10 @@ def low_rank_summary(verdict: pd.DataFrame, sentence: str,
                      title: str = "Is the task vector low-rank enough for SVD merging?"
                      ) -> go.Figure:  # noqa: F821
     """Bars: the share of parameters in low-rank matrices per module type and overall, against
-    the rule's threshold; the answer (:func:`l2s_kit.spectrum.low_rank_verdict`) under the title."""
+    the rule's threshold; the answer (:func:`l2s_kit.analysis.spectrum.low_rank_verdict`) under the title."""
     import plotly.graph_objects as go
 
-    from l2s_kit.spectrum import SHARE_TARGET
+    from l2s_kit.analysis.spectrum import SHARE_TARGET
 
     colors = ["#2ca02c" if ok else "#d62728" for ok in verdict["low_rank"]]
     fig = go.Figure(go.Bar(x=verdict["module"], y=verdict["low_rank_share"] * 100,
@@ -239,7 +294,7 @@ def low_rank_summary(verdict: pd.DataFrame, sentence: str,
 def save_figure(fig, path: str | os.PathLike, png: bool = False) -> list[Path]:
     """Write ``path`` (.html, self-contained: plotly.js inlined, opens offline) and, with ``png``,
     a PNG beside it (kaleido; needs a Chromium). Files appear atomically. Returns the paths."""
-    from l2s_kit.checkpoint import atomic_file
+    from l2s_kit.io import atomic_file
 
     path = Path(path).with_suffix(".html")
     with atomic_file(path) as tmp:

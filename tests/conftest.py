@@ -1,10 +1,25 @@
-"""Shared fixtures: tiny Qwen2 checkpoint pairs built on the fly (never downloaded)."""
+"""Shared fixtures: tiny Qwen2 checkpoint pairs built on the fly (never downloaded), and the
+public reference data (real benchmarks and model outputs), which the repository does not ship.
+
+Tests that read the reference data ask for the ``shared_data`` fixture. Where the data is missing
+they do not run, and the session ends by saying which did not and how to point them at the data
+(``L2S_SHARED_DATA``); under CI (``CI=true``) missing data fails them instead, so CI always runs
+them."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from l2s_kit.synthetic import make_pair
+from l2s_kit.io import reference_data_dir
+from l2s_kit.zoo.synthetic import make_pair
+
+_NOT_RUN: list[str] = []  # real-data tests skipped for want of the data
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(scope="session")
@@ -27,17 +42,37 @@ def mixed_tie_pair(tmp_path_factory):
                      base_tied=True, model_tied=False, shard_size=30_000)
 
 
+_MISSING = "reference data not found"
+
+
 @pytest.fixture(scope="session")
 def shared_data():
     """The reference data folder: $L2S_SHARED_DATA, else ../shared/data beside the repository."""
-    import os
-    from pathlib import Path
-
-    path = Path(os.environ.get("L2S_SHARED_DATA",
-                               Path(__file__).resolve().parents[2] / "shared" / "data"))
-    assert path.is_dir(), (f"reference data not found at {path}; set L2S_SHARED_DATA to the folder "
-                           "holding benchmarks/, samples/ and calibration/")
+    path = reference_data_dir()
+    if not (path / "benchmarks").is_dir():
+        why = (f"{_MISSING} at {path}; set L2S_SHARED_DATA to the folder holding benchmarks/, "
+               "samples/ and calibration/")
+        if _in_ci():
+            pytest.fail(f"{why} (CI=true: real-data tests must run)", pytrace=False)
+        pytest.skip(why)
     return path
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and _MISSING in str(report.longrepr):
+        _NOT_RUN.append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _NOT_RUN:
+        tr = terminalreporter
+        tr.section("real-data tests that did not run")
+        tr.write_line(f"{len(_NOT_RUN)} tests need the public reference data (real benchmarks, "
+                      f"model outputs, s1K) and found none at {reference_data_dir()}:")
+        for nodeid in _NOT_RUN:
+            tr.write_line(f"  {nodeid}")
+        tr.write_line("To run them: L2S_SHARED_DATA=/path/to/data make test (the folder holding "
+                      "benchmarks/, samples/ and calibration/; see README, 'Reference data').")
 
 
 @pytest.fixture(scope="session")

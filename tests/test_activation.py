@@ -10,14 +10,14 @@ import pytest
 import torch
 import yaml
 
-from l2s_kit import activations
-from l2s_kit.calibration import CalibrationError, CalibrationSpec, texts
 from l2s_kit.errors import RecipeError
 from l2s_kit.merging import get_method, load_recipe, merge, merge_in_memory, merge_state_dicts
-from l2s_kit.merging.activation import aim_importance, aim_relax, sens_table
-from l2s_kit.sensitivity import layer_group, sens_coefficients
-from l2s_kit.stats_cache import cache_dir, cache_file, fingerprint
-from l2s_kit.synthetic import make_pair
+from l2s_kit.merging.calibration import activations
+from l2s_kit.merging.calibration.cache import cache_dir, cache_file, fingerprint
+from l2s_kit.merging.calibration.sensitivity import layer_group, sens_coefficients
+from l2s_kit.merging.calibration.sets import CalibrationError, CalibrationSpec, texts
+from l2s_kit.merging.methods.activation import aim_importance, aim_relax, sens_table
+from l2s_kit.zoo.synthetic import make_pair
 
 T = torch.tensor
 
@@ -127,7 +127,7 @@ def test_layerwise_statistics_equal_whole_model_on_a_synthetic_pair(small_pair):
 
 def test_statistics_are_hand_checkable_for_the_first_norm(small_pair):
     """a of the first input_layernorm = Σ over samples of token means of |embedding|."""
-    from l2s_kit.checkpoint import Checkpoint
+    from l2s_kit.io import Checkpoint
 
     spec = CalibrationSpec("family", samples=3, seed=0)
     batches = activations.tokenize(small_pair[0], texts(spec), 64, batch_size=3)
@@ -178,7 +178,7 @@ def test_cache_key_follows_file_contents_and_checkpoint(tmp_path, small_pair):
 
 
 def test_cache_lives_next_to_the_checkpoint_unless_read_only(tmp_path, monkeypatch):
-    import l2s_kit.stats_cache as sc
+    import l2s_kit.merging.calibration.cache as sc
 
     monkeypatch.delenv("L2S_CACHE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -218,7 +218,7 @@ def test_sens_merging_applies_its_layer_coefficients(small_pair):
     assert set(table) >= {f"model.layers.{i}" for i in range(4)} | {"model.embed_tokens"}
     coeffs = {g: c[0] for g, c in table.items()}
     assert all(0 < c < 2 for c in coeffs.values()) and len(set(coeffs.values())) > 1
-    from l2s_kit.checkpoint import Checkpoint
+    from l2s_kit.io import Checkpoint
     b, m = Checkpoint(base), Checkpoint(model)
     for name in ("model.layers.2.mlp.down_proj.weight", "model.norm.weight",
                  "model.embed_tokens.weight"):
@@ -258,7 +258,7 @@ def test_aim_ties_recipe_validates_hashes_and_composes(small_pair, tmp_path):
     ties = merge_state_dicts("ties", base, [model], k=0.5, alpha=1.0)
     stats = activations.activation_stats(base, CalibrationSpec(samples=4, max_tokens=32))
     sd = merge_state_dicts("aim", base, [model], **AIM)
-    from l2s_kit.checkpoint import Checkpoint
+    from l2s_kit.io import Checkpoint
     b = Checkpoint(base)
     for name in ("model.layers.1.self_attn.o_proj.weight", "model.layers.0.input_layernorm.weight"):
         imp = aim_importance(stats[name.removesuffix(".weight")]).float()
@@ -293,7 +293,7 @@ def test_sensitivity_and_logit_distance_equal_a_naive_reference(small_pair, monk
     """S per layer group and g_ij recomputed by hand: own cross-entropy, own sums, two samples."""
     from transformers import AutoModelForCausalLM
 
-    from l2s_kit import sensitivity
+    from l2s_kit.merging.calibration import sensitivity
 
     base, model = small_pair
     spec = CalibrationSpec("family", "question+long", samples=2, seed=3, max_tokens=48)

@@ -8,8 +8,8 @@ import json
 import pandas as pd
 import pytest
 
-from l2s_kit import analysis, reflection
-from l2s_kit.analysis import AnalysisError, by_level, pareto_front, read_outputs
+from l2s_kit import analysis
+from l2s_kit.analysis import AnalysisError, by_level, pareto_front, read_outputs, reflection
 
 
 def test_read_outputs_takes_the_qwen_toolkit_layout_with_its_grades(shared_data):
@@ -75,7 +75,7 @@ def test_highlight_marks_keywords_and_escapes_the_rest():
 
 
 def test_param_grid_is_each_methods_own_product():
-    from l2s_kit.explore import param_grid
+    from l2s_kit.study.explorer import param_grid
 
     got = param_grid({"task_arithmetic": {"alpha": [0.2, 0.5]},
                       "ties": {"k": [0.5, 0.8], "alpha": [1.0]}})

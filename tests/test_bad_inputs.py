@@ -14,7 +14,6 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from l2s_kit.checkpoint import INDEX_FILE, Checkpoint
 from l2s_kit.errors import (
     CheckpointError,
     IncompatibleModelsError,
@@ -23,8 +22,9 @@ from l2s_kit.errors import (
     OutputExistsError,
     RecipeError,
 )
+from l2s_kit.io import INDEX_FILE, Checkpoint
 from l2s_kit.merging import PRESETS, engine, get_method, list_methods, merge, read_merge_info
-from l2s_kit.synthetic import SHAPES, make_pair
+from l2s_kit.zoo.synthetic import SHAPES, make_pair
 
 Q_PROJ = "model.layers.0.self_attn.q_proj.weight"
 UP_PROJ = "model.layers.1.mlp.up_proj.weight"
@@ -352,7 +352,7 @@ def test_failed_overwrite_keeps_old_output(pair, tmp_path, monkeypatch):
     def fail(self, job, sink):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(engine._Run, "merge_tensor", fail)
+    monkeypatch.setattr(engine.MergeRun, "merge_tensor", fail)
     with pytest.raises(RuntimeError, match="disk on fire"):
         merge(recipe(*pair), out, overwrite=True, progress=False)
     assert (out / "marker.txt").read_text() == "old"
@@ -394,7 +394,7 @@ def test_unknown_device_argument(pair, tmp_path):
 
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
 def test_interrupted_merge_leaves_nothing(pair, tmp_path, monkeypatch, exc):
-    original = engine._Run.merge_tensor
+    original = engine.MergeRun.merge_tensor
     calls = []
 
     def flaky(self, job, sink):
@@ -403,7 +403,7 @@ def test_interrupted_merge_leaves_nothing(pair, tmp_path, monkeypatch, exc):
             raise exc("interrupted mid-way")
         return original(self, job, sink)
 
-    monkeypatch.setattr(engine._Run, "merge_tensor", flaky)
+    monkeypatch.setattr(engine.MergeRun, "merge_tensor", flaky)
     out = tmp_path / "out"
     with pytest.raises(exc, match="interrupted mid-way"):
         merge(recipe(*pair), out, progress=False)

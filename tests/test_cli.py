@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from l2s_kit.checkpoint import Checkpoint, weights_hash
 from l2s_kit.cli import main
+from l2s_kit.io import Checkpoint, weights_hash
 from l2s_kit.merging import PRESETS, list_methods, read_merge_info
-from l2s_kit.synthetic import make_pair
+from l2s_kit.zoo.synthetic import make_pair
 
 L2S = Path(sys.executable).with_name("l2s")  # the console script of this environment
 SUBCOMMANDS = ("merge", "methods", "eval", "spectrum", "study", "zoo", "notebooks")

@@ -9,8 +9,17 @@ import torch
 from safetensors.torch import load_file
 
 import l2s_kit
-from l2s_kit.checkpoint import Checkpoint, weights_hash
-from l2s_kit.merging import engine, load_recipe, merge, merge_in_memory, read_merge_info
+from l2s_kit.io import Checkpoint, weights_hash
+from l2s_kit.merging import (
+    engine,
+    load_recipe,
+    merge,
+    merge_in_memory,
+    merge_state_dicts,
+    read_merge_info,
+    registry,
+)
+from l2s_kit.merging.registry import State, merge_method  # module level: annotations resolve here
 
 
 # -- a naive reference: whole state dicts, plain torch ---------------------------------------------
@@ -173,7 +182,7 @@ def test_merge_in_memory_equals_the_written_checkpoint(sharded_pair, tmp_path):
 
 
 def test_stored_dtype_is_the_base_dtype_unless_told(tmp_path):
-    from l2s_kit.synthetic import make_pair
+    from l2s_kit.zoo.synthetic import make_pair
 
     base, model = make_pair(tmp_path / "bf", "tiny", dtype=torch.bfloat16)
     r = {"merge_method": "task_arithmetic", "base_model": str(base),
@@ -286,3 +295,38 @@ def test_methods_that_need_whole_matrices_get_them(sharded_pair, monkeypatch):
         _REGISTRY.pop("_whole_probe")
     assert (64, 32) in seen  # the embedding's 64 shared rows in one piece, not blocks of 3 rows
     assert len(seen) == len(Checkpoint(b).names)  # one call per tensor
+
+
+def test_a_method_plans_its_own_per_tensor_state(tiny_pair):
+    """A new method that needs per-tensor state declares it (State) and plans it in its own
+    prepare hook; the engine passes it through without knowing its parameters."""
+    seen = []
+
+    def prepare(run, params):
+        seen.append((len(run.jobs), run.n, params["shift"]))
+
+        def state(job):
+            return lambda rows: {"offset": params["shift"] * job.out.numel}
+        return state
+
+    def by_size(base, models, weights, *, shift: float = 1.0, offset: State = 0.0):
+        return base + offset
+
+    try:
+        merge_method("test_by_size", paper="-", prepare=prepare)(by_size)
+        sd = merge_state_dicts("test_by_size", tiny_pair[0], [tiny_pair[1]], shift=0.5)
+    finally:
+        registry._REGISTRY.pop("test_by_size", None)
+    base = Checkpoint(tiny_pair[0])
+    assert seen == [(len(sd), 1, 0.5)]
+    for name, t in sd.items():
+        if t.dtype.is_floating_point:
+            assert torch.allclose(t, base.read(name) + 0.5 * t.numel()), name
+
+
+def test_state_arguments_need_a_prepare_hook():
+    def bad(base, models, weights, *, masks: State = None):
+        return base
+
+    with pytest.raises(TypeError, match="need a prepare hook"):
+        merge_method("test_bad_state", paper="-")(bad)

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import l2s_kit.evaluate.run as run_mod
+from l2s_kit.analysis import format_table1, summarize, table1
 from l2s_kit.cli import main
 from l2s_kit.evaluate import (
     GenerationError,
@@ -21,14 +22,11 @@ from l2s_kit.evaluate import (
     TransformersBackend,
     evaluate,
     extract_answer,
-    format_table1,
     grade,
     load_responses,
-    summarize,
-    table1,
 )
 from l2s_kit.evaluate.backends import _SeededSampler
-from l2s_kit.synthetic import WORDS
+from l2s_kit.zoo.synthetic import WORDS
 
 EOS = 1  # the synthetic tokenizer's <eos>
 MAX_NEW = 16

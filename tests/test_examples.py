@@ -59,7 +59,7 @@ def test_7b_shaped_synthetic_checkpoint_has_the_real_layout():
 
     import torch
 
-    from l2s_kit.synthetic import qwen2_config, tensor_infos
+    from l2s_kit.zoo.synthetic import qwen2_config, tensor_infos
 
     cfg = qwen2_config("qwen2.5-math-7b")
     infos = {i.name: i.shape for i in tensor_infos(cfg, torch.bfloat16)}
@@ -77,7 +77,7 @@ def test_sweep_example_validates(tiny_pair, shared_data, tmp_path):
     six benchmarks, as Ray tasks with one GPU each and vLLM."""
     import yaml
 
-    from l2s_kit.sweep import load_sweep
+    from l2s_kit.study.sweep import load_sweep
 
     for name in ("ta-7b", "ties-7b", "dare-7b"):
         (tmp_path / f"{name}.yaml").write_text(with_paths(FOLDER / f"{name}.yaml", *tiny_pair))

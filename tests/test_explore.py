@@ -8,7 +8,8 @@ import stat
 
 import pytest
 
-from l2s_kit.explore import Explorer
+from l2s_kit.study.explorer import Explorer
+from l2s_kit.study.widget import explorer_widget
 
 
 @pytest.fixture(scope="module")
@@ -19,14 +20,13 @@ def explorer(family, tmp_path_factory):
 
 @pytest.mark.slow
 def test_in_memory_merge_answers_like_the_merged_checkpoint(explorer, family, tmp_path):
-    from l2s_kit.evaluate import evaluate
+    from l2s_kit.evaluate import evaluate, extract_family
     from l2s_kit.merging import merge
-    from l2s_kit.zoo import task
 
     mine = explorer.responses("ties", k=0.8, alpha=0.5)
     folder = merge(explorer.recipe("ties", k=0.8, alpha=0.5), tmp_path / "ties", progress=False)
     disk = evaluate(folder, explorer.rows, tmp_path / "r.jsonl", settings=explorer.settings,
-                    extract=task.extract, progress=False)
+                    extract=extract_family, progress=False)
     assert list(mine["response"]) == list(disk["response"])
     assert list(mine["correct"]) == list(disk["correct"])
     assert mine["recipe_hash"].iloc[0] == disk["recipe_hash"].iloc[0]
@@ -54,7 +54,7 @@ def _umask() -> int:
 
 @pytest.mark.slow
 def test_widget_remerges_when_a_slider_moves(explorer):
-    box = explorer.widget("task_arithmetic", alpha=0.2)
+    box = explorer_widget(explorer, "task_arithmetic", alpha=0.2)
     assert box.summary["model"] == "task_arithmetic alpha=0.2"
     assert box.controls["alpha"].layout.display == "" and box.controls["k"].layout.display == "none"
     box.controls["alpha"].value = 0.5

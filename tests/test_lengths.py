@@ -5,15 +5,15 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from l2s_kit.evaluate import summarize
+from l2s_kit.analysis import summarize
 from l2s_kit.evaluate.lengths import LengthError, token_lengths, with_lengths
-from l2s_kit.synthetic import save_tokenizer
+from l2s_kit.zoo.synthetic import save_word_tokenizer
 
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tokenizer")
-    save_tokenizer(path, 64)  # word-level: one token per word of l2s_kit.synthetic.WORDS
+    save_word_tokenizer(path, 64)  # word-level: one token per word of l2s_kit.zoo.synthetic.WORDS
     return path
 
 

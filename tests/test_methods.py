@@ -7,7 +7,7 @@ import torch
 
 from l2s_kit.errors import RecipeError
 from l2s_kit.merging import get_method, list_methods
-from l2s_kit.merging.sparsify import (
+from l2s_kit.merging.methods.sparsify import (
     DropMask,
     Trimmer,
     dare,
@@ -217,7 +217,7 @@ def test_parameter_schema_comes_from_the_signature():
 
 
 def test_select_equals_kthvalue_on_large_tensors_with_ties():
-    from l2s_kit.merging.sparsify import select
+    from l2s_kit.merging.methods.sparsify import order_statistic
 
     g = torch.Generator().manual_seed(4)
     # bf16 differences: few distinct magnitudes, thousands of ties at any rank
@@ -225,4 +225,4 @@ def test_select_equals_kthvalue_on_large_tensors_with_ties():
          - torch.randn(1_000_000, generator=g).bfloat16().float()).abs()
     for rank in (1, 1000, 500_000, 800_001, 999_999, 1_000_000):
         t = float(a.kthvalue(rank).values)
-        assert select(a, rank) == (t, int((a < t).sum()), int((a == t).sum()))
+        assert order_statistic(a, rank) == (t, int((a < t).sum()), int((a == t).sum()))

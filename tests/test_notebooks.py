@@ -102,7 +102,7 @@ def test_merge_explorer_numbers_match_the_package(smoke, family, tmp_path):
     import plotly.graph_objects as go
     import yaml
 
-    from l2s_kit.explore import Explorer
+    from l2s_kit.study.explorer import Explorer
 
     grid = yaml.safe_load(SMOKE.read_text())["grid"]
     ex = Explorer(family, split="validation", n_per_level=4, workdir=tmp_path)  # fresh: no cache
@@ -155,8 +155,8 @@ def test_length_notebook_on_real_outputs_matches_the_reference_grades(family, sh
 
 @pytest.mark.slow
 def test_reflection_notebook_counts_keywords_like_the_package(smoke, family, tmp_path):
-    from l2s_kit import reflection
-    from l2s_kit.explore import Explorer
+    from l2s_kit.analysis import reflection
+    from l2s_kit.study.explorer import Explorer
 
     ex = Explorer(family, split="test", n_per_level=4, workdir=tmp_path)
     df = ex.compare([("task_arithmetic", {"alpha": 0.2})])
@@ -196,9 +196,10 @@ def test_sensitivity_notebook_frontier_is_the_pareto_front(smoke):
 def test_spectrum_notebook_numbers_match_the_package(smoke, family):
     import plotly.graph_objects as go
 
-    from l2s_kit.spectrum import low_rank_verdict, spectrum
+    from l2s_kit.analysis.spectrum import low_rank_verdict, matrix_summary, spectrum_values
 
-    table = spectrum(family.system1, family.system2, rank=0.1, progress=False)  # the defaults
+    table = matrix_summary(spectrum_values(family.system1, family.system2, rank=0.1,
+                                          progress=False), 0.1)  # the defaults
     verdict, sentence = low_rank_verdict(table)
     figs = [go.Figure(f) for f in plotly_figs(smoke, "task_vector_spectrum")]
     bars, curves, heat = figs
@@ -221,7 +222,7 @@ def test_spectrum_notebook_numbers_match_the_package(smoke, family):
 def test_spectrum_notebook_on_checkpoints_from_paths(tiny_pair, tmp_path):
     import plotly.graph_objects as go
 
-    from l2s_kit.spectrum import low_rank_verdict, spectrum
+    from l2s_kit.analysis.spectrum import low_rank_verdict, matrix_summary, spectrum_values
 
     base, model = tiny_pair
     params = {"base": str(base), "model": str(model), "rank": 4, "heatmap": "rank_90_frac",
@@ -231,7 +232,8 @@ def test_spectrum_notebook_on_checkpoints_from_paths(tiny_pair, tmp_path):
     assert df.loc[0, "status"] == "ok", df.loc[0, "error"]
     nb = nbformat.read(Path(df.loc[0, "folder"]) / "task_vector_spectrum.ipynb", as_version=4)
     bars, _, heat = [go.Figure(f) for _, f in figures(nb)]
-    verdict, _ = low_rank_verdict(spectrum(base, model, rank=4, progress=False))
+    verdict, _ = low_rank_verdict(matrix_summary(spectrum_values(base, model, rank=4,
+                                                                  progress=False), 4))
     assert list(bars.data[0].y) == pytest.approx(list(verdict["low_rank_share"] * 100))
     assert "Rank for 90%" in heat.layout.title.text
     assert not (tmp_path / "no-family").exists()
@@ -380,8 +382,8 @@ def test_activation_notebook_numbers_match_the_package(smoke, family, tmp_path):
     import plotly.graph_objects as go
     import yaml
 
-    from l2s_kit.calibration_study import calibration_grid, sens_coefficients_table
-    from l2s_kit.explore import Explorer
+    from l2s_kit.study.calibration import calibration_grid, sens_coefficients_table
+    from l2s_kit.study.explorer import Explorer
 
     p = yaml.safe_load(SMOKE.read_text())
     figs = {f["layout"]["title"]["text"]: go.Figure(f)

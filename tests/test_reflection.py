@@ -7,7 +7,13 @@ import json
 import pandas as pd
 import pytest
 
-from l2s_kit.reflection import annotate, is_reflective, keyword_counts, keyword_frequency, summarize
+from l2s_kit.analysis.reflection import (
+    annotate,
+    is_reflective,
+    keyword_counts,
+    keyword_frequency,
+    reflection_summary,
+)
 
 
 @pytest.mark.parametrize("text,n", [
@@ -42,7 +48,7 @@ def test_summary_on_a_hand_made_table():
         "response": ["The answer is 4.", "Wait, 5.", "Wait, let me verify: 4.", "Recap: 6."],
         "correct": [True, False, True, False],
     })
-    s = summarize(df, by=["model"]).set_index("model")
+    s = reflection_summary(df, by=["model"]).set_index("model")
     assert s.loc["s1", "reflection_ratio"] == 0.5 and s.loc["s2", "reflection_ratio"] == 1.0
     assert s.loc["s2", "mean_keywords"] == 1.5
     assert s.loc["s1", "false_reflection"] == 0.5 and s.loc["s2", "false_reflection"] == 0.5
@@ -60,5 +66,5 @@ def test_real_quick_thinking_outputs_are_nearly_never_reflective(shared_data):
     a = annotate(df)
     assert int(a["reflective"].sum()) == 0  # a Qwen2.5-Math model, chain-of-thought, no "wait"
     assert int(annotate(df, rule="published")["reflective"].sum()) == 0
-    by_level = summarize(a, by=["level"])
+    by_level = reflection_summary(a, by=["level"])
     assert list(by_level["n"]) == [88, 128, 192, 192, 200]  # 11/16/24/24/25 problems x 8

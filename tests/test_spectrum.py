@@ -10,21 +10,25 @@ import pandas as pd
 import pytest
 import torch
 
-from l2s_kit.cli import main
-from l2s_kit.errors import L2SError, OutputExistsError
-from l2s_kit.spectrum import (
+from l2s_kit.analysis.spectrum import (
     budget,
     load_table,
     low_rank_verdict,
+    matrix_summary,
     parse_name,
     save_table,
-    spectrum,
     spectrum_values,
-    summarize,
 )
+from l2s_kit.cli import main
+from l2s_kit.errors import L2SError, OutputExistsError
 
 Q = "model.layers.0.self_attn.q_proj.weight"
 DOWN = "model.layers.1.mlp.down_proj.weight"
+
+
+def spectrum(base, model, rank=0.1, **kw):
+    """One row per matrix, as the CLI computes it."""
+    return matrix_summary(spectrum_values(base, model, rank=rank, **kw), rank)
 
 
 def known(m, n, spectrum_, seed=0):
@@ -84,7 +88,7 @@ def test_values_equal_torch_svd_and_skip_vectors(pair):
 
 def test_summary_by_hand(pair):
     base, model, _ = pair
-    t = summarize(spectrum_values(base, model, progress=False), rank=1).set_index("name")
+    t = matrix_summary(spectrum_values(base, model, progress=False), rank=1).set_index("name")
     q = t.loc[Q]  # σ = 4, 2, 1: energy 21
     assert q["energy"] == pytest.approx(21, abs=1e-4)
     assert q["energy_at_rank"] == pytest.approx(16 / 21, abs=1e-5)
@@ -113,11 +117,11 @@ def test_randomized_path_within_its_stated_error():
     assert err.max() <= v["error_bound"].iloc[0] + 1e-5
     assert (err / true).max() < 1e-3
     assert v["energy"].iloc[0] == pytest.approx(sum(0.9025**j for j in range(300)), rel=1e-4)
-    t = summarize(v, rank=10).iloc[0]
+    t = matrix_summary(v, rank=10).iloc[0]
     assert math.isnan(t["rank_99"])  # beyond the 30 values computed
     assert t["energy_at_rank"] == pytest.approx((1 - 0.9025**10) / (1 - 0.9025**300), abs=1e-4)
     # the exact path agrees on what both compute
-    exact = summarize(spectrum_values(base, {DOWN: base[DOWN] + delta}, rank=10,
+    exact = matrix_summary(spectrum_values(base, {DOWN: base[DOWN] + delta}, rank=10,
                                       method="exact", progress=False), rank=10).iloc[0]
     assert exact["rank_90"] == t["rank_90"]
     assert exact["effective_rank"] == pytest.approx(t["effective_rank"], rel=0.02)  # geometric tail: exact here
@@ -125,10 +129,10 @@ def test_randomized_path_within_its_stated_error():
 
 def test_modules_and_layers_filters(pair):
     base, model, _ = pair
-    assert set(spectrum(base, model, modules=["q"], progress=False)["name"]) == {Q}
-    assert set(spectrum(base, model, layers=[1], progress=False)["name"]) == {DOWN}
+    assert set(spectrum_values(base, model, modules=["q"], progress=False)["name"]) == {Q}
+    assert set(spectrum_values(base, model, layers=[1], progress=False)["name"]) == {DOWN}
     with pytest.raises(L2SError, match="unknown module type 'qq'"):
-        spectrum(base, model, modules=["qq"], progress=False)
+        spectrum_values(base, model, modules=["qq"], progress=False)
 
 
 def test_verdict_rule():
@@ -161,7 +165,7 @@ def test_tables_round_trip_and_are_not_overwritten(pair, tmp_path, suffix):
 
 
 def test_spectrum_of_a_checkpoint_pair_with_mixed_ties(mixed_tie_pair):
-    from l2s_kit.checkpoint import Checkpoint
+    from l2s_kit.io import Checkpoint
 
     base, model = mixed_tie_pair
     t = spectrum(base, model, progress=False).set_index("name")

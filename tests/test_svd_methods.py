@@ -8,10 +8,10 @@ import warnings
 import pytest
 import torch
 
-from l2s_kit import lowrank
-from l2s_kit.checkpoint import Checkpoint
+from l2s_kit.io import Checkpoint
 from l2s_kit.merging import engine, get_method, load_recipe, merge, merge_in_memory
-from l2s_kit.merging.svd import AVERAGE_WARNING, lore_decompose, twin_rank
+from l2s_kit.merging.methods import lowrank
+from l2s_kit.merging.methods.svd import AVERAGE_WARNING, lore_decompose, twin_rank
 
 T = torch.tensor
 
@@ -94,14 +94,14 @@ def test_randomized_svd_repeats_bit_for_bit():
 
 
 def test_auto_chooses_by_cost_and_rank():
-    assert lowrank.choose((3584, 3584), "auto", 358) == "exact"  # 4.6e10 ≤ 2^36
-    assert lowrank.choose((18944, 3584), "auto", 358) == "randomized"
-    assert lowrank.choose((152064, 3584), "auto", 64) == "randomized"
-    assert lowrank.choose((152064, 3584), "auto", 3000) == "exact"  # rank near min: no saving
-    assert lowrank.choose((152064, 3584), "auto", None) == "exact"  # full spectrum
-    assert lowrank.choose((100, 100), "randomized", 10) == "randomized"
+    assert lowrank.svd_algorithm((3584, 3584), "auto", 358) == "exact"  # 4.6e10 ≤ 2^36
+    assert lowrank.svd_algorithm((18944, 3584), "auto", 358) == "randomized"
+    assert lowrank.svd_algorithm((152064, 3584), "auto", 64) == "randomized"
+    assert lowrank.svd_algorithm((152064, 3584), "auto", 3000) == "exact"  # rank near min: no saving
+    assert lowrank.svd_algorithm((152064, 3584), "auto", None) == "exact"  # full spectrum
+    assert lowrank.svd_algorithm((100, 100), "randomized", 10) == "randomized"
     with pytest.raises(ValueError, match="one of"):
-        lowrank.choose((10, 10), "fast", 1)
+        lowrank.svd_algorithm((10, 10), "fast", 1)
 
 
 def test_zero_matrix_gives_zeros():

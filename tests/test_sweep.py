@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from l2s_kit.evaluate import GenerationSettings, evaluate, summarize
+from l2s_kit.analysis import summarize
+from l2s_kit.evaluate import GenerationSettings, evaluate, extract_family
 from l2s_kit.merging import load_recipe
-from l2s_kit.sweep import SweepError, run_sweep, sweep_jobs
-from l2s_kit.zoo import task
+from l2s_kit.study.sweep import SweepError, run_sweep, sweep_jobs
 
 SETTINGS = GenerationSettings(max_new_tokens=96, batch_size=64)  # the study's, greedy
 
@@ -39,7 +39,7 @@ def test_sweep_jobs_are_checked_first(family, grid, tmp_path):
 def test_local_sweep_equals_merging_and_evaluating_by_hand(family, grid, tmp_path):
     recipes, datasets = grid
     jobs = sweep_jobs(recipes, models={"system2": family.system2})
-    r = run_sweep(jobs, datasets, tmp_path / "sweep", settings=SETTINGS, extract=task.extract,
+    r = run_sweep(jobs, datasets, tmp_path / "sweep", settings=SETTINGS, extract=extract_family,
                   reference="system2", progress=False)
     assert r.jobs["name"].tolist() == ["system2", "ta-0.2", "ties-7b"]
     assert len(r.responses) == 3 * 20  # 3 models × (10 validation + 10 test problems)
@@ -49,7 +49,7 @@ def test_local_sweep_equals_merging_and_evaluating_by_hand(family, grid, tmp_pat
     by_hand = l2s_kit.merge(load_recipe(recipes["ta-0.2"]), tmp_path / "by-hand", progress=False)
     rows = [{**row, "dataset": "test"} for row in datasets["test"]]
     hand = evaluate(by_hand, rows, tmp_path / "hand.jsonl", settings=SETTINGS,
-                    model_name="ta-0.2", extract=task.extract, progress=False)
+                    model_name="ta-0.2", extract=extract_family, progress=False)
     mine = r.responses[(r.responses["model"] == "ta-0.2") & (r.responses["dataset"] == "test")]
     assert mine["response"].tolist() == hand["response"].tolist()
     assert mine["recipe_hash"].iloc[0] == load_recipe(recipes["ta-0.2"]).hash
@@ -60,7 +60,7 @@ def test_local_sweep_equals_merging_and_evaluating_by_hand(family, grid, tmp_pat
     assert r.table1.loc[("system2", "accuracy"), "test"] == s2["accuracy"].iloc[0]
     assert list(r.table1.columns[:2]) == ["validation", "test"]
     # a second run reuses merges and responses
-    again = run_sweep(jobs, datasets, tmp_path / "sweep", settings=SETTINGS, extract=task.extract,
+    again = run_sweep(jobs, datasets, tmp_path / "sweep", settings=SETTINGS, extract=extract_family,
                       reference="system2", progress=False)
     assert again.responses.equals(r.responses)
 
@@ -72,9 +72,9 @@ def test_ray_sweep_equals_local_sweep(family, grid, tmp_path):
     recipes, datasets = grid
     jobs = sweep_jobs(recipes)  # 2 merges, 2 datasets of 10 problems: small for 2 cores
     local = run_sweep(jobs, datasets, tmp_path / "local", settings=SETTINGS,
-                      extract=task.extract, progress=False)
+                      extract=extract_family, progress=False)
     remote = run_sweep(jobs, datasets, tmp_path / "ray", runner="ray", settings=SETTINGS,
-                       extract=task.extract, progress=False)
+                       extract=extract_family, progress=False)
     assert remote.jobs["folder"].str.startswith(str((tmp_path / "ray").resolve())).all()
     cols = ["model", "dataset", "id", "response", "n_tokens", "answer", "correct", "recipe_hash"]
     assert remote.responses[cols].equals(local.responses[cols])

@@ -19,7 +19,7 @@ import torch
 from test_evaluate import MAX_NEW, PROMPTS, varied_model  # noqa: F401  (fixture)
 
 from l2s_kit.evaluate import GenerationError, GenerationSettings, TransformersBackend, evaluate
-from l2s_kit.evaluate.backends import _row_seed
+from l2s_kit.evaluate.backends import sample_seed
 from l2s_kit.evaluate.vllm_backend import R1_SAMPLING, VLLMBackend
 
 
@@ -132,7 +132,7 @@ def test_requests_r1_sampling(vbackend):
     reqs = vbackend.requests(PROMPTS[:2], settings)
     assert [(i, j) for i, j, _ in reqs] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
     for i, j, kw in reqs:
-        assert kw["seed"] == _row_seed(7, PROMPTS[i], j)  # the transformers backend's seed
+        assert kw["seed"] == sample_seed(7, PROMPTS[i], j)  # the transformers backend's seed
         assert (kw["n"], kw["temperature"], kw["top_p"], kw["max_tokens"]) == (1, 0.6, 0.95, 8192)
         assert kw["stop"] == ["So"] and kw["stop_token_ids"] == [0]  # <pad> is special: by id
         assert kw["include_stop_str_in_output"] and kw["skip_special_tokens"]

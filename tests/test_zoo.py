@@ -8,6 +8,7 @@ import random
 import pandas as pd
 import pytest
 
+from l2s_kit.evaluate import extract_family
 from l2s_kit.zoo import FamilySpec, build_family, save_tokenizer, task
 
 MICRO = FamilySpec(hidden=32, layers=1, heads=2, kv_heads=1, mlp=64, base_steps=6, s2_steps=3,
@@ -49,7 +50,7 @@ def test_generator_is_deterministic_and_splits_never_overlap():
     ("", None),
 ])
 def test_extract(text, answer):
-    assert task.extract(text) == answer
+    assert extract_family(text) == answer
 
 
 def test_tokenizer_loads_as_real_qwen2_tokenizers_do(tmp_path):
@@ -90,13 +91,13 @@ def test_build_is_deterministic_cached_and_a_real_qwen2_checkpoint(tmp_path):
     model = AutoModelForCausalLM.from_pretrained(a.system2)
     names = set(model.state_dict())
     assert "model.layers.0.self_attn.q_proj.bias" in names and "model.norm.weight" in names
-    from l2s_kit.checkpoint import Checkpoint, weights_hash
+    from l2s_kit.io import Checkpoint, weights_hash
     assert weights_hash(Checkpoint(a.system2)) == a.manifest["weights_hash"]["system2"]
 
 
 def test_system2_is_fine_tuned_from_system1(tmp_path):
     fam = build_family(tmp_path, MICRO, progress=False)
-    from l2s_kit.checkpoint import Checkpoint
+    from l2s_kit.io import Checkpoint
 
     s1, s2 = Checkpoint(fam.system1), Checkpoint(fam.system2)
     assert s1.names == s2.names

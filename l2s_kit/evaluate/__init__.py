@@ -1,8 +1,9 @@
-"""Evaluation: generate responses, extract and grade answers, summarize accuracy and length.
+"""Evaluation: generate responses, extract and grade answers, one row per sample.
 
->>> from l2s_kit.evaluate import GenerationSettings, evaluate, summarize, table1
+>>> from l2s_kit.evaluate import GenerationSettings, evaluate
 >>> df = evaluate("merged/ties-7b", rows, "runs/responses.jsonl",
 ...               settings=GenerationSettings(max_new_tokens=4096))
+>>> from l2s_kit.analysis import summarize          # summaries live in l2s_kit.analysis
 >>> summarize(df, by=("model", "dataset"))          # n, accuracy (%), mean_tokens per group
 
 Real benchmarks (the Qwen2.5-Math toolkit's data layout) and math-verify grading:
@@ -15,6 +16,8 @@ Real benchmarks (the Qwen2.5-Math toolkit's data layout) and math-verify grading
 """
 
 from l2s_kit.evaluate.backends import (
+    DEFAULT_SETTINGS,
+    FAMILY_SETTINGS,
     Backend,
     Generation,
     GenerationError,
@@ -27,8 +30,16 @@ from l2s_kit.evaluate.benchmarks import (
     BenchmarkError,
     load_benchmark,
     load_benchmarks,
+    parse_level,
 )
-from l2s_kit.evaluate.extract import Extraction, extract_answer, extract_labelled, grade, normalize
+from l2s_kit.evaluate.extract import (
+    Extraction,
+    extract_answer,
+    extract_family,
+    extract_labelled,
+    grade,
+    normalize,
+)
 from l2s_kit.evaluate.grading import GradeError, GradeResult, MathGrader, grade_responses
 from l2s_kit.evaluate.lengths import LENGTH_RULES, LengthError, token_lengths, with_lengths
 from l2s_kit.evaluate.prompts import (
@@ -40,15 +51,14 @@ from l2s_kit.evaluate.prompts import (
     render_prompt,
 )
 from l2s_kit.evaluate.run import COLUMNS, ResponsesError, evaluate, load_responses, load_rows
-from l2s_kit.evaluate.summary import SummaryError, format_table1, summarize, table1
 
 __all__ = [
     "BENCHMARKS",
+    "COLUMNS",
+    "DEFAULT_SETTINGS",
+    "FAMILY_SETTINGS",
     "LENGTH_LIMITS",
     "LENGTH_RULES",
-    "LengthError",
-    "token_lengths",
-    "with_lengths",
     "PAPER_BENCHMARKS",
     "PROMPTS",
     "Backend",
@@ -56,29 +66,29 @@ __all__ = [
     "Extraction",
     "GradeError",
     "GradeResult",
+    "Generation",
+    "GenerationError",
+    "GenerationSettings",
+    "LengthError",
     "MathGrader",
     "PromptError",
+    "ResponsesError",
+    "TransformersBackend",
+    "evaluate",
+    "extract_answer",
+    "extract_family",
     "extract_labelled",
     "get_prompt",
+    "grade",
     "grade_responses",
     "length_limit",
     "load_benchmark",
     "load_benchmarks",
-    "render_prompt",
-    "COLUMNS",
-    "Generation",
-    "GenerationError",
-    "GenerationSettings",
-    "ResponsesError",
-    "SummaryError",
-    "TransformersBackend",
-    "evaluate",
-    "extract_answer",
-    "format_table1",
-    "grade",
     "load_responses",
     "load_rows",
     "normalize",
-    "summarize",
-    "table1",
+    "parse_level",
+    "render_prompt",
+    "token_lengths",
+    "with_lengths",
 ]

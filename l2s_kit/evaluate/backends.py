@@ -20,13 +20,14 @@ included; the text is never re-tokenized.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from l2s_kit.errors import L2SError
+from l2s_kit.io import DTYPES
+from l2s_kit.seeds import seed_from
 
 # Tokens decoded at the end of each sequence at every step to look for stop strings, beyond the
 # length of the longest stop string (each token decodes to at least one character, except special
@@ -86,6 +87,11 @@ class GenerationSettings:
         return d
 
 
+DEFAULT_SETTINGS = GenerationSettings()  # greedy, 256 new tokens: what evaluate() and sweeps use
+# The built-in family: greedy, 96 new tokens (System 2's longest answers are ~70), large batches.
+FAMILY_SETTINGS = GenerationSettings(max_new_tokens=96, batch_size=256)
+
+
 @dataclass(frozen=True)
 class Generation:
     """One sample: decoded text, number of generated token ids, and why generation ended.
@@ -112,9 +118,9 @@ class Backend(Protocol):
         ...
 
 
-def _row_seed(seed: int, prompt: str, sample: int) -> int:
-    h = hashlib.sha256(f"{seed}|{sample}|{prompt}".encode()).digest()
-    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+def sample_seed(seed: int, prompt: str, sample: int) -> int:
+    """The seed of sample ``sample`` of ``prompt``: independent of batch size and resuming."""
+    return seed_from(seed, sample, prompt)
 
 
 def _dtype(dtype):
@@ -122,10 +128,9 @@ def _dtype(dtype):
 
     if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):
         return dtype or "auto"
-    names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if dtype not in names:
-        raise GenerationError(f"dtype {dtype!r} is not one of {['auto', *names]}")
-    return names[dtype]
+    if dtype not in DTYPES:
+        raise GenerationError(f"dtype {dtype!r} is not one of {['auto', *DTYPES]}")
+    return DTYPES[dtype]
 
 
 class TransformersBackend:
@@ -229,7 +234,7 @@ class TransformersBackend:
             bos_token_id=self.bos_id)
         processors = LogitsProcessorList()
         if settings.temperature > 0:
-            seeds = [_row_seed(settings.seed, t, j) for t, j in zip(texts, samples)]
+            seeds = [sample_seed(settings.seed, t, j) for t, j in zip(texts, samples)]
             processors.append(_SeededSampler(seeds, settings.temperature, settings.top_p))
         stopper = _StopStrings(self.tokenizer, stop, prompt_len, eos_ids) if stop else None
         ids = self.model.generate(**enc, generation_config=config, logits_processor=processors,

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from l2s_kit.errors import L2SError
-from l2s_kit.evaluate.extract import _boxed_contents
+from l2s_kit.evaluate.extract import boxed_contents
 from l2s_kit.evaluate.prompts import render_prompt
 
 
@@ -64,7 +64,7 @@ def _number_gold(row: dict) -> str:
 
 
 def _last_boxed(row: dict) -> str:
-    boxed = _boxed_contents(str(row["solution"]))
+    boxed = boxed_contents(str(row["solution"]))
     if not boxed:
         raise KeyError("solution (with a \\boxed{} answer)")
     return boxed[-1].strip()
@@ -149,7 +149,7 @@ def load_benchmark(name: str, data_dir: str | os.PathLike, *, prompt: str | None
                 question = raw[bench.question]
                 gold = bench.gold(raw)
                 id_ = str(raw[bench.id_field]) if bench.id_field else str(lineno - 1)
-                level = _level(raw[bench.level_field]) if bench.level_field else None
+                level = parse_level(raw[bench.level_field]) if bench.level_field else None
             except json.JSONDecodeError as e:
                 raise BenchmarkError(f"{path}, line {lineno}: not valid JSON ({e})") from None
             except KeyError as e:
@@ -164,9 +164,9 @@ def load_benchmark(name: str, data_dir: str | os.PathLike, *, prompt: str | None
     return rows
 
 
-def _level(value) -> int | None:
-    """1–5 from 3, "3" or "Level 3"; None when absent."""
-    if value is None:
+def parse_level(value) -> int | None:
+    """1 for 1, "1" or "Level 1"; None when there is no level ("Level ?", None, NaN)."""
+    if value is None or (isinstance(value, float) and value != value):
         return None
     m = re.search(r"\d+", str(value))
     return int(m.group()) if m else None

@@ -15,6 +15,8 @@ import math
 import re
 from typing import Literal, NamedTuple
 
+from l2s_kit.zoo import task
+
 _BOXED = re.compile(r"\\boxed\s*\{")
 _ANSWER_IS = re.compile(r"the\s+answer\s+is", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"\.(\s|$)|\n")
@@ -22,7 +24,7 @@ _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 _NUMERIC = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 
 
-def _boxed_contents(text: str) -> list[str]:
+def boxed_contents(text: str) -> list[str]:
     """Contents of every ``\\boxed{...}`` whose braces close, in order."""
     found = []
     for m in _BOXED.finditer(text):
@@ -59,7 +61,7 @@ def extract_labelled(text: str, fallback_last_number: bool = True) -> Extraction
     and labelled ``last_number``."""
     if not text:
         return Extraction(None, None)
-    boxed = _boxed_contents(text)
+    boxed = boxed_contents(text)
     if boxed:
         return Extraction(boxed[-1].strip(), "boxed")
     hits = list(_ANSWER_IS.finditer(text))
@@ -90,6 +92,13 @@ def extract_answer(text: str, fallback_last_number: bool = False) -> str | None:
     '42'
     """
     return extract_labelled(text, fallback_last_number).answer
+
+
+def extract_family(text: str) -> str | None:
+    """The final answer of a response of the built-in family: after the last "the answer is"
+    (as for any model), else a direct answer ("3 .", System 1's format)."""
+    found = extract_answer(text)
+    return found if found is not None else task.direct_answer(text)
 
 
 def normalize(s: object) -> str:

@@ -16,15 +16,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from l2s_kit.checkpoint import atomic_file
 from l2s_kit.errors import L2SError
-from l2s_kit.evaluate.backends import Backend, GenerationSettings, TransformersBackend
+from l2s_kit.evaluate.backends import (
+    DEFAULT_SETTINGS,
+    Backend,
+    GenerationSettings,
+    TransformersBackend,
+)
 from l2s_kit.evaluate.extract import Extraction, extract_answer, grade
+from l2s_kit.io import atomic_file
 
 COLUMNS = ["model", "recipe_hash", "dataset", "id", "level", "sample", "prompt", "response",
            "n_tokens", "finish_reason", "answer", "gold", "correct", "generation"]
 REQUIRED = ("id", "prompt", "gold")
-DEFAULT_SETTINGS = GenerationSettings()  # greedy, 256 new tokens
 
 
 class ResponsesError(L2SError):

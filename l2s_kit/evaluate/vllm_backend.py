@@ -26,11 +26,16 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from l2s_kit.evaluate.backends import Generation, GenerationError, GenerationSettings, _row_seed
+from l2s_kit.evaluate.backends import (
+    DEFAULT_SETTINGS,
+    Generation,
+    GenerationError,
+    GenerationSettings,
+    sample_seed,
+)
 
 PAPER_GREEDY = {"temperature": 0.0, "top_p": 1.0}  # the paper's main tables
 R1_SAMPLING = {"temperature": 0.6, "top_p": 0.95}  # DeepSeek-R1's recommended sampling
-DEFAULT_SETTINGS = GenerationSettings()
 
 
 def _import_vllm():
@@ -114,7 +119,7 @@ class VLLMBackend:
                  ) -> list[tuple[int, int, dict]]:
         """(prompt index, sample index, SamplingParams kwargs) of every request, in order."""
         base = self.sampling_kwargs(settings)
-        return [(i, j, {**base, "seed": _row_seed(settings.seed, p, j)})
+        return [(i, j, {**base, "seed": sample_seed(settings.seed, p, j)})
                 for i, p in enumerate(prompts) for j in range(settings.n)]
 
     def generate(self, prompts: list[str], settings: GenerationSettings = DEFAULT_SETTINGS

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import torch
 
-import l2s_kit
-from l2s_kit.checkpoint import Checkpoint, CheckpointWriter, copy_side_files
 from l2s_kit.errors import CheckpointError
+from l2s_kit.io import DTYPES, Checkpoint, CheckpointWriter, copy_side_files
+from l2s_kit.merging import methods  # noqa: F401  (registers every method family)
 from l2s_kit.merging.card import model_card
-from l2s_kit.merging.engine import DTYPES, merge_state_dicts, plan_merge, run_merge
+from l2s_kit.merging.engine import merge_state_dicts, plan_merge, run_merge
 from l2s_kit.merging.recipe import PRESETS, ModelSpec, Recipe, load_recipe, parse_size
 from l2s_kit.merging.registry import get_method, list_methods, merge_method
+from l2s_kit.version import __version__
 
 __all__ = ["merge", "merge_once", "merge_in_memory", "merge_state_dicts", "load_recipe", "Recipe", "ModelSpec",
            "PRESETS", "get_method", "list_methods", "merge_method", "plan_merge", "MergeResult"]
@@ -67,7 +68,7 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
         writer.write_text("README.md", model_card(r, writer.weights_hash, inputs, notes, tok_files))
         writer.write_text("l2s_recipe.yaml", r.to_yaml())
         writer.write_json(MERGE_INFO, {
-            "l2s_kit_version": l2s_kit.__version__,
+            "l2s_kit_version": __version__,
             "recipe": r.to_dict(),
             "recipe_hash": r.hash,
             "weights_hash": writer.weights_hash,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 
-import l2s_kit
+from l2s_kit.version import __version__
 
 
 def model_card(recipe, weights_hash: str, inputs: list, notes: list[str],
@@ -27,7 +27,7 @@ def model_card(recipe, weights_hash: str, inputs: list, notes: list[str],
         "---",
         f"# {recipe.name or 'Merged model'}",
         "",
-        f"Merged with **{method.name}** ({method.title}) by l2s_kit {l2s_kit.__version__} "
+        f"Merged with **{method.name}** ({method.title}) by l2s_kit {__version__} "
         f"on {_dt.date.today().isoformat()}.",
         "",
         f"- Method: `{method.name}`, {method.paper}",

@@ -1,10 +1,12 @@
 """The streaming merge engine.
 
 For each output tensor: read the inputs (a block of rows at a time for large tensors), call the
-method, hand the result to the writer, drop it. Memory is a few blocks, not the model. Everything
-that depends on tensor names is resolved here and handed to the pure methods: which stored tensor
-feeds which output (tied embeddings), which embedding rows are shared, DARE masks seeded by name,
-and trim thresholds that need a pass over a whole tensor or the whole model.
+method, hand the result to the writer, drop it. Memory is a few blocks, not the model. What depends
+on tensor names and on the checkpoints' layout is resolved here: which stored tensor feeds which
+output (tied embeddings), which embedding rows are shared, how a tensor is cut into blocks. What a
+method needs per tensor (DARE masks seeded by name, trim thresholds over a whole tensor or the
+whole model, calibration statistics) is planned by the method's own ``prepare`` hook; the engine
+knows no method's parameters.
 """
 
 from __future__ import annotations
@@ -16,20 +18,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from l2s_kit.checkpoint import (
-    Checkpoint,
-    StateDictSource,
-    TensorInfo,
-)
 from l2s_kit.errors import IncompatibleModelsError, L2SError, NonFiniteError
+from l2s_kit.io import DTYPES, Checkpoint, StateDictSource, TensorInfo
+from l2s_kit.merging.recipe import check_device
 from l2s_kit.merging.registry import MergeMethod, get_method
-from l2s_kit.merging.sparsify import DropMask, Trimmer, dare, elect_sign
 
 BLOCK_ELEMS = 1 << 24  # entries per block when a tensor is streamed in blocks of rows
 LM_HEAD = "lm_head.weight"
 EMBED_SUFFIXES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight")
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
-          "bfloat16": torch.bfloat16}
 
 
 def is_embedding(name: str) -> bool:
@@ -52,6 +48,10 @@ class TensorJob:
 
     def row_numel(self) -> int:
         return self.out.numel // self.out.shape[0] if self.out.shape else 1
+
+    def offset(self, rows: slice | None) -> int:
+        """Flat index of the first entry of the block ``rows``."""
+        return (rows.start if rows is not None else 0) * self.row_numel()
 
     def blocks(self, rows_end: int | None = None, rows_start: int = 0,
                whole: bool = False) -> Iterator[slice | None]:
@@ -170,11 +170,6 @@ def plan_merge(inputs: Sequence, out_dtype: torch.dtype | None) -> tuple[list[Te
     return jobs, changes, notes
 
 
-def _offset(job: TensorJob, rows: slice | None) -> int:
-    """Flat index of a block's first entry."""
-    return (rows.start if rows is not None else 0) * job.row_numel()
-
-
 def _where(rows: slice | None) -> str:
     return f" (rows {rows.start}..{rows.stop - 1})" if rows is not None else ""
 
@@ -197,12 +192,15 @@ def _check_finite(t: torch.Tensor, what: str, name: str, where: str) -> None:
     )
 
 
-class _Run:
-    """One merge: the inputs, the method with its parameters, and the per-tensor state it needs."""
+class MergeRun:
+    """One merge: the inputs (base first), the planned output tensors, the method with its
+    parameters, and the per-tensor state its ``prepare`` hook planned. This is also what a hook
+    sees: ``inputs``, ``jobs``, ``weights``, ``n`` (models merged), ``device``, ``compute``,
+    ``progress``, and ``read`` / ``delta`` for any block of any input."""
 
     def __init__(self, inputs: Sequence, method: MergeMethod, params: dict, weights: list[float],
                  compute: torch.dtype, device: str, jobs: list[TensorJob], progress: bool):
-        self.inputs, self.weights = inputs, weights
+        self.inputs, self.weights, self.n = inputs, weights, len(inputs) - 1
         self.compute, self.device, self.jobs, self.progress = compute, device, jobs, progress
         # A wrapping method (AIM) runs its inner merge as the method, then itself on the result.
         self.outer, self.outer_params = None, {}
@@ -210,87 +208,22 @@ class _Run:
             self.outer = method
             method, params, self.outer_params = method.split(params)
         self.method, self.params = method, params
-        prep = self.outer or self.method
-        self.state = (prep.prepare(inputs, jobs, self.outer_params if self.outer else params,
-                                   device=device, progress=progress)
-                      if prep.prepare is not None else None)
-        self.n = len(inputs) - 1
-        self.global_trimmers: list[Trimmer] | None = None
-        self.zero_sign = 1.0
+        self.state = method.prepare(self, params) if method.prepare is not None else None
+        self.outer_state = (self.outer.prepare(self, self.outer_params)
+                            if self.outer is not None and self.outer.prepare is not None else None)
 
-    # -- reading -----------------------------------------------------------------------------------
     def read(self, job: TensorJob, i: int, rows: slice | None) -> torch.Tensor:
+        """Input i's block ``rows`` of tensor ``job`` (in the compute dtype, on the device)."""
         src = self.inputs[i]
         t = src.read(job.sources[i], rows).to(self.device, self.compute)
         _check_finite(t, "input", f"{job.sources[i]} of {_label(src)}", _where(rows))
         return t
 
-    def masks(self, job: TensorJob, rows: slice | None) -> list | None:
-        if "masks" not in self.method.injected:
-            return None
-        p, seed, offset = self.params["p"], self.params["seed"], _offset(job, rows)
-        return [DropMask(p, seed, job.name, i).at(offset) for i in range(self.n)]
+    def delta(self, job: TensorJob, i: int, rows: slice | None) -> torch.Tensor:
+        """Task vector of model i (0-based among the models) on one block."""
+        return self.read(job, i + 1, rows) - self.read(job, 0, rows)
 
-    def delta(self, job: TensorJob, rows: slice | None, i: int) -> torch.Tensor:
-        """Task vector of model i on one block, DARE'd when the method drops entries (the input
-        of trim planning)."""
-        d = self.read(job, i + 1, rows) - self.read(job, 0, rows)
-        masks = self.masks(job, rows)
-        return d if masks is None else dare(d, masks[i].keep(d.numel(), device=d.device),
-                                            self.params["p"])
-
-    # -- trim planning ---------------------------------------------------------------------------
-    def trims(self) -> bool:
-        """Whether the engine plans trims: a magnitude trim, or the global rule's sign vote."""
-        return "trimmers" in self.method.injected and (
-            self.params.get("k", 0) > 0 or self.params.get("trim") == "global")
-
-    def plan_global(self) -> None:
-        """Global trim: exact model-wide thresholds (radix select), then the majority sign."""
-        fjobs = [j for j in self.jobs if j.floating]
-        total = sum(j.shared_rows * j.row_numel() for j in fjobs)
-        k = self.params["k"]
-        self.global_trimmers = []
-        for i in range(self.n):
-            def blocks(i=i):
-                for j in tqdm(fjobs, desc=f"global trim: magnitudes of model {i + 1}",
-                              disable=not self.progress, leave=False):
-                    for rows in j.blocks():
-                        yield self.delta(j, rows, i)
-            self.global_trimmers.append(Trimmer.from_blocks(blocks, total, k, "topk"))
-        if self.n < 2:
-            return  # one task vector: the elected sign never changes the result
-        plans = [(t.threshold, t.tie_budget) for t in self.global_trimmers]
-        trimmers = [Trimmer(*p) for p in plans]
-        votes = 0
-        for j in tqdm(fjobs, desc="global trim: majority sign", disable=not self.progress,
-                      leave=False):
-            for rows in j.blocks():
-                ds = [self.delta(j, rows, i) for i in range(self.n)]
-                stacked = torch.stack([w * t(d) for w, t, d in zip(self.weights, trimmers, ds)])
-                votes += int(elect_sign(stacked, 0.0).sum())
-        self.zero_sign = 1.0 if votes >= 0 else -1.0
-        self.global_trimmers = [Trimmer(*p) for p in plans]
-
-    def tensor_trimmers(self, job: TensorJob) -> list[Trimmer] | None:
-        """Per-tensor trim of a tensor streamed in several blocks: thresholds over its blocks."""
-        if self.global_trimmers is not None:
-            return self.global_trimmers
-        if len(list(job.blocks())) == 1:
-            return None  # the method trims the whole tensor itself
-        n = job.shared_rows * job.row_numel()
-        out = []
-        for i in range(self.n):
-            def blocks(i=i):
-                for rows in job.blocks():
-                    yield self.delta(job, rows, i)
-            out.append(Trimmer.from_blocks(blocks, n, self.params["k"], self.params["trim"]))
-        return out
-
-    # -- merging -----------------------------------------------------------------------------------
     def run(self, sink) -> None:
-        if self.trims() and self.params.get("trim") == "global":
-            self.plan_global()
         total = sum(j.out.nbytes for j in self.jobs)
         name = (self.outer or self.method).name
         with tqdm(total=total, unit="B", unit_scale=True, desc=f"merge ({name})",
@@ -303,25 +236,17 @@ class _Run:
         if not job.floating:
             sink(job.name, self.inputs[0].read(job.sources[0]))
             return
-        trimmers = self.tensor_trimmers(job) if self.trims() else None
-        extra = {}
-        if "zero_sign" in self.method.injected:
-            extra["zero_sign"] = self.zero_sign
+        block_state = self.state(job) if self.state is not None else None
+        outer_state = self.outer_state(job) if self.outer_state is not None else None
         for rows in job.blocks(whole=not self.method.elementwise):
             base = self.read(job, 0, rows)
             models = [self.read(job, i + 1, rows) for i in range(self.n)]
-            kw = dict(self.params)
-            if "masks" in self.method.injected:
-                kw["masks"] = self.masks(job, rows)
-            if "trimmers" in self.method.injected:
-                kw["trimmers"] = trimmers
-            state = self.state(job, rows) if self.state is not None else {}
-            if self.outer is None:
-                merged = self.method.fn(base, models, self.weights, **kw, **extra, **state)
-            else:
-                merged = self.method.fn(base, models, self.weights, **kw, **extra)
+            kw = block_state(rows) if block_state is not None else {}
+            merged = self.method.fn(base, models, self.weights, **self.params, **kw)
+            if self.outer is not None:
+                kw = outer_state(rows) if outer_state is not None else {}
                 merged = self.outer.fn(base, models, self.weights, **self.outer_params,
-                                       merged=merged, **state)
+                                       merged=merged, **kw)
             out = merged.to(job.out.dtype).cpu()
             _check_finite(out, "merged", job.name, _where(rows))
             sink(job.name, out)
@@ -331,7 +256,7 @@ class _Run:
                 sink(job.name, t.to(job.out.dtype).cpu())
 
 
-def _sources(paths_or_dicts) -> list:
+def as_sources(paths_or_dicts) -> list:
     out = []
     for s in paths_or_dicts:
         if isinstance(s, (str, Path)):
@@ -346,9 +271,8 @@ def _sources(paths_or_dicts) -> list:
     return out
 
 
-def _device(device: str) -> str:
-    from l2s_kit.merging.recipe import check_device
-
+def resolve_device(device: str) -> str:
+    """``device`` checked ('cpu', 'cuda', 'cuda:N') and available."""
     device = check_device(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise L2SError(f"device {device} was asked for, but torch sees no CUDA device "
@@ -360,11 +284,11 @@ def run_merge(inputs: Sequence, method: MergeMethod | str, params: dict, weights
               jobs: list[TensorJob], sink, *, compute_dtype: str = "float32",
               device: str = "cpu", progress: bool = True) -> None:
     """Merge ``inputs`` (base first) as ``jobs`` (from ``plan_merge``) says, into
-    ``sink(name, block)``. A method with a ``prepare`` step (AIM, Sens-Merging) first computes its
-    calibration statistics (cached next to the checkpoints)."""
+    ``sink(name, block)``. A method with a ``prepare`` hook first plans its per-tensor state
+    (trim thresholds, DARE masks, calibration statistics cached next to the checkpoints)."""
     method = get_method(method) if isinstance(method, str) else method
-    _Run(inputs, method, params, list(weights), DTYPES[compute_dtype], _device(device), jobs,
-         progress).run(sink)
+    MergeRun(inputs, method, params, list(weights), DTYPES[compute_dtype], resolve_device(device),
+             jobs, progress).run(sink)
 
 
 def merge_state_dicts(method: str, base, models: Sequence, weights: Sequence[float] | None = None,
@@ -377,7 +301,7 @@ def merge_state_dicts(method: str, base, models: Sequence, weights: Sequence[flo
     """
     m = get_method(method)
     resolved = m.resolve(params, f"merge_state_dicts({method!r})")
-    inputs = _sources([base, *models])
+    inputs = as_sources([base, *models])
     weights = list(weights) if weights is not None else [1.0] * len(models)
     blocks: dict[str, list[torch.Tensor]] = {}
     jobs, _, _ = plan_merge(inputs, DTYPES[out_dtype] if out_dtype else None)

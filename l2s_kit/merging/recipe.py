@@ -32,10 +32,11 @@ from pathlib import Path
 import yaml
 
 from l2s_kit.errors import RecipeError
+from l2s_kit.io import DTYPES
 from l2s_kit.merging.registry import get_method
 
-COMPUTE_DTYPES = ("float32", "float64")
-OUT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+COMPUTE_DTYPES = ("float32", "float64")  # the maths runs in one of these
+OUT_DTYPES = tuple(DTYPES)  # names of l2s_kit.io.DTYPES
 TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype",
             "tokenizer_source", "config_source", "preset", "shard_size", "device", "name"}
 MERGEKIT_IGNORED = {"int8_mask", "chat_template", "slices"}

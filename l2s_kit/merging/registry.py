@@ -11,19 +11,24 @@ Every method has the same shape::
 - Keyword-only parameters with defaults are the method's recipe parameters. Their annotation gives
   the type (float, int, bool, str), a ``Literal[...]`` gives the choices, and ``Range`` in an
   ``Annotated[...]`` gives the allowed interval.
-- Keyword-only parameters named in ``INJECTED`` are not recipe parameters: the engine fills them
-  with state it resolves from tensor names or whole-model passes (DARE masks seeded per tensor
-  name, global trim thresholds, AIM's per-channel importance, Sens-Merging's per-layer coefficients).
-  Called directly, a method builds them itself from the tensor or falls back to a neutral value.
-- ``prepare`` (optional) is what the engine calls once before merging for methods that need a
-  whole-model pass (calibration statistics): ``prepare(inputs, jobs, params, device=, progress=)``
-  returns ``state(job, rows) -> dict`` of injected arguments for each tensor block. ``check``
-  (optional) validates the resolved parameters further (say, that a calibration file exists)
-  when the recipe is loaded, before any tensor is read.
+- Keyword-only parameters annotated ``State`` are not recipe parameters: they are per-tensor state
+  that the method's own ``prepare`` hook computes (DARE masks seeded per tensor name, trim
+  thresholds over a tensor streamed in blocks or over the whole model, AIM's per-channel
+  importance, Sens-Merging's per-layer coefficients). Called directly, a method builds them itself
+  from the tensor or falls back to a neutral value.
+- ``prepare`` (optional), ``prepare(run, params) -> state``, is called by the engine once before
+  merging with the merge's context ``run`` (:class:`l2s_kit.merging.engine.MergeRun`: inputs,
+  planned tensors, weights, device, ``run.delta(job, i, rows)``) and the resolved parameters. It
+  returns ``state(job)``, called once per output tensor, which returns ``block(rows) -> dict`` of
+  the State arguments for each block of that tensor. The engine knows no method's parameters:
+  everything a method needs per tensor is planned here, in the method's own module.
+- ``check`` (optional) validates the resolved parameters further (say, that a calibration file
+  exists) when the recipe is loaded, before any tensor is read; ``calibrated=True`` marks a method
+  that reads calibration data (it cannot be the inner merge of a wrapping method).
 - ``wraps=True`` marks a method applied on top of another merge (AIM on TIES): it has a
   parameter ``inner`` naming that merge, accepts the inner method's parameters beside its own
   (flat, in one ``parameters`` mapping: ``{omega: 0.4, inner: ties, k: 0.8, alpha: 1.0}``), and
-  receives the inner merge's result of each block as the injected ``merged``.
+  receives the inner merge's result of each block as the State argument ``merged``.
 
 The registry checks every signature when the method is defined, so a malformed method fails at
 import, not in the middle of a merge.
@@ -38,8 +43,14 @@ from dataclasses import dataclass
 
 from l2s_kit.errors import RecipeError
 
-# Keyword-only arguments the engine provides (see l2s_kit.merging.sparsify).
-INJECTED = ("trimmers", "masks", "zero_sign", "merged", "importance", "coefficients")
+
+class _StateMarker:
+    def __repr__(self) -> str:
+        return "State"
+
+
+# Annotation of a keyword-only argument that the method's ``prepare`` hook fills per tensor block.
+State = typing.Annotated[object, _StateMarker()]
 
 
 @dataclass(frozen=True)
@@ -108,12 +119,13 @@ class MergeMethod:
     paper: str
     title: str
     params: dict[str, Param]
-    injected: tuple[str, ...]
+    state_args: tuple[str, ...]  # arguments annotated State (filled by prepare)
     aliases: tuple[str, ...] = ()
     elementwise: bool = True  # can run on blocks of rows (true for the task-vector family)
     wraps: bool = False  # applied on top of the merge named by its parameter ``inner``
-    prepare: Callable | None = None  # whole-model pass before merging -> per-tensor injections
+    prepare: Callable | None = None  # prepare(run, params) -> state(job) -> block(rows) -> dict
     check: Callable | None = None  # check(resolved params, where): further validation
+    calibrated: bool = False  # reads calibration data
     notes_fn: Callable[[dict, list[float]], list[str]] | None = None
 
     def recipe_notes(self, params: dict, weights: list[float]) -> list[str]:
@@ -150,7 +162,7 @@ class MergeMethod:
     def _resolve_wrapped(self, params: dict, where: str) -> dict:
         inner_name = params.get("inner", self.params["inner"].default)
         inner = get_method(self.params["inner"].check(inner_name, where))
-        if inner.wraps or inner.prepare is not None:
+        if inner.wraps or inner.calibrated:
             raise RecipeError(f"{where}: {self.name} cannot wrap '{inner.name}'; the inner merge "
                               "must be a plain method such as ties or task_arithmetic")
         clash = sorted(set(inner.params) & set(self.params))
@@ -185,6 +197,11 @@ _REGISTRY: dict[str, MergeMethod] = {}
 _ALIASES: dict[str, str] = {}
 
 
+def _is_state(hint) -> bool:
+    return (typing.get_origin(hint) is typing.Annotated
+            and any(isinstance(m, _StateMarker) for m in typing.get_args(hint)[1:]))
+
+
 def _param_from(p: inspect.Parameter, hints: dict, fn_name: str) -> Param:
     if p.default is inspect.Parameter.empty:
         raise TypeError(f"merge method {fn_name}: parameter '{p.name}' needs a default")
@@ -210,13 +227,13 @@ def _param_from(p: inspect.Parameter, hints: dict, fn_name: str) -> Param:
 
 def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, ...] = (),
                  elementwise: bool = True, wraps: bool = False, prepare: Callable | None = None,
-                 check: Callable | None = None,
+                 check: Callable | None = None, calibrated: bool = False,
                  notes: Callable[[dict, list[float]], list[str]] | None = None
                  ) -> Callable[[Callable], Callable]:
     """Register ``fn`` as merge method ``name``; its signature is checked and becomes the schema.
 
     ``elementwise=False``: the engine hands the method whole tensors (SVD methods).
-    ``wraps``, ``prepare``, ``check``: see the module docstring (AIM, Sens-Merging).
+    ``wraps``, ``prepare``, ``check``, ``calibrated``: see the module docstring.
     ``notes(params, weights)``: notes a recipe of this method records (see ``recipe_notes``).
     """
 
@@ -226,20 +243,23 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
         ps = list(sig.parameters.values())
         if [p.name for p in ps[:3]] != ["base", "models", "weights"]:
             raise TypeError(f"merge method {name}: signature must start (base, models, weights, *, ...)")
-        params, injected = {}, []
+        params, state_args = {}, []
         for p in ps[3:]:
             if p.kind is not inspect.Parameter.KEYWORD_ONLY:
                 raise TypeError(f"merge method {name}: '{p.name}' must be keyword-only")
-            if p.name in INJECTED:
-                injected.append(p.name)
+            if _is_state(hints.get(p.name)):
+                state_args.append(p.name)
             else:
                 params[p.name] = _param_from(p, hints, name)
         doc_title = title or (inspect.getdoc(fn) or name).splitlines()[0]
-        if wraps and ("inner" not in params or "merged" not in injected):
+        if wraps and ("inner" not in params or "merged" not in state_args):
             raise TypeError(f"merge method {name}: a wrapping method needs a parameter 'inner' "
-                            "and the injected argument 'merged'")
-        method = MergeMethod(name, fn, paper, doc_title, params, tuple(injected), tuple(aliases),
-                             elementwise, wraps, prepare, check, notes)
+                            "and the State argument 'merged'")
+        if state_args and prepare is None and state_args != ["merged"]:
+            raise TypeError(f"merge method {name}: State arguments {state_args} need a prepare "
+                            "hook that fills them")
+        method = MergeMethod(name, fn, paper, doc_title, params, tuple(state_args), tuple(aliases),
+                             elementwise, wraps, prepare, check, calibrated, notes)
         for key in (name, *aliases):
             if key in _REGISTRY or key in _ALIASES:
                 raise TypeError(f"merge method name '{key}' registered twice")
@@ -252,8 +272,8 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
 
 
 def get_method(name: str) -> MergeMethod:
-    """The method called ``name`` (or an alias of it); the error lists what is available."""
-    _load_builtin_methods()
+    """The method called ``name`` (or an alias of it); the error lists what is available.
+    (The built-in families register when ``l2s_kit.merging`` is imported.)"""
     key = _ALIASES.get(name, name)
     if key not in _REGISTRY:
         raise RecipeError(
@@ -264,9 +284,5 @@ def get_method(name: str) -> MergeMethod:
 
 
 def list_methods() -> list[MergeMethod]:
-    _load_builtin_methods()
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
-
-def _load_builtin_methods() -> None:
-    from l2s_kit.merging import activation, svd, task_vector  # noqa: F401  (registers on import)

@@ -126,7 +126,7 @@ def run_notebooks(names: Iterable[str] | None = None, parameters: Mapping | None
     params = _per_notebook(names, declared, given)
     run = run or time.strftime("%Y%m%d-%H%M%S")
     out = Path(out)
-    from l2s_kit.checkpoint import check_out
+    from l2s_kit.io import check_out
 
     for n in names:  # fail before running anything when an output folder is in the way
         check_out(out / n / run, overwrite)
@@ -145,7 +145,7 @@ def _run_one(path: Path, params: dict, wants_out_dir: bool, folder: Path, overwr
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from l2s_kit.checkpoint import atomic_folder
+    from l2s_kit.io import atomic_folder
 
     start, error = time.perf_counter(), None
     with atomic_folder(folder, overwrite) as tmp:

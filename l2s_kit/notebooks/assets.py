@@ -63,7 +63,7 @@ def widget_renderer(fetch: bool = True) -> Path:
         raise AssetError(f"{a['url']}: {algo} is {got}, the registry published {want}; not using it")
     with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
         data = tar.extractfile(a["file"]).read()
-    from l2s_kit.checkpoint import atomic_file
+    from l2s_kit.io import atomic_file
 
     with atomic_file(path) as tmp:
         tmp.write_bytes(data)

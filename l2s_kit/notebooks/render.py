@@ -16,7 +16,7 @@ from pathlib import Path
 
 import nbformat
 
-from l2s_kit.checkpoint import atomic_file
+from l2s_kit.io import atomic_file
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 TEMPLATES = Path(__file__).parent / "templates"

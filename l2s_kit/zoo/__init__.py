@@ -31,8 +31,6 @@ DEFAULT = FamilySpec()  # the built-in family
 
 __all__ = ["Family", "FamilySpec", "build_family", "default_root", "save_tokenizer", "task"]
 
-MODELS = ("system1", "system2")
-
 
 def default_root() -> Path:
     """Where families are cached: ``$L2S_ZOO``, else ``data/zoo`` under the working directory."""
@@ -58,7 +56,7 @@ class Family:
 
 
 def spec_hash(spec: FamilySpec) -> str:
-    from l2s_kit import __version__
+    from l2s_kit.version import __version__
 
     text = json.dumps({"spec": spec.to_dict(), "vocab": task.tokenizer().get_vocab(), "format": _FORMAT,
                        "version": __version__.split(".")[0]}, sort_keys=True)
@@ -80,7 +78,7 @@ def save_tokenizer(path: Path) -> None:
 
 
 def _save(model, path: Path) -> str:
-    from l2s_kit.checkpoint import Checkpoint, weights_hash
+    from l2s_kit.io import Checkpoint, weights_hash
 
     eos, pad = task.token_id(task.EOS), task.token_id(task.PAD)
     model.generation_config.update(do_sample=False, eos_token_id=eos, pad_token_id=pad,
@@ -105,8 +103,8 @@ def build_family(root: str | os.PathLike | None = None, spec: FamilySpec = DEFAU
     import torch
     import transformers
 
-    from l2s_kit import __version__
-    from l2s_kit.checkpoint import atomic_folder
+    from l2s_kit.io import atomic_folder
+    from l2s_kit.version import __version__
     from l2s_kit.zoo.train import train_system1, train_system2
 
     transformers.logging.set_verbosity_error()

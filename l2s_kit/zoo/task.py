@@ -112,14 +112,9 @@ def reflective(p: Problem, guess: int) -> str:
                      *rechecks(p), f"So the answer is {p.answer} ."])
 
 
-def extract(text: str) -> str | None:
-    """The final answer of a response: after the last "the answer is" (as for any model, see
-    :func:`l2s_kit.evaluate.extract_answer`), else a direct answer ("3 .")."""
-    from l2s_kit.evaluate.extract import extract_answer
-
-    found = extract_answer(text)
-    if found is not None:
-        return found
+def direct_answer(text: str) -> str | None:
+    """The answer of a direct response ("3 ."), System 1's format; None for any other text. The
+    family's extractor (:func:`l2s_kit.evaluate.extract_family`) tries "the answer is" first."""
     m = DIRECT_RE.match(text)
     return m.group(1) if m and "Wait" not in text and "compute" not in text else None
 

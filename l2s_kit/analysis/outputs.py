@@ -1,36 +1,21 @@
-"""Response tables → the paper's analyses: difficulty (by level), frontiers, outside outputs.
-
-Input is the responses DataFrame (one row per sample, :data:`l2s_kit.evaluate.COLUMNS`), from
-:func:`l2s_kit.evaluate.evaluate`, the :class:`l2s_kit.explore.Explorer`, or :func:`read_outputs`
-for files written by other tools.
-"""
+"""Responses written by other tools (the Qwen2.5-Math evaluation toolkit) or by l2s, read into
+the responses DataFrame (one row per sample, :data:`l2s_kit.evaluate.COLUMNS`), with lengths in
+tokens, words and characters."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from l2s_kit import reflection
 from l2s_kit.errors import L2SError
-
-LENGTHS = ("n_tokens", "n_words", "n_chars")
+from l2s_kit.evaluate import COLUMNS, load_responses, parse_level
 
 
 class AnalysisError(L2SError, ValueError):
     """Responses cannot give the analysis asked of them."""
-
-
-def _level(v) -> int | None:
-    """1 for 1, "1", "Level 1"; None when there is no level ("Level ?", None, NaN)."""
-    if v is None or (isinstance(v, float) and v != v):
-        return None
-    m = re.search(r"\d+", str(v))
-    return int(m.group()) if m else None
 
 
 def read_outputs(path: str | os.PathLike, model: str | None = None,
@@ -44,8 +29,6 @@ def read_outputs(path: str | os.PathLike, model: str | None = None,
     folder to load one from) when given, and left empty otherwise; ``n_words`` (whitespace-
     separated words) and ``n_chars`` are always added, so lengths can be compared without one.
     """
-    from l2s_kit.evaluate import COLUMNS, load_responses
-
     path = Path(path)
     if not path.is_file():
         raise AnalysisError(f"responses file {path} does not exist")
@@ -68,7 +51,7 @@ def read_outputs(path: str | os.PathLike, model: str | None = None,
             tokenizer = AutoTokenizer.from_pretrained(tokenizer)
         df["n_tokens"] = [len(tokenizer(t, add_special_tokens=False)["input_ids"])
                           for t in df["response"]]
-    df["level"] = df["level"].map(_level).astype("Int64")
+    df["level"] = df["level"].map(parse_level).astype("Int64")
     df["n_words"] = df["response"].str.split().str.len()
     df["n_chars"] = df["response"].str.len()
     return df.reindex(columns=[*COLUMNS, *[c for c in df.columns if c not in COLUMNS]])
@@ -111,34 +94,3 @@ def length_column(df: pd.DataFrame, length: str | None = None) -> str:
         return "n_words"
     raise AnalysisError("the responses have no token counts; read them with read_outputs(path, "
                         "tokenizer=...) to count tokens, or add an 'n_words' column")
-
-
-def by_level(df: pd.DataFrame, by: Sequence[str] = ("model", "level"), length: str | None = None,
-             rule: str = "words") -> pd.DataFrame:
-    """The paper's difficulty analysis: per group, n, accuracy (%), mean_length (in
-    ``length_unit``: tokens, words or chars), reflection_ratio, mean_keywords and the
-    false-reflection view (see :func:`l2s_kit.reflection.summarize`)."""
-    col = length_column(df, length)
-    by = list(by)
-    a = df if {"n_keywords", "reflective"} <= set(df.columns) else reflection.annotate(df, rule=rule)
-    a = a.assign(_acc=a["correct"].astype(float) * 100, _len=a[col].astype(float))
-    acc = a.groupby(by, as_index=False, dropna=False).agg(accuracy=("_acc", "mean"),
-                                                          mean_length=("_len", "mean"))
-    refl = reflection.summarize(a, by)
-    out = refl.merge(acc, on=by)
-    out.insert(len(by) + 3, "length_unit", col.removeprefix("n_"))
-    return out[[*by, "n", "accuracy", "mean_length", "length_unit",
-                *[c for c in out.columns if c not in [*by, "n", "accuracy", "mean_length",
-                                                       "length_unit"]]]]
-
-
-def pareto_front(df: pd.DataFrame, x: str = "mean_tokens", y: str = "accuracy") -> pd.DataFrame:
-    """The rows no other row beats: shorter-or-equal ``x`` and higher-or-equal ``y``, one of them
-    strictly. Sorted by ``x``."""
-    d = df.sort_values([x, y], ascending=[True, False])
-    keep, best = [], float("-inf")
-    for i, yv in zip(d.index, d[y]):
-        if yv > best:
-            keep.append(i)
-            best = yv
-    return d.loc[keep]

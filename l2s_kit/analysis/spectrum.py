@@ -1,17 +1,17 @@
 """Singular-value spectra of task vectors: is a pair low-rank enough for SVD merging?
 
 >>> values = spectrum_values("S1", "S2")          # one row per singular value of every 2-D δ
->>> table = summarize(values, rank=0.1)           # one row per matrix (or: spectrum("S1", "S2"))
+>>> table = matrix_summary(values, rank=0.1)           # one row per matrix
 >>> verdict, sentence = low_rank_verdict(table)   # per module type, and the answer in words
 
 The task vector δ = θ_model − θ_base of every 2-D weight (the pair's, or a merge's against its
-base) is read lazily, one matrix at a time, through :class:`l2s_kit.checkpoint.Checkpoint` (tied
+base) is read lazily, one matrix at a time, through :class:`l2s_kit.io.Checkpoint` (tied
 embeddings and extra vocabulary rows are resolved as the merge engine does: shared rows only), and
-decomposed with :func:`l2s_kit.lowrank.singular_values`: every value, exactly, for matrices whose
+decomposed with :func:`l2s_kit.merging.methods.lowrank.singular_values`: every value, exactly, for matrices whose
 SVD is cheap; the top ``k`` values by a seeded randomized SVD for large ones (``method="auto"``,
 overridable), each row carrying the bound its values are within (``error_bound``, 0 when exact).
 
-Per matrix (:func:`summarize`): ``sigma_1``; ``energy_at_rank``, the share of ‖δ‖²_F in the top
+Per matrix (:func:`matrix_summary`): ``sigma_1``; ``energy_at_rank``, the share of ‖δ‖²_F in the top
 ``rank`` values; ``rank_90`` / ``rank_99``, the smallest rank reaching 90% / 99% of the energy
 (NaN when the randomized path's k values do not reach it); ``effective_rank`` = exp(entropy of
 σ/Σσ) (Roy & Vetterli 2007; on the randomized path an estimate: the unseen values continue the
@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from l2s_kit.errors import L2SError
-from l2s_kit.lowrank import choose, singular_values
+from l2s_kit.merging.methods.lowrank import singular_values, svd_algorithm
 
 MODULES = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "gate_proj": "gate",
            "up_proj": "up", "down_proj": "down", "embed_tokens": "embedding", "wte": "embedding",
@@ -83,9 +83,9 @@ def _pairs(base, model, modules: Sequence[str] | None, layers: Sequence[int] | N
            ) -> Iterator[tuple]:
     """(the merge engine's TensorJob, (base source, model source)) of every floating 2-D weight
     kept by ``modules`` and ``layers``."""
-    from l2s_kit.merging.engine import _sources, plan_merge
+    from l2s_kit.merging.engine import as_sources, plan_merge
 
-    inputs = _sources([base, model])
+    inputs = as_sources([base, model])
     jobs, _, _ = plan_merge(inputs, None)
     for j in jobs:
         if not j.floating or len(j.out.shape) != 2:
@@ -113,9 +113,9 @@ def spectrum_values(base, model, modules: Sequence[str] | None = None,
     Memory: one matrix of each checkpoint and δ at a time, in float32 on ``device`` (δ in float32
     plus both stored matrices: 1.9 GB for a 1.5B's 151936 × 1536 bf16 embedding).
     """
-    from l2s_kit.merging.engine import _device
+    from l2s_kit.merging.engine import resolve_device
 
-    dev = _device(device)
+    dev = resolve_device(device)
     bad = sorted(set(modules or ()) - set(MODULE_ORDER))
     if bad:
         raise L2SError(f"unknown module type '{bad[0]}'; choose from {', '.join(MODULE_ORDER)}")
@@ -136,7 +136,7 @@ def spectrum_values(base, model, modules: Sequence[str] | None = None,
             del stored
             shape = tuple(delta.shape)
             kk = k or max(2 * budget(rank, shape), 64)
-            how = choose(shape, method, kk)
+            how = svd_algorithm(shape, method, kk)
             d = singular_values(delta, None if how == "exact" else kk, how)
             del delta
             layer, module = parse_name(job.name)
@@ -177,7 +177,7 @@ def _effective_rank(s: np.ndarray, energy: float, n: int) -> float:
     return float(math.exp(-(p * np.log(p)).sum()))
 
 
-def summarize(values: pd.DataFrame, rank: int | float = DEFAULT_RANK) -> pd.DataFrame:
+def matrix_summary(values: pd.DataFrame, rank: int | float = DEFAULT_RANK) -> pd.DataFrame:
     """One row per matrix of :func:`spectrum_values`: name, layer, module, rows, cols, params,
     method, budget (the rank budget in values), budget_rule, sigma_1, energy, energy_at_rank, rank_90,
     rank_99 (NaN when not reached by the values computed), effective_rank, stable_rank, and the
@@ -214,15 +214,6 @@ def summarize(values: pd.DataFrame, rank: int | float = DEFAULT_RANK) -> pd.Data
     return out
 
 
-def spectrum(base, model, modules: Sequence[str] | None = None,
-             rank: int | float = DEFAULT_RANK, method: str = "auto", device: str = "cpu",
-             progress: bool = True, **kw) -> pd.DataFrame:
-    """:func:`summarize` of :func:`spectrum_values`: one row per 2-D task-vector matrix."""
-    values = spectrum_values(base, model, modules, rank, method=method, device=device,
-                             progress=progress, **kw)
-    return summarize(values, rank)
-
-
 def low_rank_verdict(table: pd.DataFrame, energy_target: float = ENERGY_TARGET,
                      share_target: float = SHARE_TARGET) -> tuple[pd.DataFrame, str]:
     """Per module type and overall ("all"): matrices, parameters, the share of parameters in
@@ -256,8 +247,8 @@ def low_rank_verdict(table: pd.DataFrame, energy_target: float = ENERGY_TARGET,
 def save_table(df: pd.DataFrame, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write ``df`` as .csv or .parquet (needs pyarrow: ``pip install l2s_kit[parquet]``), atomically;
     an existing file is only replaced with ``overwrite``."""
-    from l2s_kit.checkpoint import atomic_file
     from l2s_kit.errors import OutputExistsError
+    from l2s_kit.io import atomic_file
 
     path = Path(path)
     if path.suffix not in (".csv", ".parquet"):

@@ -2,7 +2,7 @@
 
 Both are registered with ``elementwise=False``: the engine hands them whole tensors (a 2-D weight
 matrix (m, n) at a time, never a block of rows), and they are composed from the primitives of
-:mod:`l2s_kit.lowrank` (truncated SVD, singular-value thresholding). The exact maths and the
+:mod:`l2s_kit.merging.methods.lowrank` (truncated SVD, singular-value thresholding). The exact maths and the
 hand-worked checks are in the project's METHODS notes and ``tests/test_svd_methods.py``.
 
 Tensors: ``base`` (any shape S), ``models`` a list of n tensors of shape S, ``weights`` n floats;
@@ -28,7 +28,7 @@ from typing import Annotated, Literal
 
 import torch
 
-from l2s_kit.lowrank import low_rank, svt
+from l2s_kit.merging.methods.lowrank import low_rank, svt
 from l2s_kit.merging.registry import Range, merge_method
 
 TWIN_PAPER = "https://arxiv.org/abs/2406.15479"
@@ -60,7 +60,7 @@ def twin(base, models, weights, *,
     """Twin-Merging (SVD merge, no router): θ* = θ₀ + λ Σᵢ wᵢ δᵢ, θ = θ* + (1/n) Σᵢ SVD_r(θᵢ − θ*).
 
     The exclusive vectors θᵢ − θ* of 2-D tensors are replaced by their best rank-r approximation
-    (``svd``: exact, randomized, or auto by size; see :mod:`l2s_kit.lowrank`); other tensors keep
+    (``svd``: exact, randomized, or auto by size; see :mod:`l2s_kit.merging.methods.lowrank`); other tensors keep
     them whole. With the router removed the experts are weighted equally. With one model
     (System 2 on System 1) θ = θ₀ + λδ + SVD_r((1 − λ)δ).
     """

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from l2s_kit.errors import L2SError
+from l2s_kit.io.paths import reference_data_dir
 
 PARTS = ("question+short", "question+long", "question+both")
 S1K = "calibration/s1k_questions_solutions.json"
@@ -88,14 +89,9 @@ class CalibrationSpec:
             d["source_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
         return d
 
-    def with_parts(self, parts: str) -> CalibrationSpec:
-        return CalibrationSpec(**{**asdict(self), "parts": parts})
-
 
 def shared_s1k() -> Path:
-    root = Path(os.environ.get("L2S_SHARED_DATA",
-                               Path(__file__).resolve().parents[2] / "shared" / "data"))
-    path = root / S1K
+    path = reference_data_dir() / S1K
     if not path.is_file():
         raise CalibrationError(f"the s1K calibration file {path} is missing; set L2S_SHARED_DATA "
                                "to the folder holding calibration/, or give the file's path")

@@ -3,7 +3,7 @@
 >>> ex = Explorer(n_per_level=20)                       # the family's validation split
 >>> ex.responses("task_arithmetic", alpha=0.2)          # responses DataFrame, graded, annotated
 >>> ex.sweep([("ties", {"k": 0.8, "alpha": a}) for a in (0.3, 0.5, 1.0)])  # one row per merge
->>> ex.widget()                                         # sliders; the figure updates in place
+>>> explorer_widget(ex)      # l2s_kit.study.widget: sliders; the figure updates in place
 
 Nothing is written but the responses (``workdir/<family>/<split>-<n>-<settings>.jsonl``, the
 usual resumable file), so asking again for a merge already evaluated costs nothing.
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from l2s_kit import analysis, reflection
-from l2s_kit.evaluate import GenerationSettings, evaluate
-from l2s_kit.zoo import Family, build_family, task
+from l2s_kit import analysis
+from l2s_kit.analysis import reflection
+from l2s_kit.evaluate import FAMILY_SETTINGS, GenerationSettings, evaluate, extract_family
+from l2s_kit.zoo import Family, build_family
 
-SETTINGS = GenerationSettings(max_new_tokens=96, batch_size=256)  # greedy, as the study
 REFERENCE = "system2"
 ENDPOINTS = ("system1", "system2")
 # Slider ranges (min, max, step) of the parameters the explorer shows.
@@ -64,7 +64,7 @@ class Explorer:
 
     def __init__(self, family: Family | None = None, *, split: str = "validation",
                  n_per_level: int = 20, workdir: str | os.PathLike = "data/runs/explorer",
-                 settings: GenerationSettings = SETTINGS, device: str = "cpu"):
+                 settings: GenerationSettings = FAMILY_SETTINGS, device: str = "cpu"):
         self.family = family or build_family(progress=False)
         self.rows = self.family.rows(split, n_per_level)
         key = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode()).hexdigest()
@@ -91,7 +91,7 @@ class Explorer:
     def responses(self, method: str, **params) -> pd.DataFrame:
         """The graded responses of "system1", "system2" or ``method`` with ``params``, with
         ``method``, ``parameters`` and the reflection columns added."""
-        common = dict(settings=self.settings, extract=task.extract, progress=False)
+        common = dict(settings=self.settings, extract=extract_family, progress=False)
         if method in ENDPOINTS:
             if params:
                 raise ValueError(f"{method} takes no parameters (got {', '.join(params)})")
@@ -117,18 +117,9 @@ class Explorer:
         """
         merges = list(merges)
         df = self.compare(merges)
-        s = summarize_models(df)
+        s = analysis.model_summary(df, reference=REFERENCE, keep=("method", "parameters"))
         params = pd.DataFrame([{}, {}, *[p for _, p in merges]])
         return pd.concat([s, params.reset_index(drop=True)], axis=1)
-
-    def widget(self, method: str = "task_arithmetic", methods: Sequence[str] | None = None,
-               **params):
-        """Sliders and a dropdown for the method and its parameters; each change merges,
-        evaluates and redraws the by-level figure in place. Returns the ipywidgets box (its
-        ``.figure_output`` holds the figure, ``.status`` the last result)."""
-        from l2s_kit.explore_widget import build
-
-        return build(self, method, methods, params)
 
 
 def param_grid(spec: dict[str, dict[str, Sequence]]) -> list[tuple[str, dict]]:
@@ -154,24 +145,3 @@ def param_grid(spec: dict[str, dict[str, Sequence]]) -> list[tuple[str, dict]]:
                                  f"{', '.join(own)}")
             out.append((m, params))
     return out
-
-
-def summarize_models(df: pd.DataFrame) -> pd.DataFrame:
-    """Per model: n, accuracy, mean_tokens, length_change, accuracy_change (against System 2),
-    reflection_ratio, mean_keywords; with its method and parameters."""
-    from l2s_kit.evaluate import summarize
-
-    s = summarize(df, ("model",), reference=REFERENCE)
-    r = reflection.summarize(df, ("model",))[["model", "reflection_ratio", "mean_keywords"]]
-    meta = df.drop_duplicates("model")[["model", "method", "parameters"]]
-    order = list(dict.fromkeys(df["model"]))
-    out = meta.merge(s, on="model").merge(r, on="model")
-    return out.set_index("model").loc[order].reset_index()
-
-
-def by_level(df: pd.DataFrame) -> pd.DataFrame:
-    """:func:`l2s_kit.analysis.by_level` per model, in the models' order of appearance."""
-    out = analysis.by_level(df, ("model", "level"))
-    order = {m: i for i, m in enumerate(dict.fromkeys(df["model"]))}
-    return out.sort_values(["model", "level"], key=lambda c: c.map(order) if c.name == "model"
-                           else c).reset_index(drop=True)

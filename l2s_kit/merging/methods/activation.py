@@ -8,7 +8,7 @@ Sens-Merging's per-model ``coefficients`` of the tensor's layer.
 Calibration parameters (both methods): ``calib_source`` (``family``, ``s1k``, or a .jsonl/.json
 path), ``calib_parts`` (``question+short`` / ``question+long`` / ``question+both``),
 ``calib_samples``, ``calib_seed``, ``calib_fields`` (field names of a file source) and
-``calib_max_tokens``; see :mod:`l2s_kit.calibration`.
+``calib_max_tokens``; see :mod:`l2s_kit.merging.calibration.sets`.
 
 Tensors: ``base`` (any shape S; the last dimension is the input channel of a 2-D weight),
 ``models`` n tensors of shape S, ``weights`` n floats; the result has shape S.
@@ -20,11 +20,18 @@ from typing import Annotated, Literal
 
 import torch
 
-from l2s_kit.calibration import PARTS, CalibrationError, CalibrationSpec
 from l2s_kit.errors import RecipeError
-from l2s_kit.merging.registry import Range, get_method, merge_method
-from l2s_kit.merging.sparsify import task_vectors
-from l2s_kit.merging.task_vector import Alpha, _weighted_sum
+from l2s_kit.merging.calibration.activations import activation_stats
+from l2s_kit.merging.calibration.sensitivity import (
+    layer_group,
+    logit_distance,
+    sens_coefficients,
+    sensitivities,
+)
+from l2s_kit.merging.calibration.sets import PARTS, CalibrationError, CalibrationSpec
+from l2s_kit.merging.methods.sparsify import task_vectors, weighted_sum
+from l2s_kit.merging.methods.task_vector import Alpha
+from l2s_kit.merging.registry import Range, State, get_method, merge_method
 
 AIM_PAPER = "https://arxiv.org/abs/2502.02421"
 SENS_PAPER = "https://arxiv.org/abs/2502.12420"
@@ -81,28 +88,28 @@ def aim_relax(base: torch.Tensor, merged: torch.Tensor, importance: torch.Tensor
     return (merged - base).mul_(factor).add_(base)
 
 
-def _aim_prepare(inputs, jobs, params, *, device, progress):
-    from l2s_kit.activations import activation_stats
-
-    stats = activation_stats(_path_of(inputs[0], "aim"), calibration_spec(params),
-                             progress=progress)
+def _aim_prepare(run, params):
+    stats = activation_stats(_path_of(run.inputs[0], "aim"), calibration_spec(params),
+                             progress=run.progress)
     imp = {name + ".weight": aim_importance(a).float() for name, a in stats.items()}
 
-    def state(job, rows):
+    def state(job):
         i = imp.get(job.name)
-        if i is None:  # embeddings, head, biases: not relaxed
-            return {"importance": None}
-        if i.numel() != job.out.shape[-1]:
+        if i is not None and i.numel() != job.out.shape[-1]:
             raise RecipeError(f"aim: activation statistics of {job.name[:-7]} have {i.numel()} "
                               f"channels but the tensor has shape {job.out.shape}")
-        if len(job.out.shape) == 1 and rows is not None:
-            i = i[rows]
-        return {"importance": i.to(device)}
+
+        def block(rows):
+            if i is None:  # embeddings, head, biases: not relaxed
+                return {"importance": None}
+            return {"importance": (i[rows] if len(job.out.shape) == 1 and rows is not None
+                                   else i).to(run.device)}
+        return block
 
     return state
 
 
-@merge_method("aim", paper=AIM_PAPER, wraps=True, prepare=_aim_prepare,
+@merge_method("aim", paper=AIM_PAPER, wraps=True, prepare=_aim_prepare, calibrated=True,
               check=lambda p, where: _check_calibration(p, where))
 def aim(base, models, weights, *,
         omega: Annotated[float, Range(0.0, 1.0), "balance factor: 1 = no relaxation"] = 0.4,
@@ -110,11 +117,11 @@ def aim(base, models, weights, *,
         calib_source: Source = "family", calib_parts: Parts = "question+short",
         calib_samples: Samples = 100, calib_seed: CalSeed = 0,
         calib_fields: str = "question,short,long", calib_max_tokens: MaxTokens = 512,
-        merged=None, importance=None):
+        merged: State = None, importance: State = None):
     """AIM: relax another merge towards the base on the input channels the base uses most.
 
     θ = θ₀ + (θ_merged − θ₀) ⊙ (1 − I·(1 − ω)), I = a / max(a) per module, a_c the base model's
-    mean |input| of channel c over the calibration set (``l2s_kit.activations``). ``inner`` names
+    mean |input| of channel c over the calibration set (``l2s_kit.merging.calibration.activations``). ``inner`` names
     the merge relaxed (AIM-Ties: ``inner: ties``), with its parameters beside AIM's. Embeddings,
     the output head and biases are not relaxed (``importance`` None). Called directly without
     ``merged`` the inner merge runs with its defaults.
@@ -128,17 +135,16 @@ def aim(base, models, weights, *,
 
 # ---- Sens-Merging ------------------------------------------------------------------------------
 
-def _sens_prepare(inputs, jobs, params, *, device, progress):
-    from l2s_kit.sensitivity import layer_group
+def _sens_prepare(run, params):
+    table = sens_table([_path_of(s, "sens_merging") for s in run.inputs], params,
+                       device=run.device, progress=run.progress)
 
-    table = sens_table([_path_of(s, "sens_merging") for s in inputs], params, device=device,
-                       progress=progress)
-
-    def state(job, rows):
+    def state(job):
         g = layer_group(job.name)
         if g not in table and g == "lm_head":  # an untied output of tied inputs: the embedding's
             g = layer_group(job.sources[0])
-        return {"coefficients": table.get(g)}
+        coefficients = {"coefficients": table.get(g)}
+        return lambda rows: coefficients
 
     return state
 
@@ -153,8 +159,6 @@ def sens_table(paths: list[str], params: dict, *, device: str = "cpu",
     calibrated on ``calib_parts_base`` (paper: long answers for System 1), the models on
     ``calib_parts`` (paper: short answers for System 2).
     """
-    from l2s_kit.sensitivity import logit_distance, sens_coefficients, sensitivities
-
     base, models = paths[0], paths[1:]
     part = ([(base, calibration_spec(params, params["calib_parts_base"]))]
             if params["include_base"] else [])
@@ -176,6 +180,7 @@ def sens_table(paths: list[str], params: dict, *, device: str = "cpu",
 
 
 @merge_method("sens_merging", paper=SENS_PAPER, aliases=("sens",), prepare=_sens_prepare,
+              calibrated=True,
               check=lambda p, where: _check_calibration(p, where,
                                                         ("calib_parts", "calib_parts_base")))
 def sens_merging(base, models, weights, *, alpha: Alpha = 0.7,
@@ -186,12 +191,12 @@ def sens_merging(base, models, weights, *, alpha: Alpha = 0.7,
                  calib_parts_base: Parts = "question+long",
                  calib_samples: Samples = 100, calib_seed: CalSeed = 0,
                  calib_fields: str = "question,short,long", calib_max_tokens: MaxTokens = 512,
-                 coefficients=None):
+                 coefficients: State = None):
     """Sens-Merging: task arithmetic with per-layer, per-model coefficients from sensitivities.
 
     θ^l = θ₀^l + α · Σᵢ wᵢ · n·σ_i^l · δᵢ^l, σ_i^l = softmax_i(α_i^l τ_i / T), with α_i^l the
     model's layer sensitivity normalised over its layers and τ_i its normalised logit distance
-    to the other models (:func:`l2s_kit.sensitivity.sens_coefficients`, :func:`sens_table`).
+    to the other models (:func:`l2s_kit.merging.calibration.sensitivity.sens_coefficients`, :func:`sens_table`).
 
     Choices where the paper is silent or ambiguous: the loss is the mean next-token
     cross-entropy over every token of a calibration text; |θ ⊙ ∂L/∂θ| is taken per sample, then
@@ -204,4 +209,4 @@ def sens_merging(base, models, weights, *, alpha: Alpha = 0.7,
     """
     coefficients = coefficients or [1.0] * len(models)
     scale = [w * c for w, c in zip(weights, coefficients)]
-    return _weighted_sum(task_vectors(base, models), scale).mul_(alpha).add_(base)
+    return weighted_sum(task_vectors(base, models), scale).mul_(alpha).add_(base)

@@ -12,12 +12,12 @@ A *pair* mimics the long-to-short setting: a base (System 1) and a model fine-tu
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 
-from l2s_kit.checkpoint import CheckpointWriter, TensorInfo, natural_key
+from l2s_kit.io import CheckpointWriter, TensorInfo, natural_key
+from l2s_kit.seeds import generator
 
 SHAPES: dict[str, dict] = {
     # hidden, layers, heads, kv heads, mlp, vocab: small enough for unit tests
@@ -65,20 +65,15 @@ def tensor_infos(config: dict, dtype: torch.dtype) -> list[TensorInfo]:
     return [TensorInfo(n, dtype, tuple(sd[n].shape)) for n in sorted(sd, key=natural_key)]
 
 
-def _gen(seed: int, name: str, salt: str) -> torch.Generator:
-    h = hashlib.sha256(f"{seed}|{salt}|{name}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(h[:8], "little") & ((1 << 63) - 1))
-
-
 def _base_value(info: TensorInfo, seed: int, rows: int | None = None) -> torch.Tensor:
     shape = (rows, *info.shape[1:]) if rows is not None else info.shape
-    g = _gen(seed, info.name, "base")
+    g = generator(seed, "base", info.name)
     if info.name.endswith("norm.weight"):
         return 1.0 + 0.1 * torch.randn(shape, generator=g)
     return 0.02 * torch.randn(shape, generator=g)
 
 
-def save_tokenizer(path: Path, vocab_size: int) -> None:
+def save_word_tokenizer(path: Path, vocab_size: int) -> None:
     """A word-level tokenizer (``PreTrainedTokenizerFast``) so generation works offline."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -131,10 +126,10 @@ def make_pair(out_dir: str | Path, shape: str | dict = "tiny", *, seed: int = 0,
             if name in b_names:
                 wb.write(name, base.to(dtype))
             if name in m_names:
-                model = base + delta_std * torch.randn(base.shape, generator=_gen(seed, name, "delta"))
+                model = base + delta_std * torch.randn(base.shape, generator=generator(seed, "delta", name))
                 if is_vocab and extra_rows:
                     more = 0.02 * torch.randn((extra_rows, *info.shape[1:]),
-                                              generator=_gen(seed, name, "extra"))
+                                              generator=generator(seed, "extra", name))
                     model = torch.cat([model, more])
                 wm.write(name, model.to(dtype))
                 del model
@@ -145,5 +140,5 @@ def make_pair(out_dir: str | Path, shape: str | dict = "tiny", *, seed: int = 0,
                                                     "pad_token_id": 0, "do_sample": False})
     if tokenizer:
         for p in paths:
-            save_tokenizer(p, vocab)
+            save_word_tokenizer(p, vocab)
     return paths

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from l2s_kit import reflection
-from l2s_kit.checkpoint import atomic_file
-from l2s_kit.evaluate import GenerationSettings, evaluate, format_table1, summarize, table1
-from l2s_kit.explore import model_name
-from l2s_kit.zoo import DEFAULT, Family, FamilySpec, build_family, task
+from l2s_kit.analysis import format_table1, model_summary, reflection, table1
+from l2s_kit.evaluate import FAMILY_SETTINGS, evaluate, extract_family
+from l2s_kit.io import atomic_file
+from l2s_kit.study.explorer import model_name
+from l2s_kit.zoo import DEFAULT, Family, FamilySpec, build_family
 
 # The merges of the study, every method of the paper: its settings for the 7B pair (TA α = 0.7,
 # TIES k = 0.8 α = 1.0, DARE p = 0.3, AIM-Ties ω = 0.4, Sens-Merging α = 0.7 T = 2), then a
@@ -40,7 +40,6 @@ GRID: list[tuple[str, dict]] = [
     ("twin", {}),
     *[("lore", {"alpha": a, "tau": 0.05, "tau_relative": True}) for a in (0.2, 0.3, 0.7)],
 ]
-SETTINGS = GenerationSettings(max_new_tokens=96, batch_size=256)  # greedy
 REFERENCE = "system2"
 
 
@@ -76,9 +75,9 @@ def merge_grid(family: Family, workdir: Path, grid=GRID, progress: bool = True) 
     return pd.DataFrame(rows)
 
 
-def select(val: pd.DataFrame, tolerance: float = 3.0) -> pd.DataFrame:
+def choose_on_validation(val: pd.DataFrame, tolerance: float = 3.0) -> pd.DataFrame:
     """Per method, the shortest model whose accuracy is within ``tolerance`` points of the
-    reference. ``val``: the candidates' :func:`summarize` by model with ``reference``, plus a
+    reference. ``val``: the candidates' :func:`l2s_kit.analysis.model_summary` with ``reference``, plus a
     ``method`` column."""
     ok = val[val["accuracy_change"] >= -tolerance]
     best = ok.sort_values(["mean_tokens", "accuracy"], ascending=[True, False])
@@ -109,20 +108,17 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
         rows = family.rows(split, n_per_level)
         frames = []
         for m in models.itertuples():
-            frames.append(evaluate(m.folder, rows, workdir / f"{split}.jsonl", settings=SETTINGS,
+            frames.append(evaluate(m.folder, rows, workdir / f"{split}.jsonl", settings=FAMILY_SETTINGS,
                                    model_name=m.model, recipe_hash=m.recipe_hash,
-                                   extract=task.extract, progress=False))
+                                   extract=extract_family, progress=False))
         result.responses[split] = reflection.annotate(pd.concat(frames, ignore_index=True))
 
-    summaries = []
-    for split, df in result.responses.items():
-        s = summarize(df, ("model",), reference=REFERENCE)
-        r = reflection.summarize(df, ("model",))[["model", "reflection_ratio", "mean_keywords"]]
-        summaries.append(s.merge(r, on="model").assign(split=split))
+    summaries = [model_summary(df, reference=REFERENCE).assign(split=split)
+                 for split, df in result.responses.items()]
     summary = pd.concat(summaries, ignore_index=True).merge(
         models[["model", "method", "parameters"]], on="model")
     merges = models.loc[models["recipe_hash"].notna(), "model"]
-    chosen = select(summary[(summary["split"] == "validation") & summary["model"].isin(merges)],
+    chosen = choose_on_validation(summary[(summary["split"] == "validation") & summary["model"].isin(merges)],
                     tolerance)
     summary["selected"] = summary["model"].isin(chosen["model"])
     result.summary = summary
@@ -130,9 +126,7 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
     test = result.responses["test"]
     keep = ["system1", "system2", *chosen["model"]]
     shown = test[test["model"].isin(keep)]
-    lv = summarize(test, ("model", "level"), reference=REFERENCE)
-    rl = reflection.summarize(test, ("model", "level"))
-    result.by_level = lv.merge(rl.drop(columns="n"), on=["model", "level"])
+    result.by_level = model_summary(test, ("model", "level"), reference=REFERENCE)
     by_level = shown.assign(dataset="level " + shown["level"].astype(str))
     result.table1 = table1(by_level, reference=REFERENCE).reindex(keep, level="model")
 
@@ -146,13 +140,13 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
     figs = {
         "accuracy_vs_length": plots.accuracy_vs_length(
             t, title="Accuracy against length, test split (every merge of the grid)"),
-        "length_by_level": plots.by_level(result.by_level[result.by_level["model"].isin(keep)],
+        "length_by_level": plots.metric_by_level(result.by_level[result.by_level["model"].isin(keep)],
                                           "mean_tokens", "Length against difficulty",
                                           "mean generated tokens"),
-        "accuracy_by_level": plots.by_level(result.by_level[result.by_level["model"].isin(keep)],
+        "accuracy_by_level": plots.metric_by_level(result.by_level[result.by_level["model"].isin(keep)],
                                             "accuracy", "Accuracy against difficulty",
                                             "accuracy (%)"),
-        "reflection_by_level": plots.by_level(result.by_level[result.by_level["model"].isin(keep)],
+        "reflection_by_level": plots.metric_by_level(result.by_level[result.by_level["model"].isin(keep)],
                                               "mean_keywords", "Reflection by level",
                                               "reflection keywords per response"),
     }

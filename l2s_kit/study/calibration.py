@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from l2s_kit.calibration import PARTS
-from l2s_kit.explore import Explorer
+from l2s_kit.merging.calibration.sets import PARTS
+from l2s_kit.study.explorer import Explorer
 
 __all__ = ["PARTS", "calibration_grid", "calibration_merges", "sens_coefficients_table"]
 
@@ -52,8 +52,8 @@ def sens_coefficients_table(family, params: dict | None = None) -> pd.DataFrame:
     """Sens-Merging's coefficient n·σ of System 2 per layer group on ``family`` (System 1 as the
     base), as ``group``, ``coefficient`` rows in model order (embedding, layers, norm, head)."""
     from l2s_kit.merging import get_method
-    from l2s_kit.merging.activation import sens_table
-    from l2s_kit.sensitivity import layer_group
+    from l2s_kit.merging.calibration.sensitivity import layer_group
+    from l2s_kit.merging.methods.activation import sens_table
 
     resolved = get_method("sens_merging").resolve(params or {}, "sens_coefficients_table")
     table = sens_table([str(family.system1), str(family.system2)], resolved)
@@ -64,6 +64,6 @@ def sens_coefficients_table(family, params: dict | None = None) -> pd.DataFrame:
 
 
 def _names(path) -> list[str]:
-    from l2s_kit.checkpoint import Checkpoint
+    from l2s_kit.io import Checkpoint
 
     return Checkpoint(path).names

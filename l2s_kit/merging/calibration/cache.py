@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from l2s_kit.checkpoint import atomic_file
+from l2s_kit.io import atomic_file
 
 FORMAT = 1
 CACHE_DIR = ".l2s_cache"

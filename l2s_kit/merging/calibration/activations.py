@@ -17,7 +17,7 @@ hidden floats), never the whole model. ``layerwise=False`` runs the whole model 
 hooks (the reference the tests compare against). Qwen2 / Llama-style decoders (``model.layers``,
 ``model.norm``, ``model.rotary_emb``) are supported.
 
-Results are cached next to the checkpoint (:mod:`l2s_kit.stats_cache`), keyed by the checkpoint's
+Results are cached next to the checkpoint (:mod:`l2s_kit.merging.calibration.cache`), keyed by the checkpoint's
 fingerprint and the calibration settings.
 """
 
@@ -29,10 +29,10 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from l2s_kit.calibration import CalibrationSpec, texts
-from l2s_kit.checkpoint import Checkpoint
 from l2s_kit.errors import CheckpointError
-from l2s_kit.stats_cache import cached_tensors
+from l2s_kit.io import Checkpoint
+from l2s_kit.merging.calibration.cache import cached_tensors
+from l2s_kit.merging.calibration.sets import CalibrationSpec, texts
 
 EMBED = "model.embed_tokens.weight"
 BLOCK_ELEMS = 1 << 24

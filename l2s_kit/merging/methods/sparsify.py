@@ -16,11 +16,12 @@ on the whole tensor:
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 
 import torch
+
+from l2s_kit.seeds import generator
 
 MASK_BLOCK = 1 << 20
 
@@ -35,8 +36,15 @@ def task_vectors(base: torch.Tensor, models: Sequence[torch.Tensor]) -> list[tor
     return [m - base for m in models]
 
 
+def weighted_sum(deltas, weights):
+    """Σᵢ wᵢ δᵢ, overwriting the first delta (the deltas are temporaries)."""
+    out = deltas[0] if weights[0] == 1 else deltas[0].mul_(weights[0])
+    for w, d in zip(weights[1:], deltas[1:]):
+        out.add_(d, alpha=w)
+    return out
+
+
 # -- trim --------------------------------------------------------------------------------------
-TRIM_RULES = ("topk", "reference", "global")
 
 
 def trim_rank(n: int, k: float, rule: str) -> tuple[int, int]:
@@ -105,7 +113,7 @@ def radix_select(blocks: Callable[[], Iterable[torch.Tensor]], rank: int) -> tup
         shift -= 16
 
 
-def select(a: torch.Tensor, rank: int, sample: int = 1 << 16) -> tuple[float, int, int]:
+def order_statistic(a: torch.Tensor, rank: int, sample: int = 1 << 16) -> tuple[float, int, int]:
     """(``rank``-th smallest of the flat non-negative tensor ``a``, count < it, count == it).
 
     Exact, and faster than ``kthvalue`` on large tensors: a deterministic sample brackets the
@@ -160,7 +168,7 @@ class Trimmer:
         rank, keep = trim_rank(a.numel(), k, rule)
         if rank == 0:
             return cls(None, None)
-        t, below, equal = select(a, rank)
+        t, below, equal = order_statistic(a, rank)
         if keep < 0:
             return cls(t, None)
         return cls(t, keep - (a.numel() - below - equal))
@@ -181,11 +189,6 @@ class Trimmer:
 
 
 # -- DARE --------------------------------------------------------------------------------------
-def _block_seed(seed: int, name: str, model_index: int, block: int) -> int:
-    digest = hashlib.sha256(f"{seed}|{name}|{model_index}|{block}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
 class DropMask:
     """DARE's reproducible keep-mask for one model's task vector of one tensor.
 
@@ -202,7 +205,7 @@ class DropMask:
         end = offset + numel
         parts = []
         for b in range(first, last + 1):
-            g = torch.Generator().manual_seed(_block_seed(self.seed, self.name, self.model_index, b))
+            g = generator(self.seed, self.name, self.model_index, b)
             # only the block's prefix that is needed: the CPU generator's stream is prefix-stable
             parts.append(torch.rand(min(MASK_BLOCK, end - b * MASK_BLOCK), generator=g) >= self.p)
         mask = torch.cat(parts) if len(parts) > 1 else parts[0]

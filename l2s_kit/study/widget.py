@@ -4,11 +4,13 @@ merges the family in memory, evaluates, and redraws the by-level figure in place
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import pandas as pd
 
 from l2s_kit import plots
-from l2s_kit.explore import SLIDERS, Explorer, by_level, model_name, summarize_models
+from l2s_kit.analysis import by_level, model_summary
+from l2s_kit.study.explorer import REFERENCE, SLIDERS, Explorer, model_name
 
 METHODS = ("task_arithmetic", "ties", "dare", "dare_ties", "average", "sens_merging", "twin")
 
@@ -17,7 +19,11 @@ def _round(v):
     return round(v, 4) if isinstance(v, float) else v
 
 
-def build(ex: Explorer, method: str, methods, params: dict):
+def explorer_widget(ex: Explorer, method: str = "task_arithmetic",
+                    methods: Sequence[str] | None = None, **params):
+    """Sliders and a dropdown for the method and its parameters; each change merges, evaluates
+    and redraws the by-level figure in place. Returns the ipywidgets box (its
+    ``.figure_output`` holds the figure, ``.status`` the last result)."""
     import ipywidgets as w
     from IPython.display import display
 
@@ -59,7 +65,7 @@ def build(ex: Explorer, method: str, methods, params: dict):
         status.value = f"merging and evaluating {model_name(m, p)} …"
         t = time.perf_counter()
         df = pd.concat([base, ex.responses(m, **p)], ignore_index=True)
-        s = summarize_models(df).iloc[-1]
+        s = model_summary(df, reference=REFERENCE, keep=("method", "parameters")).iloc[-1]
         fig = plots.level_panels(by_level(df), title=f"{model_name(m, p)} against System 1 and 2")
         with out:
             out.clear_output(wait=True)

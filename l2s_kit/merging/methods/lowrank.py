@@ -25,11 +25,9 @@ matrix (6.5 GB for a 7B embedding in float32); the randomized path about A plus 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
-SvdMethod = Literal["auto", "exact", "randomized"]
 SVD_METHODS = ("auto", "exact", "randomized")
 EXACT_MAX_COST = 2**36  # m·n·min(m, n) of the largest matrix decomposed exactly by "auto"
 OVERSAMPLE = 10  # extra columns of the randomized range finder
@@ -68,7 +66,7 @@ def svd_cost(shape: tuple[int, ...]) -> int:
     return m * n * min(m, n)
 
 
-def choose(shape: tuple[int, ...], method: str = "auto", rank: int | None = None) -> str:
+def svd_algorithm(shape: tuple[int, ...], method: str = "auto", rank: int | None = None) -> str:
     """"exact" or "randomized" for a matrix of ``shape`` whose top ``rank`` values are wanted
     (``None``: all of them, which only the exact path gives)."""
     if method not in SVD_METHODS:
@@ -103,7 +101,7 @@ def svd(x: torch.Tensor, rank: int | None = None, method: str = "auto", *,
     a = _float(x)
     small = min(a.shape)
     r = small if rank is None else max(0, min(int(rank), small))
-    how = choose(tuple(a.shape), method, None if rank is None else r)
+    how = svd_algorithm(tuple(a.shape), method, None if rank is None else r)
     energy = float(torch.linalg.vector_norm(a).double() ** 2)
     if r == 0 or energy == 0.0:  # nothing to decompose: exact zeros
         m, n = a.shape
@@ -132,7 +130,7 @@ def singular_values(x: torch.Tensor, rank: int | None = None, method: str = "aut
     a = _float(x)
     small = min(a.shape)
     r = small if rank is None else max(0, min(int(rank), small))
-    if choose(tuple(a.shape), method, None if rank is None else r) == "randomized":
+    if svd_algorithm(tuple(a.shape), method, None if rank is None else r) == "randomized":
         return svd(a, r, "randomized", **kw)
     s = torch.linalg.svdvals(a)[:r]
     energy = float(torch.linalg.vector_norm(a).double() ** 2)

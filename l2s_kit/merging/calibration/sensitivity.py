@@ -11,12 +11,12 @@
 - ``logit_distance(path_i, path_j, spec_j)``: the mean over the tokens of model j's calibration
   texts of ‖z_i − z_j‖₂, the L2 distance between the two models' logit vectors at that token
   (tokens, not samples, are averaged: a long sample weighs more).
-- ``sens_coefficients(S, g, T)``: the maths of the method (see ``l2s_kit.merging.activation``).
+- ``sens_coefficients(S, g, T)``: the maths of the method (see ``l2s_kit.merging.methods.activation``).
 
 Both passes hold the whole model in float32 with its gradients (≈ 8 bytes per parameter plus
 activations): fine for the built-in family and for 1.5B models on a CPU; a 7B model needs about
 60 GB, i.e. a GPU with that much memory (or a layer-streamed backward with recomputation, which
-the kit does not implement). Results are cached next to the checkpoint (``l2s_kit.stats_cache``).
+the kit does not implement). Results are cached next to the checkpoint (``l2s_kit.merging.calibration.cache``).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import re
 import torch
 from tqdm.auto import tqdm
 
-from l2s_kit.activations import tokenize
-from l2s_kit.calibration import CalibrationSpec, texts
-from l2s_kit.stats_cache import cached_tensors
+from l2s_kit.merging.calibration.activations import tokenize
+from l2s_kit.merging.calibration.cache import cached_tensors
+from l2s_kit.merging.calibration.sets import CalibrationSpec, texts
 
 _LAYER = re.compile(r"^(.*?layers\.\d+)\.")
 

@@ -28,19 +28,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from l2s_kit.analysis import summarize, table1
 from l2s_kit.errors import L2SError
-from l2s_kit.evaluate import (
-    GenerationSettings,
-    extract_answer,
-    load_responses,
-    summarize,
-    table1,
-)
+from l2s_kit.evaluate import DEFAULT_SETTINGS, GenerationSettings, extract_answer, load_responses
 
 RUNNERS = ("local", "ray")
 GRADERS = ("simple", "math-verify", "reference")
 BACKENDS = ("transformers", "vllm")
-DEFAULT_SETTINGS = GenerationSettings()  # greedy, 256 new tokens
 
 
 class SweepError(L2SError, ValueError):
@@ -143,7 +137,7 @@ def run_sweep(jobs: list[SweepJob], datasets: Mapping[str, list[dict]],
 
     ``grader``: "simple" (normalized match), "math-verify" or "reference" (see
     :class:`l2s_kit.evaluate.MathGrader`). ``extract``: the answer extractor (default: the
-    shared one; ``l2s_kit.zoo.task.extract`` for the built-in family). ``num_gpus`` > 0 evaluates
+    shared one; ``l2s_kit.evaluate.extract_family`` for the built-in family). ``num_gpus`` > 0 evaluates
     on CUDA. ``reference``: a job name; the summary and Table 1 then give length changes
     against it.
     """
@@ -269,10 +263,10 @@ def load_sweep(source: str | os.PathLike | dict) -> dict:
     for name, file in (d.get("data") or {}).items():
         datasets[name] = load_rows(resolve(file))[:d.get("limit")]
     stop = get_prompt(prompt).stop if d.get("benchmarks") else ()
-    settings = GenerationSettings(
-        max_new_tokens=length_limit(d.get("max_new_tokens", 256)),
-        temperature=d.get("temperature", 0.0), top_p=d.get("top_p", 1.0), n=d.get("n", 1),
-        seed=d.get("seed", 0), stop=stop)
+    given = {k: d[k] for k in ("temperature", "top_p", "n", "seed") if k in d}
+    if "max_new_tokens" in d:
+        given["max_new_tokens"] = length_limit(d["max_new_tokens"])
+    settings = GenerationSettings(stop=stop, **given)  # the rest: GenerationSettings' defaults
     kwargs = {k: d[k] for k in ("runner", "ray_address", "num_cpus", "num_gpus", "backend",
                                 "grader", "reference") if k in d}
     return {"jobs": jobs, "datasets": datasets, "settings": settings,

@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
+from l2s_kit.analysis import reflection
+from l2s_kit.analysis.outputs import length_column
 from l2s_kit.errors import L2SError
 
 METRICS = ("accuracy", "tokens")
@@ -109,3 +111,59 @@ def format_table1(t: pd.DataFrame) -> str:
         lines.append(f"| {name} | {label} | "
                      + " | ".join(cell(row[c], metric, c) for c in cols) + " |")
     return "\n".join(lines)
+
+
+def model_summary(df: pd.DataFrame, by: Sequence[str] = ("model",), reference: str | None = None,
+                  keep: Sequence[str] = ()) -> pd.DataFrame:
+    """:func:`summarize` (accuracy, mean_tokens, changes against ``reference``) joined with the
+    reflection columns of :func:`l2s_kit.analysis.reflection.reflection_summary`, per group;
+    ``keep``: columns constant per model (say ``method``, ``parameters``) carried along. Models
+    keep their order of appearance."""
+    by = list(by)
+    s = summarize(df, by, reference=reference)
+    r = reflection.reflection_summary(df, by).drop(columns="n")
+    out = s.merge(r, on=by)
+    if keep:
+        out = df.drop_duplicates("model")[["model", *keep]].merge(out, on="model")
+    return _appearance_order(out, df)
+
+
+def _appearance_order(out: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """``out`` with models in their order of appearance in ``df`` (stable within a model)."""
+    if "model" not in out.columns:
+        return out
+    order = {m: i for i, m in enumerate(dict.fromkeys(df["model"]))}
+    return out.sort_values("model", key=lambda c: c.map(order), kind="stable").reset_index(drop=True)
+
+
+def by_level(df: pd.DataFrame, by: Sequence[str] = ("model", "level"), length: str | None = None,
+             rule: str = "words") -> pd.DataFrame:
+    """The paper's difficulty analysis: per group, n, accuracy (%), mean_length (in
+    ``length_unit``: tokens, words or chars), reflection_ratio, mean_keywords and the
+    false-reflection view (see :func:`l2s_kit.analysis.reflection.reflection_summary`). Models
+    keep their order of appearance."""
+    col = length_column(df, length)
+    by = list(by)
+    a = df if {"n_keywords", "reflective"} <= set(df.columns) else reflection.annotate(df, rule=rule)
+    a = a.assign(_acc=a["correct"].astype(float) * 100, _len=a[col].astype(float))
+    acc = a.groupby(by, as_index=False, dropna=False).agg(accuracy=("_acc", "mean"),
+                                                          mean_length=("_len", "mean"))
+    refl = reflection.reflection_summary(a, by)
+    out = refl.merge(acc, on=by)
+    out.insert(len(by) + 3, "length_unit", col.removeprefix("n_"))
+    out = out[[*by, "n", "accuracy", "mean_length", "length_unit",
+               *[c for c in out.columns if c not in [*by, "n", "accuracy", "mean_length",
+                                                      "length_unit"]]]]
+    return _appearance_order(out, df)
+
+
+def pareto_front(df: pd.DataFrame, x: str = "mean_tokens", y: str = "accuracy") -> pd.DataFrame:
+    """The rows no other row beats: shorter-or-equal ``x`` and higher-or-equal ``y``, one of them
+    strictly. Sorted by ``x``."""
+    d = df.sort_values([x, y], ascending=[True, False])
+    keep, best = [], float("-inf")
+    for i, yv in zip(d.index, d[y]):
+        if yv > best:
+            keep.append(i)
+            best = yv
+    return d.loc[keep]

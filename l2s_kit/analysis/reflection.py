@@ -71,7 +71,7 @@ def keyword_frequency(df: pd.DataFrame, by: Sequence[str] = (), text: str = "res
     return out.groupby([*by, "keyword"], as_index=False, sort=False)["count"].sum()
 
 
-def summarize(df: pd.DataFrame, by: Iterable[str] = ("model",), text: str = "response",
+def reflection_summary(df: pd.DataFrame, by: Iterable[str] = ("model",), text: str = "response",
               rule: str = "words") -> pd.DataFrame:
     """Per group: responses, reflection ratio, mean keywords, and the false-reflection view.
 

@@ -1,0 +1,20 @@
+"""Tidy tables from responses: accuracy and length by model / dataset / level, reflection, the
+paper's Table 1, frontiers, and the spectrum of task vectors.
+
+>>> from l2s_kit.analysis import summarize, table1
+>>> summarize(df, by=("model", "level"), reference="system2")
+"""
+
+from l2s_kit.analysis.outputs import AnalysisError, length_column, read_outputs
+from l2s_kit.analysis.summary import (
+    SummaryError,
+    by_level,
+    format_table1,
+    model_summary,
+    pareto_front,
+    summarize,
+    table1,
+)
+
+__all__ = ["AnalysisError", "SummaryError", "by_level", "format_table1", "length_column",
+           "model_summary", "pareto_front", "read_outputs", "summarize", "table1"]

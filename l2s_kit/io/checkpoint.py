@@ -1,0 +1,239 @@
+"""Read Hugging Face checkpoint folders lazily, one tensor (or block of rows) at a time.
+
+Reading goes through ``safetensors.safe_open`` one tensor (or one block of rows) at a time, and the
+file is closed again after each read, so that the pages of a multi-GB checkpoint do not pile up in
+the process's resident memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from l2s_kit.errors import CheckpointError
+from l2s_kit.io.dtypes import DTYPE_NAMES, SAFE_DTYPES
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+# Files copied from the tokenizer source model when present.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+)
+GENERATION_CONFIG = "generation_config.json"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Name, dtype and shape of one stored tensor."""
+
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * torch.empty((), dtype=self.dtype).element_size()
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key that orders ``layers.2`` before ``layers.10``."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+
+
+class Checkpoint:
+    """A Hugging Face checkpoint folder, read lazily.
+
+    >>> ckpt = Checkpoint("path/to/Qwen2.5-Math-7B")
+    >>> ckpt.info("model.embed_tokens.weight").shape
+    (152064, 3584)
+    >>> ckpt.read("model.embed_tokens.weight", rows=slice(0, 8))  # (8, 3584), only 8 rows read
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise CheckpointError(f"checkpoint folder {self.path} does not exist; check the path.")
+        if not self.path.is_dir():
+            raise CheckpointError(
+                f"{self.path} is a file, not a checkpoint folder; give the folder that holds "
+                "config.json and the *.safetensors files."
+            )
+        config_path = self.path / "config.json"
+        if not config_path.exists():
+            raise CheckpointError(
+                f"{self.path} has no config.json; a Hugging Face checkpoint folder needs one "
+                "(copy it from the model the weights came from)."
+            )
+        try:
+            self.config: dict = json.loads(config_path.read_text())
+        except json.JSONDecodeError as e:
+            raise CheckpointError(f"{config_path} is not valid JSON: {e}") from e
+        self._file_of = self._find_files()
+        self._info: dict[str, TensorInfo] = {}
+        for file in sorted(set(self._file_of.values())):
+            with safe_open(self.path / file, framework="pt") as f:
+                for name in f.keys():
+                    if name not in self._file_of:
+                        continue
+                    sl = f.get_slice(name)
+                    dtype = sl.get_dtype()
+                    if dtype not in SAFE_DTYPES:
+                        raise CheckpointError(
+                            f"tensor {name} in {self.path / file} has dtype {dtype}, which l2s_kit "
+                            "does not read; convert the checkpoint to bf16/fp16/fp32."
+                        )
+                    self._info[name] = TensorInfo(name, SAFE_DTYPES[dtype], tuple(sl.get_shape()))
+        missing = [n for n in self._file_of if n not in self._info]
+        if missing:
+            raise CheckpointError(
+                f"{self.path / INDEX_FILE} lists tensor {missing[0]} in "
+                f"{self._file_of[missing[0]]}, but that file does not hold it "
+                f"({len(missing)} such tensors); the index and the shards do not match."
+            )
+
+    def _find_files(self) -> dict[str, str]:
+        index = self.path / INDEX_FILE
+        if index.exists():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError) as e:
+                raise CheckpointError(f"{index} has no valid 'weight_map': {e}") from e
+            for file in sorted(set(weight_map.values())):
+                if not (self.path / file).exists():
+                    raise CheckpointError(
+                        f"{index} names shard {file}, which is not in {self.path}; "
+                        "the download may be incomplete."
+                    )
+            return dict(weight_map)
+        single = self.path / SINGLE_FILE
+        files = [single] if single.exists() else sorted(self.path.glob("*.safetensors"))
+        if not files:
+            bins = sorted(p.name for p in self.path.glob("*.bin"))
+            if bins:
+                raise CheckpointError(
+                    f"{self.path} holds only PyTorch .bin weights ({', '.join(bins[:3])}); "
+                    "l2s_kit reads safetensors. Convert once with:\n"
+                    "  python -c \"from transformers import AutoModelForCausalLM as M; "
+                    f"M.from_pretrained('{self.path}').save_pretrained('{self.path}-safetensors')\""
+                    "\nand copy the tokenizer files along."
+                )
+            raise CheckpointError(
+                f"{self.path} holds no *.safetensors weights (expected {SINGLE_FILE} or sharded "
+                f"files with {INDEX_FILE})."
+            )
+        file_of: dict[str, str] = {}
+        for p in files:
+            with safe_open(p, framework="pt") as f:
+                for name in f.keys():
+                    if name in file_of:
+                        raise CheckpointError(
+                            f"tensor {name} is stored twice in {self.path} ({file_of[name]} and "
+                            f"{p.name}) and there is no {INDEX_FILE} to say which is meant."
+                        )
+                    file_of[name] = p.name
+        return file_of
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._info, key=natural_key)
+
+    def info(self, name: str) -> TensorInfo:
+        try:
+            return self._info[name]
+        except KeyError:
+            raise CheckpointError(f"{self.path} has no tensor {name}") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._info
+
+    def read(self, name: str, rows: slice | None = None) -> torch.Tensor:
+        """Read one tensor, or a block of its rows (first dimension), from disk."""
+        file = self.path / self._file_of[name]
+        with safe_open(file, framework="pt") as f:
+            if rows is None:
+                return f.get_tensor(name)
+            return f.get_slice(name)[rows]
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({str(self.path)!r}, {len(self._info)} tensors)"
+
+
+class StateDictSource:
+    """A state dict that the merge engine reads like a checkpoint (for the in-memory merge)."""
+
+    def __init__(self, state_dict: Mapping[str, torch.Tensor], config: dict | None = None,
+                 label: str = "state_dict"):
+        self.sd = state_dict
+        self.config = dict(config or {})
+        self.path = Path(label)
+        self._info = {n: TensorInfo(n, t.dtype, tuple(t.shape)) for n, t in state_dict.items()}
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._info, key=natural_key)
+
+    def info(self, name: str) -> TensorInfo:
+        return self._info[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._info
+
+    def read(self, name: str, rows: slice | None = None) -> torch.Tensor:
+        t = self.sd[name].detach().cpu()
+        return t if rows is None else t[rows]
+
+
+def tensor_bytes(t: torch.Tensor) -> memoryview:
+    """The raw little-endian bytes of a tensor, as safetensors stores them."""
+    t = t.detach().to("cpu").contiguous().reshape(-1)
+    return memoryview(t.view(torch.uint8).numpy())
+
+
+class WeightHasher:
+    """SHA-256 over tensor names, dtypes, shapes and bytes, in write order.
+
+    Independent of how the tensors are sharded, so it identifies the weights themselves.
+    """
+
+    def __init__(self):
+        self._h = hashlib.sha256()
+
+    def begin(self, info: TensorInfo) -> None:
+        self._h.update(f"{info.name}|{DTYPE_NAMES[info.dtype]}|{list(info.shape)}\n".encode())
+
+    def update(self, data: memoryview | bytes) -> None:
+        self._h.update(data)
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def weights_hash(source) -> str:
+    """Content hash of a checkpoint's (or state dict source's) weights, the same the writer records."""
+    h = WeightHasher()
+    for name in source.names:
+        h.begin(source.info(name))
+        h.update(tensor_bytes(source.read(name)))
+    return h.hexdigest()

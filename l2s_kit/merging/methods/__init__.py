@@ -1,0 +1,13 @@
+"""The merge methods, one module per family, built from shared primitives.
+
+- ``sparsify``: trim, DARE drop masks, sign election, disjoint mean (the task-vector primitives)
+- ``lowrank``: exact and randomized SVD, truncation, singular value thresholding
+- ``task_vector``: Average, Task Arithmetic, TIES, DARE, DARE-TIES
+- ``svd``: Twin-Merging, LoRE-Merging
+- ``activation``: AIM, Sens-Merging (calibration statistics from :mod:`l2s_kit.merging.calibration`)
+
+Importing this package registers every family with :mod:`l2s_kit.merging.registry`;
+``l2s_kit.merging`` imports it, so any entry point sees every method.
+"""
+
+from l2s_kit.merging.methods import activation, svd, task_vector  # noqa: F401  (register)

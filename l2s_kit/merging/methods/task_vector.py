@@ -1,0 +1,186 @@
+"""The task-vector family: Average, Task Arithmetic, TIES-Merging, DARE (alone, with TA, with TIES).
+
+Each is composed from the primitives in ``sparsify`` (sparsify × consensus, as in mergekit's
+generalized task arithmetic). The exact maths, conventions and hand-worked checks are in the
+project's METHODS notes and in ``tests/test_methods.py``.
+
+Tensors: ``base`` (any shape S), ``models`` a list of n tensors of shape S, ``weights`` n floats;
+returns a tensor of shape S in the input dtype.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from l2s_kit.merging.methods.sparsify import (
+    DropMask,
+    Trimmer,
+    dare,
+    disjoint_mean,
+    elect_sign,
+    task_vectors,
+    weighted_sum,
+)
+from l2s_kit.merging.registry import Range, State, merge_method
+
+TA_PAPER = "https://arxiv.org/abs/2212.04089"
+TIES_PAPER = "https://arxiv.org/abs/2306.01708"
+DARE_PAPER = "https://arxiv.org/abs/2311.03099"
+AVERAGE_PAPER = "https://arxiv.org/abs/2203.05482"
+
+Alpha = Annotated[float, Range(0.0, 10.0), "scale of the merged task vector"]
+TrimRatio = Annotated[float, Range(0.0, 1.0, hi_open=True),
+                      "fraction of each task vector's entries dropped; 0.8 keeps 20%"]
+DropRate = Annotated[float, Range(0.0, 1.0, hi_open=True), "DARE drop probability"]
+Seed = Annotated[int, Range(0, 2**63 - 1)]
+TrimRule = Literal["topk", "reference", "global"]
+
+
+def _trim(deltas, trimmers, k, trim):
+    if trimmers is None:  # called directly: the tensor is the whole scope
+        trimmers = [Trimmer.for_tensor(d, k, trim) for d in deltas]
+    return [t(d) for t, d in zip(trimmers, deltas)]
+
+
+def _dare(deltas, masks, p, seed):
+    if masks is None:  # called directly: masks from the seed and the model index only
+        masks = [DropMask(p, seed, "", i) for i in range(len(deltas))]
+    return [dare(d, m.keep(d.numel(), device=d.device), p) for d, m in zip(deltas, masks)]
+
+
+# ---- per-tensor planning (the prepare hook of TIES, DARE and DARE-TIES) ------------------------
+
+def drop_masks(job, rows, p: float, seed: int, n: int) -> list:
+    """DARE's masks of the n models for one block of tensor ``job``, seeded by the tensor's name
+    and positioned at the block's flat offset (independent of read order and block size)."""
+    return [DropMask(p, seed, job.name, i).at(job.offset(rows)) for i in range(n)]
+
+
+def _plan_global(run, delta, k: float) -> tuple[list[Trimmer], float]:
+    """Global trim: exact model-wide thresholds (radix select), then the majority sign for sums
+    that are exactly zero."""
+    fjobs = [j for j in run.jobs if j.floating]
+    total = sum(j.shared_rows * j.row_numel() for j in fjobs)
+    trimmers = []
+    for i in range(run.n):
+        def blocks(i=i):
+            for j in tqdm(fjobs, desc=f"global trim: magnitudes of model {i + 1}",
+                          disable=not run.progress, leave=False):
+                for rows in j.blocks():
+                    yield delta(j, rows, i)
+        trimmers.append(Trimmer.from_blocks(blocks, total, k, "topk"))
+    if run.n < 2:
+        return trimmers, 1.0  # one task vector: the elected sign never changes the result
+    plans = [(t.threshold, t.tie_budget) for t in trimmers]
+    voting = [Trimmer(*p) for p in plans]
+    votes = 0
+    for j in tqdm(fjobs, desc="global trim: majority sign", disable=not run.progress, leave=False):
+        for rows in j.blocks():
+            ds = [delta(j, rows, i) for i in range(run.n)]
+            stacked = torch.stack([w * t(d) for w, t, d in zip(run.weights, voting, ds)])
+            votes += int(elect_sign(stacked, 0.0).sum())
+    return [Trimmer(*p) for p in plans], (1.0 if votes >= 0 else -1.0)
+
+
+def _tensor_trimmers(run, job, delta, k: float, rule: str) -> list[Trimmer] | None:
+    """Per-tensor trim of a tensor streamed in several blocks: thresholds over all its blocks
+    (None for a tensor read whole: the method trims it itself, with the same result)."""
+    if len(list(job.blocks())) == 1:
+        return None
+    n = job.shared_rows * job.row_numel()
+    out = []
+    for i in range(run.n):
+        def blocks(i=i):
+            for rows in job.blocks():
+                yield delta(job, rows, i)
+        out.append(Trimmer.from_blocks(blocks, n, k, rule))
+    return out
+
+
+def _plan(run, params: dict, *, drop: bool, trim: bool):
+    """State of every block: DARE masks (``drop``) and the trim's thresholds (``trim``; over a
+    streamed tensor, or over the whole model for ``trim: global``) with the zero-sum sign."""
+    p = params["p"] if drop else 0.0
+
+    def delta(job, rows, i):  # the input of trim planning: DARE'd when the method drops
+        d = run.delta(job, i, rows)
+        if not drop:
+            return d
+        mask = drop_masks(job, rows, p, params["seed"], run.n)[i]
+        return dare(d, mask.keep(d.numel(), device=d.device), p)
+
+    trims = trim and (params["k"] > 0 or params["trim"] == "global")
+    shared, zero_sign = None, 1.0
+    if trims and params["trim"] == "global":
+        shared, zero_sign = _plan_global(run, delta, params["k"])
+
+    def state(job):
+        trimmers = shared if shared is not None else (
+            _tensor_trimmers(run, job, delta, params["k"], params["trim"]) if trims else None)
+
+        def block(rows) -> dict:
+            out = {"masks": drop_masks(job, rows, p, params["seed"], run.n)} if drop else {}
+            if trim:
+                out.update(trimmers=trimmers, zero_sign=zero_sign)
+            return out
+        return block
+    return state
+
+
+@merge_method("average", paper=AVERAGE_PAPER, aliases=("linear",))
+def average(base, models, weights, *,
+            base_weight: Annotated[float, Range(0.0, None), "weight of the base model"] = 1.0):
+    """Average Merging: the (weighted) mean of the base and the models."""
+    total = base_weight + sum(weights)
+    if total == 0:
+        raise ValueError("average: base_weight and model weights sum to 0")
+    out = base * (base_weight / total)
+    for w, m in zip(weights, models):
+        out.add_(m, alpha=w / total)
+    return out
+
+
+@merge_method("task_arithmetic", paper=TA_PAPER, aliases=("ta",))
+def task_arithmetic(base, models, weights, *, alpha: Alpha = 1.0):
+    """Task Arithmetic: θ₀ + α · Σᵢ wᵢ δᵢ."""
+    return weighted_sum(task_vectors(base, models), weights).mul_(alpha).add_(base)
+
+
+@merge_method("ties", paper=TIES_PAPER, aliases=("ties_merging",),
+              prepare=lambda run, params: _plan(run, params, drop=False, trim=True))
+def ties(base, models, weights, *, k: TrimRatio = 0.8, alpha: Alpha = 1.0,
+         trim: TrimRule = "topk", trimmers: State = None, zero_sign: State = 1.0):
+    """TIES-Merging: trim each task vector, elect signs, disjoint mean, θ₀ + α · mean.
+
+    ``trim``: ``topk`` keeps n − floor(k·n) entries per tensor; ``reference`` is the paper's code
+    (keeps |x| ≥ the floor(k·n)-th smallest magnitude, one more); ``global`` chooses the threshold
+    over the whole model (original TIES), with zero-sum sign ties taking the majority sign.
+    """
+    trimmed = _trim(task_vectors(base, models), trimmers, k, trim)
+    return base + alpha * disjoint_mean(trimmed, weights, zero_sign)
+
+
+@merge_method("dare", paper=DARE_PAPER, aliases=("dare_ta", "dare_linear"),
+              prepare=lambda run, params: _plan(run, params, drop=True, trim=False))
+def dare_ta(base, models, weights, *, p: DropRate = 0.3, alpha: Alpha = 1.0, seed: Seed = 0,
+            masks: State = None):
+    """DARE (with Task Arithmetic): θ₀ + α · Σᵢ wᵢ DARE_p(δᵢ). With α = 1, DARE alone."""
+    dropped = _dare(task_vectors(base, models), masks, p, seed)
+    return weighted_sum(dropped, weights).mul_(alpha).add_(base)
+
+
+@merge_method("dare_ties", paper=DARE_PAPER,
+              prepare=lambda run, params: _plan(run, params, drop=True, trim=True))
+def dare_ties(base, models, weights, *, p: DropRate = 0.3, k: TrimRatio = 0.0, alpha: Alpha = 1.0,
+              trim: TrimRule = "topk", seed: Seed = 0, masks: State = None,
+              trimmers: State = None, zero_sign: State = 1.0):
+    """DARE-TIES: DARE each task vector, then TIES (trim with k, elect, disjoint mean).
+
+    k = 0 (the default) skips the magnitude trim, as mergekit's ``dare_ties`` does.
+    """
+    dropped = _dare(task_vectors(base, models), masks, p, seed)
+    trimmed = _trim(dropped, trimmers, k, trim)
+    return base + alpha * disjoint_mean(trimmed, weights, zero_sign)

@@ -1,0 +1,19 @@
+"""Seeds derived from names, in one place: the same on every machine, whatever order things are
+read or batched in (DARE masks per tensor block, sampling per prompt, synthetic weights)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+
+def seed_from(*parts: object) -> int:
+    """A 63-bit seed from ``parts`` (sha256 of ``"p1|p2|..."``, first 8 bytes, little-endian)."""
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def generator(*parts: object, device: str | torch.device = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` seeded with :func:`seed_from` of ``parts``."""
+    return torch.Generator(device).manual_seed(seed_from(*parts))

@@ -1,0 +1,147 @@
+"""The package's shape: stages import only the stages before them, and no import cycle exists,
+counting imports inside functions as well as at module level."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "l2s_kit"
+
+# The data flow, top to bottom: a stage may import itself and the stages above it, never below.
+STAGES = ["errors", "version", "seeds", "io", "zoo", "merging", "evaluate", "analysis", "plots", "study",
+          "notebooks", "cli"]
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in PKG.rglob("*.py"):
+        parts = list(p.relative_to(PKG.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = p
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the package modules it imports (module level and inside functions). ``from a
+    import b`` is an edge to ``a.b`` when that is a module, else to ``a``; importing ``a.b`` is not
+    counted as importing the package ``a`` (Python runs ``a/__init__`` first, but that is the
+    package's own business, checked as a module of its own)."""
+    mods = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for mod, path in mods.items():
+        pkg = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    up = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                    base = ".".join([*up, base] if base else up)
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base
+                           for a in node.names]
+            for t in targets:
+                if t.startswith("l2s_kit") and t != mod:
+                    while t not in mods:  # "import l2s_kit.x.y" of a name: its module
+                        t = t.rpartition(".")[0]
+                    if t != mod:
+                        graph[mod].add(t)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _stage(mod: str) -> int | None:
+    parts = mod.split(".")
+    return STAGES.index(parts[1]) if len(parts) > 1 else None  # None: the facade l2s_kit
+
+
+def test_the_graph_sees_imports_inside_functions():
+    g = import_graph()
+    # cli imports the study only inside its subcommand (a lazy import is still an edge)
+    assert "l2s_kit.study.family" in g["l2s_kit.cli"] or "l2s_kit.study" in g["l2s_kit.cli"]
+    assert "l2s_kit.merging.registry" in g["l2s_kit.merging.methods.task_vector"]
+
+
+def test_cycle_detection_finds_a_planted_cycle():
+    g = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(g) == [["a", "b", "c"]]
+
+
+def test_no_import_cycles():
+    cycles = _cycles(import_graph())
+    assert not cycles, "import cycles (module level or inside functions): " + "; ".join(
+        " <-> ".join(c) for c in cycles)
+
+
+def test_top_level_reads_as_the_data_flow():
+    top = sorted(p.stem if p.is_file() else p.name for p in PKG.iterdir()
+                 if (p.suffix == ".py" and p.stem != "__init__")
+                 or (p.is_dir() and (p / "__init__.py").exists()))
+    assert top == sorted(STAGES), f"top level of l2s_kit/: {top}"
+
+
+def test_stages_import_only_the_stages_above_them():
+    bad = []
+    for mod, deps in import_graph().items():
+        s = _stage(mod)
+        for d in deps:
+            t = _stage(d)
+            if s is not None and (t is None or t > s):
+                bad.append(f"{mod} -> {d}")
+    assert not bad, "imports pointing up the data flow:\n" + "\n".join(sorted(bad))
+
+
+@pytest.mark.parametrize("module", ["l2s_kit.merging.registry", "l2s_kit.merging.engine"])
+def test_the_registry_and_engine_import_no_method(module):
+    deps = import_graph()[module]
+    assert not [d for d in deps if d.startswith("l2s_kit.merging.methods")]
+
+
+def test_notebooks_draw_through_plots():
+    """Figures are built in l2s_kit.plots (one visual style, tested there), not inline."""
+    import json
+
+    inline = []
+    for nb in sorted((PKG.parent / "notebooks").glob("*.ipynb")):
+        for c in json.loads(nb.read_text())["cells"]:
+            src = "".join(c["source"])
+            code = "\n".join(line.split("#")[0] for line in src.splitlines())
+            if c["cell_type"] == "code" and any(s in code for s in ("plotly", "px.", "go.")):
+                inline.append(nb.name)
+    assert not inline, f"notebooks drawing with plotly directly: {sorted(set(inline))}"
