@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from pathlib import Path
 
 from l2s_kit.errors import L2SError
@@ -74,6 +75,8 @@ def _merge(args) -> int:
         print(f"note: {note}", file=sys.stderr)
     out = merge(recipe, args.out, overwrite=args.overwrite, shard_size=args.shard_size,
                 device=args.device, progress=not args.quiet)
+    for note in out.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(f"merged {recipe.merge_method} -> {out}")
     print(f"weights hash {out.weights_hash}")
     return 0
@@ -467,7 +470,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # a kill cleans up as Ctrl-C does
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -325,3 +325,8 @@ def test_cli_eval_on_a_benchmark(tiny_pair, bench_dir, tmp_path, capsys):
     assert set(df["grade_status"]) <= {"ok", "no_answer"}
     assert main(["eval", str(tiny_pair[1]), "--benchmark", "gsm8k", "--out", str(out)]) == 2
     assert "--data-dir" in capsys.readouterr().err
+
+
+def test_numbers_longer_than_pythons_int_string_limit_grade_right(grader):
+    n = "7" * 5000  # past Python's default 4300-digit int <-> str limit
+    assert [r.correct for r in grader.grade_many([(n, n), ("1" + n, n)])] == [True, False]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from l2s_kit.errors import L2SError
-from l2s_kit.io import DTYPES
+from l2s_kit.io import DTYPES, VOCABULARY_FILES
 from l2s_kit.seeds import seed_from
 
 # Tokens decoded at the end of each sequence at every step to look for stop strings, beyond the
@@ -133,6 +133,11 @@ def _dtype(dtype):
     return DTYPES[dtype]
 
 
+def has_tokenizer(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds a tokenizer (a vocabulary file, not just special tokens)."""
+    return any((Path(path) / f).is_file() for f in VOCABULARY_FILES)
+
+
 class TransformersBackend:
     """Batched generation with Hugging Face ``transformers``.
 
@@ -160,6 +165,11 @@ class TransformersBackend:
             if not (path / "config.json").is_file():
                 raise GenerationError(f"{path} is not a checkpoint folder (no config.json); give "
                                       "the folder of a Hugging Face model")
+            if tokenizer is None and not has_tokenizer(path):
+                raise GenerationError(
+                    f"{path}: no tokenizer files (tokenizer.json, vocab.json, tokenizer.model, "
+                    "...); copy them from the model it was made from (for a merge: System 2's "
+                    "folder, or merge again with --tokenizer-source)")
             model = AutoModelForCausalLM.from_pretrained(path, **_dtype_kwarg(_dtype(dtype)))
             tokenizer = tokenizer or AutoTokenizer.from_pretrained(path)
             model.to(device or "cpu")

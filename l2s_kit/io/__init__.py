@@ -5,12 +5,20 @@
 >>> ck.read("model.embed_tokens.weight", rows=slice(0, 8))
 """
 
-from l2s_kit.io.atomic import atomic_file, atomic_folder, check_out, publish, temp_sibling
+from l2s_kit.io.atomic import (
+    atomic_file,
+    atomic_folder,
+    check_apart,
+    check_out,
+    publish,
+    temp_sibling,
+)
 from l2s_kit.io.checkpoint import (
     GENERATION_CONFIG,
     INDEX_FILE,
     SINGLE_FILE,
     TOKENIZER_FILES,
+    VOCABULARY_FILES,
     Checkpoint,
     StateDictSource,
     TensorInfo,
@@ -25,7 +33,7 @@ from l2s_kit.io.writer import CheckpointWriter, copy_side_files, plan_shards
 
 __all__ = [
     "DTYPES", "DTYPE_NAMES", "GENERATION_CONFIG", "INDEX_FILE", "SAFE_DTYPES", "SINGLE_FILE",
-    "TOKENIZER_FILES", "Checkpoint", "CheckpointWriter", "StateDictSource", "TensorInfo",
-    "WeightHasher", "atomic_file", "atomic_folder", "check_out", "copy_side_files", "natural_key",
+    "TOKENIZER_FILES", "VOCABULARY_FILES", "Checkpoint", "CheckpointWriter", "StateDictSource", "TensorInfo",
+    "WeightHasher", "atomic_file", "atomic_folder", "check_apart", "check_out", "copy_side_files", "natural_key",
     "plan_shards", "publish", "reference_data_dir", "tensor_bytes", "temp_sibling", "weights_hash",
 ]

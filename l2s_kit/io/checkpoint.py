@@ -24,6 +24,8 @@ from l2s_kit.io.dtypes import DTYPE_NAMES, SAFE_DTYPES
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 # Files copied from the tokenizer source model when present.
+# Files that hold a tokenizer's vocabulary: a folder without any of them cannot generate text.
+VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model")
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",

@@ -209,7 +209,7 @@ class CheckpointWriter:
             total = sum(i.nbytes for i in self.infos)
             self.write_json(INDEX_FILE, {"metadata": {"total_size": total},
                                          "weight_map": self.weight_map})
-        publish(self.tmp, self.out_dir)
+        publish(self.tmp, self.out_dir, self.overwrite)
 
     @property
     def weights_hash(self) -> str:

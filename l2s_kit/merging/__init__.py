@@ -13,7 +13,14 @@ from pathlib import Path
 import torch
 
 from l2s_kit.errors import CheckpointError
-from l2s_kit.io import DTYPES, Checkpoint, CheckpointWriter, copy_side_files
+from l2s_kit.io import (
+    DTYPES,
+    VOCABULARY_FILES,
+    Checkpoint,
+    CheckpointWriter,
+    check_apart,
+    copy_side_files,
+)
 from l2s_kit.merging import methods  # noqa: F401  (registers every method family)
 from l2s_kit.merging.card import model_card
 from l2s_kit.merging.engine import merge_state_dicts, plan_merge, run_merge
@@ -32,6 +39,7 @@ class MergeResult(type(Path())):  # a Path with the merge's hashes attached
 
     weights_hash: str = ""
     recipe_hash: str = ""
+    notes: list[str] = []  # what the merge found (tokenizer, tied embeddings, extra rows, ...)
 
 
 def _recipe(recipe) -> Recipe:
@@ -52,6 +60,7 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
     r = _recipe(recipe)
     if device is not None:
         r.device = device
+    check_apart(out, recipe_inputs(r))
     inputs = [Checkpoint(r.base_model), *[Checkpoint(m.model) for m in r.models]]
     jobs, changes, notes = plan_merge(inputs, DTYPES.get(r.out_dtype))
     config = inputs[0].config if r.config_source == "base" else Checkpoint(r.config_source).config
@@ -63,8 +72,10 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
                   compute_dtype=r.dtype, device=r.device, progress=progress)
         writer.write_json("config.json", {**config, **changes})
         tok_files = copy_side_files(writer, tok_dir)
-        if not tok_files:
-            notes.append(f"no tokenizer files found in {tok_dir}; add them before generating")
+        if not set(tok_files) & set(VOCABULARY_FILES):
+            notes.append(f"no tokenizer files found in {tok_dir}: the merged folder cannot "
+                         "generate text until tokenizer files are added (copy them from System "
+                         "2's folder, or merge again with tokenizer_source / --tokenizer-source)")
         writer.write_text("README.md", model_card(r, writer.weights_hash, inputs, notes, tok_files))
         writer.write_text("l2s_recipe.yaml", r.to_yaml())
         writer.write_json(MERGE_INFO, {
@@ -76,7 +87,18 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
         })
     result = MergeResult(out)
     result.weights_hash, result.recipe_hash = writer.weights_hash, r.hash
+    result.notes = notes
     return result
+
+
+def recipe_inputs(r: Recipe) -> dict[str, str]:
+    """What a merge reads: base, models, tokenizer and config sources (named for messages)."""
+    out = {"base model": r.base_model}
+    out.update({f"model {i + 1}": m.model for i, m in enumerate(r.models)})
+    for what, src in (("tokenizer source", r.tokenizer_source), ("config source", r.config_source)):
+        if src != "base":
+            out[what] = src
+    return out
 
 
 def merge_once(recipe: Recipe | dict | str | os.PathLike, root: str | os.PathLike, name: str, *,

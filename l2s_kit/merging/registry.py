@@ -37,6 +37,7 @@ import, not in the middle of a merge.
 from __future__ import annotations
 
 import inspect
+import math
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,6 +101,9 @@ class Param:
             )
         if t is float:
             value = float(value)
+            if not math.isfinite(value):
+                raise RecipeError(f"{where}: parameter '{self.name}' must be a finite number, got "
+                                  f"{value!r}" + (f" ({self.help})" if self.help else ""))
         if self.choices is not None and value not in self.choices:
             raise RecipeError(
                 f"{where}: parameter '{self.name}' must be one of {list(self.choices)}, got {value!r}"

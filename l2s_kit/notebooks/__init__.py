@@ -66,8 +66,19 @@ def notebook_parameters(path: str | os.PathLike) -> dict[str, dict]:
     import papermill
 
     params = papermill.inspect_notebook(str(path))
-    return {k: {"default": v["default"], "type": v["inferred_type_name"], "help": v["help"]}
-            for k, v in params.items()}
+    return {k: {"default": v["default"], "type": _literal_type(v["default"], v["inferred_type_name"]),
+                "help": v["help"]} for k, v in params.items()}
+
+
+def _literal_type(default: str, inferred: str) -> str:
+    """The type of a parameters cell's literal default ("0.2" -> "float"); papermill infers
+    types only from annotations, which the parameters cells (plain literals) do not have."""
+    import ast
+
+    try:
+        return type(ast.literal_eval(default)).__name__
+    except (ValueError, SyntaxError):
+        return inferred
 
 
 def _load_params_file(path: str | os.PathLike) -> dict:
@@ -82,11 +93,34 @@ def _load_params_file(path: str | os.PathLike) -> dict:
     return data
 
 
-def _per_notebook(names: Iterable[str], declared: dict[str, dict], given: Mapping) -> dict:
-    """name → the parameters it gets; checks every given name is declared somewhere."""
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,),
+          "dict": (dict,)}
+
+
+def _check_type(nb: str, name: str, value: object, declared: dict) -> None:
+    """``value`` must have the type of the declared default (an int where a float is declared is
+    fine; a default of None takes anything)."""
+    want = _TYPES.get(declared["type"])
+    if want is None:
+        return
+    ok = isinstance(value, want) and not (isinstance(value, bool) and bool not in want)
+    if not ok:
+        raise NotebookError(
+            f"parameter {name!r} of notebook {nb!r} must be of type {declared['type']} (its default is "
+            f"{declared['default']}), got {value!r}; with -p the value is read as YAML "
+            "(0.5, [0.2, 0.5], text)")
+
+
+def _per_notebook(names: Iterable[str], declared: dict[str, dict], given: Mapping,
+                  strict: Iterable[str] = ()) -> dict:
+    """name → the parameters it gets. Every given name must be declared by some notebook, and
+    every name in ``strict`` (given for this run, not from a shared file) by a notebook that
+    runs; values must have the declared defaults' types."""
+    names = list(names)
     common = {k: v for k, v in given.items() if not (k in declared and isinstance(v, dict))}
     own = {k: v for k, v in given.items() if k in declared and isinstance(v, dict)}
     everywhere = set().union(*(d.keys() for d in declared.values()))
+    running = set().union(*(declared[n].keys() for n in names))
     for nb, ps in [(None, common), *own.items()]:
         unknown = sorted(set(ps) - (everywhere if nb is None else set(declared[nb])))
         if unknown:
@@ -94,8 +128,18 @@ def _per_notebook(names: Iterable[str], declared: dict[str, dict], given: Mappin
             known = sorted(everywhere if nb is None else declared[nb])
             raise NotebookError(f"parameter(s) {', '.join(unknown)} not declared by {where}; "
                                 f"declared: {', '.join(known)}")
-    return {n: {**{k: v for k, v in common.items() if k in declared[n]}, **own.get(n, {})}
-            for n in names}
+    unused = sorted(k for k in strict if k in common and k not in running)
+    if unused:
+        owners = sorted(n for n in declared if unused[0] in declared[n])
+        raise NotebookError(f"parameter {unused[0]!r} is declared only by {', '.join(owners)}, "
+                            f"which is not being run ({', '.join(names)}); run that notebook or "
+                            "drop the parameter")
+    out = {n: {**{k: v for k, v in common.items() if k in declared[n]}, **own.get(n, {})}
+           for n in names}
+    for n, ps in out.items():
+        for k, v in ps.items():
+            _check_type(n, k, v, declared[n][k])
+    return out
 
 
 def run_notebooks(names: Iterable[str] | None = None, parameters: Mapping | None = None, *,
@@ -123,7 +167,7 @@ def run_notebooks(names: Iterable[str] | None = None, parameters: Mapping | None
     declared = {n: notebook_parameters(p) for n, p in found.items()}
     given = {**(_load_params_file(parameters_file) if parameters_file else {}),
              **(parameters or {})}
-    params = _per_notebook(names, declared, given)
+    params = _per_notebook(names, declared, given, strict=(parameters or {}).keys())
     run = run or time.strftime("%Y%m%d-%H%M%S")
     out = Path(out)
     from l2s_kit.io import check_out

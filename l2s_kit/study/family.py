@@ -21,7 +21,7 @@ import pandas as pd
 
 from l2s_kit.analysis import format_table1, model_summary, reflection, table1
 from l2s_kit.evaluate import FAMILY_SETTINGS, evaluate, extract_family
-from l2s_kit.io import atomic_file
+from l2s_kit.io import atomic_file, check_apart
 from l2s_kit.study.explorer import model_name
 from l2s_kit.zoo import DEFAULT, Family, FamilySpec, build_family
 
@@ -96,6 +96,9 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
     family = build_family(family_root, spec=spec, progress=progress)
     workdir = Path(workdir) / family.root.name
     out = Path(out)
+    pair = {"System 1": family.system1, "System 2": family.system2}
+    check_apart(workdir, pair)
+    check_apart(out, pair)
     models = merge_grid(family, workdir, grid, progress)
     models = pd.concat([pd.DataFrame([
         {"model": "system1", "method": "System 1 (base)", "parameters": "",

@@ -31,6 +31,7 @@ import pandas as pd
 from l2s_kit.analysis import summarize, table1
 from l2s_kit.errors import L2SError
 from l2s_kit.evaluate import DEFAULT_SETTINGS, GenerationSettings, extract_answer, load_responses
+from l2s_kit.io import check_apart
 
 RUNNERS = ("local", "ray")
 GRADERS = ("simple", "math-verify", "reference")
@@ -126,6 +127,23 @@ def run_job(job: SweepJob, datasets: Mapping[str, list[dict]], workdir: str, *,
             "folder": str(folder), "responses": str(out), "grade_timeouts": timeouts}
 
 
+def _job_inputs(jobs: list[SweepJob]) -> dict[str, str]:
+    """Every checkpoint folder the jobs read, named for messages."""
+    out = {}
+    for j in jobs:
+        if j.model is not None:
+            out[f"model of job {j.name}"] = j.model
+        if j.recipe is not None:
+            r = j.recipe
+            out[f"base model of job {j.name}"] = r["base_model"]
+            for i, m in enumerate(r.get("models", [])):
+                out[f"model {i + 1} of job {j.name}"] = m["model"]
+            for key in ("tokenizer_source", "config_source"):
+                if r.get(key, "base") != "base":
+                    out[f"{key.replace('_', ' ')} of job {j.name}"] = r[key]
+    return out
+
+
 def run_sweep(jobs: list[SweepJob], datasets: Mapping[str, list[dict]],
               workdir: str | os.PathLike, *, runner: str = "local",
               settings: GenerationSettings = DEFAULT_SETTINGS, grader: str = "simple",
@@ -155,6 +173,7 @@ def run_sweep(jobs: list[SweepJob], datasets: Mapping[str, list[dict]],
         raise SweepError(f"reference {reference!r} is not a job; jobs: "
                          + ", ".join(j.name for j in jobs))
     workdir = Path(workdir)
+    check_apart(workdir, _job_inputs(jobs))
     (workdir / "responses").mkdir(parents=True, exist_ok=True)
     kwargs = {"settings": settings, "grader": grader, "extract": extract, "backend": backend,
               "device": "cuda" if num_gpus > 0 else "cpu",

@@ -1,0 +1,175 @@
+"""Nothing the user owns is deleted or mixed: outputs apart from inputs whatever the flags, an
+output that appears meanwhile is never replaced unasked, non-finite parameters are refused."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from l2s_kit.cli import main
+from l2s_kit.errors import OutputExistsError, RecipeError
+from l2s_kit.io import Checkpoint, weights_hash
+from l2s_kit.merging import engine, load_recipe, merge
+from l2s_kit.study.sweep import run_sweep, sweep_jobs
+from l2s_kit.zoo.synthetic import make_pair
+
+
+@pytest.fixture
+def w(tmp_path):
+    """A work folder holding base/ and model/ (a pair of the user's own), with their hashes."""
+    base, model = make_pair(tmp_path / "w", "tiny", seed=3, delta_std=0.02)
+    return tmp_path / "w", {p: weights_hash(Checkpoint(p)) for p in (base, model)}
+
+
+def intact(hashes):
+    return all(p.is_dir() and weights_hash(Checkpoint(p)) == h for p, h in hashes.items())
+
+
+@pytest.mark.parametrize("out, how", [(".", "contains"), ("base", "is"),
+                                      ("model/merged", "lies inside")])
+def test_merge_refuses_an_output_on_an_input_even_with_overwrite(w, out, how, capsys):
+    root, hashes = w
+    code = main(["merge", "--method", "ta", "--base", str(root / "base"), "--model",
+                 str(root / "model"), "--out", str(root / out), "--overwrite", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and f" {how} the " in err and "Traceback" not in err
+    assert intact(hashes)
+    assert sorted(p.name for p in root.iterdir()) == ["base", "model"]
+
+
+def test_tokenizer_source_is_an_input_too(w):
+    root, hashes = w
+    r = load_recipe({"merge_method": "ta", "base_model": str(root / "base"),
+                     "models": [{"model": str(root / "model")}]})
+    r.tokenizer_source = str(root)
+    with pytest.raises(OutputExistsError, match="lies inside the tokenizer source"):
+        merge(r, root / "merged", progress=False)
+    assert intact(hashes) and not (root / "merged").exists()
+
+
+def test_an_output_that_appears_meanwhile_is_not_replaced(w, tmp_path, monkeypatch):
+    """Two merges into one folder: the one that finishes second fails and leaves the first's."""
+    root, _ = w
+    out = tmp_path / "out"
+    run = engine.MergeRun.run
+
+    def other_run_finishes_first(self, sink):
+        run(self, sink)
+        out.mkdir()
+        (out / "from_the_other_run").write_text("kept")
+
+    monkeypatch.setattr(engine.MergeRun, "run", other_run_finishes_first)
+    with pytest.raises(OutputExistsError, match="appeared while this run was writing"):
+        merge({"merge_method": "ta", "base_model": str(root / "base"),
+               "models": [{"model": str(root / "model")}]}, out, progress=False)
+    assert [p.name for p in out.iterdir()] == ["from_the_other_run"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporaries
+
+
+@pytest.mark.parametrize("method, param", [("lore", "tau"), ("ties", "k"), ("twin", "lam"),
+                                           ("task_arithmetic", "alpha")])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_parameters_are_refused_by_name(w, method, param, value):
+    root, _ = w
+    with pytest.raises(RecipeError, match=f"parameter '{param}' must be a finite number"):
+        load_recipe({"merge_method": method, "base_model": str(root / "base"),
+                     "models": [{"model": str(root / "model")}], "parameters": {param: value}})
+
+
+def test_a_sweep_workdir_inside_a_checkpoint_is_refused(w):
+    root, hashes = w
+    jobs = sweep_jobs(models={"system2": str(root / "model")})
+    with pytest.raises(OutputExistsError, match="lies inside the model of job system2"):
+        run_sweep(jobs, {"d": [{"id": "1", "prompt": "Q", "gold": "1"}]}, root / "model" / "runs",
+                  progress=False)
+    assert intact(hashes) and not (root / "model" / "runs").exists()
+
+
+def test_a_merge_without_tokenizer_says_so_and_eval_refuses_it(tmp_path, capsys):
+    base, model = make_pair(tmp_path / "p", "tiny", seed=4, tokenizer=False)
+    out = tmp_path / "merged"
+    assert main(["merge", "--method", "ta", "--base", str(base), "--model", str(model), "--out",
+                 str(out), "--quiet"]) == 0
+    assert "note: no tokenizer files found in" in capsys.readouterr().err
+    assert "no tokenizer files found in" in (out / "README.md").read_text()
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"id": "1", "prompt": "Q", "gold": "1"}\n')
+    code = main(["eval", str(out), "--data", str(rows), "--out", str(tmp_path / "r.jsonl"),
+                 "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{out}: no tokenizer files" in err and "Traceback" not in err
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def test_a_killed_runs_temporary_is_removed_by_the_next_run(w, tmp_path, capsys):
+    root, _ = w
+    out = tmp_path / "out"
+    stale = tmp_path / f".out.tmp-{_dead_pid()}-x1y2"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"\0" * 3 * 2**20)
+    live = tmp_path / f".out.tmp-{__import__('os').getppid()}-a1b2"  # a live process's
+    live.mkdir()
+    merge({"merge_method": "ta", "base_model": str(root / "base"),
+           "models": [{"model": str(root / "model")}]}, out, progress=False)
+    assert not stale.exists() and live.exists() and out.is_dir()
+    assert f"removed {stale} (3.0 MiB)" in capsys.readouterr().err
+
+
+def test_sigterm_cleans_up_as_ctrl_c_does(w, tmp_path):
+    import subprocess
+    import sys
+
+    root, _ = w
+    out = tmp_path / "out"
+    code = f"""
+import os, signal, sys
+from l2s_kit.cli import main
+from l2s_kit.merging import engine
+def killed(self, job, sink):
+    os.kill(os.getpid(), signal.SIGTERM)
+engine.MergeRun.merge_tensor = killed
+sys.exit(main(["merge", "--method", "ta", "--base", {str(root / "base")!r}, "--model",
+               {str(root / "model")!r}, "--out", {str(out)!r}, "--quiet"]))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert "interrupted; no partial output was left behind" in proc.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"alphas": [0.1]}, "'alphas' is declared only by hyperparameter_sensitivity, which is not "
+                        "being run"),
+    ({"n_per_level": "x"}, "'n_per_level' of notebook 'merge_explorer' must be of type int"),
+    ({"alpha": True}, "'alpha' of notebook 'merge_explorer' must be of type float"),
+])
+def test_notebook_parameters_are_checked_before_anything_runs(params, message, tmp_path):
+    from l2s_kit.notebooks import NotebookError, run_notebooks
+
+    with pytest.raises(NotebookError, match=message):
+        run_notebooks(["merge_explorer"], params, out=tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_shared_parameters_file_may_hold_other_notebooks_parameters():
+    import yaml
+
+    from l2s_kit.notebooks import _per_notebook, find_notebooks, notebook_parameters
+
+    found = find_notebooks()
+    declared = {n: notebook_parameters(p) for n, p in found.items()}
+    smoke = yaml.safe_load(open("notebooks/params/smoke.yaml"))
+    got = _per_notebook(["merge_explorer"], declared, smoke)["merge_explorer"]
+    assert set(got) <= set(declared["merge_explorer"]) and got
