@@ -171,6 +171,7 @@ def _eval(args) -> int:
 
 def _spectrum(args) -> int:
     from l2s_kit.analysis.spectrum import (
+        check_table_path,
         low_rank_verdict,
         matrix_summary,
         save_table,
@@ -183,8 +184,8 @@ def _spectrum(args) -> int:
         raise L2SError(f"--rank {args.rank!r}: give a fraction such as 0.1 or a rank such as "
                        "64") from None
     for path in (args.out, args.values):  # refuse before the work, not after
-        if path and Path(path).exists() and not args.overwrite:
-            raise L2SError(f"{path} exists; pass --overwrite to replace it")
+        if path:
+            check_table_path(path, args.overwrite)
     values = spectrum_values(args.base, args.model, modules=args.modules, rank=rank, k=args.k,
                              method=args.method, device=args.device, layers=args.layers,
                              progress=not args.quiet)

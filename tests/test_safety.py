@@ -173,3 +173,63 @@ def test_a_shared_parameters_file_may_hold_other_notebooks_parameters():
     smoke = yaml.safe_load(open("notebooks/params/smoke.yaml"))
     got = _per_notebook(["merge_explorer"], declared, smoke)["merge_explorer"]
     assert set(got) <= set(declared["merge_explorer"]) and got
+
+
+def _rows(tmp_path, name, data: bytes):
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "holds no rows"),
+    (b'{"id": "1", "prompt": null, "gold": "1"}\n', "line 1: field 'prompt' must be a non-empty"),
+    (b'{"id": "1", "prompt": "  ", "gold": "1"}\n', "line 1: field 'prompt' must be a non-empty"),
+    (b'{"id": "1", "prompt": "Q\xff", "gold": "1"}\n', "not UTF-8 text (byte 24"),
+])
+def test_bad_data_files_are_named_with_exit_2(w, tmp_path, capsys, data, message):
+    root, _ = w
+    rows = _rows(tmp_path, "rows.jsonl", data)
+    code = main(["eval", str(root / "base"), "--data", str(rows), "--out",
+                 str(tmp_path / "r.jsonl"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: {rows}") and message in err
+    assert "Traceback" not in err and not (tmp_path / "r.jsonl").exists()
+
+
+def test_eval_out_that_is_a_folder(w, tmp_path, capsys):
+    root, _ = w
+    rows = _rows(tmp_path, "rows.jsonl", b'{"id": "1", "prompt": "Q", "gold": "1"}\n')
+    (tmp_path / "outdir").mkdir()
+    assert main(["eval", str(root / "base"), "--data", str(rows), "--out",
+                 str(tmp_path / "outdir"), "--quiet"]) == 2
+    assert "outdir is a folder" in capsys.readouterr().err
+
+
+def test_config_not_an_object_and_truncated_weights_are_named(w, tmp_path, capsys):
+    import shutil
+
+    root, hashes = w
+    for name, damage in [("cfg", lambda d: (d / "config.json").write_text("[1, 2]")),
+                         ("cut", lambda d: (d / "model.safetensors").write_bytes(
+                             (d / "model.safetensors").read_bytes()[:1000]))]:
+        bad = tmp_path / name
+        shutil.copytree(root / "base", bad)
+        damage(bad)
+        code = main(["merge", "--method", "ta", "--base", str(bad), "--model",
+                     str(root / "model"), "--out", str(tmp_path / f"out-{name}"), "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err
+        assert (f"{bad}/config.json: expected a JSON object" in err if name == "cfg" else
+                f"{bad}/model.safetensors: not a readable safetensors file" in err)
+        assert not (tmp_path / f"out-{name}").exists()
+
+
+def test_spectrum_refuses_a_bad_out_extension_before_the_work(w, tmp_path, capsys, monkeypatch):
+    from l2s_kit.analysis import spectrum
+
+    root, _ = w
+    monkeypatch.setattr(spectrum, "spectrum_values", lambda *a, **k: pytest.fail("work started"))
+    assert main(["spectrum", str(root / "base"), str(root / "model"), "--out",
+                 str(tmp_path / "t.txt"), "--quiet"]) == 2
+    assert "save spectrum tables as .csv or .parquet" in capsys.readouterr().err

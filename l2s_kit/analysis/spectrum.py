@@ -244,17 +244,24 @@ def low_rank_verdict(table: pd.DataFrame, energy_target: float = ENERGY_TARGET,
     return out, sentence
 
 
-def save_table(df: pd.DataFrame, path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write ``df`` as .csv or .parquet (needs pyarrow: ``pip install l2s_kit[parquet]``), atomically;
-    an existing file is only replaced with ``overwrite``."""
+def check_table_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """``path`` as a table to write (.csv or .parquet, not in the way); checked before any work."""
     from l2s_kit.errors import OutputExistsError
-    from l2s_kit.io import atomic_file
 
     path = Path(path)
     if path.suffix not in (".csv", ".parquet"):
         raise L2SError(f"{path}: save spectrum tables as .csv or .parquet")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    return path
+
+
+def save_table(df: pd.DataFrame, path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write ``df`` as .csv or .parquet (needs pyarrow: ``pip install l2s_kit[parquet]``), atomically;
+    an existing file is only replaced with ``overwrite``."""
+    from l2s_kit.io import atomic_file
+
+    path = check_table_path(path, overwrite)
     if path.suffix == ".parquet":
         try:
             import pyarrow  # noqa: F401

@@ -42,22 +42,32 @@ def load_rows(path: str | os.PathLike) -> list[dict]:
     if not path.is_file():
         raise ResponsesError(f"data file {path} does not exist")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ResponsesError(f"{path}, line {lineno}: not valid JSON ({e})") from None
-            if not isinstance(row, dict):
-                raise ResponsesError(f"{path}, line {lineno}: expected a JSON object with "
-                                     f"fields {', '.join(REQUIRED)}")
-            for field in REQUIRED:
-                if field not in row:
-                    raise ResponsesError(f"{path}, line {lineno}: missing field {field!r} "
-                                         f"(each row needs {', '.join(REQUIRED)})")
-            rows.append(row)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ResponsesError(f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); "
+                             "save the rows as UTF-8 jsonl") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ResponsesError(f"{path}, line {lineno}: not valid JSON ({e})") from None
+        if not isinstance(row, dict):
+            raise ResponsesError(f"{path}, line {lineno}: expected a JSON object with "
+                                 f"fields {', '.join(REQUIRED)}")
+        for field in REQUIRED:
+            if field not in row:
+                raise ResponsesError(f"{path}, line {lineno}: missing field {field!r} "
+                                     f"(each row needs {', '.join(REQUIRED)})")
+        if not isinstance(row["prompt"], str) or not row["prompt"].strip():
+            raise ResponsesError(f"{path}, line {lineno}: field 'prompt' must be a non-empty "
+                                 f"string, got {row['prompt']!r}")
+        rows.append(row)
+    if not rows:
+        raise ResponsesError(f"{path} holds no rows; give a jsonl file with one object per line "
+                             f"({', '.join(REQUIRED)})")
     return rows
 
 
@@ -130,6 +140,9 @@ def _check_rows(rows: Iterable[dict]) -> list[dict]:
             if field not in row:
                 raise ResponsesError(f"row {k} (id {row.get('id', '?')!r}) has no field {field!r}; "
                                      f"each row needs {', '.join(REQUIRED)}")
+        if not isinstance(row["prompt"], str) or not row["prompt"].strip():
+            raise ResponsesError(f"row {k} (id {row['id']!r}): field 'prompt' must be a non-empty "
+                                 f"string, got {row['prompt']!r}")
         r = {"dataset": row.get("dataset", "data"), "id": row["id"], "level": row.get("level"),
              "prompt": row["prompt"], "gold": row["gold"]}
         key = (str(r["dataset"]), str(r["id"]))
@@ -168,6 +181,9 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
     if recipe_hash is None:
         recipe_hash = _recipe_hash(model)
     out = Path(out)
+    if out.is_dir():
+        raise ResponsesError(f"{out} is a folder; --out / out is the responses file to write, "
+                             "e.g. runs/responses.jsonl")
     gen = settings.to_dict()
     todo_rows = _check_rows(rows)
 

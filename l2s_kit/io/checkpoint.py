@@ -64,6 +64,20 @@ def natural_key(name: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
 
 
+def _headers(path: Path):
+    """(name, slice) of every tensor of one safetensors file; a truncated or corrupt file is
+    named in the error."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            for name in f.keys():
+                yield name, f.get_slice(name)
+    except Exception as e:  # safetensors raises its own error types for damaged headers
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); it is truncated "
+                              "or corrupt: copy or download it again") from None
+
+
 class Checkpoint:
     """A Hugging Face checkpoint folder, read lazily.
 
@@ -89,24 +103,26 @@ class Checkpoint:
                 "(copy it from the model the weights came from)."
             )
         try:
-            self.config: dict = json.loads(config_path.read_text())
-        except json.JSONDecodeError as e:
+            self.config: dict = json.loads(config_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{config_path} is not valid JSON: {e}") from e
+        if not isinstance(self.config, dict):
+            raise CheckpointError(f"{config_path}: expected a JSON object (a model's settings), "
+                                  f"got a {type(self.config).__name__}; copy config.json from the "
+                                  "model the weights came from")
         self._file_of = self._find_files()
         self._info: dict[str, TensorInfo] = {}
         for file in sorted(set(self._file_of.values())):
-            with safe_open(self.path / file, framework="pt") as f:
-                for name in f.keys():
-                    if name not in self._file_of:
-                        continue
-                    sl = f.get_slice(name)
-                    dtype = sl.get_dtype()
-                    if dtype not in SAFE_DTYPES:
-                        raise CheckpointError(
-                            f"tensor {name} in {self.path / file} has dtype {dtype}, which l2s_kit "
-                            "does not read; convert the checkpoint to bf16/fp16/fp32."
-                        )
-                    self._info[name] = TensorInfo(name, SAFE_DTYPES[dtype], tuple(sl.get_shape()))
+            for name, sl in _headers(self.path / file):
+                if name not in self._file_of:
+                    continue
+                dtype = sl.get_dtype()
+                if dtype not in SAFE_DTYPES:
+                    raise CheckpointError(
+                        f"tensor {name} in {self.path / file} has dtype {dtype}, which l2s_kit "
+                        "does not read; convert the checkpoint to bf16/fp16/fp32."
+                    )
+                self._info[name] = TensorInfo(name, SAFE_DTYPES[dtype], tuple(sl.get_shape()))
         missing = [n for n in self._file_of if n not in self._info]
         if missing:
             raise CheckpointError(
@@ -147,14 +163,13 @@ class Checkpoint:
             )
         file_of: dict[str, str] = {}
         for p in files:
-            with safe_open(p, framework="pt") as f:
-                for name in f.keys():
-                    if name in file_of:
-                        raise CheckpointError(
-                            f"tensor {name} is stored twice in {self.path} ({file_of[name]} and "
-                            f"{p.name}) and there is no {INDEX_FILE} to say which is meant."
-                        )
-                    file_of[name] = p.name
+            for name, _ in _headers(p):
+                if name in file_of:
+                    raise CheckpointError(
+                        f"tensor {name} is stored twice in {self.path} ({file_of[name]} and "
+                        f"{p.name}) and there is no {INDEX_FILE} to say which is meant."
+                    )
+                file_of[name] = p.name
         return file_of
 
     @property
