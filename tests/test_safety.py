@@ -233,3 +233,43 @@ def test_spectrum_refuses_a_bad_out_extension_before_the_work(w, tmp_path, capsy
     assert main(["spectrum", str(root / "base"), str(root / "model"), "--out",
                  str(tmp_path / "t.txt"), "--quiet"]) == 2
     assert "save spectrum tables as .csv or .parquet" in capsys.readouterr().err
+
+
+def test_rewriting_weights_in_place_changes_the_fingerprint(w):
+    from l2s_kit.merging.calibration.cache import fingerprint
+
+    root, _ = w
+    f = root / "base" / "model.safetensors"
+    before = fingerprint(root / "base")
+    assert fingerprint(root / "base") == before  # remembered, not re-read
+    data = bytearray(f.read_bytes())
+    data[-64:] = bytes(64)  # the last weight bytes; header and size unchanged
+    f.write_bytes(bytes(data))
+    assert fingerprint(root / "base") != before
+
+
+def test_a_damaged_cache_entry_is_computed_again_naming_the_file(w):
+    import torch
+
+    from l2s_kit.merging.calibration.cache import cache_file, cached_tensors
+
+    root, _ = w
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"a": torch.arange(6.0)}
+
+    args = ("test_stat", [root / "base"], {"n": 1})
+    assert torch.equal(cached_tensors(*args, compute)["a"], torch.arange(6.0))
+    assert torch.equal(cached_tensors(*args, compute)["a"], torch.arange(6.0)) and calls == [1]
+    f = cache_file(*args[:3])
+    raw = bytearray(f.read_bytes())
+    raw[-4:] = b"\x00\x00\x80\x7f"  # the last float becomes +inf: same size, valid file
+    f.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match=f"{f} is damaged.*checksum"):
+        got = cached_tensors(*args, compute)
+    assert torch.equal(got["a"], torch.arange(6.0)) and calls == [1, 1]
+    f.write_bytes(f.read_bytes()[:20])  # truncated
+    with pytest.warns(UserWarning, match="cannot be read"):
+        assert torch.equal(cached_tensors(*args, compute)["a"], torch.arange(6.0))

@@ -5,14 +5,17 @@ take minutes to hours on a real model, and a sweep over ω or T reuses them. The
 ``<checkpoint>/.l2s_cache/<kind>-<key>.safetensors`` (in ``~/.cache/l2s_kit/stats/`` when the
 checkpoint folder is read-only, and in ``$L2S_CACHE`` whenever that is set), written atomically. The key hashes:
 
-- each checkpoint's *fingerprint*: its config.json, and per safetensors file its name, size and
-  header (tensor names, dtypes, shapes and offsets). Changing any weight rewrites a file whose
-  header or size usually stays the same, so the fingerprint also hashes a sample of the data bytes
-  (up to 64 spread chunks of 4 KiB per file): cheap on a 15 GB model, and a retrained checkpoint
-  saved over the old one does not hit a stale entry;
+- each checkpoint's *fingerprint*: its config.json and the SHA-256 of every safetensors file's
+  whole content, so any change of tensor data gives another key. A file is hashed once (about a
+  minute for a 15 GB model read from the page cache); the digest is remembered in
+  ``fingerprints.json`` beside the entries, keyed by the file's size, modification time and inode,
+  and computed again whenever one of them changes;
 - the calibration settings (``CalibrationSpec.key()``: source, parts, samples, seed, fields,
   token limit, and the content hash of a file source);
 - the kind of statistic and the cache format version.
+
+Every entry carries a checksum of its tensors, verified when it is read: a damaged entry is
+computed again (with a warning naming the file) instead of giving another merge.
 """
 
 from __future__ import annotations
@@ -20,38 +23,62 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import struct
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from l2s_kit.io import atomic_file
 
-FORMAT = 1
+FORMAT = 2  # 2: whole-file fingerprints and checksummed entries
 CACHE_DIR = ".l2s_cache"
-SAMPLES, CHUNK = 64, 4096
+BLOCK = 1 << 22  # bytes read at a time while hashing
+
+
+def _file_digest(f: Path, memo: dict) -> str:
+    st = f.stat()
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+    known = memo.get(f.name)
+    if known and known["stamp"] == stamp:
+        return known["sha256"]
+    h = hashlib.sha256()
+    with open(f, "rb") as fh:
+        while block := fh.read(BLOCK):
+            h.update(block)
+    memo[f.name] = {"stamp": stamp, "sha256": h.hexdigest()}
+    return memo[f.name]["sha256"]
 
 
 def fingerprint(path: str | os.PathLike) -> str:
-    """A cheap, content-based hash of a checkpoint folder (see the module docstring)."""
+    """A hash of a checkpoint folder's config.json and weights (see the module docstring)."""
     path = Path(path)
+    memo_file = cache_dir(path) / "fingerprints.json"
+    try:
+        memo = json.loads(memo_file.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    before = json.dumps(memo, sort_keys=True)
     h = hashlib.sha256((path / "config.json").read_bytes())
     for f in sorted(path.glob("*.safetensors")):
-        size = f.stat().st_size
-        h.update(f"{f.name}|{size}|".encode())
-        with open(f, "rb") as fh:
-            (n,) = struct.unpack("<Q", fh.read(8))
-            h.update(fh.read(n))
-            data0 = 8 + n
-            span = size - data0
-            if span <= SAMPLES * CHUNK:
-                h.update(fh.read(span))
-                continue
-            for k in range(SAMPLES):
-                fh.seek(data0 + span * k // SAMPLES)
-                h.update(fh.read(CHUNK))
+        h.update(f"{f.name}|{_file_digest(f, memo)}|".encode())
+    if json.dumps(memo, sort_keys=True) != before:
+        try:
+            with atomic_file(memo_file) as tmp:
+                tmp.write_text(json.dumps(memo, indent=1, sort_keys=True))
+        except OSError:
+            pass  # a read-only cache only costs hashing again next time
+    return h.hexdigest()
+
+
+def _checksum(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].contiguous().cpu()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
@@ -85,10 +112,20 @@ def cached_tensors(kind: str, paths: Sequence, settings: dict,
     """``compute()`` once per (checkpoints, settings); later calls read the stored tensors."""
     file = cache_file(kind, paths, settings)
     if file.exists():
-        return load_file(file)
-    out = compute()
+        try:
+            with safe_open(file, framework="pt") as f:
+                stored = (f.metadata() or {}).get("checksum")
+            tensors = load_file(file)
+            if stored is not None and stored == _checksum(tensors):
+                return tensors
+            why = "its checksum does not match its tensors"
+        except Exception as e:  # a truncated or corrupt file: safetensors' own error types
+            why = f"it cannot be read ({e})"
+        warnings.warn(f"calibration statistics cache {file} is damaged ({why}); computing them "
+                      "again", stacklevel=2)
+    out = {k: v.contiguous() for k, v in compute().items()}
     with atomic_file(file) as tmp:
-        save_file({k: v.contiguous() for k, v in out.items()}, tmp,
-                  metadata={"kind": kind, "settings": json.dumps(settings, sort_keys=True),
-                            "checkpoints": json.dumps([str(p) for p in paths])})
+        save_file(out, tmp, metadata={"kind": kind, "settings": json.dumps(settings, sort_keys=True),
+                                      "checkpoints": json.dumps([str(p) for p in paths]),
+                                      "checksum": _checksum(out)})
     return out
