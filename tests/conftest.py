@@ -72,7 +72,7 @@ def pytest_terminal_summary(terminalreporter):
         for nodeid in _NOT_RUN:
             tr.write_line(f"  {nodeid}")
         tr.write_line("To run them: L2S_SHARED_DATA=/path/to/data make test (the folder holding "
-                      "benchmarks/, samples/ and calibration/; see README, 'Reference data').")
+                      "benchmarks/, samples/ and calibration/; see README, 'Two commands').")
 
 
 @pytest.fixture(scope="session")
