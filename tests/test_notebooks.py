@@ -53,8 +53,10 @@ def smoke(family, tmp_path_factory):
     """All notebooks run once with smoke.yaml (family and workdir given as absolute paths)."""
     tmp = tmp_path_factory.mktemp("nb")
     params = {"family_root": str(family.root.parent.resolve()), "workdir": str(tmp / "work")}
+    # A cell that has not finished in 10 minutes fails its notebook instead of blocking the
+    # suite (the smoke cells take seconds; a kernel whose reply never arrives would wait forever).
     df = run_notebooks(parameters=params, parameters_file=SMOKE, run="smoke", notebooks=NOTEBOOKS,
-                       out=tmp / "figures", progress=False)
+                       out=tmp / "figures", progress=False, timeout=600)
     return df.set_index("notebook"), tmp
 
 
