@@ -35,6 +35,16 @@ class ResponsesError(L2SError):
     """A responses file or the rows to evaluate cannot be used as they are."""
 
 
+def _row_problem(row: dict) -> str | None:
+    """What is wrong with a row to evaluate (a missing field, an empty prompt), or None."""
+    for field in REQUIRED:
+        if field not in row:
+            return f"missing field {field!r} (each row needs {', '.join(REQUIRED)})"
+    if not isinstance(row["prompt"], str) or not row["prompt"].strip():
+        return f"field 'prompt' must be a non-empty string, got {row['prompt']!r}"
+    return None
+
+
 def load_rows(path: str | os.PathLike) -> list[dict]:
     """Rows to evaluate from a jsonl file (``id``, ``prompt``, ``gold``, optional ``dataset``,
     ``level``); errors name the file, the line and the field."""
@@ -57,13 +67,9 @@ def load_rows(path: str | os.PathLike) -> list[dict]:
         if not isinstance(row, dict):
             raise ResponsesError(f"{path}, line {lineno}: expected a JSON object with "
                                  f"fields {', '.join(REQUIRED)}")
-        for field in REQUIRED:
-            if field not in row:
-                raise ResponsesError(f"{path}, line {lineno}: missing field {field!r} "
-                                     f"(each row needs {', '.join(REQUIRED)})")
-        if not isinstance(row["prompt"], str) or not row["prompt"].strip():
-            raise ResponsesError(f"{path}, line {lineno}: field 'prompt' must be a non-empty "
-                                 f"string, got {row['prompt']!r}")
+        problem = _row_problem(row)
+        if problem:
+            raise ResponsesError(f"{path}, line {lineno}: {problem}")
         rows.append(row)
     if not rows:
         raise ResponsesError(f"{path} holds no rows; give a jsonl file with one object per line "
@@ -136,13 +142,9 @@ def _recipe_hash(model) -> str | None:
 def _check_rows(rows: Iterable[dict]) -> list[dict]:
     out, seen = [], set()
     for k, row in enumerate(rows):
-        for field in REQUIRED:
-            if field not in row:
-                raise ResponsesError(f"row {k} (id {row.get('id', '?')!r}) has no field {field!r}; "
-                                     f"each row needs {', '.join(REQUIRED)}")
-        if not isinstance(row["prompt"], str) or not row["prompt"].strip():
-            raise ResponsesError(f"row {k} (id {row['id']!r}): field 'prompt' must be a non-empty "
-                                 f"string, got {row['prompt']!r}")
+        problem = _row_problem(row)
+        if problem:
+            raise ResponsesError(f"row {k} (id {row.get('id', '?')!r}): {problem}")
         r = {"dataset": row.get("dataset", "data"), "id": row["id"], "level": row.get("level"),
              "prompt": row["prompt"], "gold": row["gold"]}
         key = (str(r["dataset"]), str(r["id"]))
