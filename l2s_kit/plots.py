@@ -35,10 +35,14 @@ def accuracy_vs_length(summary: pd.DataFrame, color: str = "method", label: str 
 
 
 def metric_by_level(table: pd.DataFrame, y: str, title: str, y_label: str,
-                    color: str = "model") -> go.Figure:  # noqa: F821
-    """A line per model of ``y`` against the difficulty level."""
+                    color: str = "model", by: str = "level") -> go.Figure:  # noqa: F821
+    """A line per model of ``y`` against the difficulty level; with ``by="dataset"`` (data
+    without levels), grouped bars per dataset instead."""
     import plotly.express as px
 
+    if by != "level":
+        fig = px.bar(table, x=by, y=y, color=color, barmode="group", labels={y: y_label})
+        return _style(fig, title)
     fig = px.line(table.sort_values("level"), x="level", y=y, color=color, markers=True,
                   labels={"level": "difficulty level", y: y_label})
     fig.update_xaxes(dtick=1)

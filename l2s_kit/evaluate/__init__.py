@@ -26,6 +26,7 @@ from l2s_kit.evaluate.backends import (
 )
 from l2s_kit.evaluate.benchmarks import (
     BENCHMARKS,
+    FAMILY_BENCHMARK,
     PAPER_BENCHMARKS,
     BenchmarkError,
     load_benchmark,
@@ -56,6 +57,7 @@ __all__ = [
     "BENCHMARKS",
     "COLUMNS",
     "DEFAULT_SETTINGS",
+    "FAMILY_BENCHMARK",
     "FAMILY_SETTINGS",
     "LENGTH_LIMITS",
     "LENGTH_RULES",

@@ -21,9 +21,13 @@ minerva_math  problem          last ``\\boxed{}`` of ``solution``               
 olympiadbench question         ``final_answer`` (a list; several joined by ", "),     –
                                ``$`` removed
 college_math  question         ``answer`` with ``$`` removed                          –
+l2s_family    question         ``answer``                                             ``level`` 1–5
 ============  ===============  =====================================================  ===========
 
-Only MATH500 has difficulty levels; other rows have ``level`` None.
+Only MATH500 and ``l2s_family`` (the built-in family's task written out by ``l2s zoo export``, so
+the real-pair path can be tried on a CPU with nothing downloaded) have difficulty levels; other
+rows have ``level`` None. A benchmark folder may hold other splits beside ``test.jsonl`` (e.g. a
+``validation.jsonl`` in the same layout): ``split=`` reads them.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from pathlib import Path
 from l2s_kit.errors import L2SError
 from l2s_kit.evaluate.extract import boxed_contents
 from l2s_kit.evaluate.prompts import render_prompt
+from l2s_kit.zoo.task import BENCHMARK as FAMILY_BENCHMARK
 
 
 class BenchmarkError(L2SError, ValueError):
@@ -106,26 +111,28 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
               description="OlympiadBench (math, English)"),
     Benchmark("college_math", "question", _dollarless, None,
               meta_fields=("data_topic", "question_number"), description="College Math"),
+    Benchmark(FAMILY_BENCHMARK, "question", lambda r: str(r["answer"]).strip(), "id", "level",
+              description="the built-in family's chained-arithmetic task (l2s zoo export)"),
 )}
 PAPER_BENCHMARKS = ("gsm8k", "math500", "aime24", "minerva_math", "olympiadbench", "college_math")
 
 
-def benchmark_path(name: str, data_dir: str | os.PathLike) -> Path:
-    """``data_dir/<name>/test.jsonl``, checked to exist."""
+def benchmark_path(name: str, data_dir: str | os.PathLike, split: str = "test") -> Path:
+    """``data_dir/<name>/<split>.jsonl``, checked to exist."""
     if name not in BENCHMARKS:
         raise BenchmarkError(f"unknown benchmark {name!r}; available: {', '.join(BENCHMARKS)}")
-    path = Path(data_dir) / name / "test.jsonl"
+    path = Path(data_dir) / name / f"{split}.jsonl"
     if not path.is_file():
         raise BenchmarkError(
-            f"benchmark {name!r}: {path} does not exist; data_dir must hold <name>/test.jsonl "
+            f"benchmark {name!r}: {path} does not exist; data_dir must hold <name>/{split}.jsonl "
             "for each benchmark, as the Qwen2.5-Math evaluation toolkit's data/ folder does")
     return path
 
 
 def load_benchmark(name: str, data_dir: str | os.PathLike, *, prompt: str | None = "qwen25-math-cot",
                    tokenizer=None, limit: int | None = None,
-                   levels: tuple[int, ...] | None = None) -> list[dict]:
-    """Rows of benchmark ``name`` from ``data_dir/<name>/test.jsonl``, in file order.
+                   levels: tuple[int, ...] | None = None, split: str = "test") -> list[dict]:
+    """Rows of benchmark ``name`` from ``data_dir/<name>/<split>.jsonl``, in file order.
 
     Each row: ``id`` (string), ``dataset``, ``level`` (int or None), ``question``, ``gold``
     (string), ``meta`` (dict of the fields in ``BENCHMARKS[name].meta_fields``) and ``prompt``,
@@ -134,7 +141,7 @@ def load_benchmark(name: str, data_dir: str | os.PathLike, *, prompt: str | None
     the first ``limit`` rows after that. Errors name the file, the line and the missing field.
     """
     bench = BENCHMARKS.get(name)
-    path = benchmark_path(name, data_dir)
+    path = benchmark_path(name, data_dir, split)
     if levels is not None and bench.level_field is None:
         raise BenchmarkError(f"benchmark {name!r} has no difficulty levels (only math500 has)")
     rows: list[dict] = []

@@ -1,9 +1,13 @@
 """Evaluate a model on rows of (id, prompt, gold): generate, extract, grade, append to responses.jsonl.
 
-One JSON line per sample, carrying what produced it (model, recipe hash, generation settings).
-Runs resume: samples already in the file (same model, dataset, id, sample index and settings) are
-not generated again, new ones are appended and synced to disk after every batch, and a line cut
-short by an interruption is dropped before appending.
+One JSON line per sample, carrying what produced it: the model's name, its weights hash, the
+recipe hash of a merge, the generation settings, the grader, and a hash of the row's prompt and
+gold. Runs resume: samples already in the file (same model, dataset, id and sample index) are not
+generated again, new ones are appended and synced to disk after every batch, and a line cut short
+by an interruption is dropped before appending. A resume never mixes runs: rows of the same model
+name with other weights, settings, grader or recipe, or a row whose prompt or gold changed under
+its old id, are refused with a message naming what differs; and one evaluation at a time writes a
+file (a second one is refused while the first holds the file's lock).
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from l2s_kit.evaluate.backends import (
 from l2s_kit.evaluate.extract import Extraction, extract_answer, grade
 from l2s_kit.io import atomic_file
 
-COLUMNS = ["model", "recipe_hash", "dataset", "id", "level", "sample", "prompt", "response",
-           "n_tokens", "finish_reason", "answer", "gold", "correct", "generation"]
+COLUMNS = ["model", "weights_hash", "recipe_hash", "dataset", "id", "level", "sample", "prompt",
+           "response", "n_tokens", "finish_reason", "answer", "gold", "correct", "generation",
+           "grader", "row_hash"]
 REQUIRED = ("id", "prompt", "gold")
 
 
@@ -147,6 +152,9 @@ def _check_rows(rows: Iterable[dict]) -> list[dict]:
             raise ResponsesError(f"row {k} (id {row.get('id', '?')!r}): {problem}")
         r = {"dataset": row.get("dataset", "data"), "id": row["id"], "level": row.get("level"),
              "prompt": row["prompt"], "gold": row["gold"]}
+        r["row_hash"] = row_hash(r)
+        if row.get("split") is not None:
+            r["split"] = row["split"]
         key = (str(r["dataset"]), str(r["id"]))
         if key in seen:
             raise ResponsesError(f"rows hold id {r['id']!r} of dataset {r['dataset']!r} twice; "
@@ -156,23 +164,91 @@ def _check_rows(rows: Iterable[dict]) -> list[dict]:
     return out
 
 
+def row_hash(row: dict) -> str:
+    """A short hash of a row's prompt and gold: an edited row under an old id is noticed."""
+    import hashlib
+
+    text = json.dumps([row["prompt"], str(row["gold"])], ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def grader_name(grader) -> str:
+    """How a grader is recorded on rows: its ``name`` attribute, else its function name."""
+    name = getattr(grader, "name", None) or getattr(grader, "__name__", None)
+    return str(name or type(grader).__name__)
+
+
+class _Lock:
+    """An exclusive lock on a responses file (a hidden ``.<name>.lock`` beside it), refused at
+    once, naming the file, while another evaluation holds it."""
+
+    def __init__(self, out: Path):
+        self.path = out.parent / f".{out.name}.lock"
+        self.out = out
+
+    def __enter__(self):
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(self.path, "a")
+        try:
+            fcntl.flock(self.f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.f.close()
+            raise ResponsesError(
+                f"{self.out}: another evaluation is writing this file now; wait for it to "
+                "finish, or write to another output path") from None
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()  # closing releases the lock
+
+
+def _resume_problem(r: dict, *, out: Path, model_name: str, gen: dict, weights: str | None,
+                    recipe_hash: str | None, grader: str, rows: dict) -> str | None:
+    """Why a row of ``out`` cannot be resumed by this evaluation (None when it can)."""
+    again = "; give this model another name or write to another output path"
+    if r.get("generation") != gen:
+        return (f"{out} holds responses of model {model_name!r} generated with other settings "
+                f"({r.get('generation')}, now {gen}){again}")
+    if weights is not None and r.get("weights_hash") not in (None, weights):
+        return (f"{out} holds responses of model {model_name!r} with other weights (weights hash "
+                f"{str(r['weights_hash'])[:12]}…, now {weights[:12]}…): another checkpoint under "
+                f"the same name{again}")
+    if recipe_hash is not None and r.get("recipe_hash") not in (None, recipe_hash):
+        return (f"{out} holds responses of model {model_name!r} merged by another recipe "
+                f"(recipe hash {r['recipe_hash']}, now {recipe_hash}){again}")
+    if r.get("grader") not in (None, grader):
+        return (f"{out} holds responses of model {model_name!r} graded by {r['grader']!r}, now "
+                f"{grader!r}; grade again with that grader, or write to another output path")
+    new = rows.get((str(r.get("dataset")), str(r.get("id"))))
+    if new is not None and r.get("row_hash") not in (None, new["row_hash"]):
+        return (f"{out}: row {r.get('id')!r} of dataset {r.get('dataset')!r} has another prompt or "
+                "gold now than when its response was generated; give edited rows new ids, or "
+                "write to another output path")
+    return None
+
+
 def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | os.PathLike, *,
              backend: Backend | None = None, settings: GenerationSettings = DEFAULT_SETTINGS,
              model_name: str | None = None, recipe_hash: str | None = None,
              extract: Callable[[str], str | None | Extraction] = extract_answer,
              grader: Callable[[str | None, object], bool] = grade, progress: bool = True,
-             device: str = "cpu") -> pd.DataFrame:
+             device: str = "cpu", weights_hash: str | None = None) -> pd.DataFrame:
     """Generate ``settings.n`` samples per row, grade them, and append them to ``out`` (jsonl).
 
     ``model`` is a checkpoint folder, run with a :class:`TransformersBackend` on ``device`` unless
     ``backend`` is given (it is loaded only when something is left to generate). ``model_name``
-    defaults to the folder name, ``recipe_hash`` to the one in the folder's ``l2s_merge.json``.
+    defaults to the folder name, ``recipe_hash`` to the one in the folder's ``l2s_merge.json``,
+    ``weights_hash`` to the folder's (:func:`l2s_kit.io.checkpoint_hash`; give it with a
+    ``backend`` holding weights of its own, e.g. an in-memory merge).
     ``rows`` need ``id``, ``prompt``, ``gold``; ``dataset`` (default "data") and ``level`` are
     optional. ``extract`` may return an :class:`Extraction` (``extract_labelled``: the row gets
     ``answer_source``) and ``grader`` may have a ``grade`` method giving a status
     (:class:`MathGrader`: the row gets ``grade_status``, e.g. ``timeout``).
-    Samples already in ``out`` for this model with the same settings are kept and not
-    generated again; ``out`` holding this model's rows under other settings is an error.
+    Samples already in ``out`` for this model are kept and not generated again; ``out`` holding
+    this model's rows with other weights, settings, recipe or grader, or for an edited row, is
+    an error naming what differs.
 
     Returns every row of ``out`` for this model, one per sample (columns: ``COLUMNS``).
     """
@@ -182,6 +258,10 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
         model_name = Path(model).name if model is not None else backend.name
     if recipe_hash is None:
         recipe_hash = _recipe_hash(model)
+    if weights_hash is None and model is not None:
+        from l2s_kit.io import checkpoint_hash
+
+        weights_hash = checkpoint_hash(model)
     out = Path(out)
     if out.is_dir():
         raise ResponsesError(f"{out} is a folder; --out / out is the responses file to write, "
@@ -189,43 +269,43 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
     gen = settings.to_dict()
     todo_rows = _check_rows(rows)
 
+    graded_by = grader_name(grader)
+    by_id = {(str(r["dataset"]), str(r["id"])): r for r in todo_rows}
     done: set[tuple] = set()
     mine: list[dict] = []  # this model's rows already in the file
-    if out.exists():
-        for r in _read_lines(out, repair=True):
-            if r.get("model") != model_name:
-                continue
-            mine.append(r)
-            if r.get("generation") != gen:
-                raise ResponsesError(
-                    f"{out} holds responses of model {model_name!r} generated with other settings "
-                    f"({r.get('generation')}, now {gen}); write to another output path, or delete "
-                    "the file to start over")
-            if recipe_hash is not None and r.get("recipe_hash") not in (None, recipe_hash):
-                raise ResponsesError(
-                    f"{out} holds responses of model {model_name!r} merged by another recipe "
-                    f"(recipe hash {r['recipe_hash']}, now {recipe_hash}); give the new merge "
-                    "another model name or output path, or delete the file to start over")
-            done.add(_key(model_name, r["dataset"], r["id"], r["sample"]))
-    else:
-        out.parent.mkdir(parents=True, exist_ok=True)
+    with _Lock(out):
+        if out.exists():
+            for r in _read_lines(out, repair=True):
+                if r.get("model") != model_name:
+                    continue
+                mine.append(r)
+                problem = _resume_problem(r, out=out, model_name=model_name, gen=gen,
+                                          weights=weights_hash, recipe_hash=recipe_hash,
+                                          grader=graded_by, rows=by_id)
+                if problem:
+                    raise ResponsesError(problem)
+                done.add(_key(model_name, r["dataset"], r["id"], r["sample"]))
 
-    todo = [r for r in todo_rows
-            if any(_key(model_name, r["dataset"], r["id"], j) not in done for j in range(settings.n))]
-    if todo:
-        if backend is None:
-            backend = TransformersBackend(model, device=device, progress=False)
-        mine += _generate_into(out, todo, done, backend, settings, model_name, recipe_hash, gen,
-                               extract, grader, progress)
+        todo = [r for r in todo_rows
+                if any(_key(model_name, r["dataset"], r["id"], j) not in done
+                       for j in range(settings.n))]
+        if todo:
+            if backend is None:
+                backend = TransformersBackend(model, device=device, progress=False)
+            ident = {"model": model_name, "weights_hash": weights_hash, "recipe_hash": recipe_hash,
+                     "gen": gen, "grader_name": graded_by}
+            mine += _generate_into(out, todo, done, backend, settings, ident, extract, grader,
+                                   progress)
     return _frame(mine)
 
 
 def _generate_into(out: Path, rows: list[dict], done: set[tuple], backend: Backend,
-                   settings: GenerationSettings, model_name: str, recipe_hash: str | None,
-                   gen: dict, extract, grader, progress: bool) -> list[dict]:
+                   settings: GenerationSettings, ident: dict, extract, grader,
+                   progress: bool) -> list[dict]:
     """Generate ``rows``, append their samples to ``out`` batch by batch; return the new rows."""
     from tqdm.auto import tqdm
 
+    model_name = ident["model"]
     written = []
     with open(out, "a", encoding="utf-8") as f, \
             tqdm(total=len(rows), desc=f"eval {model_name}", unit="prompt",
@@ -245,12 +325,16 @@ def _generate_into(out: Path, rows: list[dict], done: set[tuple], backend: Backe
                     correct, status = _graded(grader, answer, r["gold"])
                     extra = {k: v for k, v in (("answer_source", source),
                                                ("grade_status", status)) if v is not None}
+                    if "split" in r:
+                        extra["split"] = r["split"]
                     lines.append(json.dumps({
-                        "model": model_name, "recipe_hash": recipe_hash, "dataset": r["dataset"],
+                        "model": model_name, "weights_hash": ident["weights_hash"],
+                        "recipe_hash": ident["recipe_hash"], "dataset": r["dataset"],
                         "id": r["id"], "level": r["level"], "sample": j, "prompt": r["prompt"],
                         "response": g.text, "n_tokens": g.n_tokens,
                         "finish_reason": g.finish_reason, "answer": answer, "gold": r["gold"],
-                        "correct": correct, "generation": gen, **extra,
+                        "correct": correct, "generation": ident["gen"],
+                        "grader": ident["grader_name"], "row_hash": r["row_hash"], **extra,
                     }, ensure_ascii=False) + "\n")
             f.write("".join(lines))
             f.flush()

@@ -28,12 +28,13 @@ from l2s_kit.io.checkpoint import (
     weights_hash,
 )
 from l2s_kit.io.dtypes import DTYPE_NAMES, DTYPES, SAFE_DTYPES
+from l2s_kit.io.identity import cache_dir, checkpoint_hash
 from l2s_kit.io.paths import reference_data_dir
 from l2s_kit.io.writer import CheckpointWriter, copy_side_files, plan_shards
 
 __all__ = [
     "DTYPES", "DTYPE_NAMES", "GENERATION_CONFIG", "INDEX_FILE", "SAFE_DTYPES", "SINGLE_FILE",
     "TOKENIZER_FILES", "VOCABULARY_FILES", "Checkpoint", "CheckpointWriter", "StateDictSource", "TensorInfo",
-    "WeightHasher", "atomic_file", "atomic_folder", "check_apart", "check_out", "copy_side_files", "natural_key",
+    "WeightHasher", "atomic_file", "atomic_folder", "cache_dir", "check_apart", "check_out", "checkpoint_hash", "copy_side_files", "natural_key",
     "plan_shards", "publish", "reference_data_dir", "tensor_bytes", "temp_sibling", "weights_hash",
 ]

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -101,13 +102,33 @@ def recipe_inputs(r: Recipe) -> dict[str, str]:
     return out
 
 
+def input_hashes(recipe: Recipe | dict | str | os.PathLike) -> dict[str, str]:
+    """The weights hash of every checkpoint a recipe reads, by role ("base model", "model 1",
+    ...; see :func:`l2s_kit.io.checkpoint_hash`, remembered across runs)."""
+    from l2s_kit.io import checkpoint_hash
+
+    r = _recipe(recipe)
+    paths = {"base model": r.base_model, **{f"model {i + 1}": m.model for i, m in enumerate(r.models)}}
+    return {role: checkpoint_hash(p) for role, p in paths.items()}
+
+
+def merge_key(recipe: Recipe | dict | str | os.PathLike) -> str:
+    """What identifies a merge before it is made: the recipe hash and its inputs' weights hashes
+    (so a checkpoint replaced in its folder gives another key). 12 hex digits."""
+    r = _recipe(recipe)
+    blob = json.dumps({"recipe": r.hash, "inputs": input_hashes(r)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 def merge_once(recipe: Recipe | dict | str | os.PathLike, root: str | os.PathLike, name: str, *,
                device: str | None = None) -> tuple[Path, Recipe]:
-    """Merge ``recipe`` into ``root/<name>-<recipe hash>`` unless that folder exists (a merge
-    folder appears complete or not at all, so an existing one is finished); returns the folder
-    and the validated recipe. Grids and sweeps reuse their merges through this."""
+    """Merge ``recipe`` into ``root/<name>-<merge key>`` unless that folder exists (a merge folder
+    appears complete or not at all, so an existing one is finished); returns the folder and the
+    validated recipe. The key (:func:`merge_key`) covers the recipe and its inputs' weights, so
+    a changed input checkpoint gives a new folder instead of reusing a stale merge. Grids, sweeps
+    and studies reuse their merges through this."""
     r = _recipe(recipe)
-    folder = Path(root) / f"{name}-{r.hash}"
+    folder = Path(root) / f"{name}-{merge_key(r)}"
     if not folder.exists():
         merge(r, folder, device=device, progress=False)
     return folder, r

@@ -2,13 +2,18 @@
 each method's setting on validation, report on test; the explorer and its widget for interactive
 work; sweeps run locally or as Ray tasks.
 
-- ``family``: the study on the built-in family (``l2s study``, ``make demo``)
+- ``setup``: what a study runs on: a pair, its problems split into validation and test, prompts,
+  settings, extractor, grader (``study_setup``; the built-in family when nothing is given)
+- ``run``: the study (``l2s study``, ``make demo``) of any setup
+- ``runner``: one merge-then-evaluate job (in memory or on disk), run locally or as Ray tasks
 - ``explorer``: merge in memory and evaluate, for notebooks and grids (``Explorer``, ``param_grid``)
 - ``widget``: the explorer's ipywidgets control panel
 - ``calibration``: calibration grids of activation-based merges
 - ``sweep``: recipes × datasets as merge-then-evaluate jobs, locally or on Ray
 """
 
-from l2s_kit.study.family import GRID, StudyResult, print_result, run_study
+from l2s_kit.study.run import GRID, PAIR_GRID, StudyResult, print_result, run_study, study_jobs
+from l2s_kit.study.setup import SetupError, StudySetup, family_setup, pair_setup, study_setup
 
-__all__ = ["GRID", "StudyResult", "print_result", "run_study"]
+__all__ = ["GRID", "PAIR_GRID", "SetupError", "StudyResult", "StudySetup", "family_setup",
+           "pair_setup", "print_result", "run_study", "study_jobs", "study_setup"]

@@ -30,8 +30,9 @@ import pandas as pd
 
 from l2s_kit.analysis import summarize, table1
 from l2s_kit.errors import L2SError
-from l2s_kit.evaluate import DEFAULT_SETTINGS, GenerationSettings, extract_answer, load_responses
+from l2s_kit.evaluate import DEFAULT_SETTINGS, GenerationSettings, load_responses
 from l2s_kit.io import check_apart
+from l2s_kit.study.runner import Job, choose_merge_in, job_inputs, run_jobs
 
 RUNNERS = ("local", "ray")
 GRADERS = ("simple", "math-verify", "reference")
@@ -42,15 +43,7 @@ class SweepError(L2SError, ValueError):
     """A sweep is malformed (unknown runner, grader or backend, duplicate names, no datasets)."""
 
 
-@dataclass(frozen=True)
-class SweepJob:
-    """One merge-then-evaluate job: ``recipe`` (a validated recipe's dict) merged and evaluated,
-    or, with ``recipe`` None, the checkpoint ``model`` evaluated as it is (e.g. System 2)."""
-
-    name: str
-    recipe: dict | None = None
-    model: str | None = None
-    recipe_hash: str | None = None
+SweepJob = Job  # a sweep's jobs are the runner's
 
 
 @dataclass
@@ -86,70 +79,13 @@ def sweep_jobs(recipes: Mapping[str, object] | None = None,
     return jobs
 
 
-def run_job(job: SweepJob, datasets: Mapping[str, list[dict]], workdir: str, *,
-            settings: GenerationSettings, grader: str = "simple",
-            extract: Callable | None = None, backend: str = "transformers",
-            device: str = "cpu", tensor_parallel: int = 1) -> dict:
-    """Merge (unless done) and evaluate one job on every dataset; returns the job's row of
-    ``SweepResult.jobs``. Runs in this process or in a Ray worker."""
-    from l2s_kit.evaluate import MathGrader, evaluate, extract_labelled, grade
-    from l2s_kit.merging import merge_once
-
-    workdir = Path(workdir)
-    if job.recipe is not None:  # merged on the task's device (cuda in a GPU task)
-        folder, recipe = merge_once(job.recipe, workdir / "merges", job.name, device=device)
-        method = recipe.merge_method
-    else:
-        folder, method = Path(job.model), "model"
-    out = workdir / "responses" / f"{job.name}.jsonl"
-    gen_backend = None
-    if backend == "vllm":
-        from l2s_kit.evaluate.vllm_backend import VLLMBackend
-
-        gen_backend = VLLMBackend(folder, tensor_parallel_size=tensor_parallel, progress=False)
-    mv = MathGrader("strict" if grader == "math-verify" else "reference") \
-        if grader != "simple" else None
-    try:
-        for name, rows in datasets.items():
-            if gen_backend is None:
-                from l2s_kit.evaluate import TransformersBackend
-
-                gen_backend = TransformersBackend(folder, device=device, progress=False)
-            evaluate(folder, [{**r, "dataset": name} for r in rows], out, backend=gen_backend,
-                     settings=settings, model_name=job.name, recipe_hash=job.recipe_hash,
-                     extract=extract or (extract_labelled if mv else extract_answer),
-                     grader=mv or grade, progress=False)
-        timeouts = mv.counts["timeout"] if mv else 0
-    finally:
-        if mv:
-            mv.close()
-    return {"name": job.name, "method": method, "recipe_hash": job.recipe_hash,
-            "folder": str(folder), "responses": str(out), "grade_timeouts": timeouts}
-
-
-def _job_inputs(jobs: list[SweepJob]) -> dict[str, str]:
-    """Every checkpoint folder the jobs read, named for messages."""
-    out = {}
-    for j in jobs:
-        if j.model is not None:
-            out[f"model of job {j.name}"] = j.model
-        if j.recipe is not None:
-            r = j.recipe
-            out[f"base model of job {j.name}"] = r["base_model"]
-            for i, m in enumerate(r.get("models", [])):
-                out[f"model {i + 1} of job {j.name}"] = m["model"]
-            for key in ("tokenizer_source", "config_source"):
-                if r.get(key, "base") != "base":
-                    out[f"{key.replace('_', ' ')} of job {j.name}"] = r[key]
-    return out
-
-
 def run_sweep(jobs: list[SweepJob], datasets: Mapping[str, list[dict]],
               workdir: str | os.PathLike, *, runner: str = "local",
               settings: GenerationSettings = DEFAULT_SETTINGS, grader: str = "simple",
               extract: Callable | None = None, backend: str = "transformers",
               num_cpus: float = 1, num_gpus: float = 0, reference: str | None = None,
-              ray_address: str | None = None, progress: bool = True) -> SweepResult:
+              ray_address: str | None = None, merge_in: str = "disk",
+              progress: bool = True) -> SweepResult:
     """Run every job (``runner="local"``: one after another here; ``"ray"``: one Ray task each,
     on the cluster at ``ray_address`` or a local Ray started for the sweep), then gather.
 
@@ -157,10 +93,10 @@ def run_sweep(jobs: list[SweepJob], datasets: Mapping[str, list[dict]],
     :class:`l2s_kit.evaluate.MathGrader`). ``extract``: the answer extractor (default: the
     shared one; ``l2s_kit.evaluate.extract_family`` for the built-in family). ``num_gpus`` > 0 evaluates
     on CUDA. ``reference``: a job name; the summary and Table 1 then give length changes
-    against it.
+    against it. ``merge_in``: "disk" (each merge streamed to ``workdir/merges`` once), "memory"
+    (swapped into a loaded System 1; transformers only) or "auto" (see
+    :func:`l2s_kit.study.runner.choose_merge_in`).
     """
-    from tqdm.auto import tqdm
-
     if runner not in RUNNERS:
         raise SweepError(f"runner {runner!r} is not one of {RUNNERS}")
     if grader not in GRADERS:
@@ -173,18 +109,16 @@ def run_sweep(jobs: list[SweepJob], datasets: Mapping[str, list[dict]],
         raise SweepError(f"reference {reference!r} is not a job; jobs: "
                          + ", ".join(j.name for j in jobs))
     workdir = Path(workdir)
-    check_apart(workdir, _job_inputs(jobs))
+    check_apart(workdir, job_inputs(jobs))
     (workdir / "responses").mkdir(parents=True, exist_ok=True)
-    kwargs = {"settings": settings, "grader": grader, "extract": extract, "backend": backend,
-              "device": "cuda" if num_gpus > 0 else "cpu",
-              "tensor_parallel": max(1, int(num_gpus))}
-    datasets = {str(k): list(v) for k, v in datasets.items()}
-    if runner == "local":
-        done = [run_job(j, datasets, str(workdir), **kwargs)
-                for j in tqdm(jobs, desc="sweep", unit="job", disable=not progress)]
-    else:
-        done = _run_ray(jobs, datasets, str(workdir.resolve()), kwargs, num_cpus, num_gpus,
-                        ray_address, progress)
+    device = "cuda" if num_gpus > 0 else "cpu"
+    recipes = [j.recipe for j in jobs if j.recipe is not None]
+    if recipes:
+        merge_in = choose_merge_in(recipes[0]["base_model"], device, backend, merge_in)
+    done = run_jobs(jobs, datasets, workdir, runner=runner, num_cpus=num_cpus, num_gpus=num_gpus,
+                    ray_address=ray_address, progress=progress, desc="sweep",
+                    settings=settings, grader=grader, extract=extract, backend=backend,
+                    device=device, tensor_parallel=max(1, int(num_gpus)), merge_in=merge_in)
     jobs_df = pd.DataFrame(done)
     responses = load_responses(jobs_df["responses"].tolist())
     order = list(datasets)
@@ -193,39 +127,9 @@ def run_sweep(jobs: list[SweepJob], datasets: Mapping[str, list[dict]],
                        table1(responses, reference=reference, datasets=order))
 
 
-def _run_ray(jobs, datasets, workdir, kwargs, num_cpus, num_gpus, address, progress) -> list[dict]:
-    """One Ray task per job; results in the jobs' order."""
-    from tqdm.auto import tqdm
-
-    try:
-        import ray
-    except ImportError as e:
-        raise SweepError("runner='ray' needs ray: pip install 'l2s_kit[cluster]'") from e
-    started = not ray.is_initialized()
-    if started:
-        init = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
-        if address is None:  # a local Ray on this machine's CPUs (and GPUs)
-            init["num_cpus"] = max(int(num_cpus), os.cpu_count() or 1)
-        ray.init(address=address, **init)
-    try:
-        task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)(run_job)
-        data_ref = ray.put(datasets)  # shipped once, shared by every task
-        refs = [task.remote(j, data_ref, workdir, **kwargs) for j in jobs]
-        pending = list(refs)
-        with tqdm(total=len(refs), desc="sweep (ray)", unit="job", disable=not progress) as bar:
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
-                ray.get(ready)  # raises the task's error, naming the job's traceback
-                bar.update(len(ready))
-        return ray.get(refs)
-    finally:
-        if started:
-            ray.shutdown()
-
-
 # -- sweep files (l2s sweep) ----------------------------------------------------------------------
 SWEEP_KEYS = {"recipes", "models", "benchmarks", "data_dir", "data", "prompt", "limit", "runner",
-              "ray_address", "num_cpus", "num_gpus", "backend", "grader", "reference",
+              "ray_address", "num_cpus", "num_gpus", "backend", "grader", "reference", "merge_in",
               "max_new_tokens", "temperature", "top_p", "n", "seed", "workdir"}
 
 
@@ -287,6 +191,6 @@ def load_sweep(source: str | os.PathLike | dict) -> dict:
         given["max_new_tokens"] = length_limit(d["max_new_tokens"])
     settings = GenerationSettings(stop=stop, **given)  # the rest: GenerationSettings' defaults
     kwargs = {k: d[k] for k in ("runner", "ray_address", "num_cpus", "num_gpus", "backend",
-                                "grader", "reference") if k in d}
+                                "grader", "reference", "merge_in") if k in d}
     return {"jobs": jobs, "datasets": datasets, "settings": settings,
             "workdir": resolve(d.get("workdir", "runs/sweep")), **kwargs}

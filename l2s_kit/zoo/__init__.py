@@ -29,7 +29,8 @@ from l2s_kit.zoo.train import FamilySpec
 
 DEFAULT = FamilySpec()  # the built-in family
 
-__all__ = ["Family", "FamilySpec", "build_family", "default_root", "save_tokenizer", "task"]
+__all__ = ["Family", "FamilySpec", "build_family", "default_root", "export_benchmark", "save_tokenizer",
+           "task"]
 
 
 def default_root() -> Path:
@@ -133,3 +134,24 @@ def build_family(root: str | os.PathLike | None = None, spec: FamilySpec = DEFAU
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return Family(folder, manifest)
+
+
+def export_benchmark(out_dir: str | os.PathLike, n_per_level: int = 100, seed: int = 0, *,
+                     overwrite: bool = False) -> Path:
+    """Write the family's task as a benchmark folder in the Qwen2.5-Math toolkit's layout:
+    ``out_dir/l2s_family/test.jsonl`` (the test split) and ``validation.jsonl`` (the validation
+    split), ``n_per_level`` problems per level each, one ``{"id", "question", "answer", "level"}``
+    object per line: the rows :meth:`Family.rows` gives, so a study of the family given by paths
+    (``l2s study --base … --model … --benchmark l2s_family --data-dir out_dir``) evaluates the same
+    problems as the built-in study. Returns the benchmark's folder, which appears complete or not
+    at all; an existing one is replaced only with ``overwrite``."""
+    from l2s_kit.io import atomic_folder
+
+    folder = Path(out_dir) / task.BENCHMARK
+    with atomic_folder(folder, overwrite=overwrite) as tmp:
+        for split in ("test", "validation"):
+            lines = [json.dumps({"id": r["id"], "question": r["prompt"], "answer": r["gold"],
+                                 "level": r["level"]}) + "\n"
+                     for r in task.rows(split, n_per_level, seed)]
+            (tmp / f"{split}.jsonl").write_text("".join(lines))
+    return folder

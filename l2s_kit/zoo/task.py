@@ -43,6 +43,7 @@ PAD, EOS = "<|endoftext|>", "<|im_end|>"  # as Qwen2.5's chat models
 QWEN2_SPLIT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"""
                r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
 DATASET = "chain"
+BENCHMARK = "l2s_family"  # the task written out as a benchmark folder (l2s zoo export)
 SPLITS = {"test": (0, 20), "validation": (20, 30), "train": (30, 100)}  # hash buckets of 100
 DIRECT_RE = re.compile(r"^\s*(\d)\s*\.")
 

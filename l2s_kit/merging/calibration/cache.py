@@ -32,9 +32,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from l2s_kit.io import atomic_file
+from l2s_kit.io.identity import CACHE_DIR, cache_dir  # noqa: F401  (cache_dir: part of this API)
 
 FORMAT = 2  # 2: whole-file fingerprints and checksummed entries
-CACHE_DIR = ".l2s_cache"
 BLOCK = 1 << 22  # bytes read at a time while hashing
 
 
@@ -80,19 +80,6 @@ def _checksum(tensors: dict[str, torch.Tensor]) -> str:
         h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
-
-
-def cache_dir(path: str | os.PathLike) -> Path:
-    """``$L2S_CACHE/<hash of path>`` when ``L2S_CACHE`` is set; else ``<path>/.l2s_cache`` when it
-    can be written; else ``~/.cache/l2s_kit/stats/<hash of path>``."""
-    path = Path(path).resolve()
-    sub = hashlib.sha256(str(path).encode()).hexdigest()[:16]
-    if os.environ.get("L2S_CACHE"):
-        return Path(os.environ["L2S_CACHE"]) / sub
-    own = path / CACHE_DIR
-    if (own.is_dir() and os.access(own, os.W_OK)) or (not own.exists() and os.access(path, os.W_OK)):
-        return own
-    return Path.home() / ".cache" / "l2s_kit" / "stats" / sub
 
 
 def cache_key(kind: str, paths: Sequence, settings: dict) -> str:

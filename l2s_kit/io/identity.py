@@ -1,0 +1,65 @@
+"""Which weights a checkpoint folder holds: its weights hash, remembered across runs.
+
+``checkpoint_hash(folder)`` is :func:`l2s_kit.io.weights_hash` of the folder (SHA-256 over tensor
+names, dtypes, shapes and bytes; the hash a merge records in its card and ``l2s_merge.json``).
+Computing it reads every weight byte once; the result is remembered in the folder's cache
+(``weights_hash.json``, see :func:`cache_dir`) keyed by each weight file's size, modification time
+and inode, so a folder whose files change in any way is hashed again. Evaluations record it on
+every response row, so that two checkpoints in folders of one name never mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from l2s_kit.io.atomic import atomic_file
+
+CACHE_DIR = ".l2s_cache"
+MEMO = "weights_hash.json"
+
+
+def cache_dir(path: str | os.PathLike) -> Path:
+    """``$L2S_CACHE/<hash of path>`` when ``L2S_CACHE`` is set; else ``<path>/.l2s_cache`` when it
+    can be written; else ``~/.cache/l2s_kit/stats/<hash of path>``."""
+    path = Path(path).resolve()
+    sub = hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    if os.environ.get("L2S_CACHE"):
+        return Path(os.environ["L2S_CACHE"]) / sub
+    own = path / CACHE_DIR
+    if (own.is_dir() and os.access(own, os.W_OK)) or (not own.exists() and os.access(path, os.W_OK)):
+        return own
+    return Path.home() / ".cache" / "l2s_kit" / "stats" / sub
+
+
+def _stamps(path: Path) -> list:
+    out = []
+    for f in sorted(path.glob("*.safetensors")):
+        st = f.stat()
+        out.append([f.name, st.st_size, st.st_mtime_ns, st.st_ino])
+    return out
+
+
+def checkpoint_hash(path: str | os.PathLike) -> str:
+    """The weights hash of the checkpoint folder ``path`` (see the module docstring)."""
+    from l2s_kit.io.checkpoint import Checkpoint, weights_hash
+
+    path = Path(path)
+    stamps = _stamps(path)
+    memo_file = cache_dir(path) / MEMO
+    try:
+        memo = json.loads(memo_file.read_text())
+        if memo.get("stamps") == stamps and isinstance(memo.get("weights_hash"), str):
+            return memo["weights_hash"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    digest = weights_hash(Checkpoint(path))
+    try:
+        memo_file.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(memo_file) as tmp:
+            tmp.write_text(json.dumps({"stamps": stamps, "weights_hash": digest}, indent=1))
+    except OSError:
+        pass  # a read-only cache only costs hashing again next time
+    return digest

@@ -1,0 +1,264 @@
+"""The L2S study of a pair, end to end (``l2s study``; the built-in family by default).
+
+1. The setup (:mod:`l2s_kit.study.setup`): System 1 (quick) and System 2 (slow), the problems
+   split into validation and test, the prompts, settings, extractor and grader. With nothing
+   given, the built-in family (built or reused).
+2. Merge System 1 (base) with System 2 by every method of the grid, in memory when the model fits
+   or on disk once per merge (:mod:`l2s_kit.study.runner`), locally or as Ray tasks.
+3. Evaluate every model on validation and test (one resumable ``responses/<model>.jsonl`` each;
+   every row names the model's weights hash).
+4. Choose each method's setting on validation: the shortest merge within ``tolerance`` accuracy
+   points of System 2. Report everything on test.
+5. Write the tables (Table 1 by level, or by dataset when the data has no levels; summaries,
+   reflection) and plotly figures.
+
+Every step is cached: a re-run reuses the family, the merges and the responses.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from l2s_kit.analysis import format_table1, model_summary, reflection, table1
+from l2s_kit.evaluate import load_responses
+from l2s_kit.io import atomic_file, check_apart
+from l2s_kit.study.explorer import model_name
+from l2s_kit.study.runner import Job, choose_merge_in, run_jobs
+from l2s_kit.study.setup import StudySetup, family_setup
+from l2s_kit.zoo import DEFAULT, FamilySpec, build_family
+
+# The merges of the study, every method of the paper: its settings for the 7B pair (TA α = 0.7,
+# TIES k = 0.8 α = 1.0, DARE p = 0.3, AIM-Ties ω = 0.4, Sens-Merging α = 0.7 T = 2), then a
+# sweep that reaches the small scales this family needs. AIM and Sens-Merging calibrate on the
+# family's own task (100 samples); Twin and LoRE are the SVD-based methods.
+GRID: list[tuple[str, dict]] = [
+    ("average", {}),
+    *[("task_arithmetic", {"alpha": a}) for a in (0.1, 0.15, 0.2, 0.3, 0.5, 0.7)],
+    *[("ties", {"k": k, "alpha": a}) for k in (0.5, 0.8) for a in (0.3, 0.5, 1.0)],
+    *[("dare", {"p": 0.3, "alpha": a}) for a in (0.2, 0.3, 0.5, 1.0)],
+    *[("dare_ties", {"p": 0.3, "alpha": a}) for a in (0.3, 0.5, 1.0)],
+    *[("aim", {"omega": 0.4, "inner": "ties", "k": 0.8, "alpha": a}) for a in (0.5, 1.0)],
+    *[("sens_merging", {"alpha": a, "temperature": 2.0}) for a in (0.2, 0.3, 0.7)],
+    ("twin", {}),
+    *[("lore", {"alpha": a, "tau": 0.05, "tau_relative": True}) for a in (0.2, 0.3, 0.7)],
+]
+# For a researcher's pair: the paper's settings for the 7B pair and a few around them (the
+# calibrated methods need a calibration source for a real pair: add them with --grid).
+PAIR_GRID: list[tuple[str, dict]] = [
+    ("average", {}),
+    *[("task_arithmetic", {"alpha": a}) for a in (0.5, 0.7, 1.0)],
+    *[("ties", {"k": 0.8, "alpha": a}) for a in (0.7, 1.0)],
+    *[("dare", {"p": 0.3, "alpha": a}) for a in (0.7, 1.0)],
+    ("dare_ties", {"p": 0.3, "alpha": 1.0}),
+]
+REFERENCE = "system2"
+
+
+@dataclass
+class StudyResult:
+    setup: StudySetup
+    workdir: Path                            # merges/ and responses/<model>.jsonl
+    out: Path                                # tables and figures
+    models: pd.DataFrame                     # model, method, parameters, weights_hash, folder, ...
+    responses: dict[str, pd.DataFrame] = field(default_factory=dict)  # split → responses
+    summary: pd.DataFrame | None = None      # split, model, accuracy, mean_tokens, ...
+    by_level: pd.DataFrame | None = None     # test split, per model and level (or dataset)
+    table1: pd.DataFrame | None = None
+    figures: dict = field(default_factory=dict)  # name → plotly Figure
+    files: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def family(self):
+        return self.setup.family
+
+
+def study_jobs(setup: StudySetup, grid=GRID) -> list[Job]:
+    """System 1, System 2 and one job per (method, parameters) of ``grid``: merges of System 1
+    (base) with System 2, prompted and decoded as System 2."""
+    from l2s_kit.merging import load_recipe
+
+    jobs = [Job(role, model=str(getattr(setup, role)), prompt=setup.prompts[role],
+                settings=setup.settings[role]) for role in ("system1", "system2")]
+    for method, params in grid:
+        r = load_recipe({"merge_method": method, "base_model": str(setup.system1),
+                         "models": [{"model": str(setup.system2)}], "parameters": params})
+        jobs.append(Job(model_name(method, params), recipe=r.to_dict(), recipe_hash=r.hash,
+                        prompt=setup.prompts["system2"], settings=setup.settings["system2"]))
+    names = [j.name for j in jobs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"grid: merge {dup[0]!r} is given twice")
+    return jobs
+
+
+def choose_on_validation(val: pd.DataFrame, tolerance: float = 3.0) -> pd.DataFrame:
+    """Per method, the shortest model whose accuracy is within ``tolerance`` points of the
+    reference. ``val``: the candidates' :func:`l2s_kit.analysis.model_summary` with ``reference``, plus a
+    ``method`` column."""
+    ok = val[val["accuracy_change"] >= -tolerance]
+    best = ok.sort_values(["mean_tokens", "accuracy"], ascending=[True, False])
+    return best.groupby("method", as_index=False).first()[["method", "model"]]
+
+
+def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.PathLike = "figures/study",
+              *, setup: StudySetup | None = None, family_root: str | os.PathLike | None = None,
+              spec: FamilySpec = DEFAULT, n_per_level: int = 100, grid=None,
+              tolerance: float = 3.0, png: bool = False, progress: bool = True,
+              runner: str = "local", merge_in: str = "auto", num_gpus: float = 0,
+              ray_address: str | None = None) -> StudyResult:
+    """The study of ``setup`` (default: the built-in family of ``spec``, ``n_per_level``
+    problems per level and split) into ``workdir/<setup name>`` (merges, responses) and ``out``
+    (tables, figures). ``grid``: (method, parameters) merges (default: ``GRID`` for the family,
+    ``PAIR_GRID`` for a pair). ``runner``: "local" or "ray" (one Ray task per model, ``num_gpus``
+    each); ``merge_in``: "auto", "memory" or "disk" (see :func:`l2s_kit.study.runner.choose_merge_in`).
+    """
+    import transformers
+
+    from l2s_kit import plots
+
+    transformers.logging.disable_progress_bar()
+    if setup is None:
+        setup = family_setup(build_family(family_root, spec=spec, progress=progress), n_per_level)
+    if grid is None:
+        grid = GRID if setup.family is not None else PAIR_GRID
+    workdir = Path(workdir) / setup.name
+    out = Path(out)
+    pair = {"System 1": setup.system1, "System 2": setup.system2}
+    check_apart(workdir, pair)
+    check_apart(out, pair)
+    jobs = study_jobs(setup, grid)
+    where = choose_merge_in(setup.system1, setup.device, setup.backend, merge_in)
+    datasets: dict[str, list[dict]] = {}
+    for split in ("validation", "test"):
+        for r in setup.data[split]:
+            datasets.setdefault(r.get("dataset") or "data", []).append(r)
+    done = run_jobs(jobs, datasets, workdir, runner=runner, num_gpus=num_gpus,
+                    ray_address=ray_address, progress=progress, desc="study",
+                    settings=setup.settings["system2"], grader=setup.grader,
+                    extract=setup.extract, backend=setup.backend,
+                    device="cuda" if num_gpus > 0 else setup.device,
+                    tensor_parallel=setup.tensor_parallel, merge_in=where)
+    params = {model_name(m, p): (m, p) for m, p in grid}
+    models = pd.DataFrame([{
+        "model": d["name"],
+        "method": {"system1": "System 1 (base)", "system2": "System 2"}.get(
+            d["name"], params.get(d["name"], (d["method"],))[0]),
+        "parameters": ", ".join(f"{k}={v}" for k, v in params.get(d["name"], ("", {}))[1].items()),
+        "weights_hash": d["weights_hash"], "recipe_hash": d["recipe_hash"],
+        "folder": d["folder"], "merged_in": d["merged_in"], "responses": d["responses"]}
+        for d in done])
+
+    result = StudyResult(setup, workdir, out, models)
+    allr = reflection.annotate(load_responses(models["responses"].tolist()))
+    for split in ("validation", "test"):
+        result.responses[split] = allr[allr["split"] == split].reset_index(drop=True)
+
+    summaries = [model_summary(df, reference=REFERENCE).assign(split=split)
+                 for split, df in result.responses.items()]
+    summary = pd.concat(summaries, ignore_index=True).merge(
+        models[["model", "method", "parameters", "weights_hash"]], on="model")
+    merges = models.loc[models["recipe_hash"].notna(), "model"]
+    chosen = choose_on_validation(summary[(summary["split"] == "validation") & summary["model"].isin(merges)],
+                    tolerance)
+    summary["selected"] = summary["model"].isin(chosen["model"])
+    result.summary = summary
+
+    test = result.responses["test"]
+    keep = ["system1", "system2", *chosen["model"]]
+    shown = test[test["model"].isin(keep)]
+    if setup.has_levels:
+        group = "level"
+        result.by_level = model_summary(test, ("model", "level"), reference=REFERENCE)
+        shown = shown.assign(dataset="level " + shown["level"].astype(int).astype(str))
+    else:
+        group = "dataset"
+        result.notes.append("the data has no difficulty levels: the views by level are views by "
+                            "dataset")
+        result.by_level = model_summary(test, ("model", "dataset"), reference=REFERENCE)
+    result.table1 = table1(shown, reference=REFERENCE).reindex(keep, level="model")
+
+    # ---- files --------------------------------------------------------------------------------
+    out.mkdir(parents=True, exist_ok=True)
+    files = [_write_csv(summary, out / "summary.csv"), _write_csv(result.by_level, out / "by_level.csv"),
+             _write_csv(models.drop(columns=["responses"]), out / "models.csv"),
+             _write_csv(reflection.keyword_frequency(test, ("model", group)),
+                        out / "keyword_frequency.csv")]
+    files.append(_write_text(_report(result, chosen, tolerance), out / "table1.md"))
+    t = summary[summary["split"] == "test"]
+    figs = {
+        "accuracy_vs_length": plots.accuracy_vs_length(
+            t, title="Accuracy against length, test split (every merge of the grid)"),
+    }
+    shown_levels = result.by_level[result.by_level["model"].isin(keep)]
+    against = "difficulty" if group == "level" else "dataset"
+    for name, col, title, axis in (
+            ("length", "mean_tokens", f"Length against {against}", "mean generated tokens"),
+            ("accuracy", "accuracy", f"Accuracy against {against}", "accuracy (%)"),
+            ("reflection", "mean_keywords", f"Reflection by {group}",
+             "reflection keywords per response")):
+        figs[f"{name}_by_level"] = plots.metric_by_level(shown_levels, col, title, axis, by=group)
+    for name, fig in figs.items():
+        files += plots.save_figure(fig, out / name, png=png)
+    result.files, result.figures = files, figs
+    return result
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> Path:
+    with atomic_file(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.4g")
+    return path
+
+
+def _write_text(text: str, path: Path) -> Path:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+    return path
+
+
+def _report(r: StudyResult, chosen: pd.DataFrame, tolerance: float) -> str:
+    t = r.summary[r.summary["split"] == "test"].set_index("model")
+    s = r.setup
+    by = "difficulty level" if s.has_levels else "dataset"
+    lines = [f"# L2S study on {s.title}", "",
+             f"System 1: `{s.system1}` (weights {_short(r, 'system1')}); System 2: `{s.system2}` "
+             f"(weights {_short(r, 'system2')}); {len(s.data['validation'])} validation and "
+             f"{len(s.data['test'])} test problems; prompts: System 1 "
+             f"{s.prompts['system1'] or 'as given'}, System 2 and merges "
+             f"{s.prompts['system2'] or 'as given'}; at most "
+             f"{s.settings['system2'].max_new_tokens} new tokens; grader {s.grader}.", "",
+             f"Test split, greedy decoding; accuracy (%) with mean generated tokens underneath, by "
+             f"{by}; `ratio`: length change against System 2.", "",
+             *[f"Note: {n}." for n in r.notes], "",
+             format_table1(r.table1), "",
+             f"Merges chosen on the validation split (shortest within {tolerance:g} points of "
+             "System 2):", ""]
+    for m in chosen["model"]:
+        row = t.loc[m]
+        lines.append(f"- {m}: accuracy {row.accuracy:.1f}% ({row.accuracy_change:+.1f} points), "
+                     f"{row.mean_tokens:.1f} tokens ({row.length_change:+.1f}%), reflective "
+                     f"{100 * row.reflection_ratio:.0f}%, {row.mean_keywords:.1f} keywords/response")
+    return "\n".join(lines) + "\n"
+
+
+def _short(r: StudyResult, model: str) -> str:
+    h = r.models.set_index("model").loc[model, "weights_hash"]
+    return f"`{h[:12]}`" if isinstance(h, str) else "?"
+
+
+def print_result(r: StudyResult) -> None:
+    cols = ["model", "accuracy", "mean_tokens", "length_change", "reflection_ratio",
+            "mean_keywords", "selected"]
+    t = r.summary[r.summary["split"] == "test"][cols]
+    with pd.option_context("display.width", 160, "display.max_rows", 100,
+                           "display.float_format", "{:.2f}".format):
+        print("\nTest split, every model (length_change against System 2, in %):")
+        print(t.to_string(index=False))
+    print("\n" + (r.out / "table1.md").read_text())
+    print(f"pair:      {r.setup.system1} + {r.setup.system2}")
+    print(f"responses: {r.workdir}/responses/<model>.jsonl")
+    print(f"results:   {r.out}/ (" + ", ".join(sorted({p.name for p in r.files})) + ")")

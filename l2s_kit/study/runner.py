@@ -1,0 +1,258 @@
+"""One merge-then-evaluate job, and the runners that run many: in this process or as Ray tasks.
+
+The study, sweeps and the explorer all evaluate through :func:`run_job`, so a model is merged,
+named and recorded one way whatever asked for it:
+
+- a job with a ``recipe`` is merged either **on disk** (``merge_once``: streamed into
+  ``workdir/merges/<name>-<merge key>``, reused when it exists) or **in memory** (System 1 is
+  loaded once per process and the merged weights are swapped into it: seconds per merge for a
+  model that fits); a job with a ``model`` is a checkpoint evaluated as it is;
+- every response row names the model's weights hash (the merged state's, the same whether it
+  was merged in memory or on disk), its recipe hash, the settings and the grader;
+- responses go to ``workdir/responses/<name>.jsonl``: each job writes only its own file, so jobs
+  run in any order and in parallel, and a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from l2s_kit.errors import L2SError
+from l2s_kit.evaluate import GenerationSettings, render_prompt
+
+MERGE_IN = ("auto", "memory", "disk")
+
+
+class RunnerError(L2SError, ValueError):
+    """A job or runner is malformed (unknown runner, grader, backend or merge place)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One merge-then-evaluate job: ``recipe`` (a validated recipe's dict) merged and evaluated,
+    or, with ``recipe`` None, the checkpoint ``model`` evaluated as it is (e.g. System 2).
+    ``prompt``: a prompt template rendered from each row's ``question`` (None: the rows' own
+    prompts); ``settings``: this job's generation settings (None: the runner's)."""
+
+    name: str
+    recipe: dict | None = None
+    model: str | None = None
+    recipe_hash: str | None = None
+    prompt: str | None = None
+    settings: GenerationSettings | None = None
+
+
+def responses_file(workdir: str | os.PathLike, name: str) -> Path:
+    """``workdir/responses/<name>.jsonl``; a name with characters other than letters, digits and
+    ``._=-`` is written with them replaced and a short hash of the name added."""
+    slug = re.sub(r"[^\w.=-]+", "_", name)
+    if slug != name:
+        slug += "-" + hashlib.sha256(name.encode()).hexdigest()[:6]
+    return Path(workdir) / "responses" / f"{slug}.jsonl"
+
+
+_LOADED: dict = {}  # (System 1 folder, device) → backend, reused by in-memory merges
+
+
+def _base_backend(folder: str, device: str, tokenizer_dir: str):
+    from l2s_kit.evaluate import TransformersBackend
+
+    key = (str(Path(folder).resolve()), device)
+    if key not in _LOADED:
+        _LOADED.clear()  # one System 1 at a time
+        _LOADED[key] = TransformersBackend(folder, tokenizer=tokenizer_dir, device=device,
+                                           progress=False)
+    return _LOADED[key]
+
+
+def merge_into_base(recipe: dict, device: str = "cpu"):
+    """Merge ``recipe`` in memory into the (cached) loaded System 1; returns (backend, weights
+    hash). The tokenizer is the recipe's tokenizer source (System 1's by default), as a merge on
+    disk would get."""
+    from l2s_kit.io import StateDictSource, weights_hash
+    from l2s_kit.merging import load_recipe, merge_in_memory
+
+    r = load_recipe(recipe)
+    tok = r.base_model if r.tokenizer_source == "base" else r.tokenizer_source
+    backend = _base_backend(r.base_model, device, tok)
+    state = merge_in_memory(r, device=device)
+    digest = weights_hash(StateDictSource(state))
+    missing, unexpected = backend.model.load_state_dict(state, strict=False)
+    tied = {"lm_head.weight"} if backend.model.config.tie_word_embeddings else set()
+    if unexpected or set(missing) - tied:
+        raise RunnerError(f"merged state does not fit System 1's model ({r.base_model}): "
+                          f"missing {missing}, unexpected {unexpected}")
+    return backend, digest
+
+
+def make_grader(name: str):
+    """(grader, closer): "simple" (normalized match) or "math-verify" / "reference" (a
+    :class:`l2s_kit.evaluate.MathGrader` in a worker process, closed by ``closer``)."""
+    from l2s_kit.evaluate import MathGrader, grade
+
+    if name == "simple":
+        return grade, lambda: None
+    mv = MathGrader("strict" if name == "math-verify" else "reference")
+    return mv, mv.close
+
+
+def run_job(job: Job, datasets: Mapping[str, list[dict]], workdir: str, *,
+            settings: GenerationSettings, grader: str = "simple",
+            extract: Callable | None = None, backend: str = "transformers",
+            device: str = "cpu", tensor_parallel: int = 1, merge_in: str = "disk",
+            progress: bool = False) -> dict:
+    """Merge (in memory, or on disk unless done) and evaluate one job on every dataset; returns
+    the job's row of the runner's jobs table. Runs in this process or in a Ray worker."""
+    from l2s_kit.evaluate import evaluate, extract_answer, extract_labelled
+    from l2s_kit.merging import merge_once
+
+    workdir = Path(workdir)
+    out = responses_file(workdir, job.name)
+    settings = job.settings or settings
+    weights = None
+    gen_backend = None
+    if job.recipe is not None and merge_in == "memory":
+        if backend != "transformers":
+            raise RunnerError("in-memory merges need the transformers backend; merge on disk "
+                              "(merge_in='disk') for vLLM")
+        gen_backend, weights = merge_into_base(job.recipe, device)
+        folder, method = None, job.recipe["merge_method"]
+    elif job.recipe is not None:  # merged on the task's device (cuda in a GPU task)
+        folder, recipe = merge_once(job.recipe, workdir / "merges", _safe(job.name), device=device)
+        method = recipe.merge_method
+    else:
+        folder, method = Path(job.model), "model"
+    if gen_backend is None and backend == "vllm":
+        from l2s_kit.evaluate.vllm_backend import VLLMBackend
+
+        gen_backend = VLLMBackend(folder, tensor_parallel_size=tensor_parallel, progress=False)
+    grade_fn, close = make_grader(grader)
+    try:
+        for name, rows in datasets.items():
+            rows = [{**r, "dataset": name} for r in rows]
+            if job.prompt is not None:
+                rows = [{**r, "prompt": render_prompt(job.prompt, r["question"])} for r in rows]
+            if gen_backend is None:
+                from l2s_kit.evaluate import TransformersBackend
+
+                gen_backend = TransformersBackend(folder, device=device, progress=False)
+            df = evaluate(folder, rows, out, backend=gen_backend, settings=settings,
+                          model_name=job.name, recipe_hash=job.recipe_hash, weights_hash=weights,
+                          extract=extract or (extract_answer if grader == "simple"
+                                              else extract_labelled),
+                          grader=grade_fn, progress=progress)
+            if weights is None and len(df):
+                weights = df["weights_hash"].iloc[-1]
+        timeouts = getattr(grade_fn, "counts", {}).get("timeout", 0)
+    finally:
+        close()
+    return {"name": job.name, "method": method, "recipe_hash": job.recipe_hash,
+            "weights_hash": weights, "folder": str(folder) if folder is not None else None,
+            "merged_in": ("memory" if folder is None else "disk") if job.recipe else None,
+            "responses": str(out), "grade_timeouts": timeouts}
+
+
+def _safe(name: str) -> str:
+    return responses_file(".", name).stem
+
+
+def run_jobs(jobs: list[Job], datasets: Mapping[str, list[dict]], workdir: str | os.PathLike, *,
+             runner: str = "local", num_cpus: float = 1, num_gpus: float = 0,
+             ray_address: str | None = None, progress: bool = True, desc: str = "jobs",
+             **kwargs) -> list[dict]:
+    """Every job (``runner="local"``: one after another here; ``"ray"``: one Ray task each, on
+    the cluster at ``ray_address`` or a local Ray), rows in the jobs' order. ``kwargs`` go to
+    :func:`run_job`."""
+    from tqdm.auto import tqdm
+
+    if runner not in ("local", "ray"):
+        raise RunnerError(f"runner {runner!r} is not one of ('local', 'ray')")
+    datasets = {str(k): list(v) for k, v in datasets.items()}
+    if runner == "local":
+        return [run_job(j, datasets, str(workdir), **kwargs)
+                for j in tqdm(jobs, desc=desc, unit="job", disable=not progress)]
+    return _run_ray(jobs, datasets, str(Path(workdir).resolve()), kwargs, num_cpus, num_gpus,
+                    ray_address, progress, desc)
+
+
+def _run_ray(jobs, datasets, workdir, kwargs, num_cpus, num_gpus, address, progress,
+             desc) -> list[dict]:
+    """One Ray task per job; results in the jobs' order."""
+    from tqdm.auto import tqdm
+
+    try:
+        import ray
+    except ImportError as e:
+        raise RunnerError("runner='ray' needs ray: pip install 'l2s_kit[cluster]'") from e
+    started = not ray.is_initialized()
+    if started:
+        init = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
+        if address is None:  # a local Ray on this machine's CPUs (and GPUs)
+            init["num_cpus"] = max(int(num_cpus), os.cpu_count() or 1)
+        ray.init(address=address, **init)
+    try:
+        task = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0)(run_job)
+        data_ref = ray.put(datasets)  # shipped once, shared by every task
+        refs = [task.remote(j, data_ref, workdir, **kwargs) for j in jobs]
+        pending = list(refs)
+        with tqdm(total=len(refs), desc=f"{desc} (ray)", unit="job", disable=not progress) as bar:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                ray.get(ready)  # raises the task's error, naming the job's traceback
+                bar.update(len(ready))
+        return ray.get(refs)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def job_inputs(jobs: list[Job]) -> dict[str, str]:
+    """Every checkpoint folder the jobs read, named for messages."""
+    out = {}
+    for j in jobs:
+        if j.model is not None:
+            out[f"model of job {j.name}"] = j.model
+        if j.recipe is not None:
+            r = j.recipe
+            out[f"base model of job {j.name}"] = r["base_model"]
+            for i, m in enumerate(r.get("models", [])):
+                out[f"model {i + 1} of job {j.name}"] = m["model"]
+            for key in ("tokenizer_source", "config_source"):
+                if r.get(key, "base") != "base":
+                    out[f"{key.replace('_', ' ')} of job {j.name}"] = r[key]
+    return out
+
+
+def choose_merge_in(system1: str | os.PathLike, device: str = "cpu", backend: str = "transformers",
+                    merge_in: str = "auto") -> str:
+    """"memory" or "disk". ``auto``: in memory with the transformers backend when three copies of
+    System 1's weights (the loaded model, the merged state, the inputs' blocks) fit in the free
+    memory of ``device``; on disk otherwise and always with vLLM."""
+    if merge_in not in MERGE_IN:
+        raise RunnerError(f"merge_in {merge_in!r} is not one of {MERGE_IN}")
+    if merge_in != "auto":
+        if merge_in == "memory" and backend != "transformers":
+            raise RunnerError("merge_in='memory' needs the transformers backend (vLLM loads "
+                              "checkpoints from disk); use 'disk' or 'auto'")
+        return merge_in
+    if backend != "transformers":
+        return "disk"
+    size = sum(f.stat().st_size for f in Path(system1).glob("*.safetensors"))
+    return "memory" if 3 * size < _free_memory(device) else "disk"
+
+
+def _free_memory(device: str) -> int:
+    if str(device).startswith("cuda"):
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
