@@ -31,6 +31,7 @@ examples:
                                                   the pair low-rank enough for SVD merging?
   l2s sweep examples/sweep-7b.yaml --runner ray  merge + evaluate a grid, one Ray task per recipe
   l2s study                                       the L2S study on the built-in family
+  l2s study --base S1 --model S2 --benchmark math500 --data-dir DATA   ... on your own pair
   l2s zoo build                                   build the built-in System 1 / System 2 pair
   l2s notebooks run -f notebooks/params/smoke.yaml --run smoke
                                                   run every notebook headless, render HTML + PNG
@@ -225,9 +226,37 @@ def _sweep(args) -> int:
 
 
 def _study(args) -> int:
-    from l2s_kit.study import print_result, run_study
-    r = run_study(args.workdir, args.out,
-                  n_per_level=args.n_per_level, png=args.png, progress=not args.quiet)
+    from l2s_kit.study import print_result, run_study, study_setup
+    from l2s_kit.study.run import load_grid
+
+    grid = load_grid(args.grid) if args.grid else None
+    if args.max_new_tokens is not None:
+        args.max_new_tokens = _int_or_name(args.max_new_tokens)
+    prompts = {k: v for k, v in (("system1", args.prompt_system1),
+                                 ("system2", args.prompt_system2)) if v}
+    pair = {k: getattr(args, k) for k in ("benchmark", "data_dir", "rows")}
+    if args.base or args.model or any(pair.values()):
+        extra = {"validation": _int_or_name(args.validation) if args.validation else None,
+                 "limit": args.limit, "seed": args.seed, "backend": args.backend,
+                 "tensor_parallel": args.tensor_parallel, "grader": args.grader}
+        if prompts:
+            extra["prompts"] = prompts
+        setup = study_setup(args.base, args.model, device=args.device,
+                            max_new_tokens=args.max_new_tokens, progress=not args.quiet,
+                            **pair, **{k: v for k, v in extra.items() if v is not None})
+    else:
+        for flag, v in (("--validation", args.validation), ("--limit", args.limit),
+                        ("--prompt-system1", args.prompt_system1),
+                        ("--prompt-system2", args.prompt_system2), ("--grader", args.grader)):
+            if v is not None:
+                raise L2SError(f"{flag} applies to a pair's data: give --base, --model and "
+                               "--benchmark/--data-dir or --rows (the built-in family has its "
+                               "own splits)")
+        setup = study_setup(n_per_level=args.n_per_level, device=args.device,
+                            max_new_tokens=args.max_new_tokens, progress=not args.quiet)
+    r = run_study(args.workdir, args.out, setup=setup, grid=grid, tolerance=args.tolerance,
+                  png=args.png, progress=not args.quiet, runner=args.runner,
+                  merge_in=args.merge_in, num_gpus=args.num_gpus, ray_address=args.ray_address)
     print_result(r)
     return 0
 
@@ -235,7 +264,16 @@ def _study(args) -> int:
 def _zoo(args) -> int:
     import json
 
-    from l2s_kit.zoo import build_family
+    from l2s_kit.zoo import build_family, export_benchmark
+
+    if args.zoo_command == "export":
+        folder = export_benchmark(args.dir, n_per_level=args.n_per_level, overwrite=args.overwrite)
+        print(f"{folder}/test.jsonl and validation.jsonl: the family's task in the Qwen2.5-Math "
+              f"toolkit's layout ({args.n_per_level} problems per level each); try the real-pair "
+              f"path with\n  l2s study --base <family>/system1 --model <family>/system2 "
+              f"--benchmark l2s_family --data-dir {args.dir} --validation "
+              f"{folder}/validation.jsonl")
+        return 0
 
     fam = build_family(args.root, force=args.force,
                        progress=not args.quiet)
@@ -415,14 +453,57 @@ def _sweep_parser(sub) -> None:
 
 
 def _study_parser(sub) -> None:
-    p = sub.add_parser("study", help="the L2S study on the built-in family, end to end",
-                       description="Build (or reuse) the built-in System 1 / System 2 family, merge "
-                       "it with every method, evaluate every model, choose settings on the "
-                       "validation split and write tables and figures. Re-runs reuse the cache.")
-    p.add_argument("--workdir", default="data/runs/study", help="merges and responses.jsonl")
+    p = sub.add_parser("study", help="the L2S study of a pair (the built-in family by default)",
+                       description="Merge System 1 (--base) with System 2 (--model) by a grid of "
+                       "methods, evaluate every model, choose each method's setting on the "
+                       "validation problems and report on the test problems, with tables and "
+                       "figures. With no pair, the built-in family (built or reused). Re-runs "
+                       "reuse merges and responses.")
+    p.add_argument("--base", default=None, help="System 1 checkpoint folder (e.g. Qwen2.5-Math-7B)")
+    p.add_argument("--model", default=None,
+                   help="System 2 checkpoint folder (e.g. DeepSeek-R1-Distill-Qwen-7B)")
+    p.add_argument("--benchmark", default=None,
+                   help="a benchmark in the Qwen2.5-Math toolkit layout (math500, gsm8k, ..., "
+                   "l2s_family), read from --data-dir")
+    p.add_argument("--data-dir", dest="data_dir", default=None,
+                   help="folder holding <benchmark>/test.jsonl")
+    p.add_argument("--rows", default=None, help="or a .jsonl of rows (id, prompt, gold[, level])")
+    p.add_argument("--validation", default=None,
+                   help="N problems chosen (seeded, stratified by level) for choosing settings, "
+                   "the rest for reporting; or a file of validation rows (default: 20%%)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="keep N problems in all (stratified), for quick runs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the splits (default 0)")
+    p.add_argument("--grid", default=None,
+                   help="YAML grid: [[method, {param: value}], ...] or {method: {param: [values]}} "
+                   "(default: the paper's settings for a pair, 20 merges for the family)")
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", default=None,
+                   help="generation limit: a number, 8k or 10k (default: 8k for a pair)")
+    p.add_argument("--prompt-system1", dest="prompt_system1", default=None,
+                   help="System 1's prompt (default fewshot for a benchmark)")
+    p.add_argument("--prompt-system2", dest="prompt_system2", default=None,
+                   help="System 2's and the merges' prompt (default qwen25-math-cot)")
+    p.add_argument("--grader", choices=["simple", "math-verify"], default=None,
+                   help="default: math-verify for a pair's benchmark")
+    p.add_argument("--tolerance", type=float, default=3.0,
+                   help="accuracy points below System 2 a chosen merge may lose (default 3)")
+    p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
+    p.add_argument("--tensor-parallel", dest="tensor_parallel", type=int, default=1,
+                   help="GPUs per model with --backend vllm")
+    _device(p)
+    p.add_argument("--merge-in", dest="merge_in", choices=["auto", "memory", "disk"],
+                   default="auto", help="merges swapped into a loaded System 1 (memory) or "
+                   "written once per recipe (disk); auto: memory when it fits")
+    p.add_argument("--runner", choices=["local", "ray"], default="local",
+                   help="ray: one Ray task per model")
+    p.add_argument("--num-gpus", dest="num_gpus", type=float, default=0,
+                   help="GPUs per Ray task (> 0 evaluates on CUDA)")
+    p.add_argument("--ray-address", dest="ray_address", default=None,
+                   help="a running Ray cluster (default: a local Ray)")
+    p.add_argument("--workdir", default="data/runs/study", help="merges and responses")
     p.add_argument("--out", default="figures/study", help="tables and figures")
     p.add_argument("--n-per-level", dest="n_per_level", type=int, default=100,
-                   help="problems per level and split (level 1 has fewer)")
+                   help="the family: problems per level and split (level 1 has fewer)")
     p.add_argument("--png", action="store_true", help="also export PNGs (kaleido + Chromium)")
     _quiet(p, "no progress bars")
     p.set_defaults(func=_study)
@@ -436,6 +517,13 @@ def _zoo_parser(sub) -> None:
     z.add_argument("--force", action="store_true", help="rebuild even if cached")
     _quiet(z, "no progress bars")
     z.set_defaults(func=_zoo)
+    e = zsub.add_parser("export", help="write the family's task as a benchmark folder "
+                        "(DIR/l2s_family/test.jsonl, validation.jsonl)")
+    e.add_argument("dir", help="the data folder to write l2s_family/ into")
+    e.add_argument("--n-per-level", dest="n_per_level", type=int, default=100,
+                   help="problems per level and split (level 1 has fewer)")
+    _overwrite(e, "replace an existing l2s_family folder")
+    e.set_defaults(func=_zoo)
 
 
 def _notebooks_parser(sub) -> None:

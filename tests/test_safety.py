@@ -273,3 +273,90 @@ def test_a_damaged_cache_entry_is_computed_again_naming_the_file(w):
     f.write_bytes(f.read_bytes()[:20])  # truncated
     with pytest.warns(UserWarning, match="cannot be read"):
         assert torch.equal(cached_tensors(*args, compute)["a"], torch.arange(6.0))
+
+
+# ---- resumed evaluations never mix runs -------------------------------------------------------
+
+class _Echo:
+    """A backend that answers every prompt with its last word (no model needed)."""
+
+    name = "echo"
+
+    def generate(self, prompts, settings):
+        from l2s_kit.evaluate import Generation
+
+        return [[Generation(f"The answer is \\boxed{{{p.split()[-1]}}}", 1, "stop")] * settings.n
+                for p in prompts]
+
+
+ROWS = [{"id": i, "prompt": f"say {i}", "gold": str(i)} for i in range(4)]
+
+
+def test_a_resume_with_other_weights_grader_or_rows_is_refused(w, tmp_path):
+    import shutil
+
+    from l2s_kit.evaluate import ResponsesError, evaluate
+
+    root, _ = w
+    out = tmp_path / "r.jsonl"
+    # two checkpoints in folders of one name: the second does not resume the first's file
+    a, b = tmp_path / "a" / "model", tmp_path / "b" / "model"
+    shutil.copytree(root / "base", a)
+    shutil.copytree(root / "model", b)
+    first = evaluate(a, ROWS, out, backend=_Echo(), progress=False)
+    assert first["correct"].all() and first["weights_hash"].nunique() == 1
+    assert first["weights_hash"].iloc[0] == weights_hash(Checkpoint(a))
+    again = evaluate(a, ROWS, out, backend=_Echo(), progress=False)  # same weights: resumed
+    assert len(again) == 4 and len(out.read_text().splitlines()) == 4
+    with pytest.raises(ResponsesError, match="with other weights .*same name"):
+        evaluate(b, ROWS, out, backend=_Echo(), progress=False)
+    # another grader
+    def strict(answer, gold):
+        return answer == gold
+
+    with pytest.raises(ResponsesError, match="graded by 'grade', now 'strict'"):
+        evaluate(a, ROWS, out, backend=_Echo(), grader=strict, progress=False)
+    # an edited row under its old id
+    edited = [dict(r) for r in ROWS]
+    edited[2]["gold"] = "7"
+    with pytest.raises(ResponsesError, match="row 2 .*another prompt or gold"):
+        evaluate(a, edited, out, backend=_Echo(), progress=False)
+    assert len(out.read_text().splitlines()) == 4  # nothing appended by the refused runs
+
+
+def test_two_evaluations_cannot_write_one_file_at_once(tmp_path):
+    from l2s_kit.evaluate import ResponsesError, evaluate
+    from l2s_kit.evaluate.run import _Lock
+
+    out = tmp_path / "r.jsonl"
+    with _Lock(out):  # another evaluation holds the file
+        with pytest.raises(ResponsesError, match="another evaluation is writing this file"):
+            evaluate(None, ROWS, out, backend=_Echo(), weights_hash="x", progress=False)
+    assert not out.exists()
+    df = evaluate(None, ROWS, out, backend=_Echo(), weights_hash="x", progress=False)
+    assert len(df) == 4  # the lock is released with its holder
+
+
+def test_a_changed_input_gives_a_new_merge_not_a_stale_one(w, tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from l2s_kit.merging import merge_once
+
+    root, _ = w
+    s2 = tmp_path / "s2"
+    shutil.copytree(root / "model", s2)
+    recipe = {"merge_method": "task_arithmetic", "base_model": str(root / "base"),
+              "models": [{"model": str(s2)}], "parameters": {"alpha": 0.5}}
+    first, r = merge_once(recipe, tmp_path / "merges", "ta")
+    assert merge_once(recipe, tmp_path / "merges", "ta")[0] == first  # reused
+    f = s2 / "model.safetensors"
+    state = load_file(f)
+    name = sorted(state)[0]
+    state[name] = torch.zeros_like(state[name])  # System 2 replaced in place, same folder
+    save_file(state, f, metadata={"format": "pt"})
+    second, r2 = merge_once(recipe, tmp_path / "merges", "ta")
+    assert r2.hash == r.hash and second != first  # same recipe, other inputs: a new merge
+    assert weights_hash(Checkpoint(second)) != weights_hash(Checkpoint(first))

@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from l2s_kit.analysis import format_table1, model_summary, reflection, table1
+from l2s_kit.errors import L2SError
 from l2s_kit.evaluate import load_responses
 from l2s_kit.io import atomic_file, check_apart
 from l2s_kit.study.explorer import model_name
@@ -77,6 +78,46 @@ class StudyResult:
         return self.setup.family
 
 
+def load_grid(source: str | os.PathLike | list | dict) -> list[tuple[str, dict]]:
+    """A study grid from a YAML file (or its parsed value): a list of ``[method, {parameter:
+    value}]`` merges, or a mapping of method → parameter → list of values (every combination,
+    :func:`l2s_kit.study.explorer.param_grid`). Errors name the file and the entry."""
+    import yaml
+
+    from l2s_kit.study.explorer import param_grid
+    from l2s_kit.study.setup import SetupError
+
+    where = "grid"
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise SetupError(f"grid file {path} does not exist")
+        where = str(path)
+        try:
+            source = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise SetupError(f"{where}: not valid YAML ({e})") from None
+    if isinstance(source, dict):
+        try:
+            return param_grid({m: {k: v if isinstance(v, list) else [v] for k, v in (p or {}).items()}
+                               for m, p in source.items()})
+        except (ValueError, KeyError, AttributeError) as e:
+            raise SetupError(f"{where}: {e}") from None
+    if not isinstance(source, list) or not source:
+        raise SetupError(f"{where}: a grid is a list of [method, {{parameter: value}}] or a "
+                         "mapping method → parameter → values")
+    out = []
+    for i, item in enumerate(source):
+        if isinstance(item, str):
+            item = [item, {}]
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)
+                and isinstance(item[1], dict)):
+            raise SetupError(f"{where}: entry {i + 1} ({item!r}) is not [method, {{parameter: "
+                             "value}}]")
+        out.append((item[0], dict(item[1])))
+    return out
+
+
 def study_jobs(setup: StudySetup, grid=GRID) -> list[Job]:
     """System 1, System 2 and one job per (method, parameters) of ``grid``: merges of System 1
     (base) with System 2, prompted and decoded as System 2."""
@@ -84,15 +125,20 @@ def study_jobs(setup: StudySetup, grid=GRID) -> list[Job]:
 
     jobs = [Job(role, model=str(getattr(setup, role)), prompt=setup.prompts[role],
                 settings=setup.settings[role]) for role in ("system1", "system2")]
+    from l2s_kit.study.setup import SetupError
+
     for method, params in grid:
-        r = load_recipe({"merge_method": method, "base_model": str(setup.system1),
-                         "models": [{"model": str(setup.system2)}], "parameters": params})
+        try:
+            r = load_recipe({"merge_method": method, "base_model": str(setup.system1),
+                             "models": [{"model": str(setup.system2)}], "parameters": params})
+        except L2SError as e:
+            raise SetupError(f"grid: merge {model_name(method, params)!r}: {e}") from None
         jobs.append(Job(model_name(method, params), recipe=r.to_dict(), recipe_hash=r.hash,
                         prompt=setup.prompts["system2"], settings=setup.settings["system2"]))
     names = [j.name for j in jobs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise ValueError(f"grid: merge {dup[0]!r} is given twice")
+        raise SetupError(f"grid: merge {dup[0]!r} is given twice")
     return jobs
 
 

@@ -1,0 +1,191 @@
+"""The study on a researcher's own pair: the family given by paths (``l2s zoo export`` + a
+benchmark folder) gives the built-in study's numbers; merges in memory equal merges on disk; the
+setup refuses half-given pairs, missing paths and leaking splits, naming the parameter; data
+without levels falls back to views by dataset; a real benchmark is prompted as the paper did."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from l2s_kit.cli import main
+from l2s_kit.study import SetupError, run_study, study_setup
+from l2s_kit.study.run import load_grid
+from l2s_kit.study.setup import stratified_sample
+from l2s_kit.zoo import export_benchmark
+
+GRID = [("task_arithmetic", {"alpha": 0.2}), ("ties", {"k": 0.8, "alpha": 0.5})]
+N = 4  # problems per level and split: 2 cores
+
+
+@pytest.fixture(scope="module")
+def exported(family, tmp_path_factory):
+    return export_benchmark(tmp_path_factory.mktemp("bench") / "data", n_per_level=N)
+
+
+@pytest.fixture(scope="module")
+def both(family, exported, tmp_path_factory):
+    """The built-in study (merges in memory) and the same problems through the real-pair path
+    (the family given by paths, merges on disk)."""
+    out = tmp_path_factory.mktemp("parity")
+    default = run_study(out / "w1", out / "o1", n_per_level=N, grid=GRID, progress=False)
+    setup = study_setup(str(family.system1), str(family.system2), benchmark="l2s_family",
+                        data_dir=exported.parent, validation=str(exported / "validation.jsonl"))
+    pair = run_study(out / "w2", out / "o2", setup=setup, grid=GRID, progress=False,
+                     merge_in="disk")
+    return default, pair
+
+
+@pytest.mark.slow
+def test_the_family_given_by_paths_gives_the_built_in_studys_numbers(both):
+    default, pair = both
+    assert set(default.models["merged_in"].dropna()) == {"memory"}
+    assert set(pair.models["merged_in"].dropna()) == {"disk"}
+    cols = ["split", "model", "n", "accuracy", "mean_tokens", "length_change", "reflection_ratio",
+            "weights_hash", "selected"]
+    a = default.summary[cols].sort_values(["split", "model"]).reset_index(drop=True)
+    b = pair.summary[cols].sort_values(["split", "model"]).reset_index(drop=True)
+    assert a.equals(b)
+    assert default.table1.equals(pair.table1)
+    # the same problems and the same responses, row by row
+    for split in ("validation", "test"):
+        ra = default.responses[split].sort_values(["model", "id"])
+        rb = pair.responses[split].sort_values(["model", "id"])
+        assert ra["response"].tolist() == rb["response"].tolist()
+        assert ra["prompt"].tolist() == rb["prompt"].tolist()
+
+
+@pytest.mark.slow
+def test_in_memory_and_on_disk_merges_have_one_weights_hash(both, family):
+    from l2s_kit.io import checkpoint_hash
+
+    default, pair = both
+    hashes = pair.models.set_index("model")
+    for row in pair.models.itertuples():
+        assert row.weights_hash == checkpoint_hash(row.folder)  # what the folder holds
+    assert hashes.loc["system1", "weights_hash"] == family.manifest["weights_hash"]["system1"]
+    assert default.models.set_index("model")["weights_hash"].equals(hashes["weights_hash"])
+    # every response row names its model's weights
+    r = pair.responses["test"]
+    for model, h in hashes["weights_hash"].items():
+        assert set(r.loc[r["model"] == model, "weights_hash"]) == {h}
+
+
+@pytest.mark.slow
+def test_l2s_study_on_a_pair_from_the_command_line(family, exported, tmp_path, capsys):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("task_arithmetic: {alpha: [0.2]}\n")
+    code = main(["study", "--base", str(family.system1), "--model", str(family.system2),
+                 "--benchmark", "l2s_family", "--data-dir", str(exported.parent),
+                 "--validation", "6", "--limit", "16", "--grid", str(grid), "--quiet",
+                 "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "o")])
+    assert code == 0
+    summary = __import__("pandas").read_csv(tmp_path / "o" / "summary.csv")
+    n = summary.groupby("split")["n"].first()
+    assert n["validation"] == 6 and n["test"] == 10  # 16 kept, 6 of them to choose on
+    assert "task_arithmetic alpha=0.2" in (tmp_path / "o" / "table1.md").read_text()
+    # zoo export from the command line: the same rows as the function writes
+    assert main(["zoo", "export", str(tmp_path / "d"), "--n-per-level", str(N)]) == 0
+    for split in ("test", "validation"):
+        assert (tmp_path / "d" / "l2s_family" / f"{split}.jsonl").read_text() == \
+            (exported / f"{split}.jsonl").read_text()
+    assert main(["zoo", "export", str(tmp_path / "d")]) == 2  # exists: not replaced unasked
+    assert "exists" in capsys.readouterr().err
+
+
+def test_stratified_sample_keeps_each_levels_share():
+    rows = [{"id": i, "level": 1 + i % 4} for i in range(40)] + [{"id": 40 + i} for i in range(10)]
+    chosen, rest = stratified_sample(rows, 10, seed=3)
+    assert len(chosen) == 10 and len(rest) == 40
+    assert {r["id"] for r in chosen}.isdisjoint({r["id"] for r in rest})
+    count = {lv: sum(r.get("level") == lv for r in chosen) for lv in (1, 2, 3, 4, None)}
+    assert count == {1: 2, 2: 2, 3: 2, 4: 2, None: 2}  # 10 of 50: a fifth of each stratum
+    assert stratified_sample(rows, 10, seed=3) == (chosen, rest)  # seeded
+    assert stratified_sample(rows, 10, seed=4) != (chosen, rest)
+    assert [r["id"] for r in chosen] == sorted(r["id"] for r in chosen)  # in the rows' order
+    # largest remainders: 3 of 3 levels of sizes 5, 3, 2 → 2, 1, 0 (1.5, .9, .6 → ties broken)
+    rows = [{"id": i, "level": lv} for i, lv in enumerate([1] * 5 + [2] * 3 + [3] * 2)]
+    c, _ = stratified_sample(rows, 3)
+    assert sorted(r["level"] for r in c) == [1, 2, 3] or sorted(r["level"] for r in c) == [1, 1, 2]
+
+
+def test_a_pair_is_checked_before_anything_runs(family, exported, tmp_path):
+    s1, s2 = str(family.system1), str(family.system2)
+    with pytest.raises(SetupError, match=r"model \(System 2\) is not given"):
+        study_setup(base=s1, benchmark="l2s_family", data_dir=exported.parent)
+    with pytest.raises(SetupError, match=r"base \(System 1\): .*/nope does not exist"):
+        study_setup(str(tmp_path / "nope"), s2, benchmark="l2s_family", data_dir=exported.parent)
+    with pytest.raises(SetupError, match="data given without a pair"):
+        study_setup(benchmark="math500", data_dir=str(tmp_path))
+    with pytest.raises(SetupError, match="give the data"):
+        study_setup(s1, s2)
+    with pytest.raises(SetupError, match="needs data_dir"):
+        study_setup(s1, s2, benchmark="l2s_family")
+    with pytest.raises(SetupError, match="limit must be a positive"):
+        study_setup(s1, s2, benchmark="l2s_family", data_dir=exported.parent, limit=0)
+    with pytest.raises(SetupError, match="leave none to report on"):
+        study_setup(s1, s2, benchmark="l2s_family", data_dir=exported.parent, limit=5,
+                    validation=5)
+    with pytest.raises(SetupError, match="shares .* problem ids with the test data"):
+        study_setup(s1, s2, benchmark="l2s_family", data_dir=exported.parent,
+                    validation=str(exported / "test.jsonl"))
+    with pytest.raises(SetupError, match="same folder"):
+        study_setup(s1, s1, benchmark="l2s_family", data_dir=exported.parent)
+    # empty strings are "not given" (notebook parameters): the family
+    assert study_setup("", "", benchmark="", data_dir="", n_per_level=2,
+                       progress=False).family is not None
+    # the command line: a message naming the parameter, exit 2
+    assert main(["study", "--base", s1, "--benchmark", "l2s_family", "--data-dir",
+                 str(exported.parent)]) == 2
+    assert main(["study", "--validation", "10"]) == 2
+
+
+def test_grid_files(tmp_path):
+    f = tmp_path / "g.yaml"
+    f.write_text("- [task_arithmetic, {alpha: 0.5}]\n- average\n")
+    assert load_grid(f) == [("task_arithmetic", {"alpha": 0.5}), ("average", {})]
+    f.write_text("ties: {k: 0.8, alpha: [0.5, 1.0]}\n")
+    assert load_grid(f) == [("ties", {"k": 0.8, "alpha": 0.5}), ("ties", {"k": 0.8, "alpha": 1.0})]
+    f.write_text("ties: {kk: [1]}\n")
+    with pytest.raises(SetupError, match=r"g.yaml: ties has no parameter kk"):
+        load_grid(f)
+    f.write_text("- [ties]\n")
+    with pytest.raises(SetupError, match="entry 1"):
+        load_grid(f)
+
+
+@pytest.mark.slow
+def test_data_without_levels_is_viewed_by_dataset(family, tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    with open(rows, "w") as f:
+        for i, r in enumerate(family.rows("test", 3)):
+            f.write(json.dumps({"id": r["id"], "prompt": r["prompt"], "gold": r["gold"],
+                                "dataset": "odd" if i % 2 else "even"}) + "\n")
+    setup = study_setup(str(family.system1), str(family.system2), rows=rows, validation=4,
+                        max_new_tokens=96, grader="simple")
+    setup.extract = __import__("l2s_kit.evaluate", fromlist=["x"]).extract_family
+    r = run_study(tmp_path / "w", tmp_path / "o", setup=setup,
+                  grid=[("task_arithmetic", {"alpha": 0.2})], progress=False)
+    assert not setup.has_levels
+    assert "dataset" in r.by_level.columns and "level" not in r.by_level.columns
+    assert set(r.table1.columns) >= {"even", "odd"}
+    assert any("no difficulty levels" in n for n in r.notes)
+    assert "Note: the data has no difficulty levels" in (tmp_path / "o" / "table1.md").read_text()
+
+
+def test_a_real_benchmark_is_prompted_as_the_paper_did(family, shared_data):
+    s = study_setup(str(family.system1), str(family.system2), benchmark="math500",
+                    data_dir=shared_data / "benchmarks", validation=50, limit=200,
+                    max_new_tokens="10k")
+    assert len(s.data["validation"]) == 50 and len(s.data["test"]) == 150
+    levels = [r["level"] for r in s.data["validation"]]
+    assert set(levels) == {1, 2, 3, 4, 5}
+    q = s.data["test"][0]["question"]
+    assert s.rows("test", "system1")[0]["prompt"].startswith("Question: ")
+    assert s.rows("test", "system1")[0]["prompt"].endswith(f"Question: {q}\nAnswer: ")
+    assert s.rows("test", "ties k=0.8")[0]["prompt"].startswith("<|im_start|>system\nPlease reason")
+    assert s.settings_for("system1").stop == ("\nQuestion:", "\n\n\n")
+    assert s.settings_for("system2").stop == ("<|im_end|>", "<|endoftext|>")
+    assert s.settings_for("system2").max_new_tokens == 10240
+    assert s.grader == "math-verify" and s.has_levels
