@@ -189,3 +189,18 @@ def test_a_real_benchmark_is_prompted_as_the_paper_did(family, shared_data):
     assert s.settings_for("system2").stop == ("<|im_end|>", "<|endoftext|>")
     assert s.settings_for("system2").max_new_tokens == 10240
     assert s.grader == "math-verify" and s.has_levels
+
+
+def test_the_example_grid_makes_valid_jobs(tiny_pair, tmp_path):
+    from pathlib import Path
+
+    from l2s_kit.study import study_jobs
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"id": i, "prompt": f"q{i}", "gold": "1"}) + "\n"
+                            for i in range(5)))
+    grid = load_grid(Path(__file__).resolve().parents[1] / "examples" / "grids" / "paper-7b.yaml")
+    setup = study_setup(*map(str, tiny_pair), rows=rows, validation=2)
+    jobs = study_jobs(setup, grid)
+    assert [j.name for j in jobs][:3] == ["system1", "system2", "average"]
+    assert "ties k=0.8 alpha=1.0" in [j.name for j in jobs] and len(jobs) == 2 + 8

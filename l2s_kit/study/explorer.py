@@ -1,12 +1,16 @@
-"""Merges of the built-in family made in memory and evaluated in seconds (the merge explorer).
+"""Merges of a pair made in memory and evaluated in seconds (the merge explorer).
 
 >>> ex = Explorer(n_per_level=20)                       # the family's validation split
+>>> ex = Explorer(study_setup(base=..., model=..., benchmark="math500", data_dir=..., limit=100))
 >>> ex.responses("task_arithmetic", alpha=0.2)          # responses DataFrame, graded, annotated
 >>> ex.sweep([("ties", {"k": 0.8, "alpha": a}) for a in (0.3, 0.5, 1.0)])  # one row per merge
 >>> explorer_widget(ex)      # l2s_kit.study.widget: sliders; the figure updates in place
 
-Nothing is written but the responses (``workdir/<family>/<split>-<n>-<settings>.jsonl``, the
-usual resumable file), so asking again for a merge already evaluated costs nothing.
+It works on any :class:`l2s_kit.study.setup.StudySetup` (the built-in family when none is given):
+System 1 is loaded once and each merge's weights are swapped into it
+(:func:`l2s_kit.study.runner.merge_into_base`). Nothing is written but the responses
+(``workdir/<setup>/<split>-<n>-<settings>.jsonl``, the usual resumable file, every row naming the
+model's weights hash), so asking again for a merge already evaluated generates nothing.
 """
 
 from __future__ import annotations
@@ -22,8 +26,7 @@ import pandas as pd
 
 from l2s_kit import analysis
 from l2s_kit.analysis import reflection
-from l2s_kit.evaluate import FAMILY_SETTINGS, GenerationSettings, evaluate, extract_family
-from l2s_kit.zoo import Family, build_family
+from l2s_kit.evaluate import GenerationSettings, evaluate
 
 REFERENCE = "system2"
 ENDPOINTS = ("system1", "system2")
@@ -38,70 +41,77 @@ def model_name(method: str, params: dict) -> str:
     return " ".join([method, *(f"{k}={v}" for k, v in params.items())])
 
 
-class _Merged:
-    """A backend that merges the family in memory when (and only when) asked to generate."""
-
-    def __init__(self, explorer: Explorer, recipe):
-        self.explorer, self.recipe = explorer, recipe
-        self.name = recipe.merge_method
-
-    def generate(self, prompts, settings):
-        from l2s_kit.merging import merge_in_memory
-
-        backend = self.explorer._backend()
-        state = merge_in_memory(self.recipe)
-        missing, unexpected = backend.model.load_state_dict(state, strict=False)
-        tied = {"lm_head.weight"} if backend.model.config.tie_word_embeddings else set()
-        if unexpected or set(missing) - tied:
-            raise RuntimeError(f"merged state does not fit the model: missing {missing}, "
-                               f"unexpected {unexpected}")
-        return backend.generate(prompts, settings)
-
-
 class Explorer:
-    """Evaluate System 1, System 2 and merges of them on ``n_per_level`` problems per level of
-    ``split``; see the module docstring."""
+    """Evaluate System 1, System 2 and merges of them on the ``split`` rows of ``setup`` (a
+    :class:`~l2s_kit.study.setup.StudySetup`, or a zoo ``Family``; default: the built-in family
+    with ``n_per_level`` problems per level); see the module docstring. ``settings`` replaces the
+    setup's generation settings for every model."""
 
-    def __init__(self, family: Family | None = None, *, split: str = "validation",
-                 n_per_level: int = 20, workdir: str | os.PathLike = "data/runs/explorer",
-                 settings: GenerationSettings = FAMILY_SETTINGS, device: str = "cpu"):
-        self.family = family or build_family(progress=False)
-        self.rows = self.family.rows(split, n_per_level)
-        key = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode()).hexdigest()
-        self.out = (Path(workdir) / self.family.root.name /
-                    f"{split}-{n_per_level}-{key[:8]}.jsonl")
-        self.settings, self.device = settings, device
-        self._loaded = None
+    def __init__(self, setup=None, *, split: str = "validation", n_per_level: int = 20,
+                 workdir: str | os.PathLike = "data/runs/explorer",
+                 settings: GenerationSettings | None = None, device: str | None = None):
+        from dataclasses import replace
 
-    def _backend(self):
-        from l2s_kit.evaluate import TransformersBackend
+        from l2s_kit.study.setup import StudySetup, family_setup
 
-        if self._loaded is None:
-            self._loaded = TransformersBackend(self.family.system1, device=self.device,
-                                               progress=False)
-        return self._loaded
+        if not isinstance(setup, StudySetup):  # a Family, or None: the built-in family
+            setup = family_setup(setup, n_per_level, device=device or "cpu", progress=False)
+        elif device is not None:
+            setup = replace(setup, device=device)
+        if settings is not None:
+            setup = replace(setup, settings={role: settings for role in setup.settings})
+        self.setup, self.split, self.device = setup, split, setup.device
+        self.rows = setup.rows(split)
+        self.settings = setup.settings["system2"]
+        key = hashlib.sha256(json.dumps(
+            [{r: v.to_dict() for r, v in sorted(setup.settings.items())}, setup.prompts,
+             setup.grader], sort_keys=True).encode()).hexdigest()
+        self.out = Path(workdir) / setup.name / f"{split}-{len(self.rows)}-{key[:8]}.jsonl"
+        self._grader = None
+
+    @property
+    def family(self):
+        return self.setup.family
+
+    def _grade(self):
+        if self._grader is None:
+            from l2s_kit.study.runner import make_grader
+
+            self._grader, self._close = make_grader(self.setup.grader)
+        return self._grader
+
+    def close(self) -> None:
+        """Stop the grader's worker process (math-verify), if one was started."""
+        if self._grader is not None:
+            self._close()
+            self._grader = None
 
     def recipe(self, method: str, **params):
         from l2s_kit.merging import load_recipe
 
-        return load_recipe({"merge_method": method, "base_model": str(self.family.system1),
-                            "models": [{"model": str(self.family.system2)}],
+        return load_recipe({"merge_method": method, "base_model": str(self.setup.system1),
+                            "models": [{"model": str(self.setup.system2)}],
                             "parameters": params, "device": self.device})
 
     def responses(self, method: str, **params) -> pd.DataFrame:
         """The graded responses of "system1", "system2" or ``method`` with ``params``, with
         ``method``, ``parameters`` and the reflection columns added."""
-        common = dict(settings=self.settings, extract=extract_family, progress=False)
+        from l2s_kit.study.runner import merge_into_base
+
+        s = self.setup
+        common = dict(extract=s.extract, grader=self._grade(), progress=False)
         if method in ENDPOINTS:
             if params:
                 raise ValueError(f"{method} takes no parameters (got {', '.join(params)})")
-            df = evaluate(getattr(self.family, method), self.rows, self.out, model_name=method,
-                          device=self.device, **common)
+            df = evaluate(getattr(s, method), s.rows(self.split, method), self.out,
+                          model_name=method, device=self.device, settings=s.settings_for(method),
+                          **common)
         else:
             recipe = self.recipe(method, **params)
-            df = evaluate(None, self.rows, self.out, backend=_Merged(self, recipe),
+            backend, weights = merge_into_base(recipe.to_dict(), self.device)
+            df = evaluate(None, s.rows(self.split, "merge"), self.out, backend=backend,
                           model_name=model_name(method, params), recipe_hash=recipe.hash,
-                          **common)
+                          weights_hash=weights, settings=s.settings_for("merge"), **common)
         label = ", ".join(f"{k}={v}" for k, v in params.items())
         return reflection.annotate(df).assign(method=method, parameters=label)
 

@@ -294,6 +294,11 @@ def study_setup(base=None, model=None, *, benchmark: str | None = None, data_dir
                              "(System 2) too, or neither to study the built-in family")
         if given(data_dir):
             raise SetupError("data_dir given without a benchmark: give benchmark too")
+        extra = sorted(k for k, v in kwargs.items()
+                       if v is not None and not (k == "backend" and v == "transformers"))
+        if extra:
+            raise SetupError(f"{', '.join(extra)} applies to a pair's data: give base and model "
+                             "(and a benchmark or rows), or leave it unset for the built-in family")
         return family_setup(n_per_level=n_per_level, family_root=family_root, device=device,
                             max_new_tokens=max_new_tokens, progress=progress)
     if base is None or model is None:
