@@ -360,3 +360,17 @@ def test_a_changed_input_gives_a_new_merge_not_a_stale_one(w, tmp_path):
     second, r2 = merge_once(recipe, tmp_path / "merges", "ta")
     assert r2.hash == r.hash and second != first  # same recipe, other inputs: a new merge
     assert weights_hash(Checkpoint(second)) != weights_hash(Checkpoint(first))
+
+
+def test_prompts_longer_than_the_context_are_warned_about(family):
+    from l2s_kit.evaluate import GenerationSettings, TransformersBackend
+
+    b = TransformersBackend(family.system2, progress=False)
+    prompts = [r["prompt"] for r in family.rows("test", 1)]
+    with pytest.warns(UserWarning, match=r"5 of 5 prompts .* exceed the model's context of 128"):
+        b.generate(prompts, GenerationSettings(max_new_tokens=120))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        b.generate(prompts, GenerationSettings(max_new_tokens=8))  # within the context: silent

@@ -211,6 +211,7 @@ class TransformersBackend:
 
         if isinstance(prompts, str):
             raise GenerationError("generate takes a list of prompts, not one string")
+        self._check_context(prompts, settings)
         special = self._special(settings.stop)
         eos_ids = list(dict.fromkeys(
             [*self.eos_ids, *(self.tokenizer.convert_tokens_to_ids(s) for s in special)]))
@@ -228,6 +229,24 @@ class TransformersBackend:
             for (i, _), g in zip(rows, gens):
                 out[i].append(g)
         return out
+
+    def _check_context(self, prompts: list[str], settings: GenerationSettings) -> None:
+        """Warn (once per call, counting them) when prompts plus ``max_new_tokens`` exceed the
+        model's context (``max_position_embeddings``): such samples are cut short or degrade."""
+        import warnings
+
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if not isinstance(limit, int) or not prompts:
+            return
+        lengths = [len(ids) for ids in self.tokenizer(list(prompts))["input_ids"]]
+        over = [n for n in lengths if n + settings.max_new_tokens > limit]
+        if over:
+            warnings.warn(
+                f"{len(over)} of {len(prompts)} prompts (up to {max(over)} tokens) plus "
+                f"max_new_tokens={settings.max_new_tokens} exceed the model's context of {limit} "
+                "tokens (max_position_embeddings in config.json): their responses may be cut short "
+                "or degrade; lower max_new_tokens, shorten the prompts, or check the config (a "
+                "merge takes System 1's unless config_source says otherwise)", stacklevel=3)
 
     def _generate_rows(self, texts: list[str], samples: list[int], settings: GenerationSettings,
                        eos_ids: list[int], stop: tuple[str, ...]) -> list[Generation]:
