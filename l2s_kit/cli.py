@@ -30,6 +30,7 @@ examples:
   l2s spectrum S1 S2 --out spectrum.csv           singular values of the task vector: is
                                                   the pair low-rank enough for SVD merging?
   l2s sweep examples/sweep-7b.yaml --runner ray  merge + evaluate a grid, one Ray task per recipe
+  l2s check /models/S1 /models/S2                 does the pair fit together? (every difference)
   l2s study                                       the L2S study on the built-in family
   l2s study --base S1 --model S2 --benchmark math500 --data-dir DATA   ... on your own pair
   l2s zoo build                                   build the built-in System 1 / System 2 pair
@@ -259,6 +260,34 @@ def _study(args) -> int:
                   merge_in=args.merge_in, num_gpus=args.num_gpus, ray_address=args.ray_address)
     print_result(r)
     return 0
+
+
+def _check(args) -> int:
+    from l2s_kit.merging.compat import BLOCKS, HARMLESS, check_pair
+
+    for what, folder in (("base", args.base), *(("model", m) for m in args.models)):
+        if not (Path(folder) / "config.json").is_file():
+            raise L2SError(f"{what} {folder}: not a checkpoint folder (no config.json)")
+    table = check_pair(args.base, args.models, config_source=args.config_source,
+                       tokenizer_source=args.tokenizer_source)
+    shown = table if args.all else table[table["verdict"] != HARMLESS]
+    if len(shown):
+        for model, part in shown.groupby("model", sort=False):
+            print(f"{args.base}  vs  {model}")
+            for r in part.itertuples():
+                print(f"  [{r.verdict}] {r.area} {r.item}: base {r.base_value} | model "
+                      f"{r.model_value}\n      {r.note}")
+    blocks = int((table["verdict"] == BLOCKS).sum())
+    hidden = len(table) - len(shown)
+    print(f"{len(table)} differences: {blocks} block the merge, "
+          f"{int((table['verdict'] == 'takes').sum())} taken from one side, {hidden} harmless"
+          + (" (--all shows them)" if hidden and not args.all else ""))
+    if args.csv:
+        from l2s_kit.io import atomic_file
+
+        with atomic_file(args.csv) as tmp:
+            table.to_csv(tmp, index=False)
+    return 1 if blocks else 0
 
 
 def _zoo(args) -> int:
@@ -509,6 +538,25 @@ def _study_parser(sub) -> None:
     p.set_defaults(func=_study)
 
 
+def _check_parser(sub) -> None:
+    p = sub.add_parser("check", help="do the checkpoints fit together? every difference, with a verdict",
+                       description="Compare System 1 (BASE) with each MODEL before any tensor is "
+                       "read: architecture and tensors, every config.json key, tokenizers "
+                       "(vocabulary, tokens at the same id, special tokens, chat template), "
+                       "generation_config.json, dtypes. Each difference gets a verdict: blocks, "
+                       "takes (the merge takes it from one side), harmless. Exit status 1 when "
+                       "anything blocks the merge, 0 otherwise.")
+    p.add_argument("base", help="System 1 checkpoint folder")
+    p.add_argument("models", nargs="+", help="System 2 (and further) checkpoint folders")
+    p.add_argument("--config-source", dest="config_source", default="base",
+                   help="where the merge takes config.json from: base (default) or a folder")
+    p.add_argument("--tokenizer-source", dest="tokenizer_source", default="base",
+                   help="where the merge takes the tokenizer from: base (default) or a folder")
+    p.add_argument("--all", action="store_true", help="also list harmless differences")
+    p.add_argument("--csv", default=None, help="also write the table as CSV")
+    p.set_defaults(func=_check)
+
+
 def _zoo_parser(sub) -> None:
     p = sub.add_parser("zoo", help="the built-in model family")
     zsub = p.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
@@ -554,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"l2s_kit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for build in (_merge_parser, _methods_parser, _eval_parser, _spectrum_parser, _sweep_parser, _study_parser, _zoo_parser, _notebooks_parser):
+    for build in (_merge_parser, _check_parser, _methods_parser, _eval_parser, _spectrum_parser, _sweep_parser, _study_parser, _zoo_parser, _notebooks_parser):
         build(sub)
     return parser
 

@@ -64,6 +64,7 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
     check_apart(out, recipe_inputs(r))
     inputs = [Checkpoint(r.base_model), *[Checkpoint(m.model) for m in r.models]]
     jobs, changes, notes = plan_merge(inputs, DTYPES.get(r.out_dtype))
+    notes += pair_check_notes(r)
     config = inputs[0].config if r.config_source == "base" else Checkpoint(r.config_source).config
     tok_dir = Path(r.base_model if r.tokenizer_source == "base" else r.tokenizer_source)
     size = parse_size(shard_size) if shard_size is not None else r.shard_size
@@ -99,6 +100,22 @@ def recipe_inputs(r: Recipe) -> dict[str, str]:
     for what, src in (("tokenizer source", r.tokenizer_source), ("config source", r.config_source)):
         if src != "base":
             out[what] = src
+    return out
+
+
+def pair_check_notes(r: Recipe) -> list[str]:
+    """What :func:`l2s_kit.merging.compat.compare` finds between the base and each model that is
+    not harmless (the architecture's own notes come from the merge plan), as card notes."""
+    from l2s_kit.merging.compat import HARMLESS, compare
+
+    out = []
+    for m in r.models:
+        for d in compare(r.base_model, m.model, config_source=r.config_source,
+                         tokenizer_source=r.tokenizer_source):
+            if d.area != "architecture" and d.verdict != HARMLESS:
+                what = f"{d.area} {d.item}" if d.area != "config" else f"config.json {d.item}"
+                out.append(f"check ({d.verdict}): {what} differs (base {d.base!s:.60}, "
+                           f"{Path(m.model).name} {d.model!s:.60}): {d.note}")
     return out
 
 

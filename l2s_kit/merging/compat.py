@@ -1,0 +1,207 @@
+"""Does a pair fit together? Every difference between the checkpoints, with a verdict, before any
+tensor is read (``l2s check BASE MODEL [MODEL ...]``; ``l2s merge`` runs the same check).
+
+Users of the paper's own scripts met these: the merged model took System 1's ``config.json``
+(a context of 4096 where R1-Distill has 131072) and System 1's tokenizer (no ``<think>``; the two
+tokenizers put different special tokens at the same ids); mergekit's most reported problems are
+vocabulary mismatches and tied embeddings. The check compares, base against each model:
+
+- **architecture and tensors**: the merge engine's own plan (``plan_merge``): model type, tensor
+  names and shapes, tied embeddings, added vocabulary rows;
+- **config.json**: every key that differs (context length, rope, sliding window, bos / eos / pad
+  ids, vocabulary size, tying, ...);
+- **tokenizers** (``tokenizer.json`` / ``tokenizer_config.json``): vocabulary size, tokens that
+  differ at the same id (special and regular apart), special tokens, the chat template;
+- **generation_config.json** and the weights' **dtypes**.
+
+Verdicts: ``blocks`` (the merge refuses, or its rows would mix different tokens), ``takes`` (the
+merge will take it from one side: the row says which) and ``harmless``. ``blocks`` and ``takes``
+rows are what a user should read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from l2s_kit.errors import L2SError
+from l2s_kit.io import GENERATION_CONFIG, Checkpoint
+
+BLOCKS, TAKES, HARMLESS = "blocks", "takes", "harmless"
+# config.json keys that only record where a file came from
+IGNORED_KEYS = {"_name_or_path", "transformers_version", "_commit_hash"}
+ARCHITECTURE_KEYS = {"model_type", "architectures", "hidden_size", "num_hidden_layers",
+                     "num_attention_heads", "num_key_value_heads", "intermediate_size", "head_dim"}
+DTYPE_KEYS = {"torch_dtype", "dtype"}
+
+
+@dataclass(frozen=True)
+class Difference:
+    area: str       # architecture, config, tokenizer, generation_config, dtype
+    item: str       # the key, or what differs
+    base: object
+    model: object
+    verdict: str    # blocks, takes, harmless
+    note: str
+
+
+def _short(v, n: int = 60) -> str:
+    s = json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v
+    return s if len(s) <= n else s[:n - 1] + "…"
+
+
+def _json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise L2SError(f"{path}: not valid JSON ({e})") from None
+    return d if isinstance(d, dict) else None
+
+
+def _vocab(folder: Path) -> tuple[dict[int, str], set[int]] | None:
+    """id → token of ``tokenizer.json`` (model vocabulary and added tokens), and the special ids."""
+    tok = _json(folder / "tokenizer.json")
+    if tok is None:
+        return None
+    vocab = (tok.get("model") or {}).get("vocab") or {}
+    if isinstance(vocab, list):  # unigram: [[piece, score], ...]
+        ids = {i: p[0] for i, p in enumerate(vocab)}
+    else:
+        ids = {int(i): t for t, i in vocab.items()}
+    special = set()
+    for a in tok.get("added_tokens") or []:
+        ids[int(a["id"])] = a["content"]
+        if a.get("special"):
+            special.add(int(a["id"]))
+    return ids, special
+
+
+def _special_tokens(cfg: dict | None) -> dict:
+    if not cfg:
+        return {}
+    out = {}
+    for k in ("bos_token", "eos_token", "pad_token", "unk_token"):
+        v = cfg.get(k)
+        out[k] = v.get("content") if isinstance(v, dict) else v
+    return out
+
+
+def compare(base: str | os.PathLike, model: str | os.PathLike, *, config_source: str = "base",
+            tokenizer_source: str = "base") -> list[Difference]:
+    """Every difference between ``base`` and ``model`` (see the module docstring).
+    ``config_source`` / ``tokenizer_source``: "base", "model" or a folder: what the merged folder
+    will take its config.json / tokenizer and generation_config.json from (the recipe's keys)."""
+    from l2s_kit.merging.engine import plan_merge
+
+    b, m = Path(base), Path(model)
+    cfg_from = {"base": f"base ({b})", "model": f"model ({m})"}.get(config_source, config_source)
+    tok_from = {"base": f"base ({b})", "model": f"model ({m})"}.get(tokenizer_source,
+                                                                     tokenizer_source)
+    out: list[Difference] = []
+    cb, cm = Checkpoint(b), Checkpoint(m)
+    try:
+        _, changes, notes = plan_merge([cb, cm], None)
+        for n in notes:
+            out.append(Difference("architecture", "tensors", "", "", TAKES, n))
+    except L2SError as e:
+        out.append(Difference("architecture", "tensors", "", "", BLOCKS, str(e)))
+
+    for key in sorted((set(cb.config) | set(cm.config)) - IGNORED_KEYS):
+        vb, vm = cb.config.get(key, "(absent)"), cm.config.get(key, "(absent)")
+        if vb == vm:
+            continue
+        if key in ARCHITECTURE_KEYS:
+            verdict, note = BLOCKS, "a different architecture: the tensors cannot be merged"
+        elif key in DTYPE_KEYS:
+            verdict, note = HARMLESS, "merges compute in float32 and write the recipe's out_dtype"
+        elif key == "vocab_size":
+            verdict, note = TAKES, (f"embedding rows beyond the smaller vocabulary come from the "
+                                    f"larger model only; config.json from {cfg_from}")
+        else:
+            verdict, note = TAKES, f"the merged config.json takes the value of {cfg_from}"
+        out.append(Difference("config", key, vb, vm, verdict, note))
+
+    out += _tokenizer_differences(b, m, tok_from)
+    gb, gm = _json(b / GENERATION_CONFIG), _json(m / GENERATION_CONFIG)
+    for key in sorted((set(gb or {}) | set(gm or {})) - IGNORED_KEYS):
+        vb, vm = (gb or {}).get(key, "(absent)"), (gm or {}).get(key, "(absent)")
+        if vb != vm:
+            out.append(Difference("generation_config", key, vb, vm, TAKES,
+                                  f"the merged folder copies generation_config.json from {tok_from}"))
+
+    db = sorted({str(cb.info(n).dtype).removeprefix("torch.") for n in cb.names})
+    dm = sorted({str(cm.info(n).dtype).removeprefix("torch.") for n in cm.names})
+    if db != dm:
+        out.append(Difference("dtype", "weights", ", ".join(db), ", ".join(dm), HARMLESS,
+                              "merges compute in float32 and write the recipe's out_dtype"))
+    return out
+
+
+def _tokenizer_differences(b: Path, m: Path, tok_from: str) -> list[Difference]:
+    out = []
+    vb, vm = _vocab(b), _vocab(m)
+    if (vb is None) != (vm is None):
+        which = "base" if vb is None else "model"
+        out.append(Difference("tokenizer", "tokenizer.json", "absent" if vb is None else "present",
+                              "absent" if vm is None else "present", TAKES,
+                              f"{which} has no tokenizer.json; the merged folder takes the "
+                              f"tokenizer of {tok_from}"))
+    if vb is not None and vm is not None:
+        (ib, sb), (im, sm) = vb, vm
+        if len(ib) != len(im):
+            out.append(Difference("tokenizer", "vocabulary size", len(ib), len(im), TAKES,
+                                  f"the merged folder takes the tokenizer of {tok_from}"))
+        shared = sorted(set(ib) & set(im))
+        differ = [i for i in shared if ib[i] != im[i]]
+        special = [i for i in differ if i in sb or i in sm]
+        regular = [i for i in differ if i not in special]
+        if regular:
+            ex = ", ".join(f"{i}: {ib[i]!r} / {im[i]!r}" for i in regular[:3])
+            out.append(Difference(
+                "tokenizer", "tokens at the same id", f"{len(regular)} differ", ex, BLOCKS,
+                "the two vocabularies give different tokens to the same ids: their embedding rows "
+                "would be merged across different tokens; merge only models with one vocabulary"))
+        if special:
+            ex = ", ".join(f"{i}: {ib[i]!r} / {im[i]!r}" for i in special[:4])
+            out.append(Difference(
+                "tokenizer", "special tokens at the same id", f"{len(special)} differ", ex, TAKES,
+                f"the merged folder takes the tokenizer of {tok_from}: its special tokens are "
+                "the ones the merged model is prompted and stopped with"))
+    tb, tm = _json(b / "tokenizer_config.json"), _json(m / "tokenizer_config.json")
+    spb, spm = _special_tokens(tb), _special_tokens(tm)
+    for k in sorted(set(spb) | set(spm)):
+        if spb.get(k) != spm.get(k):
+            out.append(Difference("tokenizer", k, spb.get(k), spm.get(k), TAKES,
+                                  f"the merged folder takes {k} from {tok_from}"))
+    ctb, ctm = (tb or {}).get("chat_template"), (tm or {}).get("chat_template")
+    if ctb != ctm:
+        state = ("missing in base" if ctb is None else "missing in model" if ctm is None
+                 else "different")
+        out.append(Difference("tokenizer", "chat_template", _short(ctb or "(absent)", 30),
+                              _short(ctm or "(absent)", 30), TAKES,
+                              f"chat template {state}; the merged folder takes the one of {tok_from}"))
+    return out
+
+
+def check_pair(base: str | os.PathLike, models, *, config_source: str = "base",
+               tokenizer_source: str = "base") -> pd.DataFrame:
+    """:func:`compare` of ``base`` with every model as a table: model, area, item, base, model
+    value, verdict, note (verdicts ``blocks`` first)."""
+    models = [models] if isinstance(models, (str, os.PathLike)) else list(models)
+    rows = []
+    for mod in models:
+        for d in compare(base, mod, config_source=config_source,
+                         tokenizer_source=tokenizer_source):
+            rows.append({"model": str(mod), "area": d.area, "item": d.item,
+                         "base_value": _short(d.base), "model_value": _short(d.model),
+                         "verdict": d.verdict, "note": d.note})
+    df = pd.DataFrame(rows, columns=["model", "area", "item", "base_value", "model_value",
+                                     "verdict", "note"])
+    order = {BLOCKS: 0, TAKES: 1, HARMLESS: 2}
+    return df.sort_values("verdict", key=lambda s: s.map(order), kind="stable").reset_index(drop=True)

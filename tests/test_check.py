@@ -1,0 +1,125 @@
+"""``l2s check``: every difference between a pair, with a verdict, on tiny pairs with byte-level BPE
+tokenizers (the family's) made to differ in each way the paper's users and mergekit's met."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from l2s_kit.cli import main
+from l2s_kit.merging.compat import check_pair
+from l2s_kit.zoo import save_tokenizer
+from l2s_kit.zoo.synthetic import make_pair
+
+
+@pytest.fixture
+def pair(tmp_path):
+    base, model = make_pair(tmp_path / "p", "tiny", seed=5, tokenizer=False)
+    for f in (base, model):
+        save_tokenizer(f)
+    return base, model
+
+
+def edit_json(path, fn):
+    d = json.loads(path.read_text())
+    fn(d)
+    path.write_text(json.dumps(d))
+
+
+def rows(table, item):
+    return table[table["item"] == item]
+
+
+def test_an_identical_pair_has_no_differences(pair, capsys):
+    assert check_pair(*pair).empty
+    assert main(["check", str(pair[0]), str(pair[1])]) == 0
+    assert "0 differences: 0 block the merge" in capsys.readouterr().out
+
+
+def test_config_keys_that_govern_generation_are_named_with_where_the_merge_takes_them(pair):
+    base, model = pair
+    edit_json(base / "config.json", lambda d: d.update(max_position_embeddings=4096))
+    edit_json(model / "config.json", lambda d: d.update(max_position_embeddings=131072,
+                                                        rope_theta=1e6, sliding_window=4096))
+    t = check_pair(base, model)
+    r = rows(t, "max_position_embeddings").iloc[0]
+    assert (r.base_value, r.model_value, r.verdict) == ("4096", "131072", "takes")
+    assert f"takes the value of base ({base})" in r.note
+    assert set(t["item"]) >= {"rope_theta", "sliding_window"}
+    # the merge runs the same check and lists it in the card
+    import l2s_kit
+
+    out = l2s_kit.merge({"merge_method": "task_arithmetic", "base_model": str(base),
+                         "models": [{"model": str(model)}]}, base.parent / "merged", progress=False)
+    card = (out / "README.md").read_text()
+    assert "config.json max_position_embeddings differs (base 4096, model 131072)" in card
+    assert any("max_position_embeddings" in n for n in out.notes)
+
+
+def test_different_tokens_at_the_same_id_block(pair, capsys):
+    base, model = pair
+
+    def swap(d):
+        vocab = d["model"]["vocab"]
+        a, b = sorted(vocab, key=vocab.get)[40:42]
+        vocab[a], vocab[b] = vocab[b], vocab[a]
+
+    edit_json(model / "tokenizer.json", swap)
+    t = check_pair(base, model)
+    r = rows(t, "tokens at the same id").iloc[0]
+    assert r.verdict == "blocks" and r.base_value == "2 differ"
+    assert main(["check", str(base), str(model)]) == 1
+    assert "1 block the merge" in capsys.readouterr().out
+
+
+def test_special_tokens_chat_template_and_generation_config(pair):
+    base, model = pair
+
+    def add(content):
+        def f(d):
+            top = max(a["id"] for a in d["added_tokens"])
+            d["added_tokens"].append({"id": top + 1, "content": content, "single_word": False,
+                                      "lstrip": False, "rstrip": False, "normalized": False,
+                                      "special": True})
+        return f
+
+    edit_json(base / "tokenizer.json", add("<|box_start|>"))
+    edit_json(model / "tokenizer.json", add("<think>"))
+    edit_json(model / "tokenizer_config.json",
+              lambda d: d.update(chat_template="{{ messages[0]['content'] }}"))
+    (model / "generation_config.json").write_text(json.dumps({"eos_token_id": 7}))
+    (base / "generation_config.json").write_text(json.dumps({"eos_token_id": 3}))
+    t = check_pair(base, model)
+    r = rows(t, "special tokens at the same id").iloc[0]
+    assert r.verdict == "takes" and "'<|box_start|>' / '<think>'" in r.model_value
+    ct = rows(t, "chat_template").iloc[0]
+    assert "missing in base" in ct.note and ct.verdict == "takes"
+    g = t[(t["area"] == "generation_config") & (t["item"] == "eos_token_id")].iloc[0]
+    assert (g.base_value, g.model_value) == ("3", "7")
+    assert not (t["verdict"] == "blocks").any()
+    # with the tokenizer taken from System 2, the notes say so
+    t2 = check_pair(base, model, tokenizer_source=str(model))
+    assert f"takes the one of {model}" in rows(t2, "chat_template").iloc[0].note
+
+
+def test_architecture_and_dtype(tmp_path, capsys):
+    import torch
+
+    a, _ = make_pair(tmp_path / "a", "tiny", seed=1)
+    _, b = make_pair(tmp_path / "b", "small", seed=1)
+    t = check_pair(a, b)
+    assert (t["verdict"] == "blocks").sum() >= 2  # the tensors, and hidden_size etc.
+    assert "hidden_size" in set(t["item"])
+    assert main(["check", str(a), str(b)]) == 1
+    c, d = make_pair(tmp_path / "c", "tiny", seed=1)
+    e, _ = make_pair(tmp_path / "e", "tiny", seed=1, dtype=torch.bfloat16)
+    t = check_pair(c, e)
+    assert set(t["verdict"]) == {"harmless"} and "weights" in set(t["item"])
+    capsys.readouterr()
+    assert main(["check", str(c), str(e)]) == 0
+    assert "(--all shows them)" in capsys.readouterr().out
+    shutil.rmtree(d)
+    assert main(["check", str(c), str(d)]) == 2  # not a checkpoint folder: named, exit 2
+    assert f"model {d}: not a checkpoint folder" in capsys.readouterr().err
