@@ -33,6 +33,7 @@ FILES = {
                       "question_number": "1"},
                      {"question": "Again.", "answer": "$x$", "data_topic": "algebra",
                       "question_number": "1"}],
+    "l2s_family": [{"id": "chain-test-3+4", "question": "Q 3 +4 _ _ A", "answer": "7", "level": 1}],
 }
 
 
@@ -60,6 +61,7 @@ def test_gold_answers_follow_each_files_convention(data_dir):
     assert golds("olympiadbench", data_dir) == ["(2, 3), (3, 2)", "2"]  # lists joined, $ stripped
     assert golds("college_math", data_dir) == ["10-4 n", "x"]  # $ removed
     assert golds("math500", data_dir) == [r"\left( 3, \frac{\pi}{2} \right)", "7"]
+    assert golds("l2s_family", data_dir) == ["7"]
 
 
 def test_ids_levels_and_meta(data_dir):

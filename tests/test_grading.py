@@ -106,7 +106,7 @@ def test_benchmark_errors(bench_dir, tmp_path):
         + json.dumps({"question": "q", "answer": "no marker", "idx": 1}) + "\n")
     with pytest.raises(BenchmarkError, match=r"line 2: no field answer \(with '#### <number>'\)"):
         load_benchmark("gsm8k", tmp_path)
-    assert set(BENCHMARKS) == set(SIZES)
+    assert set(BENCHMARKS) - {"l2s_family"} == set(SIZES)  # the family's is written by zoo export
 
 
 # -- prompts ----------------------------------------------------------------------------------------
