@@ -279,7 +279,7 @@ def _report(r: StudyResult, chosen: pd.DataFrame, tolerance: float) -> str:
              f"{s.settings['system2'].max_new_tokens} new tokens; grader {s.grader}.", "",
              f"Test split, greedy decoding; accuracy (%) with mean generated tokens underneath, by "
              f"{by}; `ratio`: length change against System 2.", "",
-             *[f"Note: {n}." for n in r.notes], "",
+             *[f"Note: {n}.\n" for n in r.notes],
              format_table1(r.table1), "",
              f"Merges chosen on the validation split (shortest within {tolerance:g} points of "
              "System 2):", ""]
