@@ -379,7 +379,8 @@ def _merge_parser(sub) -> None:
     p.add_argument("--out-dtype", dest="out_dtype", choices=["float32", "float16", "bfloat16"],
                    help="stored dtype (default: as the base)")
     p.add_argument("--tokenizer-source", dest="tokenizer_source",
-                   help="folder to copy tokenizer files from (default: the base)")
+                   help="tokenizer and generation_config.json from: model (System 2, the "
+                   "default; presets: base), base, or a folder")
     p.add_argument("--shard-size", default=None, help="largest shard, e.g. 2GB (default 2GB)")
     _device(p, None)
     _overwrite(p, "replace an existing output folder")
@@ -550,8 +551,9 @@ def _check_parser(sub) -> None:
     p.add_argument("models", nargs="+", help="System 2 (and further) checkpoint folders")
     p.add_argument("--config-source", dest="config_source", default="base",
                    help="where the merge takes config.json from: base (default) or a folder")
-    p.add_argument("--tokenizer-source", dest="tokenizer_source", default="base",
-                   help="where the merge takes the tokenizer from: base (default) or a folder")
+    p.add_argument("--tokenizer-source", dest="tokenizer_source", default="model",
+                   help="where the merge takes the tokenizer from: model (System 2, default), "
+                   "base or a folder")
     p.add_argument("--all", action="store_true", help="also list harmless differences")
     p.add_argument("--csv", default=None, help="also write the table as CSV")
     p.set_defaults(func=_check)

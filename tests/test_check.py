@@ -40,22 +40,43 @@ def test_an_identical_pair_has_no_differences(pair, capsys):
 
 def test_config_keys_that_govern_generation_are_named_with_where_the_merge_takes_them(pair):
     base, model = pair
-    edit_json(base / "config.json", lambda d: d.update(max_position_embeddings=4096))
+    edit_json(base / "config.json", lambda d: d.update(max_position_embeddings=4096,
+                                                       initializer_range=0.01))
     edit_json(model / "config.json", lambda d: d.update(max_position_embeddings=131072,
-                                                        rope_theta=1e6, sliding_window=4096))
+                                                        rope_theta=1e6, sliding_window=4096,
+                                                        initializer_range=0.03))
     t = check_pair(base, model)
     r = rows(t, "max_position_embeddings").iloc[0]
     assert (r.base_value, r.model_value, r.verdict) == ("4096", "131072", "takes")
-    assert f"takes the value of base ({base})" in r.note
+    assert f"takes the value of model ({model})" in r.note  # generation: System 2's by default
+    assert f"takes the value of base ({base})" in rows(t, "initializer_range").iloc[0].note
     assert set(t["item"]) >= {"rope_theta", "sliding_window"}
-    # the merge runs the same check and lists it in the card
+    # the merge takes them so, and its card lists every choice
     import l2s_kit
 
-    out = l2s_kit.merge({"merge_method": "task_arithmetic", "base_model": str(base),
-                         "models": [{"model": str(model)}]}, base.parent / "merged", progress=False)
+    recipe = {"merge_method": "task_arithmetic", "base_model": str(base),
+              "models": [{"model": str(model)}]}
+    out = l2s_kit.merge(recipe, base.parent / "merged", progress=False)
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["max_position_embeddings"], cfg["rope_theta"], cfg["initializer_range"]) == \
+        (131072, 1e6, 0.01)  # generation keys from System 2, the rest from System 1
     card = (out / "README.md").read_text()
-    assert "config.json max_position_embeddings differs (base 4096, model 131072)" in card
-    assert any("max_position_embeddings" in n for n in out.notes)
+    assert "config.json max_position_embeddings: 131072 from System 2 (the first model) " \
+           "(System 1 has 4096)" in card
+    assert "config.json initializer_range differs (base 0.01, model 0.03)" in card
+    # per key, overridable
+    out = l2s_kit.merge({**recipe, "config_keys": {"max_position_embeddings": "base"}},
+                        base.parent / "merged-2", progress=False)
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["max_position_embeddings"], cfg["rope_theta"]) == (4096, 1e6)
+    # the paper's presets keep the paper's choice (System 1's), with a note saying so
+    preset = l2s_kit.load_recipe({"preset": "ta-7b", "base_model": str(base),
+                                  "models": [{"model": str(model)}]})
+    assert preset.tokenizer_source == "base"
+    assert set(preset.config_keys.values()) == {"base"}
+    assert any("keeps the paper's choice" in n for n in preset.notes)
+    out = l2s_kit.merge(preset, base.parent / "merged-3", progress=False)
+    assert json.loads((out / "config.json").read_text())["max_position_embeddings"] == 4096
 
 
 def test_different_tokens_at_the_same_id_block(pair, capsys):
@@ -99,9 +120,9 @@ def test_special_tokens_chat_template_and_generation_config(pair):
     g = t[(t["area"] == "generation_config") & (t["item"] == "eos_token_id")].iloc[0]
     assert (g.base_value, g.model_value) == ("3", "7")
     assert not (t["verdict"] == "blocks").any()
-    # with the tokenizer taken from System 2, the notes say so
-    t2 = check_pair(base, model, tokenizer_source=str(model))
-    assert f"takes the one of {model}" in rows(t2, "chat_template").iloc[0].note
+    assert f"takes the one of model ({model})" in rows(t, "chat_template").iloc[0].note
+    t2 = check_pair(base, model, tokenizer_source="base")  # as the paper's presets do
+    assert f"takes the one of base ({base})" in rows(t2, "chat_template").iloc[0].note
 
 
 def test_architecture_and_dtype(tmp_path, capsys):

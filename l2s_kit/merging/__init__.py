@@ -65,8 +65,9 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
     inputs = [Checkpoint(r.base_model), *[Checkpoint(m.model) for m in r.models]]
     jobs, changes, notes = plan_merge(inputs, DTYPES.get(r.out_dtype))
     notes += pair_check_notes(r)
-    config = inputs[0].config if r.config_source == "base" else Checkpoint(r.config_source).config
-    tok_dir = Path(r.base_model if r.tokenizer_source == "base" else r.tokenizer_source)
+    config, choices = merged_config(r, inputs)
+    notes += choices
+    tok_dir = Path(r.source_path(r.tokenizer_source))
     size = parse_size(shard_size) if shard_size is not None else r.shard_size
     with CheckpointWriter(out, [j.out for j in jobs], shard_size=size,
                           overwrite=overwrite) as writer:
@@ -97,10 +98,37 @@ def recipe_inputs(r: Recipe) -> dict[str, str]:
     """What a merge reads: base, models, tokenizer and config sources (named for messages)."""
     out = {"base model": r.base_model}
     out.update({f"model {i + 1}": m.model for i, m in enumerate(r.models)})
-    for what, src in (("tokenizer source", r.tokenizer_source), ("config source", r.config_source)):
-        if src != "base":
+    for what, src in (("tokenizer source", r.tokenizer_source), ("config source", r.config_source),
+                      *((f"config_keys.{k}", v) for k, v in r.config_keys.items())):
+        if src not in ("base", "model") and src not in out.values():
             out[what] = src
     return out
+
+
+def merged_config(r: Recipe, inputs: list | None = None) -> tuple[dict, list[str]]:
+    """The merged folder's config.json: ``config_source``'s (the architecture; the base's by
+    default), then each key of ``config_keys`` from its own source (what governs generation:
+    System 2's by default). Returns it with a note for every key whose value is not the
+    base's."""
+    def config_of(source: str) -> dict:
+        if source == "base" and inputs:
+            return inputs[0].config
+        if source == "model" and inputs and len(inputs) > 1:
+            return inputs[1].config
+        return Checkpoint(r.source_path(source)).config
+
+    base = config_of("base")
+    config = dict(config_of(r.config_source))
+    notes = []
+    label = {"base": "System 1 (base)", "model": "System 2 (the first model)"}
+    for key, source in r.config_keys.items():
+        src = config_of(source)
+        if key in src:
+            config[key] = src[key]
+        if config.get(key, "(absent)") != base.get(key, "(absent)"):
+            notes.append(f"config.json {key}: {config.get(key, '(absent)')} from "
+                         f"{label.get(source, source)} (System 1 has {base.get(key, '(absent)')})")
+    return config, notes
 
 
 def pair_check_notes(r: Recipe) -> list[str]:
@@ -111,7 +139,9 @@ def pair_check_notes(r: Recipe) -> list[str]:
     out = []
     for m in r.models:
         for d in compare(r.base_model, m.model, config_source=r.config_source,
-                         tokenizer_source=r.tokenizer_source):
+                         tokenizer_source=r.tokenizer_source, config_keys=r.config_keys):
+            if d.area == "config" and d.item in r.config_keys:
+                continue  # merged_config notes where each of those came from
             if d.area != "architecture" and d.verdict != HARMLESS:
                 what = f"{d.area} {d.item}" if d.area != "config" else f"config.json {d.item}"
                 out.append(f"check ({d.verdict}): {what} differs (base {d.base!s:.60}, "

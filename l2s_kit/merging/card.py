@@ -36,7 +36,9 @@ def model_card(recipe, weights_hash: str, inputs: list, notes: list[str],
         f"- Compute dtype: {recipe.dtype}; stored dtype: {recipe.out_dtype or 'as the base'}",
         f"- Weights hash (SHA-256 over tensor names, dtypes, shapes and bytes): `{weights_hash}`",
         f"- Recipe hash: `{recipe.hash}`",
-        f"- Tokenizer files from: `{recipe.tokenizer_source}`"
+        "- Tokenizer files and generation_config.json from: "
+        f"`{recipe.source_path(recipe.tokenizer_source)}`"
+        + {"base": " (System 1)", "model": " (System 2)"}.get(recipe.tokenizer_source, "")
         + (f" ({', '.join(tokenizer_files)})" if tokenizer_files else " (none found)"),
         "",
         "## Inputs",

@@ -93,16 +93,22 @@ def _special_tokens(cfg: dict | None) -> dict:
 
 
 def compare(base: str | os.PathLike, model: str | os.PathLike, *, config_source: str = "base",
-            tokenizer_source: str = "base") -> list[Difference]:
+            tokenizer_source: str = "model", config_keys: dict | None = None) -> list[Difference]:
     """Every difference between ``base`` and ``model`` (see the module docstring).
-    ``config_source`` / ``tokenizer_source``: "base", "model" or a folder: what the merged folder
-    will take its config.json / tokenizer and generation_config.json from (the recipe's keys)."""
+    ``config_source`` / ``tokenizer_source`` / ``config_keys``: what the merged folder will take
+    its config.json, tokenizer and generation_config.json, and each listed config.json key from
+    ("base", "model" or a folder; the recipe's keys, with the merge's defaults)."""
     from l2s_kit.merging.engine import plan_merge
+    from l2s_kit.merging.recipe import GENERATION_KEYS
 
     b, m = Path(base), Path(model)
-    cfg_from = {"base": f"base ({b})", "model": f"model ({m})"}.get(config_source, config_source)
-    tok_from = {"base": f"base ({b})", "model": f"model ({m})"}.get(tokenizer_source,
-                                                                     tokenizer_source)
+    if config_keys is None:
+        config_keys = {k: "model" for k in GENERATION_KEYS}
+
+    def label(source: str) -> str:
+        return {"base": f"base ({b})", "model": f"model ({m})"}.get(source, source)
+
+    tok_from = label(tokenizer_source)
     out: list[Difference] = []
     cb, cm = Checkpoint(b), Checkpoint(m)
     try:
@@ -122,9 +128,11 @@ def compare(base: str | os.PathLike, model: str | os.PathLike, *, config_source:
             verdict, note = HARMLESS, "merges compute in float32 and write the recipe's out_dtype"
         elif key == "vocab_size":
             verdict, note = TAKES, (f"embedding rows beyond the smaller vocabulary come from the "
-                                    f"larger model only; config.json from {cfg_from}")
+                                    f"larger model only; config.json from "
+                                    f"{label(config_keys.get(key, config_source))}")
         else:
-            verdict, note = TAKES, f"the merged config.json takes the value of {cfg_from}"
+            verdict, note = TAKES, (f"the merged config.json takes the value of "
+                                    f"{label(config_keys.get(key, config_source))}")
         out.append(Difference("config", key, vb, vm, verdict, note))
 
     out += _tokenizer_differences(b, m, tok_from)
@@ -190,14 +198,14 @@ def _tokenizer_differences(b: Path, m: Path, tok_from: str) -> list[Difference]:
 
 
 def check_pair(base: str | os.PathLike, models, *, config_source: str = "base",
-               tokenizer_source: str = "base") -> pd.DataFrame:
+               tokenizer_source: str = "model", config_keys: dict | None = None) -> pd.DataFrame:
     """:func:`compare` of ``base`` with every model as a table: model, area, item, base, model
     value, verdict, note (verdicts ``blocks`` first)."""
     models = [models] if isinstance(models, (str, os.PathLike)) else list(models)
     rows = []
     for mod in models:
         for d in compare(base, mod, config_source=config_source,
-                         tokenizer_source=tokenizer_source):
+                         tokenizer_source=tokenizer_source, config_keys=config_keys):
             rows.append({"model": str(mod), "area": d.area, "item": d.item,
                          "base_value": _short(d.base), "model_value": _short(d.model),
                          "verdict": d.verdict, "note": d.note})

@@ -10,7 +10,16 @@
     parameters: {k: 0.8, alpha: 1.0}
     dtype: float32          # compute dtype (float32 or float64)
     out_dtype: bfloat16     # stored dtype; default: each tensor keeps the base's dtype
-    tokenizer_source: base  # base, or the path of any model folder with tokenizer files
+    tokenizer_source: model # tokenizer and generation_config.json: model (System 2, the
+                            # default), base, or the path of a folder with tokenizer files
+    config_source: base     # config.json (the architecture): base (default), model or a folder
+    config_keys: {max_position_embeddings: model}  # per-key choices (see GENERATION_KEYS)
+
+The merge is meant to behave as System 2 does, only shorter, so by default what governs
+generation comes from System 2: the tokenizer (special tokens, chat template),
+``generation_config.json``, and the ``config.json`` keys in ``GENERATION_KEYS`` (context length,
+rope, sliding window, bos / eos / pad ids); the architecture comes from the base. The paper's
+presets keep the paper's choice (everything from System 1, as its scripts did), with a note.
 
 ``preset: ties-7b`` fills ``merge_method`` and ``parameters`` with the paper's published setting;
 explicit ``parameters`` override it. A mergekit config (``linear``, ``task_arithmetic``, ``ties``,
@@ -38,7 +47,13 @@ from l2s_kit.merging.registry import get_method
 COMPUTE_DTYPES = ("float32", "float64")  # the maths runs in one of these
 OUT_DTYPES = tuple(DTYPES)  # names of l2s_kit.io.DTYPES
 TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype",
-            "tokenizer_source", "config_source", "preset", "shard_size", "device", "name"}
+            "tokenizer_source", "config_source", "config_keys", "preset", "shard_size", "device",
+            "name"}
+# config.json keys that govern generation, not the tensors: taken from System 2 by default
+GENERATION_KEYS = ("max_position_embeddings", "rope_theta", "rope_scaling", "sliding_window",
+                   "use_sliding_window", "max_window_layers", "bos_token_id", "eos_token_id",
+                   "pad_token_id")
+SOURCES = ("base", "model")  # or a folder
 MERGEKIT_IGNORED = {"int8_mask", "chat_template", "slices"}
 
 # The paper's published settings (its configuration table). ``trim: reference`` reproduces the
@@ -118,8 +133,9 @@ class Recipe:
     parameters: dict
     dtype: str = "float32"
     out_dtype: str | None = None
-    tokenizer_source: str = "base"
+    tokenizer_source: str = "model"
     config_source: str = "base"
+    config_keys: dict = field(default_factory=dict)  # config.json key → base / model / folder
     shard_size: int = 2 * 10**9
     device: str = "cpu"
     name: str | None = None
@@ -144,6 +160,7 @@ class Recipe:
             "out_dtype": self.out_dtype,
             "tokenizer_source": self.tokenizer_source,
             "config_source": self.config_source,
+            "config_keys": dict(self.config_keys),
         }
         if self.name:
             d["name"] = self.name
@@ -151,6 +168,11 @@ class Recipe:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def source_path(self, source: str) -> str:
+        """The folder a source names: "base" → base_model, "model" → the first model (System 2),
+        else the folder itself."""
+        return {"base": self.base_model, "model": self.models[0].model}.get(source, source)
 
     @property
     def hash(self) -> str:
@@ -308,6 +330,7 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
         raise RecipeError(f"{where}: unknown field '{unknown[0]}'; valid fields: "
                           + ", ".join(sorted(TOP_KEYS)))
     notes: list[str] = []
+    from_preset = "preset" in d
     if "preset" in d:
         name = d.pop("preset")
         if name not in PRESETS:
@@ -363,11 +386,29 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
     out_dtype = d.get("out_dtype")
     if out_dtype is not None and out_dtype not in OUT_DTYPES:
         raise RecipeError(f"{where}: out_dtype must be one of {OUT_DTYPES}, got {out_dtype!r}")
+    # what governs generation: System 2's by default; the paper's presets keep System 1's
+    default = "base" if from_preset else "model"
+    if from_preset and "tokenizer_source" not in d and "config_keys" not in d:
+        notes.append("the preset keeps the paper's choice: config.json, tokenizer and "
+                     "generation_config.json from System 1 (base), as the paper's scripts did; "
+                     "give tokenizer_source: model and config_keys to take what governs "
+                     "generation from System 2")
+    d.setdefault("tokenizer_source", default)
     for key in ("tokenizer_source", "config_source"):
         val = d.get(key) or "base"
-        if val != "base":
+        if val not in SOURCES:
             val = _resolve_path(val, key, relative_to, check_paths)
         d[key] = val
+    given_keys = d.get("config_keys") or {}
+    if not isinstance(given_keys, dict):
+        raise RecipeError(f"{where}: config_keys maps config.json keys to base, model or a "
+                          f"folder, e.g. {{max_position_embeddings: model}}; got {given_keys!r}")
+    config_keys = {k: default for k in GENERATION_KEYS}
+    for k, v in given_keys.items():
+        if not isinstance(v, str) or not v:
+            raise RecipeError(f"{where}: config_keys.{k} must be base, model or a folder, got {v!r}")
+        config_keys[str(k)] = v if v in SOURCES else _resolve_path(v, f"config_keys.{k}",
+                                                                   relative_to, check_paths)
     device = check_device(d.get("device") or "cpu", f"{where}: device")
     return Recipe(
         merge_method=method.name,
@@ -378,6 +419,7 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
         out_dtype=out_dtype,
         tokenizer_source=d["tokenizer_source"],
         config_source=d["config_source"],
+        config_keys=config_keys,
         shard_size=parse_size(d.get("shard_size", 2 * 10**9)),
         device=device,
         name=d.get("name"),

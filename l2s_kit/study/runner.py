@@ -78,7 +78,7 @@ def merge_into_base(recipe: dict, device: str = "cpu"):
     from l2s_kit.merging import load_recipe, merge_in_memory
 
     r = load_recipe(recipe)
-    tok = r.base_model if r.tokenizer_source == "base" else r.tokenizer_source
+    tok = r.source_path(r.tokenizer_source)
     backend = _base_backend(r.base_model, device, tok)
     state = merge_in_memory(r, device=device)
     digest = weights_hash(StateDictSource(state))
@@ -223,7 +223,7 @@ def job_inputs(jobs: list[Job]) -> dict[str, str]:
             for i, m in enumerate(r.get("models", [])):
                 out[f"model {i + 1} of job {j.name}"] = m["model"]
             for key in ("tokenizer_source", "config_source"):
-                if r.get(key, "base") != "base":
+                if r.get(key, "base") not in ("base", "model"):
                     out[f"{key.replace('_', ' ')} of job {j.name}"] = r[key]
     return out
 
