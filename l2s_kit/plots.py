@@ -50,23 +50,27 @@ def metric_by_level(table: pd.DataFrame, y: str, title: str, y_label: str,
 
 
 def length_distribution(df: pd.DataFrame, length: str = "n_tokens",
-                        title: str = "Length distribution by level") -> go.Figure:  # noqa: F821
-    """A box per model and level of the responses' ``length`` (responses without a level are
-    left out)."""
+                        title: str = "Length distribution by level",
+                        by: str = "level") -> go.Figure:  # noqa: F821
+    """A box per model and level (or ``by="dataset"``) of the responses' ``length`` (responses
+    without one are left out)."""
     import plotly.express as px
 
-    fig = px.box(df.dropna(subset=["level"]), x="level", y=length, color="model", points=False,
+    fig = px.box(df.dropna(subset=[by]), x=by, y=length, color="model", points=False,
                  labels={"level": "difficulty level", length: length.removeprefix("n_")})
-    fig.update_xaxes(dtick=1)
+    if by == "level":
+        fig.update_xaxes(dtick=1)
     return _style(fig, title)
 
 
 def reflective_by_level(summary: pd.DataFrame,
-                        title: str = "Reflective responses by level (%)") -> go.Figure:  # noqa: F821
-    """A line per model of the share of reflective responses against the level.
-    ``summary``: :func:`l2s_kit.analysis.reflection.reflection_summary` by model and level."""
+                        title: str = "Reflective responses by level (%)",
+                        by: str = "level") -> go.Figure:  # noqa: F821
+    """A line per model of the share of reflective responses against the level (bars per
+    dataset with ``by="dataset"``). ``summary``:
+    :func:`l2s_kit.analysis.reflection.reflection_summary` by model and level (or dataset)."""
     return metric_by_level(summary.assign(reflective=100 * summary["reflection_ratio"]),
-                           "reflective", title, "reflective responses (%)")
+                           "reflective", title, "reflective responses (%)", by=by)
 
 
 def keyword_rates(freq: pd.DataFrame, summary: pd.DataFrame,
@@ -104,10 +108,10 @@ def layer_coefficients(table: pd.DataFrame, title: str = "Sens-Merging: System 2
 
 
 def level_panels(table: pd.DataFrame, title: str = "By difficulty level",
-                 color: str = "model") -> go.Figure:  # noqa: F821
-    """Accuracy, mean length and reflection ratio against the level, side by side, a line per
-    model. ``table``: :func:`l2s_kit.analysis.by_level` (columns level, accuracy, mean_length,
-    length_unit, reflection_ratio)."""
+                 color: str = "model", by: str = "level") -> go.Figure:  # noqa: F821
+    """Accuracy, mean length and reflection ratio against the level (or ``by="dataset"``), side
+    by side, a line per model. ``table``: :func:`l2s_kit.analysis.by_level` (columns level or
+    dataset, accuracy, mean_length, length_unit, reflection_ratio)."""
     import plotly.graph_objects as go
     from plotly.colors import qualitative
     from plotly.subplots import make_subplots
@@ -119,13 +123,16 @@ def level_panels(table: pd.DataFrame, title: str = "By difficulty level",
                         horizontal_spacing=0.08)
     palette = qualitative.Plotly
     for i, (name, t) in enumerate(table.groupby(color, sort=False)):
-        t = t.sort_values("level")
+        t = t.sort_values(by)
         for col, (y, _, scale) in enumerate(panels, 1):
-            fig.add_trace(go.Scatter(x=t["level"], y=t[y] * scale, name=str(name),
+            fig.add_trace(go.Scatter(x=t[by], y=t[y] * scale, name=str(name),
                                      legendgroup=str(name), showlegend=col == 1,
                                      mode="lines+markers", line=dict(color=palette[i % 10])),
                           row=1, col=col)
-    fig.update_xaxes(title_text="difficulty level", dtick=1)
+    if by == "level":
+        fig.update_xaxes(title_text="difficulty level", dtick=1)
+    else:
+        fig.update_xaxes(title_text=by, type="category")
     return _style(fig, title)
 
 
@@ -185,14 +192,16 @@ def calibration_sensitivity(grid: pd.DataFrame, title: str = "Sensitivity to the
 
 
 def length_change_by_level(df: pd.DataFrame, reference: str = "system2",
-                           title: str = "Length change against System 2 by level"
-                           ) -> go.Figure:  # noqa: F821
-    """Each model's mean-token change against ``reference`` (in %) by level, from responses."""
+                           title: str = "Length change against System 2 by level",
+                           by: str = "level") -> go.Figure:  # noqa: F821
+    """Each model's mean-token change against ``reference`` (in %) by level (or dataset), from
+    responses."""
     from l2s_kit.analysis import summarize
 
-    s = summarize(df, ("model", "level"), reference=reference)
+    s = summarize(df, ("model", by), reference=reference)
     s = s[s["model"] != reference]
-    return metric_by_level(s, "length_change", title, f"length change against {reference} (%)")
+    return metric_by_level(s, "length_change", title, f"length change against {reference} (%)",
+                           by=by)
 
 
 def frontier(summary: pd.DataFrame, title: str = "Accuracy against length: the frontier",

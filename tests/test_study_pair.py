@@ -204,3 +204,34 @@ def test_the_example_grid_makes_valid_jobs(tiny_pair, tmp_path):
     jobs = study_jobs(setup, grid)
     assert [j.name for j in jobs][:3] == ["system1", "system2", "average"]
     assert "ties k=0.8 alpha=1.0" in [j.name for j in jobs] and len(jobs) == 2 + 8
+
+
+@pytest.mark.slow
+def test_notebooks_on_a_pair_without_levels_view_by_dataset(family, tmp_path):
+    import nbformat
+
+    from l2s_kit.notebooks import run_notebooks
+
+    rows = tmp_path / "rows.jsonl"
+    with open(rows, "w") as f:
+        for i, r in enumerate(family.rows("test", 2)):
+            f.write(json.dumps({"id": r["id"], "prompt": r["prompt"], "gold": r["gold"],
+                                "dataset": "odd" if i % 2 else "even"}) + "\n")
+    params = {"base": str(family.system1.resolve()), "model": str(family.system2.resolve()),
+              "rows": str(rows),
+              "max_new_tokens": 96, "merges": [["task_arithmetic", {"alpha": 0.2}]],
+              "workdir": str(tmp_path / "w")}
+    df = run_notebooks(["length_vs_difficulty", "reflection_analysis"], params, out=tmp_path / "o",
+                       run="pair", png=False, progress=False)
+    assert df["status"].tolist() == ["ok", "ok"], df["error"].tolist()
+    nb = nbformat.read(tmp_path / "o" / "length_vs_difficulty" / "pair" /
+                       "length_vs_difficulty.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                   for o in c.get("outputs", []))
+    assert "no difficulty levels; the views by level below are views by dataset" in text
+    assert "10 responses of 3 model(s)" not in text  # the test split only: 8 of 10 problems
+    assert "24 responses of 3 model(s)" in text  # 8 test problems × System 1, System 2, TA
+    figs = [o["data"]["application/vnd.plotly.v1+json"] for c in nb.cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    xs = {str(x) for f in figs[:1] for t in f["data"] for x in t.get("x", [])}
+    assert xs == {"even", "odd"}  # the panels are by dataset

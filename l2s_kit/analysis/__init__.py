@@ -10,11 +10,12 @@ from l2s_kit.analysis.summary import (
     SummaryError,
     by_level,
     format_table1,
+    level_or_dataset,
     model_summary,
     pareto_front,
     summarize,
     table1,
 )
 
-__all__ = ["AnalysisError", "SummaryError", "by_level", "format_table1", "length_column",
+__all__ = ["AnalysisError", "SummaryError", "by_level", "format_table1", "length_column", "level_or_dataset",
            "model_summary", "pareto_front", "read_outputs", "summarize", "table1"]

@@ -157,6 +157,13 @@ def by_level(df: pd.DataFrame, by: Sequence[str] = ("model", "level"), length: s
     return _appearance_order(out, df)
 
 
+def level_or_dataset(df: pd.DataFrame) -> str:
+    """"level" when every response has a difficulty level, else "dataset": what views by level
+    group by (data without levels is viewed by dataset instead)."""
+    has = "level" in df.columns and len(df) and df["level"].notna().all()
+    return "level" if has else "dataset"
+
+
 def pareto_front(df: pd.DataFrame, x: str = "mean_tokens", y: str = "accuracy") -> pd.DataFrame:
     """The rows no other row beats: shorter-or-equal ``x`` and higher-or-equal ``y``, one of them
     strictly. Sorted by ``x``."""

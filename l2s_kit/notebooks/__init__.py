@@ -170,7 +170,7 @@ def _check_pair(nb: str, params: dict, declared: dict, folder: Path) -> None:
             raise NotebookError(f"notebook {nb!r}: parameter {given!r} is given but {missing!r} "
                                 "is not; a pair needs both base (System 1) and model (System 2)")
         if base is None:
-            for k in ("benchmark", "data_dir", "limit"):
+            for k in ("benchmark", "data_dir", "rows", "limit"):
                 if k in params and val(k) is not None:
                     raise NotebookError(f"notebook {nb!r}: parameter {k!r} applies to a pair's "
                                         "data; give base and model too, or drop it")
