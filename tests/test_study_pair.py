@@ -155,13 +155,18 @@ def test_grid_files(tmp_path):
         load_grid(f)
 
 
-@pytest.mark.slow
-def test_data_without_levels_is_viewed_by_dataset(family, tmp_path):
-    rows = tmp_path / "rows.jsonl"
-    with open(rows, "w") as f:
-        for i, r in enumerate(family.rows("test", 3)):
+def rows_without_levels(family, n_per_level, path):
+    """The family's test problems as a rows file with no levels, in two datasets (even, odd)."""
+    with open(path, "w") as f:
+        for i, r in enumerate(family.rows("test", n_per_level)):
             f.write(json.dumps({"id": r["id"], "prompt": r["prompt"], "gold": r["gold"],
                                 "dataset": "odd" if i % 2 else "even"}) + "\n")
+    return path
+
+
+@pytest.mark.slow
+def test_data_without_levels_is_viewed_by_dataset(family, tmp_path):
+    rows = rows_without_levels(family, 3, tmp_path / "rows.jsonl")
     setup = study_setup(str(family.system1), str(family.system2), rows=rows, validation=4,
                         max_new_tokens=96, grader="simple")
     setup.extract = __import__("l2s_kit.evaluate", fromlist=["x"]).extract_family
@@ -212,11 +217,7 @@ def test_notebooks_on_a_pair_without_levels_view_by_dataset(family, tmp_path):
 
     from l2s_kit.notebooks import run_notebooks
 
-    rows = tmp_path / "rows.jsonl"
-    with open(rows, "w") as f:
-        for i, r in enumerate(family.rows("test", 2)):
-            f.write(json.dumps({"id": r["id"], "prompt": r["prompt"], "gold": r["gold"],
-                                "dataset": "odd" if i % 2 else "even"}) + "\n")
+    rows = rows_without_levels(family, 2, tmp_path / "rows.jsonl")
     params = {"base": str(family.system1.resolve()), "model": str(family.system2.resolve()),
               "rows": str(rows),
               "max_new_tokens": 96, "merges": [["task_arithmetic", {"alpha": 0.2}]],

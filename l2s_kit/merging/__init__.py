@@ -64,7 +64,7 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
     check_apart(out, recipe_inputs(r))
     inputs = [Checkpoint(r.base_model), *[Checkpoint(m.model) for m in r.models]]
     jobs, changes, notes = plan_merge(inputs, DTYPES.get(r.out_dtype))
-    notes += pair_check_notes(r)
+    notes += pair_check_notes(r, inputs)
     config, choices = merged_config(r, inputs)
     notes += choices
     tok_dir = Path(r.source_path(r.tokenizer_source))
@@ -131,18 +131,21 @@ def merged_config(r: Recipe, inputs: list | None = None) -> tuple[dict, list[str
     return config, notes
 
 
-def pair_check_notes(r: Recipe) -> list[str]:
+def pair_check_notes(r: Recipe, inputs: list) -> list[str]:
     """What :func:`l2s_kit.merging.compat.compare` finds between the base and each model that is
-    not harmless (the architecture's own notes come from the merge plan), as card notes."""
+    not harmless, as card notes (``inputs``: the opened checkpoints, base first; the architecture's
+    own notes come from the merge plan, and the config keys of ``config_keys`` from
+    :func:`merged_config`)."""
     from l2s_kit.merging.compat import HARMLESS, compare
 
     out = []
-    for m in r.models:
+    for m, opened in zip(r.models, inputs[1:]):
         for d in compare(r.base_model, m.model, config_source=r.config_source,
-                         tokenizer_source=r.tokenizer_source, config_keys=r.config_keys):
+                         tokenizer_source=r.tokenizer_source, config_keys=r.config_keys,
+                         opened=(inputs[0], opened), plan=False):
             if d.area == "config" and d.item in r.config_keys:
-                continue  # merged_config notes where each of those came from
-            if d.area != "architecture" and d.verdict != HARMLESS:
+                continue
+            if d.verdict != HARMLESS:
                 what = f"{d.area} {d.item}" if d.area != "config" else f"config.json {d.item}"
                 out.append(f"check ({d.verdict}): {what} differs (base {d.base!s:.60}, "
                            f"{Path(m.model).name} {d.model!s:.60}): {d.note}")

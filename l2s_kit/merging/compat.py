@@ -93,11 +93,14 @@ def _special_tokens(cfg: dict | None) -> dict:
 
 
 def compare(base: str | os.PathLike, model: str | os.PathLike, *, config_source: str = "base",
-            tokenizer_source: str = "model", config_keys: dict | None = None) -> list[Difference]:
+            tokenizer_source: str = "model", config_keys: dict | None = None,
+            opened: tuple | None = None, plan: bool = True) -> list[Difference]:
     """Every difference between ``base`` and ``model`` (see the module docstring).
     ``config_source`` / ``tokenizer_source`` / ``config_keys``: what the merged folder will take
     its config.json, tokenizer and generation_config.json, and each listed config.json key from
-    ("base", "model" or a folder; the recipe's keys, with the merge's defaults)."""
+    ("base", "model" or a folder; the recipe's keys, with the merge's defaults). ``opened``: the
+    two as ``Checkpoint`` objects already open (a merge passes its own); ``plan=False`` leaves
+    out the architecture's rows (a merge has planned itself)."""
     from l2s_kit.merging.engine import plan_merge
     from l2s_kit.merging.recipe import GENERATION_KEYS
 
@@ -110,13 +113,13 @@ def compare(base: str | os.PathLike, model: str | os.PathLike, *, config_source:
 
     tok_from = label(tokenizer_source)
     out: list[Difference] = []
-    cb, cm = Checkpoint(b), Checkpoint(m)
-    try:
-        _, changes, notes = plan_merge([cb, cm], None)
-        for n in notes:
-            out.append(Difference("architecture", "tensors", "", "", TAKES, n))
-    except L2SError as e:
-        out.append(Difference("architecture", "tensors", "", "", BLOCKS, str(e)))
+    cb, cm = opened or (Checkpoint(b), Checkpoint(m))
+    if plan:
+        try:
+            _, _, notes = plan_merge([cb, cm], None)
+            out += [Difference("architecture", "tensors", "", "", TAKES, n) for n in notes]
+        except L2SError as e:
+            out.append(Difference("architecture", "tensors", "", "", BLOCKS, str(e)))
 
     for key in sorted((set(cb.config) | set(cm.config)) - IGNORED_KEYS):
         vb, vm = cb.config.get(key, "(absent)"), cm.config.get(key, "(absent)")

@@ -148,33 +148,28 @@ PATH_PARAMETERS = ("base", "model", "data_dir", "rows", "responses", "tokenizer"
 def _check_pair(nb: str, params: dict, declared: dict, folder: Path) -> None:
     """Refuse, before a kernel starts, a half-given pair, data without a pair and a path that
     does not exist (relative paths are read from the notebook's folder, as the kernel will).
-    ``model`` is a path only where ``base`` is declared too (a pair)."""
-    def val(k):
-        v = params.get(k, declared.get(k, {}).get("default"))
-        return None if v in (None, "", "None", '""', "''", "[]") else v
-
-    paths = [k for k in PATH_PARAMETERS if k in declared and (k != "model" or "base" in declared)]
-    for k in paths:
-        v = val(k) if k in params else None
-        for item in (v if isinstance(v, list) else [v] if v is not None else []):
+    ``model`` is a path only where ``base`` is declared too (a pair). Only given parameters are
+    checked: the declared defaults of these are empty."""
+    given = {k: v for k, v in params.items() if v not in (None, "", [])}
+    for k in PATH_PARAMETERS:
+        if k not in given or (k == "model" and "base" not in declared):
+            continue
+        for item in given[k] if isinstance(given[k], list) else [given[k]]:
             p = Path(os.path.expanduser(str(item)))
             if not (p if p.is_absolute() else folder / p).exists():
                 raise NotebookError(f"parameter {k!r} of notebook {nb!r}: {item} does not exist"
                                     + ("" if p.is_absolute() else f" (read from {folder}, the "
                                        "notebook's folder)"))
     if "base" in declared and "model" in declared:
-        base, model = val("base") if "base" in params else None, \
-            val("model") if "model" in params else None
-        if (base is None) != (model is None):
-            given, missing = ("base", "model") if base is not None else ("model", "base")
-            raise NotebookError(f"notebook {nb!r}: parameter {given!r} is given but {missing!r} "
+        if ("base" in given) != ("model" in given):
+            had, missing = ("base", "model") if "base" in given else ("model", "base")
+            raise NotebookError(f"notebook {nb!r}: parameter {had!r} is given but {missing!r} "
                                 "is not; a pair needs both base (System 1) and model (System 2)")
-        if base is None:
-            for k in ("benchmark", "data_dir", "rows", "limit"):
-                if k in params and val(k) is not None:
-                    raise NotebookError(f"notebook {nb!r}: parameter {k!r} applies to a pair's "
-                                        "data; give base and model too, or drop it")
-        if val("benchmark") is not None and val("data_dir") is None:
+        for k in ("benchmark", "data_dir", "rows", "limit"):
+            if k in given and "base" not in given:
+                raise NotebookError(f"notebook {nb!r}: parameter {k!r} applies to a pair's "
+                                    "data; give base and model too, or drop it")
+        if "benchmark" in given and "data_dir" not in given:
             raise NotebookError(f"notebook {nb!r}: parameter 'benchmark' needs 'data_dir' (the "
                                 "folder holding <benchmark>/test.jsonl)")
     if "backend" in params and params["backend"] not in ("transformers", "vllm"):

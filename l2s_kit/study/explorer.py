@@ -41,6 +41,22 @@ def model_name(method: str, params: dict) -> str:
     return " ".join([method, *(f"{k}={v}" for k, v in params.items())])
 
 
+class _Merged:
+    """A backend that merges into the loaded System 1 only when asked to generate (asking again
+    for a merge whose responses are all in the file costs no merge)."""
+
+    name = "merge"
+
+    def __init__(self, recipe: dict, device: str):
+        self.recipe, self.device = recipe, device
+
+    def generate(self, prompts, settings):
+        from l2s_kit.study.runner import merge_into_base
+
+        backend, _ = merge_into_base(self.recipe, self.device)
+        return backend.generate(prompts, settings)
+
+
 class Explorer:
     """Evaluate System 1, System 2 and merges of them on the ``split`` rows of ``setup`` (a
     :class:`~l2s_kit.study.setup.StudySetup`, or a zoo ``Family``; default: the built-in family
@@ -68,6 +84,7 @@ class Explorer:
              setup.grader], sort_keys=True).encode()).hexdigest()
         self.out = Path(workdir) / setup.name / f"{split}-{len(self.rows)}-{key[:8]}.jsonl"
         self._grader = None
+        self._weights: dict[str, str] = {}  # merge key → merged weights hash, this session
 
     @property
     def family(self):
@@ -107,8 +124,15 @@ class Explorer:
                           model_name=method, device=self.device, settings=s.settings_for(method),
                           **common)
         else:
+            from l2s_kit.merging import merge_key
+
             recipe = self.recipe(method, **params)
-            backend, weights = merge_into_base(recipe.to_dict(), self.device)
+            key = merge_key(recipe)
+            if key in self._weights:  # merged before: merge again only if something is left
+                backend, weights = _Merged(recipe.to_dict(), self.device), self._weights[key]
+            else:
+                backend, weights = merge_into_base(recipe.to_dict(), self.device)
+                self._weights[key] = weights
             df = evaluate(None, s.rows(self.split, "merge"), self.out, backend=backend,
                           model_name=model_name(method, params), recipe_hash=recipe.hash,
                           weights_hash=weights, settings=s.settings_for("merge"), **common)

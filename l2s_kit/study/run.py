@@ -189,15 +189,13 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
                     extract=setup.extract, backend=setup.backend,
                     device="cuda" if num_gpus > 0 else setup.device,
                     tensor_parallel=setup.tensor_parallel, merge_in=where)
-    params = {model_name(m, p): (m, p) for m, p in grid}
+    # run_jobs keeps the jobs' order: System 1, System 2, then the grid
+    labels = [("System 1 (base)", {}), ("System 2", {}), *grid]
     models = pd.DataFrame([{
-        "model": d["name"],
-        "method": {"system1": "System 1 (base)", "system2": "System 2"}.get(
-            d["name"], params.get(d["name"], (d["method"],))[0]),
-        "parameters": ", ".join(f"{k}={v}" for k, v in params.get(d["name"], ("", {}))[1].items()),
-        "weights_hash": d["weights_hash"], "recipe_hash": d["recipe_hash"],
-        "folder": d["folder"], "merged_in": d["merged_in"], "responses": d["responses"]}
-        for d in done])
+        "model": d["name"], "method": method,
+        "parameters": ", ".join(f"{k}={v}" for k, v in params.items()),
+        **{k: d[k] for k in ("weights_hash", "recipe_hash", "folder", "merged_in", "responses")}}
+        for d, (method, params) in zip(done, labels)])
 
     result = StudyResult(setup, workdir, out, models)
     allr = reflection.annotate(load_responses(models["responses"].tolist()))

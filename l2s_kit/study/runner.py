@@ -47,13 +47,18 @@ class Job:
     settings: GenerationSettings | None = None
 
 
-def responses_file(workdir: str | os.PathLike, name: str) -> Path:
-    """``workdir/responses/<name>.jsonl``; a name with characters other than letters, digits and
-    ``._=-`` is written with them replaced and a short hash of the name added."""
+def file_name(name: str) -> str:
+    """``name`` as a file name: characters other than letters, digits and ``._=-`` replaced,
+    and then a short hash of the name added (so two names never share a file)."""
     slug = re.sub(r"[^\w.=-]+", "_", name)
     if slug != name:
         slug += "-" + hashlib.sha256(name.encode()).hexdigest()[:6]
-    return Path(workdir) / "responses" / f"{slug}.jsonl"
+    return slug
+
+
+def responses_file(workdir: str | os.PathLike, name: str) -> Path:
+    """``workdir/responses/<name>.jsonl`` (the name made a file name by :func:`file_name`)."""
+    return Path(workdir) / "responses" / f"{file_name(name)}.jsonl"
 
 
 _LOADED: dict = {}  # (System 1 folder, device) → backend, reused by in-memory merges
@@ -123,7 +128,8 @@ def run_job(job: Job, datasets: Mapping[str, list[dict]], workdir: str, *,
         gen_backend, weights = merge_into_base(job.recipe, device)
         folder, method = None, job.recipe["merge_method"]
     elif job.recipe is not None:  # merged on the task's device (cuda in a GPU task)
-        folder, recipe = merge_once(job.recipe, workdir / "merges", _safe(job.name), device=device)
+        folder, recipe = merge_once(job.recipe, workdir / "merges", file_name(job.name),
+                                    device=device)
         method = recipe.merge_method
     else:
         folder, method = Path(job.model), "model"
@@ -155,10 +161,6 @@ def run_job(job: Job, datasets: Mapping[str, list[dict]], workdir: str, *,
             "weights_hash": weights, "folder": str(folder) if folder is not None else None,
             "merged_in": ("memory" if folder is None else "disk") if job.recipe else None,
             "responses": str(out), "grade_timeouts": timeouts}
-
-
-def _safe(name: str) -> str:
-    return responses_file(".", name).stem
 
 
 def run_jobs(jobs: list[Job], datasets: Mapping[str, list[dict]], workdir: str | os.PathLike, *,

@@ -26,10 +26,11 @@ family is just the pair used when none is given. The data:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from l2s_kit.errors import L2SError
@@ -79,7 +80,6 @@ class StudySetup:
     backend: str = "transformers"
     device: str = "cpu"
     tensor_parallel: int = 1
-    notes: list[str] = field(default_factory=list)
 
     @property
     def has_levels(self) -> bool:
@@ -102,14 +102,6 @@ class StudySetup:
 
     def settings_for(self, role: str) -> GenerationSettings:
         return self.settings[self.role(role)]
-
-    def describe(self) -> dict:
-        """The setup as a flat record (for tables and reports)."""
-        return {"system1": str(self.system1), "system2": str(self.system2), "data": self.title,
-                **{f"n_{s}": len(r) for s, r in self.data.items()},
-                **{f"prompt_{k}": v or "as given" for k, v in self.prompts.items()},
-                "max_new_tokens": self.settings["system2"].max_new_tokens, "grader": self.grader,
-                "backend": self.backend, "device": self.device}
 
 
 def family_setup(family=None, n_per_level: int = 100, *, family_root: str | os.PathLike | None = None,
@@ -188,9 +180,8 @@ def pair_setup(base, model, *, benchmark: str | None = None, data_dir=None, rows
     if grader is not None and grader not in GRADERS:
         raise SetupError(f"grader {grader!r} is not one of {GRADERS}")
     if (benchmark is None) == (rows is None):
-        raise SetupError("give the data: benchmark (with data_dir) or rows (a .jsonl file), "
-                         "not both" if benchmark is not None else
-                         "give the data: benchmark (with data_dir) or rows (a .jsonl file)")
+        both = ", not both" if benchmark is not None else ""
+        raise SetupError(f"give the data: benchmark (with data_dir) or rows (a .jsonl file){both}")
     for name, v in (("limit", limit), ("validation", validation)):
         if isinstance(v, int) and not isinstance(v, bool) and v < 1:
             raise SetupError(f"{name} must be a positive number of problems, got {v}")
@@ -233,12 +224,9 @@ def pair_setup(base, model, *, benchmark: str | None = None, data_dir=None, rows
         if not val.is_file():
             raise SetupError(f"validation: {val} does not exist; give a number of problems or a "
                              "file of validation rows")
-        if benchmark is not None:
-            val_rows = load_benchmark(benchmark, val.parent.parent, prompt=None,
-                                      split=val.stem) if val.suffix == ".jsonl" and \
-                val.parent.name == benchmark else load_rows(val)
-        else:
-            val_rows = load_rows(val)
+        in_layout = benchmark is not None and val.suffix == ".jsonl" and val.parent.name == benchmark
+        val_rows = (load_benchmark(benchmark, val.parent.parent, prompt=None, split=val.stem)
+                    if in_layout else load_rows(val))
         test_rows = all_rows
         shared = {(str(r.get("dataset")), str(r["id"])) for r in val_rows} & \
             {(str(r.get("dataset")), str(r["id"])) for r in test_rows}
@@ -256,21 +244,17 @@ def pair_setup(base, model, *, benchmark: str | None = None, data_dir=None, rows
             "test": [{**r, "split": "test"} for r in test_rows]}
 
     if family_data:
-        settings = _family_settings(max_new_tokens)
+        one = _family_settings(max_new_tokens)
+        settings = {role: one for role in used}
         extract, default_grader = extract_family, "simple"
     else:
         n = _limit(max_new_tokens) if max_new_tokens not in (None, "") else PAIR_MAX_NEW_TOKENS
-        base = GenerationSettings(max_new_tokens=n)
-        settings = {role: replace(base, stop=get_prompt(t).stop if t else ())
+        settings = {role: GenerationSettings(max_new_tokens=n, stop=get_prompt(t).stop if t else ())
                     for role, t in used.items()}
         extract = extract_labelled if benchmark is not None else extract_answer
         default_grader = "math-verify"
-    if not isinstance(settings, dict):
-        settings = {"system1": settings, "system2": settings}
     if batch_size is not None:
         settings = {k: replace(v, batch_size=int(batch_size)) for k, v in settings.items()}
-    import hashlib
-
     key = hashlib.sha256(f"{s1.resolve()}|{s2.resolve()}".encode()).hexdigest()[:8]
     return StudySetup(s1, s2, data, used, settings, extract=extract,
                       grader=grader or default_grader, name=f"{s1.name}+{s2.name}-{key}",
