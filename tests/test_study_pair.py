@@ -85,6 +85,14 @@ def test_l2s_study_on_a_pair_from_the_command_line(family, exported, tmp_path, c
     n = summary.groupby("split")["n"].first()
     assert n["validation"] == 6 and n["test"] == 10  # 16 kept, 6 of them to choose on
     assert "task_arithmetic alpha=0.2" in (tmp_path / "o" / "table1.md").read_text()
+    # again into the same workdir on fewer problems and another split: this run's problems only
+    assert main(["study", "--base", str(family.system1), "--model", str(family.system2),
+                 "--benchmark", "l2s_family", "--data-dir", str(exported.parent),
+                 "--validation", "4", "--limit", "10", "--seed", "1", "--grid", str(grid),
+                 "--quiet", "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "o2")]) == 0
+    again = __import__("pandas").read_csv(tmp_path / "o2" / "summary.csv")
+    n = again.groupby("split")["n"].first()
+    assert n["validation"] == 4 and n["test"] == 6
     # zoo export from the command line: the same rows as the function writes
     assert main(["zoo", "export", str(tmp_path / "d"), "--n-per-level", str(N)]) == 0
     for split in ("test", "validation"):
@@ -139,6 +147,12 @@ def test_a_pair_is_checked_before_anything_runs(family, exported, tmp_path):
     assert main(["study", "--base", s1, "--benchmark", "l2s_family", "--data-dir",
                  str(exported.parent)]) == 2
     assert main(["study", "--validation", "10"]) == 2
+    # a work folder holding the pair is refused, and nothing is written into it
+    before = sorted(p.name for p in family.root.iterdir())
+    with pytest.raises(Exception, match="choose an output folder apart from every input"):
+        run_study(family.root, tmp_path / "o", setup=study_setup(
+            s1, s2, benchmark="l2s_family", data_dir=exported.parent), progress=False)
+    assert sorted(p.name for p in family.root.iterdir()) == before
 
 
 def test_grid_files(tmp_path):

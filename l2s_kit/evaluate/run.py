@@ -250,7 +250,8 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
     this model's rows with other weights, settings, recipe or grader, or for an edited row, is
     an error naming what differs.
 
-    Returns every row of ``out`` for this model, one per sample (columns: ``COLUMNS``).
+    Returns this model's rows of ``out`` for the given ``rows``, one per sample (columns:
+    ``COLUMNS``); rows of other problems the file may hold (an earlier run) are left out.
     """
     if model is None and backend is None:
         raise ResponsesError("evaluate needs a checkpoint folder (model=...) or a backend")
@@ -296,7 +297,7 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
                      "gen": gen, "grader_name": graded_by}
             mine += _generate_into(out, todo, done, backend, settings, ident, extract, grader,
                                    progress)
-    return _frame(mine)
+    return _frame([r for r in mine if (str(r.get("dataset")), str(r.get("id"))) in by_id])
 
 
 def _generate_into(out: Path, rows: list[dict], done: set[tuple], backend: Backend,

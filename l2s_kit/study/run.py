@@ -172,11 +172,11 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
         setup = family_setup(build_family(family_root, spec=spec, progress=progress), n_per_level)
     if grid is None:
         grid = GRID if setup.family is not None else PAIR_GRID
+    pair = {"System 1": setup.system1, "System 2": setup.system2}
+    check_apart(workdir, pair)  # the folder given, not only the pair's folder made inside it
+    check_apart(out, pair)
     workdir = Path(workdir) / setup.name
     out = Path(out)
-    pair = {"System 1": setup.system1, "System 2": setup.system2}
-    check_apart(workdir, pair)
-    check_apart(out, pair)
     jobs = study_jobs(setup, grid)
     where = choose_merge_in(setup.system1, setup.device, setup.backend, merge_in)
     datasets: dict[str, list[dict]] = {}
@@ -198,7 +198,12 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
         for d, (method, params) in zip(done, labels)])
 
     result = StudyResult(setup, workdir, out, models)
-    allr = reflection.annotate(load_responses(models["responses"].tolist()))
+    # this run's problems only, each in this run's split: a responses file may also hold rows
+    # of an earlier run on other problems (another --limit) or another split (another --seed)
+    split_of = {(name, str(r["id"])): r["split"] for name, rows in datasets.items() for r in rows}
+    allr = load_responses(models["responses"].tolist())
+    allr["split"] = [split_of.get((str(d), str(i))) for d, i in zip(allr["dataset"], allr["id"])]
+    allr = reflection.annotate(allr[allr["split"].notna()])
     for split in ("validation", "test"):
         result.responses[split] = allr[allr["split"] == split].reset_index(drop=True)
 
