@@ -482,3 +482,17 @@ def test_evaluate_refuses_a_model_name_merged_by_another_recipe(backend, tmp_pat
     df = evaluate(None, ROWS[:2], out, backend=backend, settings=SETTINGS, model_name="merge",
                   recipe_hash="aaaa", progress=False)
     assert list(df["recipe_hash"]) == ["aaaa", "aaaa"] and len(load_responses(out)) == 2
+
+
+def test_the_same_weights_under_a_recipe_spelled_otherwise_resume(backend, tmp_path):
+    """A merge's recipe names its inputs by path: the same merge run from another folder has
+    another recipe hash but the same weights, and its responses are reused, not refused."""
+    out = tmp_path / "r.jsonl"
+    evaluate(None, ROWS[:2], out, backend=backend, settings=SETTINGS, model_name="merge",
+             recipe_hash="aaaa", weights_hash="w" * 64, progress=False)
+    df = evaluate(None, ROWS[:2], out, backend=backend, settings=SETTINGS, model_name="merge",
+                  recipe_hash="bbbb", weights_hash="w" * 64, progress=False)
+    assert len(df) == 2 and len(load_responses(out)) == 2  # nothing generated again
+    with pytest.raises(ResponsesError, match="other weights"):
+        evaluate(None, ROWS[:2], out, backend=backend, settings=SETTINGS, model_name="merge",
+                 recipe_hash="bbbb", weights_hash="v" * 64, progress=False)

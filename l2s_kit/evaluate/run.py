@@ -215,7 +215,11 @@ def _resume_problem(r: dict, *, out: Path, model_name: str, gen: dict, weights: 
         return (f"{out} holds responses of model {model_name!r} with other weights (weights hash "
                 f"{str(r['weights_hash'])[:12]}…, now {weights[:12]}…): another checkpoint under "
                 f"the same name{again}")
-    if recipe_hash is not None and r.get("recipe_hash") not in (None, recipe_hash):
+    same_weights = weights is not None and r.get("weights_hash") == weights
+    # the same weights are the same model: a recipe naming its inputs by other paths (another
+    # working folder) merges nothing else
+    if recipe_hash is not None and r.get("recipe_hash") not in (None, recipe_hash) \
+            and not same_weights:
         return (f"{out} holds responses of model {model_name!r} merged by another recipe "
                 f"(recipe hash {r['recipe_hash']}, now {recipe_hash}){again}")
     if r.get("grader") not in (None, grader):
