@@ -8,7 +8,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(PY) -m l2s_kit.cli study
+	$(PY) -m l2s_kit.cli study --png
 
 test: setup
 	$(PY) -m ruff check l2s_kit tests benchmarks notebooks

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+import time
 from pathlib import Path
 
 from l2s_kit.errors import L2SError
@@ -255,10 +256,24 @@ def _study(args) -> int:
                                "own splits)")
         setup = study_setup(n_per_level=args.n_per_level, device=args.device,
                             max_new_tokens=args.max_new_tokens, progress=not args.quiet)
+    started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
     r = run_study(args.workdir, args.out, setup=setup, grid=grid, tolerance=args.tolerance,
                   png=args.png, progress=not args.quiet, runner=args.runner,
                   merge_in=args.merge_in, num_gpus=args.num_gpus, ray_address=args.ray_address)
     print_result(r)
+    from l2s_kit.notebooks.gallery import write_gallery
+    from l2s_kit.study.run import record_run
+
+    skip = {"func", "command", "quiet"}
+    record_run(r, {k: v for k, v in vars(args).items() if k not in skip and v is not None},
+               started, time.perf_counter() - t0)
+    gallery = Path(args.gallery) if args.gallery else Path(args.out).resolve().parent
+    if gallery != Path(args.out).resolve() and Path(args.out).resolve().is_relative_to(gallery.resolve()):
+        page = write_gallery(gallery)
+        if page:
+            print(f"gallery:   {page}")
+    else:
+        print(f"gallery:   none ({args.out} is not inside {gallery})")
     return 0
 
 
@@ -323,6 +338,14 @@ def _notebooks(args) -> int:
     if args.action == "assets":
         print(f"widget renderer: {widget_renderer()}")
         return 0
+    if args.action == "compare":
+        return _compare_runs(args)
+    if args.action == "gallery":
+        from l2s_kit.notebooks.gallery import write_gallery
+
+        page = write_gallery(args.out)
+        print(f"gallery: {page}" if page else "gallery: not written")
+        return 0 if page else 1
     if args.action == "list":
         for name, path in find_notebooks(args.dir).items():
             print(f"{name}  ({path})")
@@ -335,13 +358,38 @@ def _notebooks(args) -> int:
                        png=not args.no_png, progress=not args.quiet)
     for r in df.itertuples():
         extra = f"{r.pngs} PNG" if r.status == "ok" else r.error
+        if isinstance(r.compared_with, str):
+            extra += f"; since {r.compared_with}: {int(r.moved)} number(s) moved"
+            extra += " while parameters and inputs did not" if r.unexplained else ""
         print(f"{r.status:6} {r.notebook:28} {r.seconds:6.1f} s  {r.folder}  ({extra})")
+    print(f"gallery: {Path(args.out) / 'index.html'}")
     failed = df.loc[df["status"] != "ok", "notebook"].tolist()
     if failed:
         print(f"failed: {', '.join(failed)} (the executed copies in their folders show the error)",
               file=sys.stderr)
         return 1
+    flagged = df.loc[df["unexplained"].fillna(False).astype(bool), "notebook"].tolist()
+    if flagged:
+        print(f"numbers moved while parameters and inputs did not: {', '.join(flagged)} (l2s "
+              "notebooks compare NOTEBOOK RUN_A RUN_B shows which)", file=sys.stderr)
+        return 1
     return 0
+
+
+def _compare_runs(args) -> int:
+    from l2s_kit.io import runs
+
+    def folder(run: str) -> Path:
+        p = Path(args.out) / args.notebook / run
+        if p.is_dir() or not Path(run).is_dir():
+            return p
+        return Path(run)
+
+    a, b = folder(args.run_a), folder(args.run_b)
+    c = runs.compare(a, b, rtol=args.rtol, atol=args.atol)
+    print(f"{args.notebook}: {a} → {b}")
+    print(c.format())
+    return 1 if c.moved else 0
 
 
 # ---- the parser: shared options once, one small builder per subcommand -----------------------
@@ -535,6 +583,9 @@ def _study_parser(sub) -> None:
     p.add_argument("--n-per-level", dest="n_per_level", type=int, default=100,
                    help="the family: problems per level and split (level 1 has fewer)")
     p.add_argument("--png", action="store_true", help="also export PNGs (kaleido + Chromium)")
+    p.add_argument("--gallery", default=None,
+                   help="the folder whose index.html lists this run with the notebooks' runs "
+                   "(default: the folder holding --out, e.g. figures)")
     _quiet(p, "no progress bars")
     p.set_defaults(func=_study)
 
@@ -587,7 +638,9 @@ def _notebooks_parser(sub) -> None:
     r.add_argument("-p", "--param", nargs=2, action="append", metavar=("NAME", "VALUE"),
                    help="a parameter (VALUE is read as YAML: 0.5, [0.2, 0.5], text)")
     r.add_argument("-f", "--file", default=None, help="a YAML file of parameters")
-    r.add_argument("--run", default=None, help="run name (default: the date and time)")
+    r.add_argument("--run", default=None, help="run name (default, or 'auto': the date and "
+                   "time); each run is compared with the notebook's previous one, and the exit "
+                   "code is 1 when its numbers moved while its parameters and inputs did not")
     r.add_argument("--dir", default="notebooks", help="the notebooks' folder")
     r.add_argument("--out", default="figures", help="where run folders go")
     _overwrite(r, "replace an existing run folder")
@@ -596,6 +649,18 @@ def _notebooks_parser(sub) -> None:
     ls = nsub.add_parser("list", help="list notebooks and their parameters")
     ls.add_argument("--dir", default="notebooks", help="the notebooks' folder")
     nsub.add_parser("assets", help="fetch the widget renderer rendered notebooks inline (once)")
+    c = nsub.add_parser("compare", help="what changed between two runs of a notebook",
+                        description="Parameters, inputs (weights and data fingerprints), code, and "
+                        "the key numbers that moved beyond the tolerance (|a - b| > max(atol, "
+                        "rtol * max(|a|, |b|))). Exit code 1 when numbers moved, 0 when none did.")
+    c.add_argument("notebook", help="the notebook's name (its runs are OUT/NOTEBOOK/RUN)")
+    c.add_argument("run_a", metavar="RUN_A", help="the earlier run's name (or its folder)")
+    c.add_argument("run_b", metavar="RUN_B", help="the later run's name (or its folder)")
+    c.add_argument("--out", default="figures", help="where run folders are")
+    c.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
+    c.add_argument("--atol", type=float, default=1e-9, help="absolute tolerance (default 1e-9)")
+    g = nsub.add_parser("gallery", help="rewrite OUT/index.html, the page listing every run")
+    g.add_argument("--out", default="figures", help="the folder of the runs")
     p.set_defaults(func=_notebooks)
 
 

@@ -22,30 +22,208 @@ def _style(fig, title: str):
     return fig
 
 
-def accuracy_vs_length(summary: pd.DataFrame, color: str = "method", label: str = "model",
-                       title: str = "Accuracy against length") -> go.Figure:  # noqa: F821
-    """One point per model: mean generated tokens (x) against accuracy (y), coloured by method."""
-    import plotly.express as px
+REFERENCES = {"system1": ("System 1", "diamond", "#9e9e9e"),
+              "system2": ("System 2", "star", "#303030")}
+# 23 colours drawn together (plotly's Dark24 without its near-black, kept for System 2); past
+# 23 methods the marker symbol changes too, so no two methods ever look the same
+PALETTE = ['#2E91E5', '#E15F99', '#1CA71C', '#FB0D0D', '#DA16FF', '#B68100', '#750D86',
+           '#EB663B', '#511CFB', '#00A08B', '#FB00D1', '#FC0080', '#B2828D', '#6C7C32',
+           '#778AAE', '#862A16', '#A777F1', '#620042', '#1616A7', '#DA60CA', '#6C4516',
+           '#0D2A63', '#AF0038']
+SYMBOLS = ["circle", "square", "triangle-up", "x", "cross"]
+PNG_SCALE = 3  # 900 px wide figures → 2700 px: about 360 dpi at 7.5 inches, print resolution
 
-    fig = px.scatter(summary, x="mean_tokens", y="accuracy", color=color, hover_name=label,
-                     hover_data=[c for c in ("parameters", "length_change", "n") if c in summary],
-                     labels={"mean_tokens": "mean generated tokens", "accuracy": "accuracy (%)"})
-    fig.update_traces(marker=dict(size=11, line=dict(width=1, color="white")))
+
+def styles(names) -> dict[str, tuple[str, str]]:
+    """name → (colour, marker symbol), distinct for every name, in the order given; System 1
+    and System 2 (model names ``system1``, ``system2``) get their own grey ones."""
+    out, i = {}, 0
+    for n in dict.fromkeys(names):
+        if n in REFERENCES:
+            out[n] = (REFERENCES[n][2], REFERENCES[n][1])
+            continue
+        out[n] = (PALETTE[i % len(PALETTE)], SYMBOLS[(i // len(PALETTE)) % len(SYMBOLS)])
+        i += 1
+    return out
+
+
+def display_name(model: str) -> str:
+    """"system1" → "System 1", "system2" → "System 2", others as they are."""
+    return REFERENCES[model][0] if model in REFERENCES else str(model)
+
+
+def accuracy_vs_length(summary: pd.DataFrame, color: str = "method", label: str = "model",
+                       title: str = "Accuracy against length", labelled: str | None = "selected",
+                       front: bool = False) -> go.Figure:  # noqa: F821
+    """One point per model: mean generated tokens (x) against accuracy (y). Merges are coloured
+    by ``color`` (every method its own colour), System 1 and System 2 are large grey markers of
+    their own drawn on top, and the models flagged in the bool column ``labelled`` (the chosen
+    merges; without such a column, those on the Pareto front) carry their name on the plot.
+    ``front`` draws the accuracy-against-length Pareto front as a dotted line."""
+    import plotly.graph_objects as go
+
+    from l2s_kit.analysis import pareto_front
+
+    fig = go.Figure()
+    if front and len(summary):
+        f = pareto_front(summary)
+        fig.add_trace(go.Scatter(x=f["mean_tokens"], y=f["accuracy"], mode="lines",
+                                 name="Pareto front", line=dict(color="#7f7f7f", dash="dot"),
+                                 hoverinfo="skip"))
+    is_ref = summary[label].isin(list(REFERENCES))
+    merges, refs = summary[~is_ref], summary[is_ref]
+    look = styles(merges[color].astype(str))
+    extra = [c for c in ("parameters", "length_change", "accuracy_change", "n") if c in summary]
+    for name, g in merges.groupby(merges[color].astype(str), sort=False):
+        c, sym = look[name]
+        fig.add_trace(go.Scatter(
+            x=g["mean_tokens"], y=g["accuracy"], mode="markers", name=name, cliponaxis=False,
+            marker=dict(size=11, color=c, symbol=sym, line=dict(width=1, color="white")),
+            hovertext=g[label], customdata=g[extra] if extra else None,
+            hovertemplate="<b>%{hovertext}</b><br>%{x:.1f} tokens, %{y:.1f}%"
+            + "".join(f"<br>{e}: %{{customdata[{i}]}}" for i, e in enumerate(extra))
+            + "<extra></extra>"))
+    low = float(summary["accuracy"].min()) if len(summary) else 0.0
+    y_range = [max(-2.0, low - 8), 104]
+    for _, r in refs.iterrows():
+        name, sym, c = REFERENCES[r[label]]
+        below = (r["accuracy"] - y_range[0]) / (y_range[1] - y_range[0]) > 0.3
+        fig.add_trace(go.Scatter(
+            x=[r["mean_tokens"]], y=[r["accuracy"]], mode="markers+text", name=name,
+            text=[name], hovertext=[r[label]], cliponaxis=False,
+            textposition="bottom center" if below else "top center",
+            textfont=dict(size=12, color=c),
+            marker=dict(size=18, color=c, symbol=sym, line=dict(width=1.5, color="white")),
+            hovertemplate=f"<b>{name}</b><br>%{{x:.1f}} tokens, %{{y:.1f}}%<extra></extra>"))
+    if labelled is not None and labelled in summary:
+        marked = merges[merges[labelled].astype(bool)]
+    elif labelled is not None and len(summary):
+        f = pareto_front(summary)
+        marked = merges.loc[merges.index.isin(f.index)]
+    else:
+        marked = merges.iloc[:0]
+    same = {(round(r["mean_tokens"], 6), round(r["accuracy"], 6)): REFERENCES[r[label]][0]
+            for _, r in refs.iterrows()}
+    _label_points(fig, marked, label, y_range, same)
+    fig.update_xaxes(title_text="mean generated tokens")
+    fig.update_yaxes(title_text="accuracy (%)", range=y_range)  # annotations do not stretch it
     return _style(fig, title)
+
+
+def _label_points(fig, rows: pd.DataFrame, label: str, y_range: list[float],
+                  same: dict | None = None) -> None:
+    """Each row's name in a box tied to its point; names of points at the same place share one
+    box. Going left to right, the boxes of points in the upper part of the plot stack below
+    them (above them in the lower part), each box to the left of its point (to the right in
+    the plot's left third), so no line crosses another box. ``same``: (x, y) → the name of a
+    reference drawn there ("same as System 2" is added to that box)."""
+    spots: dict[tuple, list[str]] = {}
+    for _, r in rows.sort_values("mean_tokens").iterrows():
+        spots.setdefault((round(r["mean_tokens"], 6), round(r["accuracy"], 6)), []).append(
+            display_name(r[label]))
+    if not spots:
+        return
+    for xy, name in (same or {}).items():
+        if xy in spots:
+            spots[xy].append(f"<i>(same as {name})</i>")
+    xs = [x for x, _ in spots]
+    x_lo, x_span = min(xs), (max(xs) - min(xs)) or 1.0
+    depth = {True: 30, False: 30}  # pixels already taken below (True) and above (False)
+    for (x, y), names in spots.items():
+        high = (y - y_range[0]) / (y_range[1] - y_range[0]) > 0.55
+        left_third = len(spots) > 1 and (x - x_lo) / x_span < 0.34
+        fig.add_annotation(x=x, y=y, text="<br>".join(names), showarrow=True, arrowhead=0,
+                           arrowwidth=1, arrowcolor="#7f7f7f", ax=12 if left_third else -12,
+                           ay=depth[high] if high else -depth[high],
+                           xanchor="left" if left_third else "right",
+                           yanchor="top" if high else "bottom", font=dict(size=11),
+                           bgcolor="rgba(255,255,255,0.85)", bordercolor="#c8c8c8",
+                           borderpad=2, align="left")
+        depth[high] += 16 * len(names) + 12
+
+
+def same_results(table: pd.DataFrame, columns, key: str = "model",
+                 by: str | None = "level") -> pd.DataFrame:
+    """``table`` with the rows of models whose ``columns`` are equal (at every ``by`` value)
+    kept once, under a name listing all of them ("A = B = C"): identical merges drawn as one
+    entry instead of lines lying on top of each other. Adds ``label`` (that name) and keeps the
+    first model's rows."""
+    cols = [c for c in columns if c in table]
+    order = list(dict.fromkeys(table[key]))
+    sig = {}
+    for m, g in table.groupby(key, sort=False):
+        g = g.sort_values(by) if by else g
+        sig[m] = tuple(tuple(g[by]) if by else ()) + tuple(
+            round(float(v), 6) for c in cols for v in g[c].fillna(-1))
+    groups: dict[tuple, list] = {}
+    for m in order:
+        groups.setdefault(sig[m], []).append(m)
+    names = {ms[0]: " = ".join(display_name(m) for m in ms) for ms in groups.values()}
+    keep = table[table[key].isin(list(names))]
+    return keep.assign(label=keep[key].map(names))
+
+
+def level_bars(table: pd.DataFrame, title: str = "Length, accuracy and reflection by "
+               "difficulty level", by: str = "level") -> go.Figure:  # noqa: F821
+    """The paper's Figure 2: mean length, accuracy and reflection against the difficulty level
+    (or ``by="dataset"``), grouped bars per model, one panel each, System 1 and System 2 in grey
+    and models with identical results as one entry. ``table``: a by-level summary
+    (:func:`l2s_kit.analysis.model_summary` by model and level, or
+    :func:`l2s_kit.analysis.by_level`)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    length = "mean_tokens" if "mean_tokens" in table else "mean_length"
+    unit = "tokens" if length == "mean_tokens" else str(table["length_unit"].iloc[0])
+    if "mean_keywords" in table:
+        refl, refl_label, scale = "mean_keywords", "reflection keywords per response", 1
+    else:
+        refl, refl_label, scale = "reflection_ratio", "reflective responses (%)", 100
+    panels = [(length, f"mean length ({unit})", 1), ("accuracy", "accuracy (%)", 1),
+              (refl, refl_label, scale)]
+    t = same_results(table, [p for p, _, _ in panels], by=by)
+    look = styles(t["model"])
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07,
+                        subplot_titles=[lab for _, lab, _ in panels])
+    for model, g in t.groupby("model", sort=False):
+        g = g.sort_values(by)
+        x = [f"{by} {int(v)}" if by == "level" else str(v) for v in g[by]]
+        for row, (y, _, s) in enumerate(panels, 1):
+            fig.add_trace(go.Bar(x=x, y=g[y] * s, name=g["label"].iloc[0], legendgroup=model,
+                                 showlegend=row == 1, marker_color=look[model][0],
+                                 hovertemplate=f"{g['label'].iloc[0]}<br>%{{x}}: %{{y:.3g}}"
+                                 "<extra></extra>"), row=row, col=1)
+    fig.update_layout(barmode="group", bargap=0.18)
+    _style(fig, title)
+    fig.update_layout(height=860, margin=dict(t=100), legend=dict(orientation="h", yanchor="top", y=-0.05,
+                                              xanchor="left", x=0))
+    return fig
 
 
 def metric_by_level(table: pd.DataFrame, y: str, title: str, y_label: str,
                     color: str = "model", by: str = "level") -> go.Figure:  # noqa: F821
     """A line per model of ``y`` against the difficulty level; with ``by="dataset"`` (data
-    without levels), grouped bars per dataset instead."""
-    import plotly.express as px
+    without levels), grouped bars per dataset instead. System 1 and System 2 are grey, and
+    models with identical values are one entry named after all of them."""
+    import plotly.graph_objects as go
 
-    if by != "level":
-        fig = px.bar(table, x=by, y=y, color=color, barmode="group", labels={y: y_label})
-        return _style(fig, title)
-    fig = px.line(table.sort_values("level"), x="level", y=y, color=color, markers=True,
-                  labels={"level": "difficulty level", y: y_label})
-    fig.update_xaxes(dtick=1)
+    t = (same_results(table, [y], key=color, by=by) if color == "model"
+         else table.assign(label=table[color].astype(str)))
+    look = styles(t[color].astype(str))
+    fig = go.Figure()
+    for name, g in t.groupby(color, sort=False):
+        g = g.sort_values(by)
+        c, sym = look[str(name)]
+        if by == "level":
+            fig.add_trace(go.Scatter(x=g[by], y=g[y], mode="lines+markers", name=g["label"].iloc[0],
+                                     line=dict(color=c), marker=dict(symbol=sym, size=8)))
+        else:
+            fig.add_trace(go.Bar(x=g[by].astype(str), y=g[y], name=g["label"].iloc[0],
+                                 marker_color=c))
+    fig.update_layout(barmode="group")
+    fig.update_xaxes(title_text="difficulty level" if by == "level" else by,
+                     **({"dtick": 1} if by == "level" else {}))
+    fig.update_yaxes(title_text=y_label)
     return _style(fig, title)
 
 
@@ -56,11 +234,19 @@ def length_distribution(df: pd.DataFrame, length: str = "n_tokens",
     without one are left out)."""
     import plotly.express as px
 
-    fig = px.box(df.dropna(subset=[by]), x=by, y=length, color="model", points=False,
+    d = df.dropna(subset=[by])
+    fig = px.box(d, x=by, y=length, color="model", points=False,
+                 color_discrete_map={m: c for m, (c, _) in styles(d["model"]).items()},
                  labels={"level": "difficulty level", length: length.removeprefix("n_")})
     if by == "level":
         fig.update_xaxes(dtick=1)
-    return _style(fig, title)
+    return _style(_display_names(fig), title)
+
+
+def _display_names(fig):
+    """Legend entries "System 1" / "System 2" for the models system1 / system2 (plotly express
+    names traces after the values; their legend group keeps the model's name)."""
+    return fig.for_each_trace(lambda t: t.update(name=display_name(t.name)))
 
 
 def reflective_by_level(summary: pd.DataFrame,
@@ -82,8 +268,9 @@ def keyword_rates(freq: pd.DataFrame, summary: pd.DataFrame,
 
     f = freq.merge(summary[["model", "n"]]).assign(per_100=lambda f: 100 * f["count"] / f["n"])
     fig = px.bar(f, x="keyword", y="per_100", color="model", barmode="group",
+                 color_discrete_map={m: c for m, (c, _) in styles(f["model"]).items()},
                  labels={"per_100": "occurrences per 100 responses"})
-    return _style(fig, title)
+    return _style(_display_names(fig), title)
 
 
 def false_reflection(summary: pd.DataFrame, title: str = "False reflection (%)") -> go.Figure:  # noqa: F821
@@ -113,7 +300,6 @@ def level_panels(table: pd.DataFrame, title: str = "By difficulty level",
     by side, a line per model. ``table``: :func:`l2s_kit.analysis.by_level` (columns level or
     dataset, accuracy, mean_length, length_unit, reflection_ratio)."""
     import plotly.graph_objects as go
-    from plotly.colors import qualitative
     from plotly.subplots import make_subplots
 
     unit = table["length_unit"].iloc[0] if len(table) else "tokens"
@@ -121,13 +307,19 @@ def level_panels(table: pd.DataFrame, title: str = "By difficulty level",
               ("reflection_ratio", "reflective responses (%)", 100)]
     fig = make_subplots(rows=1, cols=3, subplot_titles=[t for _, t, _ in panels],
                         horizontal_spacing=0.08)
-    palette = qualitative.Plotly
-    for i, (name, t) in enumerate(table.groupby(color, sort=False)):
+    if color == "model":  # identical models as one line named after all of them
+        table = same_results(table, [p for p, _, _ in panels], by=by)
+    else:
+        table = table.assign(label=table[color].astype(str))
+    look = styles(table[color].astype(str))
+    for name, t in table.groupby(color, sort=False):
         t = t.sort_values(by)
+        c, sym = look[str(name)]
         for col, (y, _, scale) in enumerate(panels, 1):
-            fig.add_trace(go.Scatter(x=t[by], y=t[y] * scale, name=str(name),
+            fig.add_trace(go.Scatter(x=t[by], y=t[y] * scale, name=t["label"].iloc[0],
                                      legendgroup=str(name), showlegend=col == 1,
-                                     mode="lines+markers", line=dict(color=palette[i % 10])),
+                                     mode="lines+markers", line=dict(color=c),
+                                     marker=dict(symbol=sym)),
                           row=1, col=col)
     if by == "level":
         fig.update_xaxes(title_text="difficulty level", dtick=1)
@@ -142,7 +334,6 @@ def sensitivity(summary: pd.DataFrame, param: str, others: tuple[str, ...] = ("a
     the ``others`` parameters. ``summary``: one row per model with ``method`` and parameter
     columns (:meth:`l2s_kit.study.explorer.Explorer.sweep`)."""
     import plotly.graph_objects as go
-    from plotly.colors import qualitative
     from plotly.subplots import make_subplots
 
     d = summary.dropna(subset=[param]).sort_values(param)
@@ -151,11 +342,13 @@ def sensitivity(summary: pd.DataFrame, param: str, others: tuple[str, ...] = ("a
     for o in fixed:
         label = label + d[o].map(lambda v, o=o: "" if pd.isna(v) else f" {o}={v:g}")
     fig = make_subplots(rows=1, cols=2, subplot_titles=["accuracy (%)", "mean generated tokens"])
-    for i, (name, t) in enumerate(d.groupby(label, sort=False)):
+    look = styles(label)
+    for name, t in d.groupby(label, sort=False):
+        c, sym = look[name]
         for col, y in enumerate(("accuracy", "mean_tokens"), 1):
             fig.add_trace(go.Scatter(x=t[param], y=t[y], name=str(name), legendgroup=str(name),
                                      showlegend=col == 1, mode="lines+markers",
-                                     line=dict(color=qualitative.Plotly[i % 10]),
+                                     line=dict(color=c), marker=dict(symbol=sym),
                                      hovertext=t.get("model")), row=1, col=col)
     fig.update_xaxes(title_text=param)
     return _style(fig, title or f"Sensitivity to {param}")
@@ -168,18 +361,20 @@ def calibration_sensitivity(grid: pd.DataFrame, title: str = "Sensitivity to the
     ``calib_samples`` columns (:func:`l2s_kit.study.calibration.calibration_grid`); System 1
     and System 2 are drawn as dotted reference lines."""
     import plotly.graph_objects as go
-    from plotly.colors import qualitative
     from plotly.subplots import make_subplots
 
     d = grid.dropna(subset=["calib_samples"]).sort_values("calib_samples")
     fig = make_subplots(rows=1, cols=2, subplot_titles=["accuracy (%)", "mean generated tokens"])
     label = d["method"].astype(str) + " " + d["calib_parts"].astype(str)
-    for i, (name, t) in enumerate(d.groupby(label, sort=False)):
+    look = styles(label)
+    for name, t in d.groupby(label, sort=False):
+        c, sym = look[name]
         for col, y in enumerate(("accuracy", "mean_tokens"), 1):
             fig.add_trace(go.Scatter(x=t["calib_samples"], y=t[y], name=str(name),
                                      legendgroup=str(name), showlegend=col == 1,
-                                     mode="lines+markers", line=dict(color=qualitative.Plotly[i % 10]),
-                                     hovertext=t.get("model")), row=1, col=col)
+                                     mode="lines+markers", line=dict(color=c),
+                                     marker=dict(symbol=sym), hovertext=t.get("model")),
+                          row=1, col=col)
     for ref, dash in (("system1", "dot"), ("system2", "dash")):
         r = grid[grid["model"] == ref]
         for col, y in enumerate(("accuracy", "mean_tokens"), 1):
@@ -200,21 +395,16 @@ def length_change_by_level(df: pd.DataFrame, reference: str = "system2",
 
     s = summarize(df, ("model", by), reference=reference)
     s = s[s["model"] != reference]
-    return metric_by_level(s, "length_change", title, f"length change against {reference} (%)",
-                           by=by)
+    return metric_by_level(s, "length_change", title,
+                           f"length change against {display_name(reference)} (%)", by=by)
 
 
 def frontier(summary: pd.DataFrame, title: str = "Accuracy against length: the frontier",
-             color: str = "method") -> go.Figure:  # noqa: F821
-    """:func:`accuracy_vs_length` with the accuracy-against-length Pareto frontier across all
-    models drawn as a line."""
-    from l2s_kit.analysis import pareto_front
-
-    fig = accuracy_vs_length(summary, color=color, title=title)
-    front = pareto_front(summary)
-    fig.add_scatter(x=front["mean_tokens"], y=front["accuracy"], mode="lines", name="frontier",
-                    line=dict(color="grey", dash="dot"), hoverinfo="skip")
-    return fig
+             color: str = "method", labelled: str | None = "selected") -> go.Figure:  # noqa: F821
+    """:func:`accuracy_vs_length` with the accuracy-against-length Pareto front across all
+    models drawn, and the chosen merges (column ``labelled``; without it, the merges on the
+    front) named on the plot."""
+    return accuracy_vs_length(summary, color=color, title=title, labelled=labelled, front=True)
 
 
 def spectrum_curves(values: pd.DataFrame, budget: float | None = None,
@@ -305,15 +495,33 @@ def low_rank_summary(verdict: pd.DataFrame, sentence: str,
 
 
 def save_figure(fig, path: str | os.PathLike, png: bool = False) -> list[Path]:
-    """Write ``path`` (.html, self-contained: plotly.js inlined, opens offline) and, with ``png``,
-    a PNG beside it (kaleido; needs a Chromium). Files appear atomically. Returns the paths."""
+    """Write ``path`` (.html) and, with ``png``, a PNG beside it at print resolution (kaleido;
+    needs a Chromium). The HTML loads ``plotly.min.js`` from its own folder, written there once
+    (a folder of figures carries one copy of plotly.js and opens offline as a whole). Files
+    appear atomically. Returns the paths."""
     from l2s_kit.io import atomic_file
 
     path = Path(path).with_suffix(".html")
+    plotly_js(path.parent)
     with atomic_file(path) as tmp:
-        fig.write_html(tmp, include_plotlyjs=True, full_html=True)
+        fig.write_html(tmp, include_plotlyjs="plotly.min.js", full_html=True)
     if not png:
         return [path]
     with atomic_file(path.with_suffix(".png")) as tmp:
-        fig.write_image(tmp, width=900, height=HEIGHT, scale=2)
+        fig.write_image(tmp, width=900, height=fig.layout.height or HEIGHT, scale=PNG_SCALE)
     return [path, path.with_suffix(".png")]
+
+
+def plotly_js(folder: str | os.PathLike) -> Path:
+    """``folder/plotly.min.js``, the installed plotly's bundle, written unless it is there."""
+    from plotly.offline import get_plotlyjs
+
+    from l2s_kit.io import atomic_file
+
+    path = Path(folder) / "plotly.min.js"
+    js = get_plotlyjs()
+    if not path.is_file() or path.stat().st_size != len(js.encode()):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp:
+            tmp.write_text(js, encoding="utf-8")
+    return path

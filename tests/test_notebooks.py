@@ -86,7 +86,7 @@ def test_every_notebook_runs_and_renders(smoke):
         for p in pngs:
             head = p.read_bytes()[:24]
             assert head[:8] == b"\x89PNG\r\n\x1a\n"
-            assert int.from_bytes(head[16:20], "big") == 1800  # 900 px wide at scale 2
+            assert int.from_bytes(head[16:20], "big") == 2700  # 900 px wide at scale 3: print resolution
         nb = executed(smoke, name)
         assert not [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
 
@@ -96,7 +96,8 @@ def _y(fig: dict, name: str, axis: str = "y") -> list:
     import plotly.graph_objects as go
 
     f = go.Figure(fig)
-    return [list(t.y) for t in f.data if t.name == name and (t.yaxis or "y") == axis]
+    return [list(t.y) for t in f.data if name in (t.name, t.legendgroup)
+            and (t.yaxis or "y") == axis]
 
 
 @pytest.mark.slow
@@ -112,7 +113,7 @@ def test_merge_explorer_numbers_match_the_package(smoke, family, tmp_path):
     front = go.Figure(plotly_figs(smoke, "merge_explorer")[0])
     points = {}
     for t in front.data:
-        if t.name != "frontier":
+        if t.name != "Pareto front":
             points.update({h: (x, y) for h, x, y in zip(t.hovertext, t.x, t.y)})
     assert set(points) == set(want.index)
     for model, (x, y) in points.items():
@@ -170,7 +171,7 @@ def test_reflection_notebook_counts_keywords_like_the_package(smoke, family, tmp
 
     for t in go.Figure(bars).data:
         got = dict(zip(t.x, t.y))
-        want = freq[freq["model"] == t.name].set_index("keyword")["count"] * 100 / n[t.name]
+        want = freq[freq["model"] == t.legendgroup].set_index("keyword")["count"] * 100 / n[t.legendgroup]
         assert got == pytest.approx(want.to_dict())
     html = [o for c in executed(smoke, "reflection_analysis").cells for o in c.get("outputs", [])
             if "text/html" in o.get("data", {}) and "<mark>" in o["data"]["text/html"]]
@@ -189,7 +190,7 @@ def test_sensitivity_notebook_frontier_is_the_pareto_front(smoke):
     assert all(list(t.x) == [0.2, 0.5] for t in alpha.data)
     folder = Path(smoke[0].loc["hyperparameter_sensitivity", "folder"])
     assert (folder / "01-sensitivity-to-alpha.png").is_file()  # PNGs named after their titles
-    front = [t for t in figs["Accuracy against length across methods"].data if t.name == "frontier"][0]
+    front = [t for t in figs["Accuracy against length across methods"].data if t.name == "Pareto front"][0]
     xs, ys = list(front.x), list(front.y)
     assert xs == sorted(xs) and ys == sorted(ys) and len(set(ys)) == len(ys)  # strictly better
 
@@ -298,6 +299,88 @@ def test_rendered_html_draws_figures_and_widgets_offline(smoke, chromium):
                 page.close()
         finally:
             browser.close()
+
+
+# ---- run records, the gallery, reruns compared -----------------------------------------------
+
+@pytest.mark.slow
+def test_every_run_records_its_parameters_inputs_and_key_numbers(smoke, family):
+    from l2s_kit.io.identity import checkpoint_hash
+    from l2s_kit.io.runs import read_record
+
+    df, _ = smoke
+    for name, r in df.iterrows():
+        rec = read_record(r["folder"])
+        assert rec["notebook"] == name and rec["run"] == "smoke" and rec["status"] == "ok"
+        assert rec["code"]["version"] and rec["notebook_hash"] and rec["seconds"] > 0
+        assert rec["parameters"]["family_root"] == str(family.root.parent.resolve())
+        assert rec["metrics"], f"{name} recorded no key numbers"
+        assert all(v is None or isinstance(v, float) for v in rec["metrics"].values())
+    study = read_record(df.loc["study", "folder"])
+    assert study["inputs"]["system2"] == f"weights:{checkpoint_hash(family.system2)}"
+    assert study["inputs"]["data"].startswith("sha256:")
+    summary = pd.read_csv(Path(df.loc["study", "folder"]) / "summary.csv")
+    s2 = summary[(summary["split"] == "test") & (summary["model"] == "system2")].iloc[0]
+    assert study["metrics"]["test.system2.accuracy"] == pytest.approx(s2["accuracy"], abs=1e-3)
+    assert study["metrics"]["test.system2.mean_tokens"] == pytest.approx(s2["mean_tokens"], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_gallery_opens_offline_and_its_links_draw_figures(smoke, chromium):
+    from playwright.sync_api import sync_playwright
+
+    df, tmp = smoke
+    index = tmp / "figures" / "index.html"
+    text = index.read_text()
+    for name in ALL:  # every notebook's run, with its thumbnail
+        assert f'href="{name}/smoke/{name}.html"' in text
+        assert f'src="{name}/smoke/01-' in text
+    assert "7 runs in 7 notebooks and studies; 0 failed" in text
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium)
+        try:
+            page, outside, errors = _open_offline(browser, index)
+            assert page.locator(".card").count() == 7
+            thumbs = page.locator("img.thumb")
+            page.evaluate("document.querySelectorAll('img.thumb').forEach(i => i.loading = 'eager')")
+            page.wait_for_function("[...document.images].every(i => i.complete)", timeout=30_000)
+            assert all(thumbs.nth(i).evaluate("i => i.naturalWidth") >= 2000
+                       for i in range(thumbs.count()))  # print resolution, and they load
+            page.click('a[href="merge_explorer/smoke/merge_explorer.html"]')
+            page.wait_for_selector(".js-plotly-plot .main-svg", timeout=30_000)
+            assert page.url.endswith("merge_explorer/smoke/merge_explorer.html")
+            assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= 1
+            assert outside == [] and errors == []
+        finally:
+            browser.close()
+
+
+@pytest.mark.slow
+def test_a_rerun_is_compared_with_the_last_run(smoke, family, capsys):
+    """Two more runs of the spectrum notebook: the same parameters (nothing moves), then another
+    rank budget (compare names the parameter and a number that moved)."""
+    from l2s_kit.cli import main
+
+    df, tmp = smoke
+    params = {"family_root": str(family.root.parent.resolve())}
+    kw = dict(notebooks=NOTEBOOKS, out=tmp / "figures", progress=False, timeout=600, png=False)
+    again = run_notebooks(["task_vector_spectrum"], params, run="again", **kw).iloc[0]
+    assert again["status"] == "ok" and again["compared_with"] == "smoke"
+    assert again["moved"] == 0 and not again["unexplained"]
+    other = run_notebooks(["task_vector_spectrum"], {**params, "rank": 0.3}, run="rank",
+                          **kw).iloc[0]
+    assert other["compared_with"] == "again" and other["moved"] > 0 and not other["unexplained"]
+    out = ["--out", str(tmp / "figures")]
+    capsys.readouterr()
+    assert main(["notebooks", "compare", "task_vector_spectrum", "smoke", "again", *out]) == 0
+    assert "numbers: none moved" in capsys.readouterr().out
+    assert main(["notebooks", "compare", "task_vector_spectrum", "again", "rank", *out]) == 1
+    text = capsys.readouterr().out
+    assert "rank: 0.1 → 0.3" in text and "energy_at_rank" in text
+    assert "inputs: unchanged" in text and "code: unchanged" in text
+    page = (tmp / "figures" / "index.html").read_text()
+    assert "task_vector_spectrum <span" in page and "(3 runs)" in page
+    assert "since again: " in page and "parameters: rank" in page
 
 
 # ---- the runner's contract (tiny notebooks, no family) ----------------------------------------

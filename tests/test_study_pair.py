@@ -10,6 +10,7 @@ import json
 import pytest
 
 from l2s_kit.cli import main
+from l2s_kit.io import checkpoint_hash
 from l2s_kit.study import SetupError, run_study, study_setup
 from l2s_kit.study.run import load_grid
 from l2s_kit.study.setup import stratified_sample
@@ -58,7 +59,6 @@ def test_the_family_given_by_paths_gives_the_built_in_studys_numbers(both):
 
 @pytest.mark.slow
 def test_in_memory_and_on_disk_merges_have_one_weights_hash(both, family):
-    from l2s_kit.io import checkpoint_hash
 
     default, pair = both
     hashes = pair.models.set_index("model")
@@ -85,6 +85,22 @@ def test_l2s_study_on_a_pair_from_the_command_line(family, exported, tmp_path, c
     n = summary.groupby("split")["n"].first()
     assert n["validation"] == 6 and n["test"] == 10  # 16 kept, 6 of them to choose on
     assert "task_arithmetic alpha=0.2" in (tmp_path / "o" / "table1.md").read_text()
+    # a run record, key numbers and the gallery of the folder holding --out
+    from l2s_kit.io.runs import read_record
+
+    rec = read_record(tmp_path / "o")
+    assert rec["kind"] == "study" and rec["parameters"]["limit"] == 16
+    assert rec["inputs"]["system1"] == f"weights:{checkpoint_hash(family.system1)}"
+    test = summary[summary["split"] == "test"].set_index("model")
+    assert rec["metrics"]["test.system2.accuracy"] == pytest.approx(test.loc["system2", "accuracy"],
+                                                                    abs=1e-3)
+    assert "<h2" in (tmp_path / "index.html").read_text() and 'href="o/run.json"' in \
+        (tmp_path / "index.html").read_text()
+    # the figures share one plotly.js in their folder
+    htmls = sorted((tmp_path / "o").glob("*.html"))
+    assert [p.name for p in htmls] == ["accuracy_vs_length.html", "by_level.html"]
+    assert all(p.stat().st_size < 200_000 for p in htmls)
+    assert (tmp_path / "o" / "plotly.min.js").stat().st_size > 1_000_000
     # again into the same workdir on fewer problems and another split: this run's problems only
     assert main(["study", "--base", str(family.system1), "--model", str(family.system2),
                  "--benchmark", "l2s_family", "--data-dir", str(exported.parent),

@@ -28,8 +28,10 @@ import pandas as pd
 
 from l2s_kit.errors import L2SError
 from l2s_kit.notebooks.render import export_pngs, render_html, use_renderer
+from l2s_kit.io.runs import metrics  # the notebooks' helper
 
-__all__ = ["NotebookError", "find_notebooks", "notebook_parameters", "run_notebooks", "setup"]
+__all__ = ["NotebookError", "find_notebooks", "metrics", "notebook_parameters", "run_notebooks",
+           "setup"]
 
 NOTEBOOKS = Path("notebooks")
 OUT = Path("figures")
@@ -185,8 +187,12 @@ def run_notebooks(names: Iterable[str] | None = None, parameters: Mapping | None
     """Run notebooks (all of ``notebooks/`` by default) with papermill and render them.
 
     ``parameters`` override those of ``parameters_file``. ``run`` names the output folder
-    (default: the time, ``YYYYmmdd-HHMMSS``). Returns one row per notebook: notebook, status
-    ("ok" or "failed"), seconds, folder, html, pngs (count) and error (the failing cell's error).
+    (default, or ``"auto"``: the time, ``YYYYmmdd-HHMMSS``). Each run folder gets ``run.json``
+    and ``metrics.json`` (:mod:`l2s_kit.io.runs`), is compared with the notebook's
+    previous run, and ``out/index.html`` (the gallery) is rewritten. Returns one row per
+    notebook: notebook, status ("ok" or "failed"), seconds, folder, html, pngs (count), error
+    (the failing cell's error), compared_with (the previous run or None), moved (numbers that
+    moved since it) and unexplained (numbers moved while parameters and inputs did not).
     """
     from tqdm.auto import tqdm
 
@@ -205,7 +211,7 @@ def run_notebooks(names: Iterable[str] | None = None, parameters: Mapping | None
     params = _per_notebook(names, declared, given, strict=(parameters or {}).keys())
     for n in names:
         _check_pair(n, params[n], declared[n], found[n].parent.resolve())
-    run = run or time.strftime("%Y%m%d-%H%M%S")
+    run = time.strftime("%Y%m%d-%H%M%S") if run in (None, "", "auto") else run
     out = Path(out)
     from l2s_kit.io import check_out
 
@@ -214,24 +220,43 @@ def run_notebooks(names: Iterable[str] | None = None, parameters: Mapping | None
 
     rows = []
     for n in tqdm(names, desc="notebooks", unit="notebook", disable=not progress):
-        rows.append(_run_one(found[n], params[n], "out_dir" in declared[n], out / n / run,
+        rows.append(_run_one(found[n], params[n], declared[n], out / n / run,
                              overwrite, png, progress, timeout))
+    from l2s_kit.notebooks.gallery import write_gallery
+
+    write_gallery(out)
     return pd.DataFrame(rows, columns=["notebook", "status", "seconds", "folder", "html", "pngs",
-                                       "error"])
+                                       "error", "compared_with", "moved", "unexplained"])
 
 
-def _run_one(path: Path, params: dict, wants_out_dir: bool, folder: Path, overwrite: bool,
+def _effective(declared: dict, given: dict) -> dict:
+    """Every declared parameter's value in this run: the given one, else the default."""
+    import ast
+
+    out = {}
+    for k, d in declared.items():
+        try:
+            out[k] = ast.literal_eval(d["default"])
+        except (ValueError, SyntaxError):
+            out[k] = d["default"]
+    return {**out, **given}
+
+
+def _run_one(path: Path, params: dict, declared: dict, folder: Path, overwrite: bool,
              png: bool, progress: bool, timeout: int | None) -> dict:
     import nbformat
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     from l2s_kit.io import atomic_folder
+    from l2s_kit.io import runs
 
     start, error = time.perf_counter(), None
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    effective = _effective(declared, params)
     with atomic_folder(folder, overwrite) as tmp:
         executed = tmp / path.name
-        if wants_out_dir:
+        if "out_dir" in declared:
             params = {**params, "out_dir": str(tmp.resolve())}
         try:
             papermill.execute_notebook(str(path), str(executed), parameters=params,
@@ -242,6 +267,26 @@ def _run_one(path: Path, params: dict, wants_out_dir: bool, folder: Path, overwr
         nb = nbformat.read(executed, as_version=4)
         render_html(nb, tmp / f"{path.stem}.html")
         pngs = export_pngs(nb, tmp) if png and error is None else []
-    return {"notebook": path.stem, "status": "failed" if error else "ok",
-            "seconds": round(time.perf_counter() - start, 1), "folder": str(folder),
-            "html": str(folder / f"{path.stem}.html"), "pngs": len(pngs), "error": error}
+        found = runs.collect(nb)
+        record = {"kind": "notebook", "notebook": path.stem, "run": folder.name,
+                  "status": "failed" if error else "ok", "error": error, "started": started,
+                  "seconds": round(time.perf_counter() - start, 1),
+                  "parameters": {k: v for k, v in effective.items() if k != "out_dir"},
+                  "given": {k: v for k, v in params.items() if k != "out_dir"},
+                  "code": runs.code_version(),
+                  "notebook_hash": runs.notebook_hash(nbformat.read(path, as_version=4)),
+                  "inputs": found["inputs"],
+                  "files": {"html": f"{path.stem}.html", "notebook": path.name,
+                            "pngs": [p.name for p in pngs],
+                            "other": sorted(p.name for p in tmp.iterdir() if p.is_file()
+                                            and p.suffix in (".csv", ".md", ".json"))}}
+        before = runs.previous_run(folder.parent, record) if error is None else None
+        c = runs.compare_records(before, {**record, "metrics": found["metrics"]}) if before else None
+        record["comparison"] = c.summary() if c else None
+        runs.write_json({"metrics": found["metrics"]}, tmp / runs.METRICS)
+        runs.write_json(record, tmp / runs.RECORD)
+    return {"notebook": path.stem, "status": record["status"], "seconds": record["seconds"],
+            "folder": str(folder), "html": str(folder / f"{path.stem}.html"), "pngs": len(pngs),
+            "error": error, "compared_with": c.a if c else None,
+            "moved": c.summary()["numbers_moved"] if c else None,
+            "unexplained": c.unexplained if c else None}

@@ -20,7 +20,7 @@ from l2s_kit.io import atomic_file
 
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 TEMPLATES = Path(__file__).parent / "templates"
-PNG_WIDTH = 900  # px; the height is the figure's own (default 450), scale 2
+PNG_WIDTH = 900  # px; the height is the figure's own (default 450), scaled by plots.PNG_SCALE
 
 
 def _renderer():
@@ -115,10 +115,12 @@ def export_pngs(nb: nbformat.NotebookNode, folder: str | os.PathLike, prefix: st
     import plotly.graph_objects as go
     import plotly.io as pio
 
+    from l2s_kit.plots import PNG_SCALE
+
     figs = [go.Figure(f) for _, f in figures(nb)]
     if not figs:
         return []
     folder = Path(folder)
     paths = [folder / f"{prefix}{n:02d}-{_slug(f.to_dict())}.png" for n, f in enumerate(figs, 1)]
-    pio.write_images(figs, paths, width=PNG_WIDTH, scale=2)
+    pio.write_images(figs, paths, width=PNG_WIDTH, scale=PNG_SCALE)
     return paths

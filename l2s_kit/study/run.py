@@ -239,22 +239,50 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
                         out / "keyword_frequency.csv")]
     files.append(_write_text(_report(result, chosen, tolerance), out / "table1.md"))
     t = summary[summary["split"] == "test"]
+    against = "difficulty level" if group == "level" else "dataset"
     figs = {
-        "accuracy_vs_length": plots.accuracy_vs_length(
-            t, title="Accuracy against length, test split (every merge of the grid)"),
+        "accuracy_vs_length": plots.frontier(
+            t, title=f"Accuracy against length on test: {len(t) - 2} merges, "
+            "those chosen on validation named"),
+        "by_level": plots.level_bars(pd.concat([result.by_level[result.by_level["model"] == m]
+                                                for m in keep]),
+                                     title=f"System 1, System 2 and the chosen merges by {against}, "
+                                     "test split", by=group),
     }
-    shown_levels = result.by_level[result.by_level["model"].isin(keep)]
-    against = "difficulty" if group == "level" else "dataset"
-    for name, col, title, axis in (
-            ("length", "mean_tokens", f"Length against {against}", "mean generated tokens"),
-            ("accuracy", "accuracy", f"Accuracy against {against}", "accuracy (%)"),
-            ("reflection", "mean_keywords", f"Reflection by {group}",
-             "reflection keywords per response")):
-        figs[f"{name}_by_level"] = plots.metric_by_level(shown_levels, col, title, axis, by=group)
     for name, fig in figs.items():
         files += plots.save_figure(fig, out / name, png=png)
     result.files, result.figures = files, figs
     return result
+
+
+def key_numbers(r: StudyResult) -> dict[str, float]:
+    """The numbers a rerun is compared on: each model's test accuracy, mean tokens and share of
+    reflective responses, and which merges were chosen (1.0)."""
+    t = r.summary[r.summary["split"] == "test"].set_index("model")
+    out = {f"test.{m}.{c}": float(t.loc[m, c]) for m in t.index
+           for c in ("accuracy", "mean_tokens", "reflection_ratio")}
+    out.update({f"chosen.{m}": 1.0 for m in t.index[t["selected"]]})
+    return out
+
+
+def record_run(r: StudyResult, parameters: dict, started: str, seconds: float) -> Path:
+    """``run.json`` and ``metrics.json`` in the study's ``out`` folder (see
+    :mod:`l2s_kit.io.runs`), so it can be listed in a gallery and compared."""
+    from l2s_kit.io import runs
+
+    names = sorted({p.name for p in r.files})
+    html = [n for n in names if n.endswith(".html")]
+    runs.write_json({"metrics": key_numbers(r)}, r.out / runs.METRICS)
+    first = [f"{k}.html" for k in r.figures if f"{k}.html" in html]
+    return runs.write_json({
+        "kind": "study", "notebook": None, "run": r.out.name, "status": "ok", "error": None,
+        "started": started, "seconds": round(seconds, 1), "parameters": parameters,
+        "given": parameters, "code": runs.code_version(), "notebook_hash": None,
+        "inputs": r.setup.fingerprints(),
+        "files": {"html": first[0] if first else None, "notebook": None,
+                  "pngs": [f"{k}.png" for k in r.figures if f"{k}.png" in names],
+                  "other": [n for n in names if not n.endswith(".png") and n not in first[:1]]},
+        "comparison": None}, r.out / runs.RECORD)
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> Path:

@@ -103,6 +103,17 @@ class StudySetup:
     def settings_for(self, role: str) -> GenerationSettings:
         return self.settings[self.role(role)]
 
+    def fingerprints(self) -> dict[str, str]:
+        """What a run on this setup read, for its run record: System 1's and System 2's
+        weights hashes and the content hash of the data (both splits, as held here)."""
+        from l2s_kit.io.identity import checkpoint_hash
+        from l2s_kit.io.runs import rows_fingerprint
+
+        return {"system1": f"weights:{checkpoint_hash(self.system1)}",
+                "system2": f"weights:{checkpoint_hash(self.system2)}",
+                "data": rows_fingerprint(r for split in sorted(self.data)
+                                         for r in self.data[split])}
+
 
 def family_setup(family=None, n_per_level: int = 100, *, family_root: str | os.PathLike | None = None,
                  device: str = "cpu", max_new_tokens: int | str | None = None,
