@@ -27,8 +27,8 @@ from pathlib import Path
 import pandas as pd
 
 from l2s_kit.errors import L2SError
-from l2s_kit.notebooks.render import export_pngs, render_html, use_renderer
 from l2s_kit.io.runs import metrics  # the notebooks' helper
+from l2s_kit.notebooks.render import export_pngs, render_html, use_renderer
 
 __all__ = ["NotebookError", "find_notebooks", "metrics", "notebook_parameters", "run_notebooks",
            "setup"]
@@ -248,8 +248,7 @@ def _run_one(path: Path, params: dict, declared: dict, folder: Path, overwrite: 
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from l2s_kit.io import atomic_folder
-    from l2s_kit.io import runs
+    from l2s_kit.io import atomic_folder, runs
 
     start, error = time.perf_counter(), None
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
