@@ -93,6 +93,12 @@ def _table1(folder: Path) -> str:
     return f'<div class="table1">{body}</div>'
 
 
+def _details(summary: str, rows: dict[str, str]) -> str:
+    """A folded two-column table (values already HTML)."""
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in rows.items())
+    return f"<details><summary>{_e(summary)}</summary><table>{body}</table></details>"
+
+
 def _card(root: Path, r: dict) -> str:
     path, files = r["path"], r.get("files") or {}
 
@@ -143,22 +149,16 @@ def _card(root: Path, r: dict) -> str:
                      f'{moved} number(s) moved; {"; ".join(what) or "nothing else changed"}</div>')
     given = r.get("given") or {}
     params = r.get("parameters") or {}
-    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_value(v)}{' <i>(given)</i>' if k in given else ''}"
-                   f"</td></tr>" for k, v in params.items())
-    parts.append(f"<details><summary>parameters ({len(given)} given)</summary><table>{rows}"
-                 "</table></details>")
+    parts.append(_details(f"parameters ({len(given)} given)", {
+        k: _value(v) + (" <i>(given)</i>" if k in given else "") for k, v in params.items()}))
     inputs = r.get("inputs") or {}
     if inputs:
-        rows = "".join(f"<tr><th>{_e(k)}</th><td><code>{_e(v[:30])}</code></td></tr>"
-                       for k, v in inputs.items())
-        parts.append(f"<details><summary>inputs ({len(inputs)})</summary><table>{rows}</table>"
-                     "</details>")
+        parts.append(_details(f"inputs ({len(inputs)})", {
+            k: f"<code>{_e(v[:30])}</code>" for k, v in inputs.items()}))
     numbers = r.get("metrics") or {}
     if numbers:
-        rows = "".join(f"<tr><th>{_e(k)}</th><td>{'' if v is None else f'{v:.4g}'}</td></tr>"
-                       for k, v in numbers.items())
-        parts.append(f"<details><summary>key numbers ({len(numbers)})</summary><table>{rows}"
-                     "</table></details>")
+        parts.append(_details(f"key numbers ({len(numbers)})", {
+            k: "" if v is None else f"{v:.4g}" for k, v in numbers.items()}))
     parts.append("</div>" + table1 + "</div>")
     return "\n".join(p for p in parts if p)
 
