@@ -86,9 +86,15 @@ def test_mergekit_linear_without_base_takes_the_first_model(tiny_pair):
     assert r.parameters == {"base_weight": 0.3} and r.weights == [0.7]
 
 
-def test_mergekit_per_layer_gradients_are_refused(paths):
-    with pytest.raises(RecipeError, match="per-layer"):
-        load_recipe({**paths, "merge_method": "ties", "parameters": {"density": [0.1, 0.5]}})
+def test_mergekit_density_gradients_become_trim_ratio_schedules(paths):
+    r = load_recipe({**paths, "merge_method": "ties", "parameters": {"density": [0.1, 0.5]}})
+    assert r.parameters["k"] == [0.9, 0.5]
+    r = load_recipe({**paths, "merge_method": "dare_ties", "parameters": {
+        "density": [{"filter": "mlp", "value": [0.2, 0.6]}, {"value": 0.7}]}})
+    assert r.parameters["p"] == [{"filter": "mlp", "value": [0.8, 0.4]},
+                                 {"filter": None, "value": 0.3}]
+    with pytest.raises(RecipeError, match="density must be a number or a layer schedule"):
+        load_recipe({**paths, "merge_method": "ties", "parameters": {"density": "high"}})
 
 
 def test_mergekit_differing_per_model_densities_are_refused(tiny_pair):
@@ -109,6 +115,10 @@ def test_recipe_hash_is_stable_and_parameter_sensitive(paths):
 
 @pytest.mark.parametrize("name", [m.name for m in list_methods()])
 def test_every_method_same_recipe_twice_same_weights_hash(name, paths, tmp_path):
+    from l2s_kit.merging import get_method
+
+    if get_method(name).n_models[0] > 1:  # model_stock: two models (the same one twice)
+        paths = {**paths, "models": paths["models"] * 2}
     r = load_recipe({**paths, "merge_method": name})
     a = merge(r, tmp_path / "a", progress=False)
     b = merge(r, tmp_path / "b", progress=False)

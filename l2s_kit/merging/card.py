@@ -11,7 +11,10 @@ def model_card(recipe, weights_hash: str, inputs: list, notes: list[str],
                tokenizer_files: list[str]) -> str:
     """Markdown card: the recipe, the method's paper, the inputs, version and the weights' hash."""
     method = recipe.method
+    from l2s_kit.merging.schedule import describe
+
     params = ", ".join(f"{k} = {v}" for k, v in recipe.parameters.items()) or "none"
+    schedules = [f"- Layer schedule: {line}" for line in describe(recipe.parameters)]
     wrapped = []
     if method.wraps:
         inner = method.split(recipe.parameters)[0]
@@ -33,6 +36,7 @@ def model_card(recipe, weights_hash: str, inputs: list, notes: list[str],
         f"- Method: `{method.name}`, {method.paper}",
         *wrapped,
         f"- Parameters: {params}",
+        *schedules,
         f"- Compute dtype: {recipe.dtype}; stored dtype: {recipe.out_dtype or 'as the base'}",
         f"- Weights hash (SHA-256 over tensor names, dtypes, shapes and bytes): `{weights_hash}`",
         f"- Recipe hash: `{recipe.hash}`",

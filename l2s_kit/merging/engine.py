@@ -208,9 +208,25 @@ class MergeRun:
             self.outer = method
             method, params, self.outer_params = method.split(params)
         self.method, self.params = method, params
+        from l2s_kit.merging.schedule import count_layers
+
+        self.n_layers = count_layers(j.name for j in jobs)
         self.state = method.prepare(self, params) if method.prepare is not None else None
         self.outer_state = (self.outer.prepare(self, self.outer_params)
                             if self.outer is not None and self.outer.prepare is not None else None)
+
+    def params_at(self, job: TensorJob, params: dict | None = None) -> dict:
+        """``params`` (default: the method's) with every layer schedule replaced by its value
+        for tensor ``job`` (see :mod:`l2s_kit.merging.schedule`)."""
+        from l2s_kit.merging.schedule import is_schedule, value_at
+
+        params = self.params if params is None else params
+        if not any(is_schedule(v) for v in params.values()):
+            return params
+        method = self.method if params is self.params else self.outer
+        defaults = {k: p.default for k, p in method.params.items()} if method else {}
+        return {k: value_at(v, job.name, self.n_layers, defaults.get(k)) if is_schedule(v) else v
+                for k, v in params.items()}
 
     def read(self, job: TensorJob, i: int, rows: slice | None) -> torch.Tensor:
         """Input i's block ``rows`` of tensor ``job`` (in the compute dtype, on the device)."""
@@ -238,14 +254,16 @@ class MergeRun:
             return
         block_state = self.state(job) if self.state is not None else None
         outer_state = self.outer_state(job) if self.outer_state is not None else None
+        params = self.params_at(job)
+        outer_params = self.params_at(job, self.outer_params) if self.outer is not None else {}
         for rows in job.blocks(whole=not self.method.elementwise):
             base = self.read(job, 0, rows)
             models = [self.read(job, i + 1, rows) for i in range(self.n)]
             kw = block_state(rows) if block_state is not None else {}
-            merged = self.method.fn(base, models, self.weights, **self.params, **kw)
+            merged = self.method.fn(base, models, self.weights, **params, **kw)
             if self.outer is not None:
                 kw = outer_state(rows) if outer_state is not None else {}
-                merged = self.outer.fn(base, models, self.weights, **self.outer_params,
+                merged = self.outer.fn(base, models, self.weights, **outer_params,
                                        merged=merged, **kw)
             out = merged.to(job.out.dtype).cpu()
             _check_finite(out, "merged", job.name, _where(rows))
@@ -300,6 +318,7 @@ def merge_state_dicts(method: str, base, models: Sequence, weights: Sequence[flo
     >>> s1_model.load_state_dict(sd)
     """
     m = get_method(method)
+    m.check_models(len(models), f"merge_state_dicts({method!r})")
     resolved = m.resolve(params, f"merge_state_dicts({method!r})")
     inputs = as_sources([base, *models])
     weights = list(weights) if weights is not None else [1.0] * len(models)

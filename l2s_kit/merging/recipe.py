@@ -54,7 +54,8 @@ GENERATION_KEYS = ("max_position_embeddings", "rope_theta", "rope_scaling", "sli
                    "use_sliding_window", "max_window_layers", "bos_token_id", "eos_token_id",
                    "pad_token_id")
 SOURCES = ("base", "model")  # or a folder
-MERGEKIT_IGNORED = {"int8_mask", "chat_template", "slices"}
+MERGEKIT_IGNORED = {"chat_template"}  # refused with a message
+MERGEKIT_KEYS = {"int8_mask", "slices"}  # translated
 
 # The paper's published settings (its configuration table). ``trim: reference`` reproduces the
 # paper's own TIES code; pass trim: topk for the exact-count rule.
@@ -195,12 +196,66 @@ def override_parameters(method, old: dict, new: dict) -> dict:
     return {**old, **new}
 
 
+def _translate_slices(d: dict, notes: list[str]) -> None:
+    """mergekit's ``slices`` with one slice over every layer of each source -> ``models``."""
+    slices = d.pop("slices")
+    if not isinstance(slices, list) or len(slices) != 1 or not isinstance(slices[0], dict) \
+            or set(slices[0]) != {"sources"}:
+        raise RecipeError("slices: l2s_kit merges whole models; give one slice whose sources "
+                          "all cover every layer (or use models: instead)")
+    if d.get("models"):
+        raise RecipeError("give either 'slices' (mergekit) or 'models', not both")
+    models = []
+    for i, src in enumerate(slices[0]["sources"] or []):
+        if not isinstance(src, dict) or "model" not in src:
+            raise RecipeError(f"slices[0].sources[{i}] must be a mapping with 'model'")
+        lr = src.get("layer_range")
+        n = _num_layers(src["model"])
+        if lr is not None and n is not None and list(lr) != [0, n]:
+            raise RecipeError(f"slices[0].sources[{i}].layer_range {lr}: l2s_kit merges whole "
+                              f"models ({src['model']} has {n} layers: [0, {n}])")
+        models.append({k: v for k, v in src.items() if k != "layer_range"})
+    d["models"] = models
+    notes.append("mergekit slices over every layer -> models")
+
+
+def _num_layers(path: str) -> int | None:
+    try:
+        cfg = json.loads((Path(os.path.expanduser(path)) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return cfg.get("num_hidden_layers")
+
+
 def _translate_mergekit(d: dict, notes: list[str]) -> None:
     """Rewrite mergekit keys in place into l2s_kit's, noting each translation."""
+    if "slices" in d:
+        _translate_slices(d, notes)
     method = d.get("merge_method")
     params = d.setdefault("parameters", {}) or {}
     d["parameters"] = params
     models = d.get("models") or []
+    try:
+        native = set(get_method(method).params) if method not in ("linear", "dare_linear") else set()
+    except RecipeError:
+        native = set()
+    base = d.get("base_model")
+    if base and any(isinstance(m, dict) and m.get("model") == base for m in models):
+        d["models"] = models = [m for m in models if not (isinstance(m, dict)
+                                                          and m.get("model") == base)]
+        notes.append("base_model listed among models (mergekit style): taken as the base only")
+    if method == "nuslerp" and not base and len(models) == 2:
+        w = [float((m.get("parameters") or {}).get("weight", 1.0)) for m in models]
+        d["base_model"] = models[0]["model"]
+        d["models"] = models = [{"model": models[1]["model"]}]
+        t = 0.5 if abs(sum(w)) < 1e-6 else w[1] / sum(w)
+        params.setdefault("t", t)
+        notes.append(f"mergekit nuslerp of two models without a base: the first is the base "
+                     f"(t = 0), t = w2 / (w1 + w2) = {t:g}")
+    for old_key, new_key in (("nuslerp_row_wise", "row_wise"), ("nuslerp_flatten", "flatten")):
+        if old_key in params:
+            params[new_key] = params.pop(old_key)
+            notes.append(f"{old_key} -> {new_key}")
 
     def pull_model_param(key: str):
         """A per-model mergekit parameter that l2s_kit takes once for the whole merge."""
@@ -218,8 +273,10 @@ def _translate_mergekit(d: dict, notes: list[str]) -> None:
             (m.get("parameters") or {}).pop(key, None)
         notes.append(f"moved per-model '{key}' to the merge's parameters")
 
-    for key in ("density", "lambda", "normalize", "rescale"):
-        pull_model_param(key)
+    for key in ("density", "gamma", "epsilon", "lambda", "normalize", "rescale"):
+        pull_model_param(key)  # mergekit's per-model parameters besides weight
+    if params.pop("int8_mask", None) is not None or d.pop("int8_mask", None) is not None:
+        notes.append("int8_mask: ignored (it only changes the dtype of mergekit's sign mask)")
     if method == "linear":
         d["merge_method"] = "average"
         if not d.get("base_model") and models:
@@ -240,26 +297,28 @@ def _translate_mergekit(d: dict, notes: list[str]) -> None:
             raise RecipeError("parameters: give either 'lambda' (mergekit) or 'alpha', not both")
         params["alpha"] = params.pop("lambda")
         notes.append(f"lambda {params['alpha']} -> alpha {params['alpha']}")
-    if "density" in params:
+    if "density" in params and "density" not in native:
         dens = params.pop("density")
-        if not isinstance(dens, (int, float)) or isinstance(dens, bool):
-            raise RecipeError(f"parameters.density must be a number, got {dens!r}"
-                              " (per-layer gradients are not supported)")
+        try:
+            one_minus = _map_numbers(dens, lambda x: round(1.0 - x, 12))
+        except TypeError:
+            raise RecipeError(f"parameters.density must be a number or a layer schedule, got "
+                              f"{dens!r}") from None
         if d["merge_method"] in ("dare", "dare_ties"):
             if "p" in params:
                 raise RecipeError("parameters: give either 'density' (mergekit) or 'p', not both")
-            params["p"] = round(1.0 - dens, 12)
+            params["p"] = one_minus
             notes.append(f"density {dens} -> p = 1 - density = {params['p']} (DARE drop rate)")
         else:
             if "k" in params:
                 raise RecipeError("parameters: give either 'density' (mergekit) or 'k', not both")
-            params["k"] = round(1.0 - dens, 12)
+            params["k"] = one_minus
             notes.append(
                 f"density {dens} -> k = 1 - density = {params['k']} (trim ratio); l2s_kit keeps "
                 "n - floor(k*n) entries per tensor, mergekit floor(density*n): at most one entry "
                 "per tensor differs"
             )
-    if "normalize" in params:
+    if "normalize" in params and "normalize" not in native:
         norm = params.pop("normalize")
         if d["merge_method"] in ("ties", "dare_ties") and norm is False:
             raise RecipeError("parameters.normalize: false is not supported for ties; "
@@ -268,7 +327,7 @@ def _translate_mergekit(d: dict, notes: list[str]) -> None:
             raise RecipeError("parameters.normalize: true is not supported for task arithmetic; "
                               "scale the weights or alpha instead")
         notes.append(f"normalize {norm}: matches l2s_kit's {d['merge_method']}")
-    if "rescale" in params:
+    if "rescale" in params and "rescale" not in native:
         if params.pop("rescale") is not True:
             raise RecipeError("parameters.rescale: only rescale: true (1/(1-p)) is supported")
         notes.append("rescale true: DARE rescales survivors by 1/(1-p)")
@@ -279,6 +338,18 @@ def _translate_mergekit(d: dict, notes: list[str]) -> None:
         d["dtype"] = "float32"
     for key in sorted(MERGEKIT_IGNORED & set(d)):
         raise RecipeError(f"'{key}' (mergekit) is not supported by l2s_kit; remove it")
+
+
+def _map_numbers(value, fn):
+    """``fn`` applied to a number, or to every number of a layer schedule (same shape)."""
+    if isinstance(value, bool):
+        raise TypeError(value)
+    if isinstance(value, (int, float)):
+        return fn(value)
+    if isinstance(value, list):
+        return [({**x, "value": _map_numbers(x["value"], fn)} if isinstance(x, dict) and "value" in x
+                 else _map_numbers(x, fn)) for x in value]
+    raise TypeError(value)
 
 
 def _resolve_path(value: str, field_name: str, relative_to: Path | None, check: bool) -> str:
@@ -325,7 +396,7 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
             raise RecipeError(f"{where} is not valid YAML: {e}") from e
     if not isinstance(d, dict):
         raise RecipeError(f"{where}: a recipe is a mapping with merge_method, base_model, models")
-    unknown = sorted(set(d) - TOP_KEYS - MERGEKIT_IGNORED)
+    unknown = sorted(set(d) - TOP_KEYS - MERGEKIT_IGNORED - MERGEKIT_KEYS)
     if unknown:
         raise RecipeError(f"{where}: unknown field '{unknown[0]}'; valid fields: "
                           + ", ".join(sorted(TOP_KEYS)))
@@ -377,6 +448,7 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
                                   f"number, got {w!r}")
         models.append(ModelSpec(_resolve_path(m["model"], f"models[{i}].model", relative_to,
                                               check_paths), mp))
+    method.check_models(len(models), where)
     params = method.resolve(d.get("parameters") or {}, f"{where}: parameters")
     notes += method.recipe_notes(params, [m.weight for m in models])
     dtype = d.get("dtype") or "float32"

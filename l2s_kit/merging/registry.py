@@ -85,8 +85,17 @@ class Param:
     range: Range | None = None
     help: str = ""
 
-    def check(self, value: object, where: str) -> object:
-        """Return ``value`` converted to the parameter's type, or raise RecipeError naming ``where``."""
+    def check(self, value: object, where: str, schedules: bool = False) -> object:
+        """Return ``value`` converted to the parameter's type, or raise RecipeError naming
+        ``where``. With ``schedules``, a float parameter may also be a layer schedule (a list:
+        see :mod:`l2s_kit.merging.schedule`), returned in its canonical form."""
+        if schedules and self.type is float and isinstance(value, list):
+            from l2s_kit.merging.schedule import canonical
+
+            try:
+                return canonical(value, lambda x: self.check(x, where), where, self.name)
+            except ValueError as e:
+                raise RecipeError(str(e)) from None
         t = self.type
         ok = (
             isinstance(value, bool) if t is bool
@@ -97,7 +106,8 @@ class Param:
         if not ok:
             raise RecipeError(
                 f"{where}: parameter '{self.name}' must be {t.__name__}, got {value!r}"
-                + (" (per-layer lists/gradients are not supported)" if isinstance(value, list) else "")
+                + (" (a layer schedule is taken by float parameters of methods that plan per "
+                   "tensor)" if isinstance(value, list) else "")
             )
         if t is float:
             value = float(value)
@@ -131,6 +141,17 @@ class MergeMethod:
     check: Callable | None = None  # check(resolved params, where): further validation
     calibrated: bool = False  # reads calibration data
     notes_fn: Callable[[dict, list[float]], list[str]] | None = None
+    n_models: tuple[int, int | None] = (1, None)  # how many models it merges into the base
+    fixed: tuple[str, ...] = ()  # float parameters that cannot be layer schedules (read globally)
+
+    def check_models(self, n: int, where: str) -> None:
+        """Refuse ``n`` models merged into the base when the method takes another number."""
+        lo, hi = self.n_models
+        if n < lo or (hi is not None and n > hi):
+            want = (f"exactly {lo}" if lo == hi else f"{lo} to {hi}" if hi is not None
+                    else f"at least {lo}")
+            raise RecipeError(f"{where}: {self.name} merges {want} model(s) into base_model; "
+                              f"got {n}")
 
     def recipe_notes(self, params: dict, weights: list[float]) -> list[str]:
         """What a recipe with these (resolved) parameters and model weights should tell the user
@@ -193,8 +214,8 @@ class MergeMethod:
                 f"{where}: unknown parameter '{unknown[0]}' for method '{self.name}'; "
                 f"valid parameters: {valid}"
             )
-        return {n: p.check(params[n], where) if n in params else p.default
-                for n, p in self.params.items()}
+        return {n: p.check(params[n], where, schedules=n not in self.fixed)
+                if n in params else p.default for n, p in self.params.items()}
 
 
 _REGISTRY: dict[str, MergeMethod] = {}
@@ -232,13 +253,17 @@ def _param_from(p: inspect.Parameter, hints: dict, fn_name: str) -> Param:
 def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, ...] = (),
                  elementwise: bool = True, wraps: bool = False, prepare: Callable | None = None,
                  check: Callable | None = None, calibrated: bool = False,
-                 notes: Callable[[dict, list[float]], list[str]] | None = None
+                 notes: Callable[[dict, list[float]], list[str]] | None = None,
+                 n_models: tuple[int, int | None] = (1, None), fixed: tuple[str, ...] = ()
                  ) -> Callable[[Callable], Callable]:
     """Register ``fn`` as merge method ``name``; its signature is checked and becomes the schema.
 
     ``elementwise=False``: the engine hands the method whole tensors (SVD methods).
     ``wraps``, ``prepare``, ``check``, ``calibrated``: see the module docstring.
     ``notes(params, weights)``: notes a recipe of this method records (see ``recipe_notes``).
+    ``n_models``: (fewest, most or None) models merged into the base.
+    ``fixed``: float parameters that may not be layer schedules (a ``prepare`` hook or ``check``
+    reads them once for the whole merge); every other float parameter may be one.
     """
 
     def decorate(fn: Callable) -> Callable:
@@ -263,7 +288,8 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
             raise TypeError(f"merge method {name}: State arguments {state_args} need a prepare "
                             "hook that fills them")
         method = MergeMethod(name, fn, paper, doc_title, params, tuple(state_args), tuple(aliases),
-                             elementwise, wraps, prepare, check, calibrated, notes)
+                             elementwise, wraps, prepare, check, calibrated, notes, n_models,
+                             tuple(fixed))
         for key in (name, *aliases):
             if key in _REGISTRY or key in _ALIASES:
                 raise TypeError(f"merge method name '{key}' registered twice")

@@ -5,9 +5,16 @@
 - ``task_vector``: Average, Task Arithmetic, TIES, DARE, DARE-TIES
 - ``svd``: Twin-Merging, LoRE-Merging
 - ``activation``: AIM, Sens-Merging (calibration statistics from :mod:`l2s_kit.merging.calibration`)
+- ``mergekit_family``: DELLA, Model Breadcrumbs, SCE, SLERP, NuSLERP, Model Stock (mergekit's
+  conventions)
 
 Importing this package registers every family with :mod:`l2s_kit.merging.registry`;
 ``l2s_kit.merging`` imports it, so any entry point sees every method.
 """
 
-from l2s_kit.merging.methods import activation, svd, task_vector  # noqa: F401  (register)
+from l2s_kit.merging.methods import (  # noqa: F401  (register)
+    activation,
+    mergekit_family,
+    svd,
+    task_vector,
+)

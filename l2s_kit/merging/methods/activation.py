@@ -180,7 +180,7 @@ def sens_table(paths: list[str], params: dict, *, device: str = "cpu",
 
 
 @merge_method("sens_merging", paper=SENS_PAPER, aliases=("sens",), prepare=_sens_prepare,
-              calibrated=True,
+              calibrated=True, fixed=("temperature",),
               check=lambda p, where: _check_calibration(p, where,
                                                         ("calib_parts", "calib_parts_base")))
 def sens_merging(base, models, weights, *, alpha: Alpha = 0.7,

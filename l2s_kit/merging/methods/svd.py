@@ -131,7 +131,7 @@ def lore_notes(params: dict, weights: list[float]) -> list[str]:
 
 
 @merge_method("lore", paper=LORE_PAPER, aliases=("lore_merging",), elementwise=False,
-              notes=lore_notes)
+              notes=lore_notes, fixed=("alpha",))
 def lore(base, models, weights, *,
          alpha: Annotated[float, Range(0.0, 10.0),
                           "weight of the models; the base gets 1 - alpha·Σw"] = 0.7,

@@ -24,7 +24,7 @@ from l2s_kit.merging.methods.sparsify import (
     task_vectors,
     weighted_sum,
 )
-from l2s_kit.merging.registry import Range, State, merge_method
+from l2s_kit.merging.registry import Range, RecipeError, State, merge_method
 
 TA_PAPER = "https://arxiv.org/abs/2212.04089"
 TIES_PAPER = "https://arxiv.org/abs/2306.01708"
@@ -103,23 +103,29 @@ def _tensor_trimmers(run, job, delta, k: float, rule: str) -> list[Trimmer] | No
 def _plan(run, params: dict, *, drop: bool, trim: bool):
     """State of every block: DARE masks (``drop``) and the trim's thresholds (``trim``; over a
     streamed tensor, or over the whole model for ``trim: global``) with the zero-sum sign."""
-    p = params["p"] if drop else 0.0
+    def p_of(job):  # p and k may be layer schedules: their value for this tensor
+        return run.params_at(job, params)["p"] if drop else 0.0
 
     def delta(job, rows, i):  # the input of trim planning: DARE'd when the method drops
         d = run.delta(job, i, rows)
         if not drop:
             return d
+        p = p_of(job)
         mask = drop_masks(job, rows, p, params["seed"], run.n)[i]
         return dare(d, mask.keep(d.numel(), device=d.device), p)
 
-    trims = trim and (params["k"] > 0 or params["trim"] == "global")
+    def k_of(job):
+        return run.params_at(job, params)["k"]
+
     shared, zero_sign = None, 1.0
-    if trims and params["trim"] == "global":
+    if trim and params["trim"] == "global":  # k is one number (checked when loaded)
         shared, zero_sign = _plan_global(run, delta, params["k"])
 
     def state(job):
+        trims = trim and (k_of(job) > 0 or params["trim"] == "global")
         trimmers = shared if shared is not None else (
-            _tensor_trimmers(run, job, delta, params["k"], params["trim"]) if trims else None)
+            _tensor_trimmers(run, job, delta, k_of(job), params["trim"]) if trims else None)
+        p = p_of(job)
 
         def block(rows) -> dict:
             out = {"masks": drop_masks(job, rows, p, params["seed"], run.n)} if drop else {}
@@ -149,7 +155,13 @@ def task_arithmetic(base, models, weights, *, alpha: Alpha = 1.0):
     return weighted_sum(task_vectors(base, models), weights).mul_(alpha).add_(base)
 
 
-@merge_method("ties", paper=TIES_PAPER, aliases=("ties_merging",),
+def _check_trim(params: dict, where: str) -> None:
+    if params.get("trim") == "global" and isinstance(params.get("k"), list):
+        raise RecipeError(f"{where}: trim: global chooses one threshold for the whole model, so "
+                          "k cannot be a layer schedule there; use trim: topk")
+
+
+@merge_method("ties", paper=TIES_PAPER, aliases=("ties_merging",), check=_check_trim,
               prepare=lambda run, params: _plan(run, params, drop=False, trim=True))
 def ties(base, models, weights, *, k: TrimRatio = 0.8, alpha: Alpha = 1.0,
          trim: TrimRule = "topk", trimmers: State = None, zero_sign: State = 1.0):
@@ -172,7 +184,7 @@ def dare_ta(base, models, weights, *, p: DropRate = 0.3, alpha: Alpha = 1.0, see
     return weighted_sum(dropped, weights).mul_(alpha).add_(base)
 
 
-@merge_method("dare_ties", paper=DARE_PAPER,
+@merge_method("dare_ties", paper=DARE_PAPER, check=_check_trim,
               prepare=lambda run, params: _plan(run, params, drop=True, trim=True))
 def dare_ties(base, models, weights, *, p: DropRate = 0.3, k: TrimRatio = 0.0, alpha: Alpha = 1.0,
               trim: TrimRule = "topk", seed: Seed = 0, masks: State = None,

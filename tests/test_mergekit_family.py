@@ -1,0 +1,279 @@
+"""DELLA, Model Breadcrumbs, SCE, SLERP, NuSLERP, Model Stock and layer schedules: hand-worked
+values, naive references written from the papers' and mergekit's formulas, mergekit YAML, and
+schedules through a real merge. (Parity with mergekit itself, on the same files:
+benchmarks/mergekit_parity.py.)"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from l2s_kit.errors import RecipeError
+from l2s_kit.merging import get_method, load_recipe, merge
+from l2s_kit.merging.schedule import count_layers, position, value_at
+
+Z = torch.zeros
+
+
+def run(name, base, models, weights=None, **params):
+    m = get_method(name)
+    state = {k: params.pop(k) for k in m.state_args if k in params}  # what prepare would give
+    resolved = m.resolve(params, "test")
+    return m(base.double(), [x.double() for x in models], weights, **resolved, **state)
+
+
+# ---- Model Breadcrumbs -------------------------------------------------------------------------
+
+DELTA = torch.tensor([0.1, -0.5, 0.3, 2.0, -0.05, 0.2, -0.4, 0.01, 0.6, -0.15])
+# density 0.6, gamma 0.1 of 10 entries: keep 6; drop the largest (2.0 at 3) and the 3 smallest
+# (0.01 at 7, 0.05 at 4, 0.1 at 0)
+KEPT = torch.tensor([0, -0.5, 0.3, 0, 0, 0.2, -0.4, 0, 0.6, -0.15])
+
+
+def test_breadcrumbs_drops_outliers_and_the_smallest_by_hand():
+    got = run("breadcrumbs", Z(10), [DELTA], density=0.6, gamma=0.1)
+    assert torch.allclose(got, KEPT.double())
+    scaled = run("breadcrumbs", Z(10), [DELTA], density=0.6, gamma=0.1, rescale=True, alpha=0.5)
+    assert torch.allclose(scaled, 0.5 * KEPT.double() * (4.31 / 2.15))  # L1 restored, then α
+    assert torch.equal(run("breadcrumbs", Z(10), [DELTA], density=1.0), DELTA.double())
+    # density + gamma asking for more than all: fewer outliers dropped (only the 2.0)
+    got = run("breadcrumbs", Z(10), [DELTA], density=0.9, gamma=0.5)
+    assert torch.allclose(got, torch.where(DELTA.abs() == 2.0, 0, DELTA).double())
+
+
+# two models, base 0, weights (1, 0.5): weighted sums (-0.5, -1.5, 0.75) elect (-, -, +)
+M1, M2 = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([-3.0, 1.0, 0.5])
+
+
+def test_sign_consensus_and_normalize_by_hand():
+    ties = run("breadcrumbs_ties", Z(3), [M1, M2], [1.0, 0.5])  # density 1: no trim
+    assert torch.allclose(ties, torch.tensor([-1.5, -2.0, 0.75]).double())
+    lin = run("breadcrumbs", Z(3), [M1, M2], [1.0, 0.5])
+    assert torch.allclose(lin, torch.tensor([-0.5, -1.5, 0.75]).double())
+    norm = run("breadcrumbs_ties", Z(3), [M1, M2], [1.0, 0.5], normalize=True)
+    assert torch.allclose(norm, torch.tensor([-3.0, -2.0, 0.5]).double())  # / (0.5, 1, 1.5)
+
+
+# ---- DELLA -------------------------------------------------------------------------------------
+
+def test_della_keeps_by_magnitude_rank_and_restores_the_l1_norm():
+    g = torch.Generator().manual_seed(0)
+    delta = torch.randn(4, 50_000, generator=g)
+    out = run("della_linear", Z(4, 50_000), [delta], density=0.5, epsilon=0.1, rescale=False)
+    kept = out != 0
+    assert kept.double().mean().item() == pytest.approx(0.5, abs=0.005)
+    ranks = delta.abs().argsort(1).argsort(1)
+    low, high = kept[ranks < 5000].double().mean(), kept[ranks >= 45_000].double().mean()
+    assert low.item() == pytest.approx(0.405, abs=0.01)  # p from 0.4 (smallest) ...
+    assert high.item() == pytest.approx(0.595, abs=0.01)  # ... to 0.6 (largest)
+    assert torch.equal(out[kept], delta.double()[kept])  # survivors unscaled without rescale
+    res = run("della_linear", Z(4, 50_000), [delta], density=0.5, epsilon=0.1)
+    assert res.abs().sum().item() == pytest.approx(delta.double().abs().sum().item(), rel=1e-9)
+
+
+def test_della_masks_are_seeded_by_tensor_name_and_model():
+    d = torch.randn(64, 64, generator=torch.Generator().manual_seed(1))
+    a = run("della", Z(64, 64), [d], density=0.5, tensor="layers.0.q")
+    assert torch.equal(a, run("della", Z(64, 64), [d], density=0.5, tensor="layers.0.q"))
+    assert not torch.equal(a, run("della", Z(64, 64), [d], density=0.5, tensor="layers.1.q"))
+    assert not torch.equal(a, run("della", Z(64, 64), [d], density=0.5, seed=1, tensor="layers.0.q"))
+
+
+def test_della_refuses_probabilities_outside_0_1(paths):
+    with pytest.raises(RecipeError, match=r"density ± epsilon must lie in \(0, 1\)"):
+        load_recipe({**paths, "merge_method": "della", "parameters": {"density": 0.9,
+                                                                       "epsilon": 0.15}})
+    with pytest.raises(RecipeError, match="density 0.95"):  # a schedule's values too
+        load_recipe({**paths, "merge_method": "della", "parameters": {"density": [0.5, 0.95]}})
+
+
+# ---- SCE ---------------------------------------------------------------------------------------
+
+TV1, TV2 = torch.tensor([1.0, 2.0, -1.0, 0.0]), torch.tensor([3.0, -2.0, -1.0, 0.0])
+
+
+def test_sce_by_hand():
+    # no selection: signs elected (+, +, -, +); weights by mean square 1.5 and 3.5 → 0.3, 0.7
+    got = run("sce", Z(4), [TV1, TV2])
+    assert torch.allclose(got, torch.tensor([2.4, 2.0, -1.0, 0.0]).double())
+    # select_topk 0.5: variances (1, 4, 0, 0), two non-zero, keep the largest (entry 1)
+    got = run("sce", Z(4), [TV1, TV2], select_topk=0.5)
+    assert torch.allclose(got, torch.tensor([0.0, 2.0, 0.0, 0.0]).double())
+
+
+def test_sce_with_one_model_says_what_it_reduces_to(paths):
+    r = load_recipe({**paths, "merge_method": "sce"})
+    assert any("SCE is meant for several models" in n for n in r.notes)
+
+
+# ---- SLERP, NuSLERP, Model Stock ---------------------------------------------------------------
+
+def naive_slerp(t, v0, v1):
+    """The textbook formula on flattened float64 vectors."""
+    a, b = v0.reshape(-1).double().numpy(), v1.reshape(-1).double().numpy()
+    cos = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+    if abs(cos) > 0.9995:
+        return torch.from_numpy((1 - t) * a + t * b).reshape(v0.shape)
+    th = math.acos(cos)
+    out = (math.sin((1 - t) * th) * a + math.sin(t * th) * b) / math.sin(th)
+    return torch.from_numpy(out).reshape(v0.shape)
+
+
+def test_slerp_by_hand_and_against_the_textbook_formula():
+    got = run("slerp", torch.tensor([1.0, 0.0]), [torch.tensor([0.0, 1.0])], t=0.5)
+    assert torch.allclose(got, torch.tensor([math.sqrt(0.5)] * 2).double())
+    colinear = run("slerp", torch.tensor([1.0, 2.0]), [torch.tensor([2.0, 4.0])], t=0.25)
+    assert torch.allclose(colinear, torch.tensor([1.25, 2.5]).double())  # linear
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(16, 8, generator=g), torch.randn(16, 8, generator=g)
+    for t in (0.0, 0.3, 1.0):
+        assert torch.allclose(run("slerp", a, [b], t=t), naive_slerp(t, a, b), atol=1e-12)
+
+
+def test_nuslerp_rows_columns_and_task_vectors():
+    g = torch.Generator().manual_seed(4)
+    a, b = torch.randn(5, 7, generator=g), torch.randn(5, 7, generator=g)
+    whole = run("nuslerp", a, [b], t=0.3)
+    assert torch.allclose(whole, naive_slerp(0.3, a, b), atol=1e-12)
+    rows = run("nuslerp", a, [b], t=0.3, flatten=False, row_wise=True)
+    cols = run("nuslerp", a, [b], t=0.3, flatten=False)
+    for j in range(7):  # row_wise: mergekit interpolates along dim 0, i.e. each column vector
+        assert torch.allclose(rows[:, j], naive_slerp(0.3, a[:, j], b[:, j]), atol=1e-12)
+    for i in range(5):
+        assert torch.allclose(cols[i], naive_slerp(0.3, a[i], b[i]), atol=1e-12)
+    # two models and a base: θ₀ + slerp of the task vectors at t = w₂ / (w₁ + w₂)
+    base = torch.randn(5, 7, generator=g)
+    two = run("nuslerp", base, [base + a, base + b], [1.0, 3.0])
+    assert torch.allclose(two, base.double() + naive_slerp(0.75, a, b), atol=1e-12)
+
+
+def test_model_stock_by_hand_and_needs_two_models(paths):
+    base = Z(2)
+    ortho = run("model_stock", base, [torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])])
+    assert torch.allclose(ortho, Z(2).double())  # cos 0 → t 0: the base
+    same = run("model_stock", base, [torch.tensor([1.0, 0.0]), torch.tensor([1.0, 0.0])])
+    assert torch.allclose(same, torch.tensor([1.0, 0.0]).double())  # cos 1 → t 1: the average
+    # cos 0.5 (60°), N = 2: t = 1 / 1.5; average (0.75, 0.433)
+    w1, w2 = torch.tensor([1.0, 0.0]), torch.tensor([0.5, math.sqrt(0.75)])
+    got = run("model_stock", base, [w1, w2])
+    assert torch.allclose(got, (2 / 3) * (w1 + w2).double() / 2)
+    with pytest.raises(RecipeError, match="model_stock merges at least 2 model"):
+        load_recipe({**paths, "merge_method": "model_stock"})
+    with pytest.raises(RecipeError, match="slerp merges exactly 1 model"):
+        load_recipe({**paths, "models": paths["models"] * 2, "merge_method": "slerp"})
+
+
+# ---- mergekit YAML -----------------------------------------------------------------------------
+
+@pytest.fixture
+def paths(tiny_pair):
+    return {"base_model": str(tiny_pair[0]), "models": [{"model": str(tiny_pair[1])}]}
+
+
+def test_mergekit_yaml_of_the_new_methods_loads_with_mergekit_names(tiny_pair):
+    base, model = map(str, tiny_pair)
+    r = load_recipe(f"""
+merge_method: slerp
+base_model: {base}
+models: [{{model: {base}}}, {{model: {model}}}]
+parameters:
+  t:
+    - {{filter: self_attn, value: [0, 0.5, 1]}}
+    - {{filter: mlp, value: [1, 0.5, 0]}}
+    - {{value: 0.5}}
+dtype: bfloat16
+""")
+    assert r.merge_method == "slerp" and len(r.models) == 1 and r.out_dtype == "bfloat16"
+    assert r.parameters["t"][2] == {"filter": None, "value": 0.5}
+    assert any("base_model listed among models" in n for n in r.notes)
+    r = load_recipe({"merge_method": "nuslerp", "models": [
+        {"model": base, "parameters": {"weight": 0.4}},
+        {"model": model, "parameters": {"weight": 0.6}}],
+        "parameters": {"nuslerp_row_wise": True, "nuslerp_flatten": False}})
+    assert r.base_model == base and r.parameters == {"t": 0.6, "row_wise": True, "flatten": False}
+    r = load_recipe({"merge_method": "della", "base_model": base, "int8_mask": True,
+                     "parameters": {"lambda": 0.9},
+                     "models": [{"model": model, "parameters": {"weight": 1, "density": 0.4,
+                                                                "epsilon": 0.1}}]})
+    assert (r.parameters["density"], r.parameters["epsilon"], r.parameters["alpha"]) == (0.4, 0.1, 0.9)
+    assert r.parameters["normalize"] is True and r.parameters["rescale"] is True  # mergekit's
+    r = load_recipe({"merge_method": "breadcrumbs_ties", "base_model": base, "slices": [
+        {"sources": [{"model": base, "layer_range": [0, 2]},
+                     {"model": model, "layer_range": [0, 2], "parameters": {"gamma": 0.02}}]}]})
+    assert r.parameters["gamma"] == 0.02 and len(r.models) == 1
+    with pytest.raises(RecipeError, match="merges whole models"):
+        load_recipe({"merge_method": "ties", "base_model": base, "slices": [
+            {"sources": [{"model": base, "layer_range": [0, 1]},
+                         {"model": model, "layer_range": [0, 1]}]}]})
+
+
+# ---- layer schedules ---------------------------------------------------------------------------
+
+def test_schedule_values_follow_mergekit():
+    assert position("model.layers.0.mlp.up_proj.weight", 5) == 0
+    assert position("model.layers.4.mlp.up_proj.weight", 5) == 1
+    assert position("model.layers.3.self_attn.q_proj.weight", 5) == 0.75
+    assert position("model.embed_tokens.weight", 5) == 0 == position("lm_head.weight", 5)
+    assert position("model.layers.0.mlp.up_proj.weight", 1) == 1
+    assert value_at([0.2, 0.9], "model.layers.2.mlp.w", 5, None) == pytest.approx(0.55)
+    assert value_at([0.0, 0.5, 1.0], "model.layers.1.mlp.w", 5, None) == pytest.approx(0.25)
+    assert value_at([0.0, 0.5, 1.0], "model.layers.3.mlp.w", 5, None) == pytest.approx(0.75)
+    conds = [{"filter": "self_attn", "value": [0.0, 1.0]}, {"filter": "mlp", "value": 0.3}]
+    assert value_at(conds, "model.layers.4.self_attn.q.weight", 5, 9) == 1.0
+    assert value_at(conds, "model.layers.4.mlp.up.weight", 5, 9) == 0.3
+    assert value_at(conds, "model.norm.weight", 5, 9) == 9  # no match: the default
+    assert count_layers(["model.layers.11.x", "model.layers.2.y", "lm_head.weight"]) == 12
+
+
+def test_a_schedule_is_validated_hashed_and_carded(paths):
+    with pytest.raises(RecipeError, match=r"parameter 'alpha'.*out of range"):
+        load_recipe({**paths, "merge_method": "task_arithmetic", "parameters": {"alpha": [0.2, 11]}})
+    with pytest.raises(RecipeError, match=r"'alpha'\[0\].filter"):
+        load_recipe({**paths, "merge_method": "task_arithmetic",
+                     "parameters": {"alpha": [{"filter": 3, "value": 1}]}})
+    with pytest.raises(RecipeError, match="'seed' must be int"):
+        load_recipe({**paths, "merge_method": "dare", "parameters": {"seed": [0, 1]}})
+    with pytest.raises(RecipeError, match="'temperature' must be float"):  # read once, globally
+        load_recipe({**paths, "merge_method": "sens_merging", "parameters": {"temperature": [1, 2]}})
+    with pytest.raises(RecipeError, match="trim: global"):
+        load_recipe({**paths, "merge_method": "ties", "parameters": {"k": [0.5, 0.8],
+                                                                      "trim": "global"}})
+    a = load_recipe({**paths, "merge_method": "task_arithmetic", "parameters": {"alpha": [0.2, 0.9]}})
+    b = load_recipe({**paths, "merge_method": "task_arithmetic", "parameters": {"alpha": [0.2, 0.8]}})
+    assert a.hash != b.hash and a.parameters["alpha"] == [0.2, 0.9]
+
+
+def test_a_gradient_merges_each_layer_at_its_own_value(paths, tmp_path):
+    from safetensors.torch import load_file
+
+    def tensors(folder):
+        return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
+
+    base, model = (tensors(__import__("pathlib").Path(p)) for p in
+                   (paths["base_model"], paths["models"][0]["model"]))
+    r = load_recipe({**paths, "merge_method": "task_arithmetic",
+                     "parameters": {"alpha": [{"filter": "mlp", "value": [0.0, 1.0]},
+                                              {"value": 0.5}]}})
+    res = merge(r, tmp_path / "m", progress=False)
+    out = tensors(tmp_path / "m")
+    n = count_layers(out)
+    assert n >= 2
+    for name, t in out.items():
+        want_alpha = (position(name, n) if "mlp" in name else 0.5)
+        want = base[name].double() + want_alpha * (model[name].double() - base[name].double())
+        assert torch.allclose(t.double(), want, atol=1e-6), name
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "Layer schedule: alpha by tensor name (mlp: [0.0, 1.0]; any other tensor: 0.5)" in card
+    # TIES with a k schedule: each tensor trimmed at its own k (last layer keeps everything)
+    r = load_recipe({**paths, "merge_method": "ties", "parameters": {"k": [0.9, 0.0]}})
+    merge(r, tmp_path / "t", progress=False)
+    out = tensors(tmp_path / "t")
+    last = f"model.layers.{n - 1}.mlp.up_proj.weight"
+    first = "model.layers.0.mlp.up_proj.weight"
+    assert torch.equal(out[last], model[last])
+    kept = (out[first] != base[first]).double().mean().item()
+    assert kept == pytest.approx(0.1, abs=0.01)
+    assert res.weights_hash
