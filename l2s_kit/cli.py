@@ -227,11 +227,10 @@ def _sweep(args) -> int:
     return 0
 
 
-def _study(args) -> int:
-    from l2s_kit.study import print_result, run_study, study_setup
-    from l2s_kit.study.run import load_grid
+def _pair_setup(args):
+    """The StudySetup the pair arguments describe (the built-in family without a pair)."""
+    from l2s_kit.study import study_setup
 
-    grid = load_grid(args.grid) if args.grid else None
     if args.max_new_tokens is not None:
         args.max_new_tokens = _int_or_name(args.max_new_tokens)
     prompts = {k: v for k, v in (("system1", args.prompt_system1),
@@ -243,19 +242,26 @@ def _study(args) -> int:
                  "tensor_parallel": args.tensor_parallel, "grader": args.grader}
         if prompts:
             extra["prompts"] = prompts
-        setup = study_setup(args.base, args.model, device=args.device,
-                            max_new_tokens=args.max_new_tokens, progress=not args.quiet,
-                            **pair, **{k: v for k, v in extra.items() if v is not None})
-    else:
-        for flag, v in (("--validation", args.validation), ("--limit", args.limit),
-                        ("--prompt-system1", args.prompt_system1),
-                        ("--prompt-system2", args.prompt_system2), ("--grader", args.grader)):
-            if v is not None:
-                raise L2SError(f"{flag} applies to a pair's data: give --base, --model and "
-                               "--benchmark/--data-dir or --rows (the built-in family has its "
-                               "own splits)")
-        setup = study_setup(n_per_level=args.n_per_level, device=args.device,
-                            max_new_tokens=args.max_new_tokens, progress=not args.quiet)
+        return study_setup(args.base, args.model, device=args.device,
+                           max_new_tokens=args.max_new_tokens, progress=not args.quiet,
+                           **pair, **{k: v for k, v in extra.items() if v is not None})
+    for flag, v in (("--validation", args.validation), ("--limit", args.limit),
+                    ("--prompt-system1", args.prompt_system1),
+                    ("--prompt-system2", args.prompt_system2), ("--grader", args.grader)):
+        if v is not None:
+            raise L2SError(f"{flag} applies to a pair's data: give --base, --model and "
+                           "--benchmark/--data-dir or --rows (the built-in family has its "
+                           "own splits)")
+    return study_setup(n_per_level=args.n_per_level, device=args.device,
+                       max_new_tokens=args.max_new_tokens, progress=not args.quiet)
+
+
+def _study(args) -> int:
+    from l2s_kit.study import print_result, run_study
+    from l2s_kit.study.run import load_grid
+
+    grid = load_grid(args.grid) if args.grid else None
+    setup = _pair_setup(args)
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
     r = run_study(args.workdir, args.out, setup=setup, grid=grid, tolerance=args.tolerance,
                   png=args.png, progress=not args.quiet, runner=args.runner,
@@ -274,6 +280,49 @@ def _study(args) -> int:
             print(f"gallery:   {page}")
     else:
         print(f"gallery:   none ({args.out} is not inside {gallery})")
+    return 0
+
+
+def _tune(args) -> int:
+    import pandas as pd
+    import yaml
+
+    from l2s_kit.study.tune import tune
+
+    space = {}
+    for item in args.space or []:
+        name, eq, rng = item.partition("=")
+        lo, colon, hi = rng.partition(":")
+        try:
+            if not (eq and colon):
+                raise ValueError
+            space[name] = (float(yaml.safe_load(lo)), float(yaml.safe_load(hi)))
+        except (ValueError, TypeError, yaml.YAMLError):
+            raise L2SError(f"--space {item!r}: give NAME=LOW:HIGH, e.g. --space k=0.5:0.95") from None
+    setup = _pair_setup(args)
+    r = tune(args.method, setup=setup, space=space or None, schedules=args.schedule or (),
+             objective=args.objective, tolerance=args.tolerance, trials=args.trials,
+             subset=args.subset, sampler=args.sampler, seed=args.seed, workdir=args.workdir,
+             out=args.out, progress=not args.quiet, warm_start=args.warm_start)
+    cols = [c for c in ("trial", "state", "model", "rung", "accuracy", "mean_tokens",
+                        "subset_accuracy", "subset_mean_tokens", "problems") if c in r.trials]
+    with pd.option_context("display.width", 200, "display.max_rows", 500,
+                           "display.float_format", "{:.2f}".format):
+        print(r.trials[cols].to_string(index=False))
+        print(f"\nSystem 2 on validation: {r.reference['accuracy']:.1f}% accuracy, "
+              f"{r.reference['mean_tokens']:.1f} tokens; {len(r.trials)} trials, "
+              f"{r.evaluations} problems generated")
+        if not len(r.chosen):
+            print(f"no trial reached the whole validation split within {r.tolerance:g} points "
+                  "of System 2; try more --trials or another --space")
+            return 1
+        print(f"\nchosen ({r.objective}):")
+        print(r.chosen[["model", "accuracy", "mean_tokens"]].to_string(index=False))
+        print("\non test:")
+        print(r.test[[c for c in ("model", "accuracy", "mean_tokens", "length_change",
+                                  "accuracy_change") if c in r.test]].to_string(index=False))
+    if r.files:
+        print(f"\ntables: {', '.join(map(str, r.files))}")
     return 0
 
 
@@ -530,13 +579,8 @@ def _sweep_parser(sub) -> None:
     p.set_defaults(func=_sweep)
 
 
-def _study_parser(sub) -> None:
-    p = sub.add_parser("study", help="the L2S study of a pair (the built-in family by default)",
-                       description="Merge System 1 (--base) with System 2 (--model) by a grid of "
-                       "methods, evaluate every model, choose each method's setting on the "
-                       "validation problems and report on the test problems, with tables and "
-                       "figures. With no pair, the built-in family (built or reused). Re-runs "
-                       "reuse merges and responses.")
+def _pair_arguments(p) -> None:
+    """The arguments that describe a study's pair, data and generation (study, tune)."""
     p.add_argument("--base", default=None, help="System 1 checkpoint folder (e.g. Qwen2.5-Math-7B)")
     p.add_argument("--model", default=None,
                    help="System 2 checkpoint folder (e.g. DeepSeek-R1-Distill-Qwen-7B)")
@@ -552,9 +596,6 @@ def _study_parser(sub) -> None:
     p.add_argument("--limit", type=int, default=None,
                    help="keep N problems in all (stratified), for quick runs")
     p.add_argument("--seed", type=int, default=0, help="seed of the splits (default 0)")
-    p.add_argument("--grid", default=None,
-                   help="YAML grid: [[method, {param: value}], ...] or {method: {param: [values]}} "
-                   "(default: the paper's settings for a pair, 20 merges for the family)")
     p.add_argument("--max-new-tokens", dest="max_new_tokens", default=None,
                    help="generation limit: a number, 8k or 10k (default: 8k for a pair)")
     p.add_argument("--prompt-system1", dest="prompt_system1", default=None,
@@ -563,12 +604,58 @@ def _study_parser(sub) -> None:
                    help="System 2's and the merges' prompt (default qwen25-math-cot)")
     p.add_argument("--grader", choices=["simple", "math-verify"], default=None,
                    help="default: math-verify for a pair's benchmark")
-    p.add_argument("--tolerance", type=float, default=3.0,
-                   help="accuracy points below System 2 a chosen merge may lose (default 3)")
     p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
     p.add_argument("--tensor-parallel", dest="tensor_parallel", type=int, default=1,
                    help="GPUs per model with --backend vllm")
     _device(p)
+
+
+def _tune_parser(sub) -> None:
+    p = sub.add_parser("tune", help="choose a merge automatically on the validation split (Optuna)",
+                       description="Search one method's parameters (Optuna TPE or NSGA-II) for "
+                       "the shortest merge within --tolerance points of System 2, or for the "
+                       "accuracy-against-length Pareto front; candidates are tried on a small "
+                       "informative subset first and only promising ones on the whole "
+                       "validation split; the chosen merge(s) are evaluated on test. Resumable: "
+                       "run it again to continue.")
+    p.add_argument("--method", required=True, help="the merge method to tune, e.g. ties")
+    p.add_argument("--space", action="append", metavar="NAME=LOW:HIGH",
+                   help="a parameter's range (repeatable; default: every float parameter in "
+                   "its own range)")
+    p.add_argument("--schedule", action="append", metavar="NAME",
+                   help="search NAME as a layer schedule: its first- and last-layer values")
+    p.add_argument("--objective", choices=["shortest", "pareto"], default="shortest")
+    p.add_argument("--trials", type=int, default=30, help="trials in all (default 30)")
+    p.add_argument("--subset", type=float, default=0.25,
+                   help="share of the validation problems each candidate is tried on first")
+    p.add_argument("--sampler", choices=["tpe", "nsga2"], default="tpe")
+    p.add_argument("--no-warm-start", dest="warm_start", action="store_false",
+                   help="start from scratch, not from the study grid's settings of the method")
+    p.add_argument("--tolerance", type=float, default=3.0,
+                   help="accuracy points below System 2 the merge may lose (default 3)")
+    _pair_arguments(p)
+    p.add_argument("--n-per-level", dest="n_per_level", type=int, default=20,
+                   help="the family's problems per level and split (default 20)")
+    p.add_argument("--workdir", default="data/runs/tune",
+                   help="responses and the search's state (reused by later runs)")
+    p.add_argument("--out", default=None, help="write trials.csv, chosen.csv and test.csv here")
+    _quiet(p, "no progress bars")
+    p.set_defaults(func=_tune)
+
+
+def _study_parser(sub) -> None:
+    p = sub.add_parser("study", help="the L2S study of a pair (the built-in family by default)",
+                       description="Merge System 1 (--base) with System 2 (--model) by a grid of "
+                       "methods, evaluate every model, choose each method's setting on the "
+                       "validation problems and report on the test problems, with tables and "
+                       "figures. With no pair, the built-in family (built or reused). Re-runs "
+                       "reuse merges and responses.")
+    _pair_arguments(p)
+    p.add_argument("--grid", default=None,
+                   help="YAML grid: [[method, {param: value}], ...] or {method: {param: [values]}} "
+                   "(default: the paper's settings for a pair, 20 merges for the family)")
+    p.add_argument("--tolerance", type=float, default=3.0,
+                   help="accuracy points below System 2 a chosen merge may lose (default 3)")
     p.add_argument("--merge-in", dest="merge_in", choices=["auto", "memory", "disk"],
                    default="auto", help="merges swapped into a loaded System 1 (memory) or "
                    "written once per recipe (disk); auto: memory when it fits")
@@ -669,7 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"l2s_kit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for build in (_merge_parser, _check_parser, _methods_parser, _eval_parser, _spectrum_parser, _sweep_parser, _study_parser, _zoo_parser, _notebooks_parser):
+    for build in (_merge_parser, _check_parser, _methods_parser, _eval_parser, _spectrum_parser, _sweep_parser, _study_parser, _tune_parser, _zoo_parser, _notebooks_parser):
         build(sub)
     return parser
 

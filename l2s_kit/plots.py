@@ -98,8 +98,7 @@ def accuracy_vs_length(summary: pd.DataFrame, color: str = "method", label: str 
     if labelled is not None and labelled in summary:
         marked = merges[merges[labelled].astype(bool)]
     elif labelled is not None and len(summary):
-        f = pareto_front(summary)
-        marked = merges.loc[merges.index.isin(f.index)]
+        marked = _on_front(merges, pareto_front(summary))
     else:
         marked = merges.iloc[:0]
     same = {(round(r["mean_tokens"], 6), round(r["accuracy"], 6)): REFERENCES[r[label]][0]
@@ -405,6 +404,68 @@ def frontier(summary: pd.DataFrame, title: str = "Accuracy against length: the f
     models drawn, and the chosen merges (column ``labelled``; without it, the merges on the
     front) named on the plot."""
     return accuracy_vs_length(summary, color=color, title=title, labelled=labelled, front=True)
+
+
+def family_fronts(summary: pd.DataFrame, family: str = "family",
+                  title: str = "Accuracy against length: the front of each method family"
+                  ) -> go.Figure:  # noqa: F821
+    """Every merge as a point coloured by its ``family`` column, each family's own Pareto front
+    as a line of its colour, System 1 and System 2 as their own markers, and the merges on the
+    overall front named."""
+    import plotly.graph_objects as go
+
+    from l2s_kit.analysis import pareto_front
+
+    fig = accuracy_vs_length(summary, color=family, title=title, labelled=None)
+    look = styles(summary.loc[~summary["model"].isin(list(REFERENCES)), family].astype(str))
+    refs = summary[summary["model"].isin(list(REFERENCES))]
+    for name, g in summary[~summary["model"].isin(list(REFERENCES))].groupby(family, sort=False):
+        f = pareto_front(pd.concat([g, refs]))
+        fig.add_trace(go.Scatter(x=f["mean_tokens"], y=f["accuracy"], mode="lines",
+                                 line=dict(color=look[str(name)][0], width=1.5),
+                                 name=f"{name}: front", legendgroup=str(name), showlegend=False,
+                                 hoverinfo="skip"))
+    merges = summary[~summary["model"].isin(list(REFERENCES))]
+    low = float(summary["accuracy"].min()) if len(summary) else 0.0
+    _label_points(fig, _on_front(merges, pareto_front(summary)), "model", [max(-2.0, low - 8), 104])
+    return fig
+
+
+def _on_front(rows: pd.DataFrame, front: pd.DataFrame) -> pd.DataFrame:
+    """The rows at a point of ``front`` (every model there, not only the one the front kept)."""
+    at = set(zip(front["mean_tokens"].round(9), front["accuracy"].round(9)))
+    return rows[[xy in at for xy in zip(rows["mean_tokens"].round(9), rows["accuracy"].round(9))]]
+
+
+def tune_trials(trials: pd.DataFrame, reference: float | None = None,
+                title: str = "The search, trial by trial") -> go.Figure:  # noqa: F821
+    """Mean generated tokens of every trial of :func:`l2s_kit.study.tune.tune` in the order
+    they ran: promoted trials on the whole validation split (filled, feasible ones green),
+    pruned ones on the subset (hollow), the best feasible length so far as a step line, and
+    System 2's length (``reference``) dotted."""
+    import plotly.graph_objects as go
+
+    t = trials.sort_values("trial")
+    fig = go.Figure()
+    pruned = t[t["rung"] == "subset"]
+    full = t[t["rung"] == "validation"]
+    fig.add_trace(go.Scatter(x=pruned["trial"], y=pruned["subset_mean_tokens"], mode="markers",
+                             name="pruned on the subset", hovertext=pruned["model"],
+                             marker=dict(symbol="circle-open", size=9, color="#7f7f7f")))
+    within = full["within"].astype(bool)
+    for g, name, color in ((full[within], "within tolerance", "#2ca02c"),
+                           (full[~within], "below tolerance", "#d62728")):
+        fig.add_trace(go.Scatter(x=g["trial"], y=g["mean_tokens"], mode="markers", name=name,
+                                 hovertext=g["model"], marker=dict(size=10, color=color)))
+    best = t["mean_tokens"].where(t["within"].fillna(False).astype(bool)).cummin()
+    fig.add_trace(go.Scatter(x=t["trial"], y=best, mode="lines", line_shape="hv",
+                             name="best so far", line=dict(color="#2ca02c", dash="dash")))
+    if reference is not None:
+        fig.add_hline(y=reference, line=dict(color="#303030", dash="dot"),
+                      annotation_text="System 2")
+    fig.update_xaxes(title_text="trial", dtick=1 if len(t) <= 20 else None)
+    fig.update_yaxes(title_text="mean generated tokens", rangemode="tozero")
+    return _style(fig, title)
 
 
 def spectrum_curves(values: pd.DataFrame, budget: float | None = None,

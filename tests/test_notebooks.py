@@ -301,6 +301,28 @@ def test_rendered_html_draws_figures_and_widgets_offline(smoke, chromium):
             browser.close()
 
 
+@pytest.mark.slow
+def test_method_families_notebook_draws_each_familys_front_and_the_search(smoke):
+    import plotly.graph_objects as go
+    import yaml
+
+    figs = {f["layout"]["title"]["text"]: go.Figure(f) for f in plotly_figs(smoke, "method_families")}
+    fronts = figs["Accuracy against length: the front of each method family"]
+    families = yaml.safe_load(SMOKE.read_text())["families"]
+    points = {t.name: set(zip(t.x, t.y)) for t in fronts.data if t.mode == "markers"
+              or t.mode == "markers+text"}
+    refs = points["System 1"] | points["System 2"]
+    for name in families:  # each family's front joins its own points (and System 1 and 2)
+        line = [t for t in fronts.data if t.name == f"{name}: front"][0]
+        assert set(zip(line.x, line.y)) <= points[name] | refs
+    search = [f for title, f in figs.items() if title.startswith("l2s tune ties: 4 trials")]
+    assert search, list(figs)
+    done = executed(smoke, "method_families")
+    numbers = [o["data"]["application/vnd.l2s.metrics+json"] for c in done.cells
+               for o in c.get("outputs", []) if "application/vnd.l2s.metrics+json" in o.get("data", {})]
+    assert any(k.startswith("sens coefficient.") for k in numbers[0]["metrics"])
+
+
 # ---- run records, the gallery, reruns compared -----------------------------------------------
 
 @pytest.mark.slow
@@ -335,12 +357,12 @@ def test_gallery_opens_offline_and_its_links_draw_figures(smoke, chromium):
     for name in ALL:  # every notebook's run, with its thumbnail
         assert f'href="{name}/smoke/{name}.html"' in text
         assert f'src="{name}/smoke/01-' in text
-    assert "7 runs in 7 notebooks and studies; 0 failed" in text
+    assert f"{len(ALL)} runs in {len(ALL)} notebooks and studies; 0 failed" in text
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium)
         try:
             page, outside, errors = _open_offline(browser, index)
-            assert page.locator(".card").count() == 7
+            assert page.locator(".card").count() == len(ALL)
             thumbs = page.locator("img.thumb")
             page.evaluate("document.querySelectorAll('img.thumb').forEach(i => i.loading = 'eager')")
             page.wait_for_function("[...document.images].every(i => i.complete)", timeout=30_000)

@@ -110,17 +110,23 @@ class Explorer:
                             "models": [{"model": str(self.setup.system2)}],
                             "parameters": params, "device": self.device})
 
-    def responses(self, method: str, **params) -> pd.DataFrame:
+    def responses(self, method: str, subset: Sequence[str] | None = None,
+                  **params) -> pd.DataFrame:
         """The graded responses of "system1", "system2" or ``method`` with ``params``, with
-        ``method``, ``parameters`` and the reflection columns added."""
+        ``method``, ``parameters`` and the reflection columns added. ``subset``: only the rows
+        with these ids (generated into the same file, so the whole split reuses them later)."""
         from l2s_kit.study.runner import merge_into_base
 
         s = self.setup
+
+        def rows(role):
+            r = s.rows(self.split, role)
+            return r if subset is None else [x for x in r if str(x["id"]) in set(map(str, subset))]
         common = dict(extract=s.extract, grader=self._grade(), progress=False)
         if method in ENDPOINTS:
             if params:
                 raise ValueError(f"{method} takes no parameters (got {', '.join(params)})")
-            df = evaluate(getattr(s, method), s.rows(self.split, method), self.out,
+            df = evaluate(getattr(s, method), rows(method), self.out,
                           model_name=method, device=self.device, settings=s.settings_for(method),
                           **common)
         else:
@@ -133,7 +139,7 @@ class Explorer:
             else:
                 backend, weights = merge_into_base(recipe.to_dict(), self.device)
                 self._weights[key] = weights
-            df = evaluate(None, s.rows(self.split, "merge"), self.out, backend=backend,
+            df = evaluate(None, rows("merge"), self.out, backend=backend,
                           model_name=model_name(method, params), recipe_hash=recipe.hash,
                           weights_hash=weights, settings=s.settings_for("merge"), **common)
         label = ", ".join(f"{k}={v}" for k, v in params.items())
