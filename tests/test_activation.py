@@ -324,3 +324,29 @@ def test_sensitivity_and_logit_distance_equal_a_naive_reference(small_pair, monk
         AssertionError("statistics recomputed")))
     again = sens_table([base, model], {**params, "temperature": 5.0})
     assert set(again) == set(first) and again != first
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["family", "untied"])
+def test_layer_by_layer_sensitivities_equal_the_whole_model(which, family, sharded_pair):
+    """A backward through one decoder layer at a time (recomputing its forward) gives the whole
+    model's S^l: tied embeddings (the family) and an untied, sharded head with extra rows."""
+    from l2s_kit.merging.calibration import sensitivity
+
+    path = str(family.system2) if which == "family" else str(sharded_pair[1])
+    spec = CalibrationSpec("family", "question+long", samples=3, seed=1, max_tokens=48)
+    whole = sensitivity.sensitivities(path, spec, cache=False, layerwise=False)
+    for chunk in (1, 2):
+        got = sensitivity.sensitivities_layerwise(path, sensitivity._batches(path, spec),
+                                                  chunk=chunk)
+        assert set(got) == set(whole)
+        for g in whole:
+            assert float(got[g]) == pytest.approx(whole[g], rel=1e-5), g
+    # the default picks layer by layer above LAYERWISE_ABOVE bytes of weights and gradients
+    orig = sensitivity.LAYERWISE_ABOVE
+    try:
+        sensitivity.LAYERWISE_ABOVE = 0
+        auto = sensitivity.sensitivities(path, spec, cache=False)
+    finally:
+        sensitivity.LAYERWISE_ABOVE = orig
+    assert auto == pytest.approx(whole, rel=1e-5)

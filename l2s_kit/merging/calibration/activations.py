@@ -152,10 +152,25 @@ def _load(module: torch.nn.Module, ckpt: Checkpoint, prefix: str) -> None:
     module.load_state_dict(sd, strict=True, assign=True)
 
 
+def causal_masks(config, h: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> dict:
+    """The model's own attention masks for one batch, by layer type (full, sliding)."""
+    import inspect
+
+    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+    cache = "cache" if "cache" in inspect.signature(create_causal_mask).parameters \
+        else "past_key_values"  # renamed in transformers 5.x
+    kw = {"config": config, "inputs_embeds": h, "attention_mask": mask.long(),
+          "position_ids": pos, cache: None}
+    masks = {"full_attention": create_causal_mask(**kw)}
+    if "sliding_attention" in (getattr(config, "layer_types", None) or ()):
+        masks["sliding_attention"] = create_sliding_window_causal_mask(**kw)
+    return masks
+
+
 def stats_layerwise(path, batches, progress: bool = False) -> dict[str, torch.Tensor]:
     """Layer-by-layer statistics (see the module docstring); equal to ``stats_whole_model``."""
     from transformers import AutoModelForCausalLM
-    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
     ckpt = Checkpoint(path)
     cfg = _config(path)
@@ -170,12 +185,7 @@ def stats_layerwise(path, batches, progress: bool = False) -> dict[str, torch.Te
     ctx = []  # per batch: masks by layer type, position embeddings, position ids
     for (ids, mask), h in zip(batches, hidden):
         pos = torch.arange(ids.shape[1]).unsqueeze(0)
-        kw = dict(config=skel.config, inputs_embeds=h, attention_mask=mask.long(),
-                  past_key_values=None, position_ids=pos)
-        masks = {"full_attention": create_causal_mask(**kw)}
-        if "sliding_attention" in (getattr(skel.config, "layer_types", None) or ()):
-            masks["sliding_attention"] = create_sliding_window_causal_mask(**kw)
-        ctx.append((masks, rotary(h, pos), pos))
+        ctx.append((causal_masks(skel.config, h, mask, pos), rotary(h, pos), pos))
     rec = Recorder()
     n_layers = skel.config.num_hidden_layers
     types = getattr(skel.config, "layer_types", None) or ["full_attention"] * n_layers

@@ -13,10 +13,12 @@
   (tokens, not samples, are averaged: a long sample weighs more).
 - ``sens_coefficients(S, g, T)``: the maths of the method (see ``l2s_kit.merging.methods.activation``).
 
-Both passes hold the whole model in float32 with its gradients (≈ 8 bytes per parameter plus
-activations): fine for the built-in family and for 1.5B models on a CPU; a 7B model needs about
-60 GB, i.e. a GPU with that much memory (or a layer-streamed backward with recomputation, which
-the kit does not implement). Results are cached next to the checkpoint (``l2s_kit.merging.calibration.cache``).
+The whole-model sensitivity pass holds the model in float32 with its gradients (≈ 8 bytes per
+parameter plus activations: about 60 GB for a 7B). Above ``LAYERWISE_ABOVE`` (0.5B parameters)
+it runs layer by layer instead (:func:`sensitivities_layerwise`: one decoder layer with its
+gradients, the embedding and head, and the hidden states at layer boundaries; the same numbers).
+The logit distances need no gradients but hold both models (float32). Results are cached next to
+the checkpoint (``l2s_kit.merging.calibration.cache``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from l2s_kit.merging.calibration.cache import cached_tensors
 from l2s_kit.merging.calibration.sets import CalibrationSpec, texts
 
 _LAYER = re.compile(r"^(.*?layers\.\d+)\.")
+LAYERWISE_ABOVE = 4 * 2**30  # bytes of float32 weights + gradients: 0.5B parameters
 
 
 def layer_group(name: str) -> str:
@@ -52,9 +55,22 @@ def _batches(path, spec: CalibrationSpec):
 
 
 def sensitivities(path: str | os.PathLike, spec: CalibrationSpec, *, device: str = "cpu",
-                  cache: bool = True, progress: bool = False) -> dict[str, float]:
-    """Layer group -> S^l of the model at ``path`` on ``spec``'s texts (see the module docstring)."""
+                  cache: bool = True, progress: bool = False,
+                  layerwise: bool | None = None) -> dict[str, float]:
+    """Layer group -> S^l of the model at ``path`` on ``spec``'s texts (see the module docstring).
+    ``layerwise``: one decoder layer at a time (:func:`sensitivities_layerwise`, the same
+    numbers in a fraction of the memory); None: when the whole model's float32 weights and
+    gradients (8 bytes per parameter) would exceed ``LAYERWISE_ABOVE`` bytes."""
+    if layerwise is None:
+        from l2s_kit.io import Checkpoint
+
+        ck = Checkpoint(path)
+        layerwise = 8 * sum(ck.info(n).numel for n in ck.names) > LAYERWISE_ABOVE
+
     def compute():
+        if layerwise:
+            return sensitivities_layerwise(path, _batches(path, spec), device=device,
+                                           progress=progress)
         model = _model(path, device).eval()
         params = [(layer_group(n), p) for n, p in model.named_parameters()]
         totals: dict[str, torch.Tensor] = {}
@@ -71,6 +87,144 @@ def sensitivities(path: str | os.PathLike, spec: CalibrationSpec, *, device: str
 
     out = cached_tensors("sensitivity", [path], spec.key(), compute) if cache else compute()
     return {g: float(t) for g, t in out.items()}
+
+
+def _add(totals: dict, group: str, s: torch.Tensor) -> None:
+    totals[group] = totals[group] + s if group in totals else s
+
+
+def _group_sum(module: torch.nn.Module, prefix: str, totals: dict) -> None:
+    """Add Σ|θ ⊙ ∂L/∂θ| of ``module``'s parameters to their layer groups, then clear the grads."""
+    for n, p in module.named_parameters():
+        if p.grad is not None:
+            _add(totals, layer_group(f"{prefix}.{n}"), (p.detach() * p.grad).abs().sum().double())
+            p.grad = None
+
+
+def _head_rows(w: torch.Tensor, dz: torch.Tensor, h: torch.Tensor,
+               block: int = 1 << 14) -> torch.Tensor:
+    """Per row r of the head ``w`` (V × H): Σ_j |w[r, j] · (dzᵀ h)[r, j]| in float64, by blocks
+    of rows, so that neither the head's gradient nor |w ⊙ grad| is ever whole in memory."""
+    out = torch.empty(w.shape[0], dtype=torch.float64, device=w.device)
+    for a in range(0, w.shape[0], block):
+        g = dz[:, a:a + block].T @ h
+        out[a:a + block] = (w[a:a + block] * g).abs().sum(dim=1, dtype=torch.float64)
+    return out
+
+
+def sensitivities_layerwise(path, batches, *, chunk: int = 8, device: str = "cpu",
+                            progress: bool = False) -> dict[str, torch.Tensor]:
+    """:func:`sensitivities` without the whole model's weights and gradients in memory: a
+    backward through one decoder layer at a time, recomputing its forward from the hidden states
+    kept at layer boundaries (activation checkpointing by hand).
+
+    Samples go in chunks of ``chunk``: a forward sweep reads each layer once and keeps the chunk's
+    hidden states at every layer boundary; a backward sweep reads each layer again and, sample by
+    sample (|·| is taken per sample, as the whole-model version does), recomputes the layer's
+    forward with gradients, backpropagates the gradient of the hidden states coming from above,
+    adds Σ|θ ⊙ ∂L/∂θ| to the layer's group and passes the input's gradient down. The embedding
+    gets the gradient of the rows its tokens used; a tied head adds its own gradient to the same
+    matrix before |·|, as one shared parameter does (rows no token used are summed at once, the
+    used ones kept until the embedding's gradient arrives). The head's gradient is never whole:
+    it is dzᵀh (dz = ∂L/∂logits), formed and reduced by blocks of rows. Memory: one decoder
+    layer with its gradients, the embedding and head weights (float32), one sample's logits and
+    their gradient, and chunk × tokens × hidden floats per layer boundary; every layer is read
+    twice per chunk. Equal to the whole-model
+    result (a test checks it)."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    from l2s_kit.io import Checkpoint
+    from l2s_kit.merging.calibration.activations import (
+        _config,
+        _load,
+        _release_memory,
+        causal_masks,
+    )
+
+    ckpt = Checkpoint(path)
+    cfg = _config(path)
+    with torch.device("meta"):
+        skel = AutoModelForCausalLM.from_config(cfg)
+    inner = skel.model
+    rotary = type(inner.rotary_emb)(config=skel.config).to(device)  # real buffers, not meta
+    tied = bool(getattr(skel.config, "tie_word_embeddings", False)) or "lm_head.weight" not in ckpt
+    embed = ckpt.read("model.embed_tokens.weight").float().to(device)
+    head_w = embed if tied else ckpt.read("lm_head.weight").float().to(device)
+    _load(inner.norm, ckpt, "model.norm")
+    inner.norm.to(device)
+    n_layers = skel.config.num_hidden_layers
+    types = getattr(skel.config, "layer_types", None) or ["full_attention"] * n_layers
+    totals: dict[str, torch.Tensor] = {}
+    embed_group = layer_group("model.embed_tokens.weight")
+    head_group = embed_group if tied else layer_group("lm_head.weight")
+
+    def layer(i):
+        m = inner.layers[i]
+        _load(m, ckpt, f"model.layers.{i}")
+        return m.to(device)
+
+    def drop(i):
+        inner.layers[i] = inner.layers[i].to("meta")
+        _release_memory()
+
+    samples = [(ids.to(device), mask.to(device)) for ids, mask in batches]
+    bar = tqdm(total=len(samples), desc=f"sensitivity of {path} (layer by layer)",
+               disable=not progress)
+    for a in range(0, len(samples), chunk):
+        part = samples[a:a + chunk]
+        ctx = []
+        for ids, mask in part:
+            pos = torch.arange(ids.shape[1], device=device).unsqueeze(0)
+            h = F.embedding(ids, embed)
+            ctx.append({"masks": causal_masks(skel.config, h, mask, pos), "pe": rotary(h, pos),
+                        "pos": pos, "hs": [h]})
+        with torch.no_grad():  # forward sweep: keep every layer boundary
+            for i in range(n_layers):
+                mod = layer(i)
+                for c in ctx:
+                    out = mod(c["hs"][-1], attention_mask=c["masks"][types[i]],
+                              position_embeddings=c["pe"], position_ids=c["pos"])
+                    c["hs"].append(out[0] if isinstance(out, tuple) else out)
+                drop(i)
+        grads = []
+        for (ids, _), c in zip(part, ctx):  # the loss: final norm, head, next-token CE
+            x = c["hs"][-1].detach().requires_grad_()
+            hn = inner.norm(x)
+            logits = F.linear(hn, head_w)  # the head's weight gets its gradient by blocks below
+            logits.retain_grad()
+            F.cross_entropy(logits[0, :-1].float(), ids[0, 1:]).backward()
+            _group_sum(inner.norm, "model.norm", totals)
+            dz, h = logits.grad[0], hn.detach()[0]  # ∂L/∂logits (T × V), the head's input (T × H)
+            rows = _head_rows(head_w, dz, h)  # Σ_h |W ⊙ ∂L/∂W| per row, ∂L/∂W = dzᵀ h by blocks
+            if tied:  # one shared matrix: rows no token of the sample used are final now, the
+                # used ones wait for the embedding's gradient
+                uniq = torch.unique(ids[0])
+                _add(totals, embed_group, rows.sum() - rows[uniq].sum())
+                c["head_rows"] = dz[:, uniq].T @ h
+            else:
+                _add(totals, head_group, rows.sum())
+            grads.append(x.grad)
+            c["hs"].pop()
+        for i in reversed(range(n_layers)):  # backward sweep, one layer at a time
+            mod = layer(i)
+            for k, c in enumerate(ctx):
+                x = c["hs"].pop().detach().requires_grad_()
+                out = mod(x, attention_mask=c["masks"][types[i]], position_embeddings=c["pe"],
+                          position_ids=c["pos"])
+                (out[0] if isinstance(out, tuple) else out).backward(grads[k])
+                _group_sum(mod, f"model.layers.{i}", totals)
+                grads[k] = x.grad
+            drop(i)
+        for (ids, _), c, g in zip(part, ctx, grads):  # the embedding rows the tokens used
+            uniq, inv = torch.unique(ids[0], return_inverse=True)
+            rows = torch.zeros(len(uniq), embed.shape[1], device=device).index_add_(0, inv, g[0])
+            if tied:
+                rows += c.pop("head_rows")
+            _add(totals, embed_group, (embed[uniq] * rows).abs().sum().double())
+        bar.update(len(part))
+    bar.close()
+    return {g: (t / len(samples)).reshape(1).cpu() for g, t in totals.items()}
 
 
 def logit_distance(path_i, path_j, spec_j: CalibrationSpec, *, device: str = "cpu",
