@@ -27,8 +27,10 @@ runs interleaved) and the minimum time (and the minimum peak RSS) is kept.
 Targets (printed as PASS/MISS; the script always exits 0, it is a measurement, not a test):
 merge/floor time ratio <= 1.5 for task arithmetic and <= 3 for per-tensor TIES, peak RSS below
 1500 MB for the qwen2-1.5b pair, and peak RSS not growing with model size (largest size at most
-1.25 x the smallest). If mergekit is importable, the same two merges also run through its
-``mergekit-yaml`` CLI on the same files and are compared with ours.
+1.25 x the smallest). If mergekit is importable, or ``--mergekit-python`` names the python of a
+virtual environment holding it (``python3 -m venv /tmp/mkvenv && /tmp/mkvenv/bin/pip install
+mergekit``), the same two merges also run through its ``mergekit-yaml`` on the same files and
+are compared with ours.
 
 Run (from the repository root)::
 
@@ -260,9 +262,15 @@ def one_floor(base: Path, model: Path, out: Path) -> dict:
             "peak_anon_mb": sampler.peak["RssAnon"], "peak_file_mb": sampler.peak["RssFile"]}
 
 
-def mergekit_cli() -> str | None:
+def mergekit_cli() -> list[str] | None:
+    """How to run mergekit: ``$L2S_MERGEKIT_PYTHON -m mergekit.scripts.run_yaml`` (mergekit in
+    its own virtual environment, set by ``--mergekit-python``), else a ``mergekit-yaml`` beside
+    this Python or on the PATH."""
+    if os.environ.get("L2S_MERGEKIT_PYTHON"):
+        return [os.environ["L2S_MERGEKIT_PYTHON"], "-m", "mergekit.scripts.run_yaml"]
     exe = Path(sys.executable).parent / "mergekit-yaml"
-    return str(exe) if exe.exists() else shutil.which("mergekit-yaml")
+    found = str(exe) if exe.exists() else shutil.which("mergekit-yaml")
+    return [found] if found else None
 
 
 def one_mergekit(method: str, base: Path, model: Path, out: Path) -> dict:
@@ -287,7 +295,7 @@ def one_mergekit(method: str, base: Path, model: Path, out: Path) -> dict:
         yaml.safe_dump(config, f)
     try:
         t0 = time.perf_counter()
-        proc = subprocess.run([cli, f.name, str(out), "--copy-tokenizer"], capture_output=True,
+        proc = subprocess.run([*cli, f.name, str(out), "--copy-tokenizer"], capture_output=True,
                               text=True)
         t1 = time.perf_counter()
         if proc.returncode != 0:
@@ -368,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
                         "data/bench, git-ignored)")
     p.add_argument("--repeat", type=int, default=2, help="runs per measurement; the minimum is "
                    "kept (default 2)")
+    p.add_argument("--mergekit-python", default=None,
+                   help="the python of a virtual environment with mergekit installed (its pins "
+                   "may clash with this one's), to run mergekit side by side")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: one measurement in this process
     p.add_argument("--size", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -388,7 +399,9 @@ def main(argv: list[str] | None = None) -> int:
     if not workdir.is_absolute():
         workdir = ROOT / workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    has_mergekit = importlib.util.find_spec("mergekit") is not None
+    if args.mergekit_python:
+        os.environ["L2S_MERGEKIT_PYTHON"] = str(Path(args.mergekit_python).absolute())
+    has_mergekit = bool(args.mergekit_python) or importlib.util.find_spec("mergekit") is not None
     kinds = ["floor", *args.methods] + [f"mergekit-{m}" for m in args.methods if has_mergekit]
 
     t_start = time.perf_counter()

@@ -26,8 +26,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from l2s_kit.errors import L2SError
 from l2s_kit.io import GENERATION_CONFIG, Checkpoint
 
@@ -201,9 +199,11 @@ def _tokenizer_differences(b: Path, m: Path, tok_from: str) -> list[Difference]:
 
 
 def check_pair(base: str | os.PathLike, models, *, config_source: str = "base",
-               tokenizer_source: str = "model", config_keys: dict | None = None) -> pd.DataFrame:
+               tokenizer_source: str = "model", config_keys: dict | None = None) -> pd.DataFrame:  # noqa: F821
     """:func:`compare` of ``base`` with every model as a table: model, area, item, base, model
     value, verdict, note (verdicts ``blocks`` first)."""
+    import pandas as pd  # only here: `l2s merge` stays free of pandas
+
     models = [models] if isinstance(models, (str, os.PathLike)) else list(models)
     rows = []
     for mod in models:
