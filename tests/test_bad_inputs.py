@@ -349,10 +349,10 @@ def test_failed_overwrite_keeps_old_output(pair, tmp_path, monkeypatch):
     out.mkdir()
     (out / "marker.txt").write_text("old")
 
-    def fail(self, job, sink):
+    def fail(self, *args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(engine.MergeRun, "merge_tensor", fail)
+    monkeypatch.setattr(engine.MergeRun, "_merge_block", fail)
     with pytest.raises(RuntimeError, match="disk on fire"):
         merge(recipe(*pair), out, overwrite=True, progress=False)
     assert (out / "marker.txt").read_text() == "old"
@@ -394,16 +394,16 @@ def test_unknown_device_argument(pair, tmp_path):
 
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
 def test_interrupted_merge_leaves_nothing(pair, tmp_path, monkeypatch, exc):
-    original = engine.MergeRun.merge_tensor
+    original = engine.MergeRun._merge_block
     calls = []
 
-    def flaky(self, job, sink):
+    def flaky(self, job, *args):
         calls.append(job.name)
         if len(calls) > 3:
             raise exc("interrupted mid-way")
-        return original(self, job, sink)
+        return original(self, job, *args)
 
-    monkeypatch.setattr(engine.MergeRun, "merge_tensor", flaky)
+    monkeypatch.setattr(engine.MergeRun, "_merge_block", flaky)
     out = tmp_path / "out"
     with pytest.raises(exc, match="interrupted mid-way"):
         merge(recipe(*pair), out, progress=False)

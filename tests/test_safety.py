@@ -135,9 +135,9 @@ def test_sigterm_cleans_up_as_ctrl_c_does(w, tmp_path):
 import os, signal, sys
 from l2s_kit.cli import main
 from l2s_kit.merging import engine
-def killed(self, job, sink):
+def killed(self, *args, **kwargs):
     os.kill(os.getpid(), signal.SIGTERM)
-engine.MergeRun.merge_tensor = killed
+engine.MergeRun._merge_block = killed
 sys.exit(main(["merge", "--method", "ta", "--base", {str(root / "base")!r}, "--model",
                {str(root / "model")!r}, "--out", {str(out)!r}, "--quiet"]))
 """

@@ -240,38 +240,72 @@ class MergeRun:
         return self.read(job, i + 1, rows) - self.read(job, 0, rows)
 
     def run(self, sink) -> None:
+        """Merge every planned tensor into ``sink(name, block)``, in order. The inputs of the
+        next block are read on a second thread while this one is computed (reading and the
+        conversion to the compute dtype release the GIL), so reading overlaps the arithmetic;
+        the writer hashes and writes on a third."""
+        from concurrent.futures import ThreadPoolExecutor
+
         total = sum(j.out.nbytes for j in self.jobs)
         name = (self.outer or self.method).name
+        steps = list(self._steps())
         with tqdm(total=total, unit="B", unit_scale=True, desc=f"merge ({name})",
-                  disable=not self.progress) as bar:
-            for job in self.jobs:
-                self.merge_tensor(job, sink)
-                bar.update(job.out.nbytes)
+                  disable=not self.progress) as bar, ThreadPoolExecutor(1) as pool:
+            ahead = pool.submit(self._load, *steps[0]) if steps else None
+            job_state = None
+            for k, (kind, job, rows) in enumerate(steps):
+                data = ahead.result()
+                ahead = pool.submit(self._load, *steps[k + 1]) if k + 1 < len(steps) else None
+                if kind == "copy":
+                    sink(job.name, data)
+                elif kind == "extra":
+                    sink(job.name, data.to(job.out.dtype).cpu())
+                else:
+                    if job_state is None or job_state[0] is not job:
+                        job_state = (job, self._job_state(job))
+                    self._merge_block(job, rows, *data, *job_state[1], sink)
+                if k + 1 == len(steps) or steps[k + 1][1] is not job:
+                    bar.update(job.out.nbytes)
 
-    def merge_tensor(self, job: TensorJob, sink) -> None:
-        if not job.floating:
-            sink(job.name, self.inputs[0].read(job.sources[0]))
-            return
-        block_state = self.state(job) if self.state is not None else None
-        outer_state = self.outer_state(job) if self.outer_state is not None else None
-        params = self.params_at(job)
-        outer_params = self.params_at(job, self.outer_params) if self.outer is not None else {}
-        for rows in job.blocks(whole=not self.method.elementwise):
-            base = self.read(job, 0, rows)
-            models = [self.read(job, i + 1, rows) for i in range(self.n)]
-            kw = block_state(rows) if block_state is not None else {}
-            merged = self.method.fn(base, models, self.weights, **params, **kw)
-            if self.outer is not None:
-                kw = outer_state(rows) if outer_state is not None else {}
-                merged = self.outer.fn(base, models, self.weights, **outer_params,
-                                       merged=merged, **kw)
-            out = merged.to(job.out.dtype).cpu()
-            _check_finite(out, "merged", job.name, _where(rows))
-            sink(job.name, out)
-        if job.extra_from is not None:
-            for rows in job.blocks(job.out.shape[0], job.shared_rows):
-                t = self.read(job, job.extra_from, rows)
-                sink(job.name, t.to(job.out.dtype).cpu())
+    def _steps(self):
+        """(kind, job, rows) in write order: "copy" a non-floating tensor, "merge" a block,
+        "extra" a block of rows only one input has."""
+        for job in self.jobs:
+            if not job.floating:
+                yield "copy", job, None
+                continue
+            for rows in job.blocks(whole=not self.method.elementwise):
+                yield "merge", job, rows
+            if job.extra_from is not None:
+                for rows in job.blocks(job.out.shape[0], job.shared_rows):
+                    yield "extra", job, rows
+
+    def _load(self, kind: str, job: TensorJob, rows):
+        if kind == "copy":
+            return self.inputs[0].read(job.sources[0])
+        if kind == "extra":
+            return self.read(job, job.extra_from, rows)
+        return self.read(job, 0, rows), [self.read(job, i + 1, rows) for i in range(self.n)]
+
+    def _job_state(self, job: TensorJob) -> tuple:
+        """What every block of ``job`` needs: the hooks' per-block state and the parameters'
+        values for this tensor (layer schedules)."""
+        return (self.state(job) if self.state is not None else None,
+                self.outer_state(job) if self.outer_state is not None else None,
+                self.params_at(job),
+                self.params_at(job, self.outer_params) if self.outer is not None else {})
+
+    def _merge_block(self, job, rows, base, models, block_state, outer_state, params,
+                     outer_params, sink) -> None:
+        kw = block_state(rows) if block_state is not None else {}
+        merged = self.method.fn(base, models, self.weights, **params, **kw)
+        if self.outer is not None:
+            kw = outer_state(rows) if outer_state is not None else {}
+            merged = self.outer.fn(base, models, self.weights, **outer_params,
+                                   merged=merged, **kw)
+        out = merged.to(job.out.dtype).cpu()
+        _check_finite(out, "merged", job.name, _where(rows))
+        sink(job.name, out)
 
 
 def as_sources(paths_or_dicts) -> list:
