@@ -176,6 +176,12 @@ def test_gallery_lists_every_run_with_relative_links_and_flags_unexplained_moves
     assert 'src="plotly.min.js"' in (a / "nb.html").read_text()
 
 
+def test_the_gallery_of_a_missing_folder_is_refused(tmp_path, capsys):
+    assert main(["notebooks", "gallery", "--out", str(tmp_path / "nope")]) == 2
+    assert "is not a folder of runs" in capsys.readouterr().err
+    assert not (tmp_path / "nope").exists()
+
+
 def test_a_foreign_index_html_is_left_alone(tmp_path, capsys):
     (tmp_path / "index.html").write_text("<html>mine</html>")
     _run(tmp_path, "nb", "a", started="2026-01-01T00:00:00")

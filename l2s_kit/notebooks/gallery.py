@@ -197,6 +197,9 @@ def write_gallery(root: str | os.PathLike) -> Path | None:
     from l2s_kit.io import atomic_file
 
     root = Path(root)
+    if not root.is_dir():
+        raise RunError(f"{root} is not a folder of runs (notebook runs go to "
+                       "<out>/<notebook>/<run>/); name the folder that holds them")
     path = root / INDEX
     if path.exists() and MARK not in path.read_text(errors="replace")[:2000]:
         print(f"gallery: {path} exists and was not written by l2s_kit; left alone (move it to "
