@@ -65,8 +65,8 @@ def accuracy_vs_length(summary: pd.DataFrame, color: str = "method", label: str 
     from l2s_kit.analysis import pareto_front
 
     fig = go.Figure()
+    f = pareto_front(summary) if len(summary) else summary
     if front and len(summary):
-        f = pareto_front(summary)
         fig.add_trace(go.Scatter(x=f["mean_tokens"], y=f["accuracy"], mode="lines",
                                  name="Pareto front", line=dict(color="#7f7f7f", dash="dot"),
                                  hoverinfo="skip"))
@@ -98,7 +98,7 @@ def accuracy_vs_length(summary: pd.DataFrame, color: str = "method", label: str 
     if labelled is not None and labelled in summary:
         marked = merges[merges[labelled].astype(bool)]
     elif labelled is not None and len(summary):
-        marked = _on_front(merges, pareto_front(summary))
+        marked = _on_front(merges, f)
     else:
         marked = merges.iloc[:0]
     same = {(round(r["mean_tokens"], 6), round(r["accuracy"], 6)): REFERENCES[r[label]][0]

@@ -119,9 +119,11 @@ class Explorer:
 
         s = self.setup
 
+        wanted = None if subset is None else set(map(str, subset))
+
         def rows(role):
             r = s.rows(self.split, role)
-            return r if subset is None else [x for x in r if str(x["id"]) in set(map(str, subset))]
+            return r if wanted is None else [x for x in r if str(x["id"]) in wanted]
         common = dict(extract=s.extract, grader=self._grade(), progress=False)
         if method in ENDPOINTS:
             if params:

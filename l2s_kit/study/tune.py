@@ -148,10 +148,12 @@ def _gap(explorer: Explorer) -> set[str]:
             if s1.get(str(r["id"]), 0) < 0.5 <= s2.get(str(r["id"]), 0)}
 
 
-def subset_weights(explorer: Explorer, ids: list[str]) -> dict[str, float]:
+def subset_weights(explorer: Explorer, ids: list[str],
+                   gap: set[str] | None = None) -> dict[str, float]:
     """id → weight such that Σ weight · correct estimates the whole split's accuracy from the
-    subset: each stratum (System 2's own problems, the rest) weighs its share of the split."""
-    gap = _gap(explorer)
+    subset: each stratum (System 2's own problems ``gap``, the rest) weighs its share of the
+    split."""
+    gap = _gap(explorer) if gap is None else gap
     n = len(explorer.rows)
     n_gap = len(gap)
     sub_gap = [i for i in ids if i in gap]
@@ -163,7 +165,8 @@ def subset_weights(explorer: Explorer, ids: list[str]) -> dict[str, float]:
     return out
 
 
-def informative_subset(explorer: Explorer, fraction: float, seed: int = 0) -> list[str]:
+def informative_subset(explorer: Explorer, fraction: float, seed: int = 0,
+                       gap: set[str] | None = None) -> list[str]:
     """Ids of about ``fraction`` of the split's problems (at least 10): half where System 1 is
     wrong and System 2 right, half from the rest, each half stratified by level (when the data
     has levels)."""
@@ -173,7 +176,7 @@ def informative_subset(explorer: Explorer, fraction: float, seed: int = 0) -> li
     n = max(10, round(fraction * len(rows)))
     if n >= len(rows):
         return [str(r["id"]) for r in rows]
-    gap_ids = _gap(explorer)
+    gap_ids = _gap(explorer) if gap is None else gap
     gap = [r for r in rows if str(r["id"]) in gap_ids]
     rest = [r for r in rows if str(r["id"]) not in gap_ids]
     take = min(len(gap), n // 2)
@@ -242,8 +245,9 @@ def tune(method: str, *, setup=None, space: dict | None = None, schedules=(),
     val = Explorer(setup, split="validation", n_per_level=n_per_level, workdir=workdir)
     ref_df = val.responses(REFERENCE)
     ref = _summary(ref_df)
-    ids = informative_subset(val, subset, seed)
-    weights = subset_weights(val, ids)
+    gap = _gap(val)  # read System 1's and System 2's responses once
+    ids = informative_subset(val, subset, seed, gap)
+    weights = subset_weights(val, ids, gap)
     floor = {"full": ref["accuracy"] - tolerance}
 
     key = hashlib.sha256(json.dumps([val.setup.name, str(val.out), method, ranges, objective,
@@ -374,13 +378,8 @@ def choose(table: pd.DataFrame, objective: str, floor: float) -> pd.DataFrame:
 
 
 def write(r: TuneResult, out: Path) -> list[Path]:
-    from l2s_kit.io import atomic_file
+    from l2s_kit.study.run import _write_csv
 
     out.mkdir(parents=True, exist_ok=True)
-    files = []
-    for name, df in (("trials", r.trials), ("chosen", r.chosen), ("test", r.test)):
-        path = out / f"{name}.csv"
-        with atomic_file(path) as tmp:
-            df.to_csv(tmp, index=False, float_format="%.4g")
-        files.append(path)
-    return files
+    return [_write_csv(df, out / f"{name}.csv")
+            for name, df in (("trials", r.trials), ("chosen", r.chosen), ("test", r.test))]
