@@ -129,3 +129,11 @@ def test_cli_tune_refuses_bad_input(family, capsys):
     assert e.value.code == 2
     assert main(["tune", "--method", "ties", "--subset", "0"]) == 2
     assert "subset is a fraction" in capsys.readouterr().err
+
+
+def test_tune_writes_nothing_into_the_pair(family, capsys):
+    before = sorted(p.name for p in family.system2.iterdir())
+    assert main(["tune", "--method", "ties", "--trials", "1", "--n-per-level", "4",
+                 "--out", str(family.system2 / "tune"), "--quiet"]) == 2
+    assert "System 2" in capsys.readouterr().err
+    assert sorted(p.name for p in family.system2.iterdir()) == before
