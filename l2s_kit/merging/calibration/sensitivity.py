@@ -62,58 +62,82 @@ def sensitivities(path: str | os.PathLike, spec: CalibrationSpec, *, device: str
     numbers in a fraction of the memory); None: when the whole model's float32 weights and
     gradients (8 bytes per parameter) would exceed ``LAYERWISE_ABOVE`` bytes."""
     if layerwise is None:
-        from l2s_kit.io import Checkpoint
-
-        ck = Checkpoint(path)
-        layerwise = 8 * sum(ck.info(n).numel for n in ck.names) > LAYERWISE_ABOVE
+        layerwise = needs_layerwise(path)
 
     def compute():
-        if layerwise:
-            return sensitivities_layerwise(path, _batches(path, spec), device=device,
-                                           progress=progress)
-        model = _model(path, device).eval()
-        params = [(layer_group(n), p) for n, p in model.named_parameters()]
-        totals: dict[str, torch.Tensor] = {}
-        batches = _batches(path, spec)
-        for ids, _ in tqdm(batches, desc=f"sensitivity of {path}", disable=not progress):
-            model.zero_grad(set_to_none=True)
-            ids = ids.to(device)
-            model(input_ids=ids, labels=ids).loss.backward()
-            for g, p in params:
-                if p.grad is not None:
-                    s = (p.detach() * p.grad).abs().sum().double().cpu()
-                    totals[g] = totals[g] + s if g in totals else s
-        return {g: (t / len(batches)).reshape(1) for g, t in totals.items()}
+        return group_scores(path, _batches(path, spec), layerwise=layerwise, device=device,
+                            progress=progress)
 
     out = cached_tensors("sensitivity", [path], spec.key(), compute) if cache else compute()
     return {g: float(t) for g, t in out.items()}
+
+
+def needs_layerwise(path) -> bool:
+    """Whether the whole model's float32 weights and gradients (8 bytes per parameter) exceed
+    ``LAYERWISE_ABOVE`` bytes, so that gradients are taken one decoder layer at a time."""
+    from l2s_kit.io import Checkpoint
+
+    ck = Checkpoint(path)
+    return 8 * sum(ck.info(n).numel for n in ck.names) > LAYERWISE_ABOVE
+
+
+def group_scores(path, batches, *, score: str = "sensitivity", layerwise: bool = False,
+                 device: str = "cpu", progress: bool = False) -> dict[str, torch.Tensor]:
+    """Layer group -> mean over ``batches`` (one sample each) of the summed ``entry_score`` of
+    the group's parameters and their gradients of the sample's mean next-token cross-entropy;
+    the whole model in memory, or one layer at a time (:func:`sensitivities_layerwise`)."""
+    if layerwise:
+        return sensitivities_layerwise(path, batches, device=device, progress=progress,
+                                       score=score)
+    model = _model(path, device).eval()
+    params = [(layer_group(n), p) for n, p in model.named_parameters()]
+    totals: dict[str, torch.Tensor] = {}
+    for ids, _ in tqdm(batches, desc=f"{score} of {path}", disable=not progress):
+        model.zero_grad(set_to_none=True)
+        ids = ids.to(device)
+        model(input_ids=ids, labels=ids).loss.backward()
+        for g, p in params:
+            if p.grad is not None:
+                _add(totals, g, entry_score(p.detach(), p.grad, score).sum().double().cpu())
+    return {g: (t / len(batches)).reshape(1) for g, t in totals.items()}
 
 
 def _add(totals: dict, group: str, s: torch.Tensor) -> None:
     totals[group] = totals[group] + s if group in totals else s
 
 
-def _group_sum(module: torch.nn.Module, prefix: str, totals: dict) -> None:
-    """Add Σ|θ ⊙ ∂L/∂θ| of ``module``'s parameters to their layer groups, then clear the grads."""
+def entry_score(w: torch.Tensor, g: torch.Tensor, score: str) -> torch.Tensor:
+    """Per entry: |θ ⊙ ∂L/∂θ| (``score="sensitivity"``, Sens-Merging) or (∂L/∂θ)²
+    (``score="fisher"``, the diagonal empirical Fisher of FIM-Merging)."""
+    return (w * g).abs() if score == "sensitivity" else g.square()
+
+
+def _group_sum(module: torch.nn.Module, prefix: str, totals: dict,
+               score: str = "sensitivity") -> None:
+    """Add the summed ``entry_score`` of ``module``'s parameters to their layer groups, then
+    clear the grads."""
     for n, p in module.named_parameters():
         if p.grad is not None:
-            _add(totals, layer_group(f"{prefix}.{n}"), (p.detach() * p.grad).abs().sum().double())
+            _add(totals, layer_group(f"{prefix}.{n}"),
+                 entry_score(p.detach(), p.grad, score).sum().double())
             p.grad = None
 
 
-def _head_rows(w: torch.Tensor, dz: torch.Tensor, h: torch.Tensor,
+def _head_rows(w: torch.Tensor, dz: torch.Tensor, h: torch.Tensor, score: str = "sensitivity",
                block: int = 1 << 14) -> torch.Tensor:
-    """Per row r of the head ``w`` (V × H): Σ_j |w[r, j] · (dzᵀ h)[r, j]| in float64, by blocks
-    of rows, so that neither the head's gradient nor |w ⊙ grad| is ever whole in memory."""
+    """Per row r of the head ``w`` (V × H): Σ_j of the ``entry_score`` of w[r, j] and its
+    gradient (dzᵀ h)[r, j] in float64, by blocks of rows, so that neither the head's gradient
+    nor the scores are ever whole in memory."""
     out = torch.empty(w.shape[0], dtype=torch.float64, device=w.device)
     for a in range(0, w.shape[0], block):
         g = dz[:, a:a + block].T @ h
-        out[a:a + block] = (w[a:a + block] * g).abs().sum(dim=1, dtype=torch.float64)
+        out[a:a + block] = entry_score(w[a:a + block], g, score).sum(dim=1, dtype=torch.float64)
     return out
 
 
 def sensitivities_layerwise(path, batches, *, chunk: int = 8, device: str = "cpu",
-                            progress: bool = False) -> dict[str, torch.Tensor]:
+                            progress: bool = False,
+                            score: str = "sensitivity") -> dict[str, torch.Tensor]:
     """:func:`sensitivities` without the whole model's weights and gradients in memory: a
     backward through one decoder layer at a time, recomputing its forward from the hidden states
     kept at layer boundaries (activation checkpointing by hand).
@@ -130,7 +154,8 @@ def sensitivities_layerwise(path, batches, *, chunk: int = 8, device: str = "cpu
     layer with its gradients, the embedding and head weights (float32), one sample's logits and
     their gradient, and chunk × tokens × hidden floats per layer boundary; every layer is read
     twice per chunk. Equal to the whole-model
-    result (a test checks it)."""
+    result (a test checks it). ``score="fisher"`` sums (∂L/∂θ)² instead of |θ ⊙ ∂L/∂θ|
+    (:func:`fisher_diagonal`)."""
     import torch.nn.functional as F
     from transformers import AutoModelForCausalLM
 
@@ -155,6 +180,7 @@ def sensitivities_layerwise(path, batches, *, chunk: int = 8, device: str = "cpu
     inner.norm.to(device)
     n_layers = skel.config.num_hidden_layers
     types = getattr(skel.config, "layer_types", None) or ["full_attention"] * n_layers
+    pad = getattr(inner.embed_tokens, "padding_idx", None)
     totals: dict[str, torch.Tensor] = {}
     embed_group = layer_group("model.embed_tokens.weight")
     head_group = embed_group if tied else layer_group("lm_head.weight")
@@ -169,7 +195,7 @@ def sensitivities_layerwise(path, batches, *, chunk: int = 8, device: str = "cpu
         _release_memory()
 
     samples = [(ids.to(device), mask.to(device)) for ids, mask in batches]
-    bar = tqdm(total=len(samples), desc=f"sensitivity of {path} (layer by layer)",
+    bar = tqdm(total=len(samples), desc=f"{score} of {path} (layer by layer)",
                disable=not progress)
     for a in range(0, len(samples), chunk):
         part = samples[a:a + chunk]
@@ -194,9 +220,9 @@ def sensitivities_layerwise(path, batches, *, chunk: int = 8, device: str = "cpu
             logits = F.linear(hn, head_w)  # the head's weight gets its gradient by blocks below
             logits.retain_grad()
             F.cross_entropy(logits[0, :-1].float(), ids[0, 1:]).backward()
-            _group_sum(inner.norm, "model.norm", totals)
+            _group_sum(inner.norm, "model.norm", totals, score)
             dz, h = logits.grad[0], hn.detach()[0]  # ∂L/∂logits (T × V), the head's input (T × H)
-            rows = _head_rows(head_w, dz, h)  # Σ_h |W ⊙ ∂L/∂W| per row, ∂L/∂W = dzᵀ h by blocks
+            rows = _head_rows(head_w, dz, h, score)  # per row, ∂L/∂W = dzᵀ h by blocks
             if tied:  # one shared matrix: rows no token of the sample used are final now, the
                 # used ones wait for the embedding's gradient
                 uniq = torch.unique(ids[0])
@@ -213,15 +239,17 @@ def sensitivities_layerwise(path, batches, *, chunk: int = 8, device: str = "cpu
                 out = mod(x, attention_mask=c["masks"][types[i]], position_embeddings=c["pe"],
                           position_ids=c["pos"])
                 (out[0] if isinstance(out, tuple) else out).backward(grads[k])
-                _group_sum(mod, f"model.layers.{i}", totals)
+                _group_sum(mod, f"model.layers.{i}", totals, score)
                 grads[k] = x.grad
             drop(i)
         for (ids, _), c, g in zip(part, ctx, grads):  # the embedding rows the tokens used
             uniq, inv = torch.unique(ids[0], return_inverse=True)
+            if pad is not None:  # the model's embedding never updates its padding row
+                g = g.masked_fill((ids == pad)[..., None], 0)
             rows = torch.zeros(len(uniq), embed.shape[1], device=device).index_add_(0, inv, g[0])
             if tied:
                 rows += c.pop("head_rows")
-            _add(totals, embed_group, (embed[uniq] * rows).abs().sum().double())
+            _add(totals, embed_group, entry_score(embed[uniq], rows, score).sum().double())
         bar.update(len(part))
     bar.close()
     return {g: (t / len(samples)).reshape(1).cpu() for g, t in totals.items()}

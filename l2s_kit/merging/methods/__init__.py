@@ -5,6 +5,8 @@
 - ``task_vector``: Average, Task Arithmetic, TIES, DARE, DARE-TIES
 - ``svd``: Twin-Merging, LoRE-Merging
 - ``activation``: AIM, Sens-Merging (calibration statistics from :mod:`l2s_kit.merging.calibration`)
+- ``layer_adaptive``: ACM, FIM-Merging (per-layer scales of another merge, from mutual information
+  or a data-free Fisher)
 - ``mergekit_family``: DELLA, Model Breadcrumbs, SCE, SLERP, NuSLERP, Model Stock (mergekit's
   conventions)
 
@@ -14,6 +16,7 @@ Importing this package registers every family with :mod:`l2s_kit.merging.registr
 
 from l2s_kit.merging.methods import (  # noqa: F401  (register)
     activation,
+    layer_adaptive,
     mergekit_family,
     svd,
     task_vector,
