@@ -11,7 +11,9 @@ on ``cuda`` and on ``cpu`` where that fits the time, and a table is printed (and
 2. the built-in family's System 2 evaluated on its test split (``--n-per-level``) with the
    transformers backend on cuda against cpu, accuracy compared;
 3. the randomized spectrum of one decoder layer of the pair's task vector on cuda against cpu,
-   the top singular values compared.
+   the top singular values compared;
+4. AIM's layer-by-layer activation statistics of the pair's System 1 (``--aim-samples`` family
+   calibration texts) on cuda against cpu, the largest relative difference reported.
 
     bash benchmarks/gpu_check.sh                     # on the GPU machine: everything, ~6 min
     .venv/bin/python benchmarks/gpu_check.py --size tiny --device cpu   # a dry run here
@@ -43,6 +45,7 @@ def main() -> int:
     ap.add_argument("--workdir", default="/tmp/l2s_gpu_check")
     ap.add_argument("--cpu-ties", action="store_true", help="also TIES on CPU (slow for a 7B)")
     ap.add_argument("--n-per-level", type=int, default=40)
+    ap.add_argument("--aim-samples", type=int, default=16)
     args = ap.parse_args()
     import pandas as pd
     import torch
@@ -103,6 +106,19 @@ def main() -> int:
                                                           progress=False))
         top = v.sort_values("sigma", ascending=False)["sigma"].head(3).round(5).tolist()
         row("randomized spectrum, layer 0", where, s, matrices=v["name"].nunique(), top=top)
+
+    from l2s_kit.merging.calibration.activations import activation_stats
+    from l2s_kit.merging.calibration.sets import CalibrationSpec
+
+    spec = CalibrationSpec("family", "question+both", samples=args.aim_samples, max_tokens=256)
+    stats = {}
+    for where in (dev, "cpu"):
+        stats[where], s = timed(lambda where=where: activation_stats(
+            base, spec, cache=False, device=where))
+        row("AIM statistics (layer by layer)", where, s, modules=len(stats[where]))
+    rows[-1]["max_rel_diff"] = float(max(
+        ((stats[dev][k] - stats["cpu"][k]).abs().max() / stats["cpu"][k].abs().max()).item()
+        for k in stats["cpu"]))
 
     df = pd.DataFrame(rows)
     df.to_csv(work / "gpu_check.csv", index=False)

@@ -190,6 +190,18 @@ def test_fim_scales_the_inner_merge_per_layer_and_protects_gates(pair):
     _scaled(sd, inner, base, c)
 
 
+def test_the_model_card_lists_the_per_layer_values(pair, tmp_path):
+    from l2s_kit.merging import merge
+
+    base, model = pair
+    recipe = {"merge_method": "fim", "base_model": base, "models": [model],
+              "parameters": {"inner": "task_arithmetic", "fim_samples": 2, "fim_tokens": 16}}
+    merge(recipe, tmp_path / "out", progress=False)
+    card = (tmp_path / "out" / "README.md").read_text()
+    z = fim_table([base, model], get_method("fim").resolve(recipe["parameters"], "t"))
+    assert f"layers.2 {z['model.layers.2']:.4g}" in card and "standardised log Fisher" in card
+
+
 def test_layer_adaptive_recipes_are_validated_before_any_tensor_is_read():
     acm, fim = get_method("acm"), get_method("fim")
     for method, params, words in [

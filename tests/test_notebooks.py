@@ -320,7 +320,16 @@ def test_method_families_notebook_draws_each_familys_front_and_the_search(smoke)
     done = executed(smoke, "method_families")
     numbers = [o["data"]["application/vnd.l2s.metrics+json"] for c in done.cells
                for o in c.get("outputs", []) if "application/vnd.l2s.metrics+json" in o.get("data", {})]
-    assert any(k.startswith("sens coefficient.") for k in numbers[0]["metrics"])
+    keys = numbers[0]["metrics"]
+    for method in ("sens_merging", "acm", "fim"):  # each method's coefficient of every layer
+        assert sum(k.startswith(f"layer coefficient.{method}/model.layers.") for k in keys) == 4
+    bars = figs["System 2's coefficient per layer group (1: the inner merge unchanged)"]
+    assert sorted(t.name for t in bars.data) == ["ACM (scale·c)", "FIM-Merging (α)",
+                                                 "Sens-Merging (n·σ)"]
+    acm = [t for t in bars.data if t.name.startswith("ACM")][0]
+    assert list(acm.x) == ["model.embed_tokens", *[f"model.layers.{i}" for i in range(4)],
+                           "model.norm"]  # the family ties its head: no group of its own
+    assert sum(acm.y) / len(acm.y) == pytest.approx(1.0)
 
 
 # ---- run records, the gallery, reruns compared -----------------------------------------------

@@ -25,6 +25,7 @@ def test_flatten_names_each_number_by_row_and_column():
                    "ta.accuracy": 97.5, "ta.mean_tokens": None}  # text left out, NaN → None
     two = t.set_index(["model", "method"])[["accuracy"]]
     assert runs.flatten(two) == {"system2/System 2.accuracy": 100.0, "ta/ta.accuracy": 97.5}
+    assert runs.flatten(two["accuracy"]) == {"system2/System 2": 100.0, "ta/ta": 97.5}
     nested = runs.flatten({"a": {"b": 1, "c": True}, "s": pd.Series({"x": 2.5}), "t": "text"})
     assert nested == {"a.b": 1.0, "a.c": 1.0, "s.x": 2.5}
     with pytest.raises(TypeError, match="metrics"):

@@ -45,7 +45,7 @@ class RunError(L2SError):
 def flatten(numbers, prefix: str = "") -> dict[str, float | None]:
     """Key numbers as flat ``name → float`` (None for a missing value). A DataFrame gives
     ``<row label>.<column>`` for its numeric columns (a MultiIndex label joined with "/"), a
-    Series ``<label>``, a mapping its keys joined with "."; text values are left out."""
+    Series ``<label>`` (joined likewise), a mapping its keys joined with "."; text values are left out."""
     out: dict[str, float | None] = {}
 
     def put(key: str, v) -> None:
@@ -66,7 +66,7 @@ def flatten(numbers, prefix: str = "") -> dict[str, float | None]:
                 put(f"{prefix}{name}.{col}", v)
     elif isinstance(numbers, pd.Series):
         for label, v in numbers.items():
-            put(f"{prefix}{label}", v)
+            put(prefix + ("/".join(map(str, label)) if isinstance(label, tuple) else str(label)), v)
     elif isinstance(numbers, Mapping):
         for k, v in numbers.items():
             if isinstance(v, (Mapping, pd.DataFrame, pd.Series)):

@@ -71,8 +71,8 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
     size = parse_size(shard_size) if shard_size is not None else r.shard_size
     with CheckpointWriter(out, [j.out for j in jobs], shard_size=size,
                           overwrite=overwrite) as writer:
-        run_merge(inputs, r.method, r.parameters, r.weights, jobs, writer.write,
-                  compute_dtype=r.dtype, device=r.device, progress=progress)
+        notes += run_merge(inputs, r.method, r.parameters, r.weights, jobs, writer.write,
+                           compute_dtype=r.dtype, device=r.device, progress=progress)
         writer.write_json("config.json", {**config, **changes})
         tok_files = copy_side_files(writer, tok_dir)
         if not set(tok_files) & set(VOCABULARY_FILES):

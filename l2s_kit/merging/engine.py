@@ -196,12 +196,14 @@ class MergeRun:
     """One merge: the inputs (base first), the planned output tensors, the method with its
     parameters, and the per-tensor state its ``prepare`` hook planned. This is also what a hook
     sees: ``inputs``, ``jobs``, ``weights``, ``n`` (models merged), ``device``, ``compute``,
-    ``progress``, and ``read`` / ``delta`` for any block of any input."""
+    ``progress``, ``read`` / ``delta`` for any block of any input, and ``notes``, where a hook
+    puts what the model card should say (say, the per-layer coefficients it computed)."""
 
     def __init__(self, inputs: Sequence, method: MergeMethod, params: dict, weights: list[float],
                  compute: torch.dtype, device: str, jobs: list[TensorJob], progress: bool):
         self.inputs, self.weights, self.n = inputs, weights, len(inputs) - 1
         self.compute, self.device, self.jobs, self.progress = compute, device, jobs, progress
+        self.notes: list[str] = []  # what the hooks found that the model card should say
         # A wrapping method (AIM) runs its inner merge as the method, then itself on the result.
         self.outer, self.outer_params = None, {}
         if method.wraps:
@@ -334,13 +336,16 @@ def resolve_device(device: str) -> str:
 
 def run_merge(inputs: Sequence, method: MergeMethod | str, params: dict, weights: list[float],
               jobs: list[TensorJob], sink, *, compute_dtype: str = "float32",
-              device: str = "cpu", progress: bool = True) -> None:
+              device: str = "cpu", progress: bool = True) -> list[str]:
     """Merge ``inputs`` (base first) as ``jobs`` (from ``plan_merge``) says, into
     ``sink(name, block)``. A method with a ``prepare`` hook first plans its per-tensor state
-    (trim thresholds, DARE masks, calibration statistics cached next to the checkpoints)."""
+    (trim thresholds, DARE masks, calibration statistics cached next to the checkpoints).
+    Returns the hooks' notes for the model card."""
     method = get_method(method) if isinstance(method, str) else method
-    MergeRun(inputs, method, params, list(weights), DTYPES[compute_dtype], resolve_device(device),
-             jobs, progress).run(sink)
+    run = MergeRun(inputs, method, params, list(weights), DTYPES[compute_dtype],
+                   resolve_device(device), jobs, progress)
+    run.run(sink)
+    return run.notes
 
 
 def merge_state_dicts(method: str, base, models: Sequence, weights: Sequence[float] | None = None,

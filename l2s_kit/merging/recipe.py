@@ -82,6 +82,13 @@ PRESETS: dict[str, dict] = {
         "alpha": a, "temperature": t, "calib_source": "s1k", "calib_parts": "question+short",
         "calib_parts_base": "question+short", "calib_samples": 100}}
        for s, a, t in (("1.5b", 0.4, 3.0), ("7b", 0.7, 2.0), ("14b", 0.8, 6.0))},
+    # FIM-TIES: FIM-Merging's stated setting (arXiv 2603.21705): keep 20% of each task vector at
+    # 1.5B, 40% at 7B, gates at 0.7 α, System 1's Fisher on 8 random sequences of 64 tokens; the
+    # map from Fisher scores to coefficients is the kit's (see the fim method)
+    **{f"fim-ties-{s}": {"merge_method": "fim", "parameters": {
+        "inner": "ties", "k": k, "alpha": 1.0, "gate_scale": 0.7, "fim_samples": 8,
+        "fim_tokens": 64}}
+       for s, k in (("1.5b", 0.8), ("7b", 0.6))},
 }
 
 

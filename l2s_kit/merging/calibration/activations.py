@@ -168,8 +168,11 @@ def causal_masks(config, h: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor)
     return masks
 
 
-def stats_layerwise(path, batches, progress: bool = False) -> dict[str, torch.Tensor]:
-    """Layer-by-layer statistics (see the module docstring); equal to ``stats_whole_model``."""
+def stats_layerwise(path, batches, progress: bool = False,
+                    device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Layer-by-layer statistics (see the module docstring); equal to ``stats_whole_model``.
+    On ``device`` (say ``cuda``) the layer and the hidden states live there; the sums come back
+    to the CPU in float64."""
     from transformers import AutoModelForCausalLM
 
     ckpt = Checkpoint(path)
@@ -180,11 +183,12 @@ def stats_layerwise(path, batches, progress: bool = False) -> dict[str, torch.Te
     if inner is None or not all(hasattr(inner, a) for a in ("layers", "norm", "rotary_emb")):
         raise CheckpointError(f"{path}: layer-by-layer statistics support Qwen2/Llama-style "
                               f"decoders; {type(skel).__name__} is not one (use layerwise=False)")
-    rotary = type(inner.rotary_emb)(config=skel.config)  # real buffers, not meta
-    hidden = _embed(ckpt, batches)
+    rotary = type(inner.rotary_emb)(config=skel.config).to(device)  # real buffers, not meta
+    hidden = [h.to(device) for h in _embed(ckpt, batches)]
+    batches = [(ids.to(device), mask.to(device)) for ids, mask in batches]
     ctx = []  # per batch: masks by layer type, position embeddings, position ids
     for (ids, mask), h in zip(batches, hidden):
-        pos = torch.arange(ids.shape[1]).unsqueeze(0)
+        pos = torch.arange(ids.shape[1], device=device).unsqueeze(0)
         ctx.append((causal_masks(skel.config, h, mask, pos), rotary(h, pos), pos))
     rec = Recorder()
     n_layers = skel.config.num_hidden_layers
@@ -193,6 +197,7 @@ def stats_layerwise(path, batches, progress: bool = False) -> dict[str, torch.Te
         for i in tqdm(range(n_layers), desc="activations (layer by layer)", disable=not progress):
             layer = inner.layers[i]
             _load(layer, ckpt, f"model.layers.{i}")
+            layer.to(device)
             rec.attach(layer, f"model.layers.{i}")
             for b, ((_ids, mask), (masks, pe, pos)) in enumerate(zip(batches, ctx)):
                 rec.mask = mask
@@ -204,6 +209,7 @@ def stats_layerwise(path, batches, progress: bool = False) -> dict[str, torch.Te
             del layer
             _release_memory()
         _load(inner.norm, ckpt, "model.norm")
+        inner.norm.to(device)
         rec.attach(inner.norm, "model.norm")
         for (_ids, mask), h in zip(batches, hidden):
             rec.mask = mask
@@ -213,8 +219,8 @@ def stats_layerwise(path, batches, progress: bool = False) -> dict[str, torch.Te
 
 
 def activation_stats(path: str | os.PathLike, spec: CalibrationSpec, *, layerwise: bool = True,
-                     batch_size: int = 8, cache: bool = True,
-                     progress: bool = False) -> dict[str, torch.Tensor]:
+                     batch_size: int = 8, cache: bool = True, progress: bool = False,
+                     device: str = "cpu") -> dict[str, torch.Tensor]:
     """Per module name: ``a`` (float64, shape (C,)) of ``path``'s model over ``spec``'s texts.
 
     Cached next to the checkpoint (``cache=False`` recomputes and stores nothing); the cache key
@@ -223,8 +229,9 @@ def activation_stats(path: str | os.PathLike, spec: CalibrationSpec, *, layerwis
     """
     def compute():
         batches = tokenize(path, texts(spec), spec.max_tokens, batch_size)
-        fn = stats_layerwise if layerwise else stats_whole_model
-        return fn(path, batches, progress)
+        if layerwise:
+            return stats_layerwise(path, batches, progress, device=device)
+        return stats_whole_model(path, batches, progress)
 
     if not cache:
         return compute()

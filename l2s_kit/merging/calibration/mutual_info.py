@@ -71,7 +71,7 @@ def nmi(x: torch.Tensor, y: torch.Tensor, bins: int = 32) -> float:
 class _Stream:
     """One checkpoint's hidden states over the calibration batches, advanced a layer at a time."""
 
-    def __init__(self, path, batches):
+    def __init__(self, path, batches, device: str = "cpu"):
         from transformers import AutoModelForCausalLM
 
         from l2s_kit.io import Checkpoint
@@ -82,11 +82,13 @@ class _Stream:
             self.skel = AutoModelForCausalLM.from_config(_config(path))
         self.inner = self.skel.model
         cfg = self.skel.config
-        rotary = type(self.inner.rotary_emb)(config=cfg)
-        self.hidden = _embed(self.ckpt, batches)
+        self.device = device
+        rotary = type(self.inner.rotary_emb)(config=cfg).to(device)
+        self.hidden = [h.to(device) for h in _embed(self.ckpt, batches)]
         self.ctx = []
         for (_ids, mask), h in zip(batches, self.hidden):
-            pos = torch.arange(h.shape[1]).unsqueeze(0)
+            mask = mask.to(device)
+            pos = torch.arange(h.shape[1], device=device).unsqueeze(0)
             self.ctx.append((causal_masks(cfg, h, mask, pos), rotary(h, pos), pos))
         self.n_layers = cfg.num_hidden_layers
         self.types = getattr(cfg, "layer_types", None) or ["full_attention"] * self.n_layers
@@ -96,6 +98,7 @@ class _Stream:
 
         mod = self.inner.layers[i]
         _load(mod, self.ckpt, f"model.layers.{i}")
+        mod.to(self.device)
         for b, (masks, pe, pos) in enumerate(self.ctx):
             out = mod(self.hidden[b], attention_mask=masks[self.types[i]],
                       position_embeddings=pe, position_ids=pos)
@@ -108,13 +111,14 @@ class _Stream:
         from l2s_kit.merging.calibration.activations import _load
 
         _load(self.inner.norm, self.ckpt, "model.norm")
+        self.inner.norm.to(self.device)
         return [self.inner.norm(h) for h in self.hidden]
 
 
-def paired_states(base, model, batches, progress: bool = False):
+def paired_states(base, model, batches, progress: bool = False, device: str = "cpu"):
     """Yield (group, base's hidden states, model's hidden states) at every layer boundary (see
-    the module docstring): lists of (B, T, H) tensors, one per batch."""
-    a, b = _Stream(base, batches), _Stream(model, batches)
+    the module docstring): lists of (B, T, H) tensors on ``device``, one per batch."""
+    a, b = _Stream(base, batches, device), _Stream(model, batches, device)
     if a.n_layers != b.n_layers:
         from l2s_kit.errors import IncompatibleModelsError
 
@@ -143,12 +147,12 @@ def _positions(batches, hidden: int, pairs: int, seed: int) -> tuple[torch.Tenso
 
 def _real(states, batches) -> torch.Tensor:
     """The real (unpadded) tokens' hidden states of every batch, as one (tokens, H) matrix."""
-    return torch.cat([h[m] for h, (_ids, m) in zip(states, batches)])
+    return torch.cat([h[m.to(h.device)] for h, (_ids, m) in zip(states, batches)])
 
 
 def layer_nmi(base: str | os.PathLike, model: str | os.PathLike, spec: CalibrationSpec, *,
               bins: int = 32, pairs: int = 1 << 20, seed: int = 0, cache: bool = True,
-              progress: bool = False) -> dict[str, float]:
+              progress: bool = False, device: str = "cpu") -> dict[str, float]:
     """Layer group -> NMI between ``base``'s and ``model``'s hidden states there (see the
     module docstring); ``lm_head`` gets the final norm's value."""
     from l2s_kit.merging.calibration.activations import tokenize
@@ -156,11 +160,13 @@ def layer_nmi(base: str | os.PathLike, model: str | os.PathLike, spec: Calibrati
     def compute():
         batches = tokenize(base, texts(spec), spec.max_tokens, batch_size=8)
         out, where = {}, None
-        for group, ha, hb in paired_states(base, model, batches, progress):
+        for group, ha, hb in paired_states(base, model, batches, progress, device):
             if where is None:
                 where = _positions(batches, ha[0].shape[-1], pairs, seed)
             ra, rb = _real(ha, batches), _real(hb, batches)
-            out[group] = torch.tensor([nmi(ra[where].float(), rb[where].float(), bins)],
+            rows, cols = (w.to(ra.device) for w in where)
+            out[group] = torch.tensor([nmi(ra[rows, cols].float().cpu(),
+                                           rb[rows, cols].float().cpu(), bins)],
                                       dtype=torch.float64)
         return out
 

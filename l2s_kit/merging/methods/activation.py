@@ -90,7 +90,7 @@ def aim_relax(base: torch.Tensor, merged: torch.Tensor, importance: torch.Tensor
 
 def _aim_prepare(run, params):
     stats = activation_stats(_path_of(run.inputs[0], "aim"), calibration_spec(params),
-                             progress=run.progress)
+                             progress=run.progress, device=run.device)
     imp = {name + ".weight": aim_importance(a).float() for name, a in stats.items()}
 
     def state(job):

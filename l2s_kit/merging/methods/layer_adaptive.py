@@ -51,9 +51,14 @@ def relax(base: torch.Tensor, merged: torch.Tensor, c: float) -> torch.Tensor:
     return (merged - base).mul_(c).add_(base)
 
 
-def _coefficient_state(run, table: dict[str, float], extra=lambda job: {}):
+def _coefficient_state(run, table: dict[str, float], extra=lambda job: {}, note: str = ""):
     """``state(job)`` handing each block the coefficient of the job's layer group (an untied
-    head of tied inputs takes its source's group, as Sens-Merging does)."""
+    head of tied inputs takes its source's group, as Sens-Merging does). ``note`` (with
+    ``{groups}``, the table's values by group) goes to the model card."""
+    if note:
+        groups = ", ".join(f"{g.removeprefix('model.')} {v:.4g}" for g, v in table.items())
+        run.notes.append(note.format(groups=groups))
+
     def state(job):
         g = layer_group(job.name)
         if g not in table:
@@ -79,20 +84,24 @@ def acm_coefficients(nmi: dict[str, float]) -> dict[str, float]:
     return {g: (w[g] / mean if mean > 0 else 1.0) for g in nmi}
 
 
-def acm_table(paths: list[str], params: dict, *, progress: bool = False) -> dict[str, float]:
+def acm_table(paths: list[str], params: dict, *, device: str = "cpu",
+              progress: bool = False) -> dict[str, float]:
     """Layer group -> ACM's coefficient before ``scale`` (``paths``: base first; several models'
     coefficients averaged)."""
     spec = calibration_spec(params)
     per_model = [acm_coefficients(layer_nmi(paths[0], p, spec, bins=params["bins"],
                                             pairs=params["pairs"], seed=params["calib_seed"],
-                                            progress=progress))
+                                            progress=progress, device=device))
                  for p in paths[1:]]
     return {g: sum(c[g] for c in per_model) / len(per_model) for g in per_model[0]}
 
 
 def _acm_prepare(run, params):
     paths = [_path_of(s, "acm") for s in run.inputs]
-    return _coefficient_state(run, acm_table(paths, params, progress=run.progress))
+    return _coefficient_state(run, acm_table(paths, params, device=run.device,
+                                             progress=run.progress),
+                              note="acm: per-layer coefficient c (before scale) by layer group: "
+                                   "{groups}")
 
 
 @merge_method("acm", paper=ACM_PAPER, wraps=True, prepare=_acm_prepare, calibrated=True,
@@ -169,7 +178,9 @@ def fim_table(paths: list[str], params: dict, *, device: str = "cpu",
 def _fim_prepare(run, params):
     paths = [_path_of(s, "fim") for s in run.inputs]
     z = fim_table(paths, params, device=run.device, progress=run.progress)
-    return _coefficient_state(run, z, lambda job: {"gate": "gate_proj" in job.name})
+    return _coefficient_state(run, z, lambda job: {"gate": "gate_proj" in job.name},
+                              note="fim: standardised log Fisher score z by layer group (the "
+                                   "coefficient is lo + (hi - lo)·σ(-sharpness·z)): {groups}")
 
 
 @merge_method("fim", paper=FIM_PAPER, aliases=("fim_merging",), wraps=True, prepare=_fim_prepare,
