@@ -84,7 +84,12 @@ def test_l2s_study_on_a_pair_from_the_command_line(family, exported, tmp_path, c
     summary = __import__("pandas").read_csv(tmp_path / "o" / "summary.csv")
     n = summary.groupby("split")["n"].first()
     assert n["validation"] == 6 and n["test"] == 10  # 16 kept, 6 of them to choose on
-    assert "task_arithmetic alpha=0.2" in (tmp_path / "o" / "table1.md").read_text()
+    report = (tmp_path / "o" / "table1.md").read_text()
+    chosen = [ln for ln in report.splitlines() if ln.startswith("- task_arithmetic alpha=0.2: ")]
+    val, test = (summary[(summary["split"] == s) & (summary["model"] == "task_arithmetic alpha=0.2")]
+                 .iloc[0] for s in ("validation", "test"))
+    assert chosen and f"validation {val.accuracy:.1f}% ({val.accuracy_change:+.1f} points)" in \
+        chosen[0] and f"test {test.accuracy:.1f}% ({test.accuracy_change:+.1f} points)" in chosen[0]
     # a run record, key numbers and the gallery of the folder holding --out
     from l2s_kit.io.runs import read_record
 

@@ -312,11 +312,14 @@ def _report(r: StudyResult, chosen: pd.DataFrame, tolerance: float) -> str:
              f"{by}; `ratio`: length change against System 2.", "",
              *[f"Note: {n}.\n" for n in r.notes],
              format_table1(r.table1), "",
-             f"Merges chosen on the validation split (shortest within {tolerance:g} points of "
-             "System 2):", ""]
+             f"Merges chosen on the validation split (the shortest within {tolerance:g} points of "
+             "System 2 there), then on the test split:", ""]
+    v = r.summary[r.summary["split"] == "validation"].set_index("model")
     for m in chosen["model"]:
         row = t.loc[m]
-        lines.append(f"- {m}: accuracy {row.accuracy:.1f}% ({row.accuracy_change:+.1f} points), "
+        val = (f"validation {v.loc[m].accuracy:.1f}% ({v.loc[m].accuracy_change:+.1f} points), "
+               f"{v.loc[m].mean_tokens:.1f} tokens; " if m in v.index else "")
+        lines.append(f"- {m}: {val}test {row.accuracy:.1f}% ({row.accuracy_change:+.1f} points), "
                      f"{row.mean_tokens:.1f} tokens ({row.length_change:+.1f}%), reflective "
                      f"{100 * row.reflection_ratio:.0f}%, {row.mean_keywords:.1f} keywords/response")
     return "\n".join(lines) + "\n"
