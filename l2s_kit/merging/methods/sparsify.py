@@ -16,6 +16,7 @@ on the whole tensor:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 
@@ -113,7 +114,15 @@ def radix_select(blocks: Callable[[], Iterable[torch.Tensor]], rank: int) -> tup
         shift -= 16
 
 
-def order_statistic(a: torch.Tensor, rank: int, sample: int = 1 << 16) -> tuple[float, int, int]:
+@functools.lru_cache(maxsize=64)
+def _sample_positions(n: int, sample: int) -> torch.Tensor:
+    """``sample`` positions in [0, n), drawn from a generator seeded by n, in increasing order
+    (so that gathering them walks memory forwards); the same for every tensor of n entries."""
+    g = torch.Generator().manual_seed(n)
+    return torch.randint(0, n, (sample,), generator=g).sort().values
+
+
+def order_statistic(a: torch.Tensor, rank: int, sample: int = 1 << 14) -> tuple[float, int, int]:
     """(``rank``-th smallest of the flat non-negative tensor ``a``, count < it, count == it).
 
     Exact, and faster than ``kthvalue`` on large tensors: a deterministic sample brackets the
@@ -122,14 +131,14 @@ def order_statistic(a: torch.Tensor, rank: int, sample: int = 1 << 16) -> tuple[
     """
     n = a.numel()
     if n > 8 * sample:
-        g = torch.Generator().manual_seed(n)
-        s = a[torch.randint(0, n, (sample,), generator=g).to(a.device)].sort().values
+        s = a[_sample_positions(n, sample).to(a.device)].sort().values
         q = rank / n
         margin = 6.0 * (q * (1 - q) / sample) ** 0.5 + 8.0 / sample
         lo = float(s[max(0, int((q - margin) * sample))])
         hi = float(s[min(sample - 1, int((q + margin) * sample))])
-        below_lo = int(torch.count_nonzero(a < lo))
-        band = a[(a >= lo) & (a <= hi)]
+        at_least_lo = a >= lo
+        below_lo = n - int(torch.count_nonzero(at_least_lo))
+        band = a[at_least_lo.logical_and_(a <= hi)]
         if below_lo < rank <= below_lo + band.numel():
             t = float(band.kthvalue(rank - below_lo).values)
             return (t, below_lo + int(torch.count_nonzero(band < t)),
@@ -159,33 +168,55 @@ class Trimmer:
         t, below, equal = radix_select(blocks, rank)
         if keep < 0:
             return cls(t, None)
-        return cls(t, keep - (n - below - equal))
+        budget = keep - (n - below - equal)
+        return cls(t, None if budget >= equal else budget)  # every tie kept: no budget to count
 
     @classmethod
-    def for_tensor(cls, delta: torch.Tensor, k: float, rule: str) -> Trimmer:
-        """Plan a trim of one whole tensor (``torch.kthvalue``, same result as ``from_blocks``)."""
-        a = delta.reshape(-1).abs()
+    def for_tensor(cls, delta: torch.Tensor, k: float, rule: str,
+                   magnitudes: torch.Tensor | None = None) -> Trimmer:
+        """Plan a trim of one whole tensor (``torch.kthvalue``, same result as ``from_blocks``);
+        ``magnitudes``: |delta| flattened, when the caller has it."""
+        a = delta.reshape(-1).abs() if magnitudes is None else magnitudes
         rank, keep = trim_rank(a.numel(), k, rule)
         if rank == 0:
             return cls(None, None)
         t, below, equal = order_statistic(a, rank)
         if keep < 0:
             return cls(t, None)
-        return cls(t, keep - (a.numel() - below - equal))
+        budget = keep - (a.numel() - below - equal)
+        return cls(t, None if budget >= equal else budget)  # every tie kept: no budget to count
 
-    def __call__(self, delta: torch.Tensor) -> torch.Tensor:
-        """The trimmed block (entries not kept set to 0); consumes the tie budget."""
+    def __call__(self, delta: torch.Tensor, magnitudes: torch.Tensor | None = None) -> torch.Tensor:
+        """The trimmed block (entries not kept set to 0); consumes the tie budget.
+        ``magnitudes``: |delta| (any shape of the same numel), when the caller has it."""
         if self.threshold is None:
             return delta
-        a = delta.abs()
-        keep = a > self.threshold
-        if self.tie_budget is None:
-            keep |= a == self.threshold
-        elif self.tie_budget > 0:  # the first ties in stream order, up to the budget
-            ties = torch.nonzero((a == self.threshold).reshape(-1)).squeeze(1)[: self.tie_budget]
-            keep.view(-1)[ties] = True
-            self.tie_budget -= ties.numel()
-        return delta * keep
+        a = delta.abs() if magnitudes is None else magnitudes.view(delta.shape)
+        if self.tie_budget is None:  # every entry at the threshold is kept: one comparison
+            return delta * (a >= self.threshold)
+        flat = a.reshape(-1)
+        cut = self._tie_cut(flat)  # ties are kept in [0, cut), dropped after it
+        keep = torch.empty(flat.shape, dtype=torch.bool, device=flat.device)
+        torch.ge(flat[:cut], self.threshold, out=keep[:cut])
+        torch.gt(flat[cut:], self.threshold, out=keep[cut:])
+        return delta * keep.view(delta.shape)
+
+    def _tie_cut(self, flat: torch.Tensor, step: int = 1 << 20) -> int:
+        """How many leading entries of this block keep their ties: up to and including the
+        tie that uses the last of the budget (all of them while the budget lasts), found by
+        counting ties chunk by chunk; consumes the budget."""
+        if self.tie_budget <= 0:
+            return 0
+        for start in range(0, flat.numel(), step):
+            eq = flat[start:start + step] == self.threshold
+            c = int(torch.count_nonzero(eq))
+            if c < self.tie_budget:
+                self.tie_budget -= c
+                continue
+            last = int(torch.nonzero(eq).squeeze(1)[self.tie_budget - 1])
+            self.tie_budget = 0
+            return start + last + 1
+        return flat.numel()
 
 
 # -- DARE --------------------------------------------------------------------------------------

@@ -40,8 +40,12 @@ TrimRule = Literal["topk", "reference", "global"]
 
 
 def _trim(deltas, trimmers, k, trim):
-    if trimmers is None:  # called directly: the tensor is the whole scope
-        trimmers = [Trimmer.for_tensor(d, k, trim) for d in deltas]
+    if trimmers is None:  # the tensor is the whole scope: its magnitudes serve plan and trim
+        out = []
+        for d in deltas:
+            a = d.reshape(-1).abs()
+            out.append(Trimmer.for_tensor(d, k, trim, magnitudes=a)(d, magnitudes=a))
+        return out
     return [t(d) for t, d in zip(trimmers, deltas)]
 
 
