@@ -149,6 +149,24 @@ def test_every_method_has_a_paper_link():
         assert m.paper.startswith("https://"), m.name
 
 
+@pytest.mark.parametrize("step", [7, 1 << 20])
+def test_trim_keeps_the_first_ties_in_stream_order_like_a_naive_reference(step, monkeypatch):
+    """topk keeps exactly n - floor(k·n) entries: all above the threshold, then the ties at it
+    in stream order; a naive reference (a stable sort by magnitude) agrees, whether the ties
+    are counted in chunks of 7 entries or of 2^20, whole or streamed in blocks."""
+    monkeypatch.setattr(Trimmer._tie_cut, "__defaults__", (step,))
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(-4, 5, (4000,), generator=g).float()
+    for k in (0.3, 0.55, 0.8):
+        keep = 4000 - floor_fraction(k, 4000)
+        order = sorted(range(4000), key=lambda i: (-abs(float(x[i])), i))  # ties: earlier first
+        expect = torch.zeros_like(x)
+        expect[order[:keep]] = x[order[:keep]]
+        assert torch.equal(Trimmer.for_tensor(x, k, "topk")(x), expect), k
+        streamed = Trimmer.from_blocks(lambda: iter(x.split(333)), 4000, k, "topk")
+        assert torch.equal(torch.cat([streamed(b) for b in x.split(333)]), expect), k
+
+
 # -- contracts over every registered method --------------------------------------------------------
 SEEDED = {"p": 0.3}
 
