@@ -24,7 +24,8 @@ from l2s_kit.io import DTYPES, Checkpoint, StateDictSource, TensorInfo
 from l2s_kit.merging.recipe import check_device
 from l2s_kit.merging.registry import MergeMethod, get_method
 
-BLOCK_ELEMS = 1 << 24  # entries per block when a tensor is streamed in blocks of rows
+BLOCK_ELEMS = 1 << 22  # entries per block when a tensor is streamed in blocks of rows (16 MB
+# in float32: the heap reuses freed blocks of this size without fragmenting into GBs)
 LM_HEAD = "lm_head.weight"
 EMBED_SUFFIXES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight")
 

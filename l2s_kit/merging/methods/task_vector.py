@@ -89,14 +89,24 @@ def _plan_global(run, delta, k: float) -> tuple[list[Trimmer], float]:
     return [Trimmer(*p) for p in plans], (1.0 if votes >= 0 else -1.0)
 
 
+WHOLE_PLAN_ELEMS = 1 << 24  # a streamed tensor up to this size is planned from one whole read
+
+
 def _tensor_trimmers(run, job, delta, k: float, rule: str) -> list[Trimmer] | None:
     """Per-tensor trim of a tensor streamed in several blocks: thresholds over all its blocks
-    (None for a tensor read whole: the method trims it itself, with the same result)."""
+    (None for a tensor read whole: the method trims it itself, with the same result). Up to
+    ``WHOLE_PLAN_ELEMS`` entries the task vector is read whole once and its threshold found by
+    sampling (:func:`order_statistic`); larger ones by a radix select over the blocks."""
     if len(list(job.blocks())) == 1:
         return None
     n = job.shared_rows * job.row_numel()
     out = []
     for i in range(run.n):
+        if n <= WHOLE_PLAN_ELEMS:
+            rows = slice(0, job.shared_rows) if job.out.shape else None
+            out.append(Trimmer.for_tensor(delta(job, rows, i), k, rule))
+            continue
+
         def blocks(i=i):
             for rows in job.blocks():
                 yield delta(job, rows, i)
