@@ -215,5 +215,8 @@ def test_layer_adaptive_recipes_are_validated_before_any_tensor_is_read():
         with pytest.raises(RecipeError) as e:
             method.resolve(params, "recipe.yaml")
         assert all(w in str(e.value) for w in words), str(e.value)
+    with pytest.raises(RecipeError, match="must be checkpoint folders, not in-memory models"):
+        sd = {"model.layers.0.mlp.up_proj.weight": torch.ones(2, 2)}
+        merge_state_dicts("fim", sd, [sd])  # no hub lookup of a folder called "state_dict"
     # a layer schedule of the sigmoid's range is allowed, as for any per-tensor parameter
     assert fim.resolve({"hi": [1.0, 0.5]}, "r")["hi"] == [1.0, 0.5]

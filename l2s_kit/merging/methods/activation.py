@@ -65,11 +65,13 @@ def _check_calibration(params: dict, where: str, parts_keys=("calib_parts",)) ->
 
 
 def _path_of(src, method: str) -> str:
-    path = getattr(src, "path", None)
+    from l2s_kit.io import Checkpoint
+
+    path = src.path if isinstance(src, Checkpoint) else None
     if path is None:
-        raise RecipeError(f"{method} reads calibration text through the checkpoint's tokenizer "
-                          f"and config, so its inputs must be checkpoint folders, not {src!r}; "
-                          "save in-memory models with save_pretrained first")
+        raise RecipeError(f"{method} computes its statistics through the checkpoints' tokenizer "
+                          "and config, so its inputs must be checkpoint folders, not in-memory "
+                          "models or state dicts; save them with save_pretrained first")
     return str(path)
 
 
