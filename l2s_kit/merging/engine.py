@@ -39,8 +39,9 @@ def reused_heap():
     """While merging, large blocks come from the heap and go back to it when freed.
 
     glibc serves allocations above its mmap threshold (at most 32 MB) with fresh ``mmap``
-    pages and unmaps them on free, so every 64 MB block a merge computes would page-fault all
-    its pages in again: most of an elementwise merge's time. Raising the mmap and trim
+    pages and unmaps them on free, so every larger temporary a merge computes (a 64 MB block
+    before blocks were cut to 16 MB, a whole matrix of the SVD methods, TIES's planning reads)
+    would page-fault all its pages in again: most of an elementwise merge's time. Raising the mmap and trim
     thresholds for the merge lets freed blocks be reused; afterwards both go back to glibc's
     default and the free heap is returned to the system. Elsewhere than glibc: nothing changes.
     """
