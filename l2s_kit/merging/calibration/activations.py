@@ -168,53 +168,82 @@ def causal_masks(config, h: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor)
     return masks
 
 
+class LayerStream:
+    """One checkpoint's hidden states over calibration batches, advanced one decoder layer at a
+    time: each layer's tensors are read into a transformers decoder layer built from the config
+    (rotary position embeddings, the model's own causal mask with padding), every batch's hidden
+    states pass through it, and the layer is dropped. ``hidden`` holds the states after the
+    last layer run (the embeddings at first), one (B, T, H) tensor per batch, on ``device``."""
+
+    def __init__(self, path, batches, device: str = "cpu"):
+        from transformers import AutoModelForCausalLM
+
+        self.path, self.ckpt, self.device = path, Checkpoint(path), device
+        with torch.device("meta"):
+            skel = AutoModelForCausalLM.from_config(_config(path))
+        self.inner = getattr(skel, "model", None)
+        if self.inner is None or not all(hasattr(self.inner, a)
+                                         for a in ("layers", "norm", "rotary_emb")):
+            raise CheckpointError(f"{path}: layer-by-layer statistics support Qwen2/Llama-style "
+                                  f"decoders; {type(skel).__name__} is not one")
+        cfg = skel.config
+        rotary = type(self.inner.rotary_emb)(config=cfg).to(device)  # real buffers, not meta
+        self.hidden = [h.to(device) for h in _embed(self.ckpt, batches)]
+        self.masks = [mask.to(device) for _ids, mask in batches]
+        self.ctx = []  # per batch: masks by layer type, position embeddings, position ids
+        for mask, h in zip(self.masks, self.hidden):
+            pos = torch.arange(h.shape[1], device=device).unsqueeze(0)
+            self.ctx.append((causal_masks(cfg, h, mask, pos), rotary(h, pos), pos))
+        self.n_layers = cfg.num_hidden_layers
+        self.types = getattr(cfg, "layer_types", None) or ["full_attention"] * self.n_layers
+
+    def layer(self, i: int, rec: Recorder | None = None) -> None:
+        """Run decoder layer i over every batch (``rec``: hooks on its modules meanwhile)."""
+        mod = self.inner.layers[i]
+        _load(mod, self.ckpt, f"model.layers.{i}")
+        mod.to(self.device)
+        if rec is not None:
+            rec.attach(mod, f"model.layers.{i}")
+        for b, (masks, pe, pos) in enumerate(self.ctx):
+            if rec is not None:
+                rec.mask = self.masks[b]
+            out = mod(self.hidden[b], attention_mask=masks[self.types[i]],
+                      position_embeddings=pe, position_ids=pos)
+            self.hidden[b] = out[0] if isinstance(out, tuple) else out
+        if rec is not None:
+            rec.detach()
+        self.inner.layers[i] = mod.to("meta")  # drop the layer's weights
+        del mod
+        _release_memory()
+
+    def normed(self, rec: Recorder | None = None) -> list[torch.Tensor]:
+        """The final norm of every batch's hidden states (``rec``: hooked on the norm)."""
+        _load(self.inner.norm, self.ckpt, "model.norm")
+        self.inner.norm.to(self.device)
+        if rec is not None:
+            rec.attach(self.inner.norm, "model.norm")
+        out = []
+        for mask, h in zip(self.masks, self.hidden):
+            if rec is not None:
+                rec.mask = mask
+            out.append(self.inner.norm(h))
+        if rec is not None:
+            rec.detach()
+        return out
+
+
 def stats_layerwise(path, batches, progress: bool = False,
                     device: str = "cpu") -> dict[str, torch.Tensor]:
     """Layer-by-layer statistics (see the module docstring); equal to ``stats_whole_model``.
     On ``device`` (say ``cuda``) the layer and the hidden states live there; the sums come back
     to the CPU in float64."""
-    from transformers import AutoModelForCausalLM
-
-    ckpt = Checkpoint(path)
-    cfg = _config(path)
-    with torch.device("meta"):
-        skel = AutoModelForCausalLM.from_config(cfg)
-    inner = getattr(skel, "model", None)
-    if inner is None or not all(hasattr(inner, a) for a in ("layers", "norm", "rotary_emb")):
-        raise CheckpointError(f"{path}: layer-by-layer statistics support Qwen2/Llama-style "
-                              f"decoders; {type(skel).__name__} is not one (use layerwise=False)")
-    rotary = type(inner.rotary_emb)(config=skel.config).to(device)  # real buffers, not meta
-    hidden = [h.to(device) for h in _embed(ckpt, batches)]
-    batches = [(ids.to(device), mask.to(device)) for ids, mask in batches]
-    ctx = []  # per batch: masks by layer type, position embeddings, position ids
-    for (ids, mask), h in zip(batches, hidden):
-        pos = torch.arange(ids.shape[1], device=device).unsqueeze(0)
-        ctx.append((causal_masks(skel.config, h, mask, pos), rotary(h, pos), pos))
     rec = Recorder()
-    n_layers = skel.config.num_hidden_layers
-    types = getattr(skel.config, "layer_types", None) or ["full_attention"] * n_layers
     with torch.no_grad():
-        for i in tqdm(range(n_layers), desc="activations (layer by layer)", disable=not progress):
-            layer = inner.layers[i]
-            _load(layer, ckpt, f"model.layers.{i}")
-            layer.to(device)
-            rec.attach(layer, f"model.layers.{i}")
-            for b, ((_ids, mask), (masks, pe, pos)) in enumerate(zip(batches, ctx)):
-                rec.mask = mask
-                out = layer(hidden[b], attention_mask=masks[types[i]], position_embeddings=pe,
-                            position_ids=pos)
-                hidden[b] = out[0] if isinstance(out, tuple) else out
-            rec.detach()
-            inner.layers[i] = layer.to("meta")  # drop the layer's weights
-            del layer
-            _release_memory()
-        _load(inner.norm, ckpt, "model.norm")
-        inner.norm.to(device)
-        rec.attach(inner.norm, "model.norm")
-        for (_ids, mask), h in zip(batches, hidden):
-            rec.mask = mask
-            inner.norm(h)
-        rec.detach()
+        stream = LayerStream(path, batches, device)
+        for i in tqdm(range(stream.n_layers), desc="activations (layer by layer)",
+                      disable=not progress):
+            stream.layer(i, rec)
+        stream.normed(rec)
     return rec.sums
 
 

@@ -68,57 +68,12 @@ def nmi(x: torch.Tensor, y: torch.Tensor, bins: int = 32) -> float:
     return max(0.0, min(1.0, mi / math.sqrt(hx * hy)))
 
 
-class _Stream:
-    """One checkpoint's hidden states over the calibration batches, advanced a layer at a time."""
-
-    def __init__(self, path, batches, device: str = "cpu"):
-        from transformers import AutoModelForCausalLM
-
-        from l2s_kit.io import Checkpoint
-        from l2s_kit.merging.calibration.activations import _config, _embed, causal_masks
-
-        self.ckpt = Checkpoint(path)
-        with torch.device("meta"):
-            self.skel = AutoModelForCausalLM.from_config(_config(path))
-        self.inner = self.skel.model
-        cfg = self.skel.config
-        self.device = device
-        rotary = type(self.inner.rotary_emb)(config=cfg).to(device)
-        self.hidden = [h.to(device) for h in _embed(self.ckpt, batches)]
-        self.ctx = []
-        for (_ids, mask), h in zip(batches, self.hidden):
-            mask = mask.to(device)
-            pos = torch.arange(h.shape[1], device=device).unsqueeze(0)
-            self.ctx.append((causal_masks(cfg, h, mask, pos), rotary(h, pos), pos))
-        self.n_layers = cfg.num_hidden_layers
-        self.types = getattr(cfg, "layer_types", None) or ["full_attention"] * self.n_layers
-
-    def layer(self, i: int) -> None:
-        from l2s_kit.merging.calibration.activations import _load, _release_memory
-
-        mod = self.inner.layers[i]
-        _load(mod, self.ckpt, f"model.layers.{i}")
-        mod.to(self.device)
-        for b, (masks, pe, pos) in enumerate(self.ctx):
-            out = mod(self.hidden[b], attention_mask=masks[self.types[i]],
-                      position_embeddings=pe, position_ids=pos)
-            self.hidden[b] = out[0] if isinstance(out, tuple) else out
-        self.inner.layers[i] = mod.to("meta")
-        del mod
-        _release_memory()
-
-    def normed(self) -> list[torch.Tensor]:
-        from l2s_kit.merging.calibration.activations import _load
-
-        _load(self.inner.norm, self.ckpt, "model.norm")
-        self.inner.norm.to(self.device)
-        return [self.inner.norm(h) for h in self.hidden]
-
-
 def paired_states(base, model, batches, progress: bool = False, device: str = "cpu"):
     """Yield (group, base's hidden states, model's hidden states) at every layer boundary (see
     the module docstring): lists of (B, T, H) tensors on ``device``, one per batch."""
-    a, b = _Stream(base, batches, device), _Stream(model, batches, device)
+    from l2s_kit.merging.calibration.activations import LayerStream
+
+    a, b = LayerStream(base, batches, device), LayerStream(model, batches, device)
     if a.n_layers != b.n_layers:
         from l2s_kit.errors import IncompatibleModelsError
 
