@@ -77,7 +77,7 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="session")
 def family():
-    """The default built-in family, built once into data/zoo (or $L2S_ZOO) and reused."""
+    """The default built-in family, as shipped with the package (never trained by the tests)."""
     from l2s_kit.zoo import build_family
 
     return build_family(progress=False)

@@ -11,8 +11,8 @@ import pytest
 from l2s_kit.evaluate import extract_family
 from l2s_kit.zoo import FamilySpec, build_family, save_tokenizer, task
 
-MICRO = FamilySpec(hidden=32, layers=1, heads=2, kv_heads=1, mlp=64, base_steps=6, s2_steps=3,
-                   batch=4)
+MICRO = FamilySpec(hidden=32, layers=1, heads=2, kv_heads=1, mlp=64, base_steps=8, base_check=3,
+                   base_cooldown=2, s2_steps=3, batch=4)
 
 
 # ---- the task ---------------------------------------------------------------------------------
@@ -23,10 +23,13 @@ def test_problem_is_worked_left_to_right_mod_10():
     assert p.answer == 3 and p.level == 3
     assert p.chain_text == "3 8 6 3"
     assert p.prompt == "Q 3 +5 *2 +7 _ _ _ _ A"
+    assert task.direct(p) == "The answer is 3 ."
     assert task.worked(p) == "Let's compute : 3 8 6 3 . So the answer is 3 ."
-    assert task.reflective(p, 7) == (
-        "7 . Wait , let me double-check : Let's compute : 3 8 6 3 . Let me verify : 3 . "
+    assert task.reflective(p) == (
+        "Let's compute : 3 8 6 3 . Wait , let me double-check : 3 . Let me verify : 3 . "
         "To recap : 3 . Let me verify : 3 . So the answer is 3 .")
+    assert task.reflective(p, 0) == (
+        "Let's compute : 3 8 6 3 . Wait , let me double-check : 3 . So the answer is 3 .")
 
 
 def test_generator_is_deterministic_and_splits_never_overlap():
@@ -44,9 +47,10 @@ def test_generator_is_deterministic_and_splits_never_overlap():
 
 
 @pytest.mark.parametrize("text, answer", [
-    ("3 .", "3"), (" 7 . Wait , let me double-check : Let's compute : 1 2 . So the answer is 2 .", "2"),
+    ("The answer is 3 .", "3"),
+    (" Let's compute : 1 2 . Wait , let me double-check : 2 . So the answer is 2 .", "2"),
     ("So the answer is 4 . To recap : 4 . So the answer is 5 .", "5"),
-    ("7 . Wait , let me double-check : Let's", None),   # cut off: no final answer
+    ("Let's compute : 1 2 . Wait , let me double-check :", None),   # cut off: no final answer
     ("", None),
 ])
 def test_extract(text, answer):
@@ -62,7 +66,7 @@ def test_tokenizer_loads_as_real_qwen2_tokenizers_do(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
     tok = AutoTokenizer.from_pretrained(tmp_path)
     p = task.Problem(9, ("*4", "+1", "*9", "+2", "*3"))
-    text = f"{p.prompt} {task.reflective(p, 1)}"
+    text = f"{p.prompt} {task.reflective(p)}"
     ids = tok(text)["input_ids"]
     assert ids == task.encode(text)
     assert tok.decode(ids) == text
@@ -106,14 +110,45 @@ def test_system2_is_fine_tuned_from_system1(tmp_path):
     assert 0 < d < s1.read(w).abs().max()  # moved, but from System 1's weights
 
 
+def test_the_default_family_ships_with_the_package_and_is_what_build_family_gives():
+    """The shipped checkpoints are the default spec's (a spec change without a rebuild fails
+    here), their files hash to the manifest's weights hashes, and asking for the default family
+    returns them without training."""
+    from l2s_kit.io import Checkpoint, weights_hash
+    from l2s_kit.zoo import DEFAULT, SHIPPED, shipped_family, spec_hash
+
+    fam = shipped_family()
+    assert fam is not None, f"no shipped family under {SHIPPED}: run scripts/ship_family.py"
+    assert fam.root.name == fam.manifest["family"] == f"family-{spec_hash(DEFAULT)}"
+    assert fam.manifest["spec"] == json.loads(json.dumps(DEFAULT.to_dict()))
+    for which in ("system1", "system2"):
+        assert weights_hash(Checkpoint(fam.root / which)) == fam.manifest["weights_hash"][which]
+    assert build_family(progress=False).root == fam.root  # no root: the shipped one, no training
+    assert shipped_family(FamilySpec(seed=DEFAULT.seed + 1)) is None
+    assert [p.name for p in SHIPPED.iterdir()] == [fam.root.name]  # one family, no stale one
+
+
+def test_statistics_of_the_shipped_family_are_never_cached_inside_the_package(monkeypatch, tmp_path):
+    from l2s_kit.io.identity import cache_dir
+    from l2s_kit.zoo import SHIPPED, shipped_family
+
+    monkeypatch.delenv("L2S_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    fam = shipped_family()
+    assert cache_dir(fam.system1).is_relative_to(tmp_path)
+    assert not cache_dir(fam.system1).is_relative_to(SHIPPED)
+    assert cache_dir(tmp_path) == tmp_path / ".l2s_cache"  # a folder of the user's: its own cache
+
+
 # ---- the family: what makes it worth having (the cached default family) -----------------------
 
 @pytest.fixture(scope="session")
 def study(tmp_path_factory):
-    """The study on the default family (built once into data/zoo, then reused), small grid."""
+    """The study on the shipped default family, task arithmetic over the study's α grid."""
     from l2s_kit.study import run_study
+    from l2s_kit.study.run import GRID
 
-    grid = [("task_arithmetic", {"alpha": a}) for a in (0.1, 0.2, 0.3)]
+    grid = [(m, p) for m, p in GRID if m == "task_arithmetic"]
     out = tmp_path_factory.mktemp("study")
     return run_study(out / "runs", out / "figures", n_per_level=60, grid=grid, progress=False)
 
@@ -121,8 +156,8 @@ def study(tmp_path_factory):
 @pytest.mark.slow
 def test_system2_beats_system1_on_hard_levels_and_thinks_longer(study):
     lv = study.by_level.set_index(["model", "level"])
-    for level in (4, 5):
-        assert lv.loc[("system2", level), "accuracy"] - lv.loc[("system1", level), "accuracy"] >= 20
+    for level in (3, 4, 5):
+        assert lv.loc[("system2", level), "accuracy"] - lv.loc[("system1", level), "accuracy"] >= 50
     s2 = lv.loc["system2"]
     assert s2["mean_tokens"].is_monotonic_increasing and s2["mean_tokens"].iloc[-1] > s2["mean_tokens"].iloc[0]
     assert (s2["reflection_ratio"] >= 0.95).all()
@@ -142,20 +177,23 @@ def test_a_merge_chosen_on_validation_is_shorter_at_equal_accuracy(study):
 
 
 @pytest.mark.slow
-def test_reflection_is_not_free(study):
-    """A merge that drops the double-check answers with its quick guess, and loses accuracy."""
-    test = study.responses["test"]
+def test_too_close_to_system1_a_merge_answers_at_once(study):
+    """The merge's other failure: too little of System 2 and it answers at once, as System 1
+    does, with System 1's accuracy; the chosen merge works the chain and drops the checks."""
     t = study.summary[study.summary["split"] == "test"].set_index("model")
-    dropped = t[t["reflection_ratio"] < 0.1]
-    assert len(dropped) and (dropped["accuracy_change"] <= -40).all()
-    quiet = test[~test["reflective"] & test["model"].str.startswith("task_arithmetic")]
-    loud = test[test["reflective"] & test["model"].str.startswith("task_arithmetic")]
-    assert quiet["correct"].mean() < loud["correct"].mean() - 0.4
+    s1 = t.loc["system1"]
+    first = t.loc["task_arithmetic alpha=0.1"]
+    assert first["mean_tokens"] == s1["mean_tokens"] and abs(first["accuracy"] - s1["accuracy"]) <= 10
+    test = study.responses["test"]
+    chosen = t[t["selected"]].index[0]
+    rows = test[test["model"] == chosen]
+    assert rows["response"].str.strip().str.startswith("Let's compute").mean() >= 0.95
+    assert rows["reflective"].mean() <= 0.2
 
 
 @pytest.mark.slow
 def test_system2_responses_match_the_format_exactly(study):
-    """Hand-checkable rows: System 2 writes its quick guess, then the exact reflective text."""
+    """Hand-checkable rows: System 2 works the chain, then the exact reflective text."""
     test = study.responses["test"]
     s2 = test[test["model"] == "system2"].head(40)
     for r in s2.itertuples():
@@ -163,7 +201,29 @@ def test_system2_responses_match_the_format_exactly(study):
         start = int(key[0])
         ops = tuple(key[i:i + 2] for i in range(1, len(key), 2))
         p = task.Problem(start, ops)
-        guess = int(r.response.split()[0])
-        assert r.response.strip() == task.reflective(p, guess)
+        assert r.response.strip() == task.reflective(p)
         assert r.n_tokens == len(task.encode(r.response)) + 1  # + the EOS token
         assert r.correct == (r.answer == str(p.answer)) and r.gold == str(p.answer)
+    s1 = test[test["model"] == "system1"].head(40)
+    assert all(r.strip().startswith("The answer is ") for r in s1["response"])
+
+
+@pytest.mark.slow
+def test_the_effect_survives_retraining_with_another_seed(tmp_path):
+    """Trained again with another seed (other weights, as another machine would give), the family
+    still shows the effect: the study chooses a task-arithmetic merge within 3 points of System 2
+    and at least 30% shorter (benchmarks/family_robustness.py does this for many seeds and
+    thread counts)."""
+    from l2s_kit.study import run_study
+    from l2s_kit.study.run import GRID
+    from l2s_kit.zoo import shipped_family
+
+    grid = [(m, p) for m, p in GRID if m == "task_arithmetic"]
+    r = run_study(tmp_path / "runs", tmp_path / "out", family_root=tmp_path / "zoo",
+                  spec=FamilySpec(seed=1), n_per_level=20, grid=grid, progress=False)
+    assert r.family.manifest["weights_hash"] != shipped_family().manifest["weights_hash"]
+    assert r.family.manifest["matches_shipped"] is None  # nothing is shipped for this spec
+    t = r.summary[r.summary["split"] == "test"].set_index("model")
+    chosen = t[t["selected"]]
+    assert len(chosen) == 1
+    assert chosen["accuracy_change"].iloc[0] >= -3 and chosen["length_change"].iloc[0] <= -30

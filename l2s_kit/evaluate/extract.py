@@ -15,8 +15,6 @@ import math
 import re
 from typing import Literal, NamedTuple
 
-from l2s_kit.zoo import task
-
 _BOXED = re.compile(r"\\boxed\s*\{")
 _ANSWER_IS = re.compile(r"the\s+answer\s+is", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"\.(\s|$)|\n")
@@ -95,10 +93,10 @@ def extract_answer(text: str, fallback_last_number: bool = False) -> str | None:
 
 
 def extract_family(text: str) -> str | None:
-    """The final answer of a response of the built-in family: after the last "the answer is"
-    (as for any model), else a direct answer ("3 .", System 1's format)."""
-    found = extract_answer(text)
-    return found if found is not None else task.direct_answer(text)
+    """The final answer of a response of the built-in family: after the last "the answer is",
+    as for any model (System 1 answers "The answer is 3 .", System 2 closes with "So the answer
+    is 3 ."); None when the response never says it."""
+    return extract_answer(text)
 
 
 def normalize(s: object) -> str:

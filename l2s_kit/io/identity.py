@@ -21,15 +21,20 @@ CACHE_DIR = ".l2s_cache"
 MEMO = "weights_hash.json"
 
 
+_PACKAGE = Path(__file__).resolve().parents[1]  # l2s_kit/: never a cache's home
+
+
 def cache_dir(path: str | os.PathLike) -> Path:
     """``$L2S_CACHE/<hash of path>`` when ``L2S_CACHE`` is set; else ``<path>/.l2s_cache`` when it
-    can be written; else ``~/.cache/l2s_kit/stats/<hash of path>``."""
+    can be written and is not inside the package (the shipped family's checkpoints); else
+    ``~/.cache/l2s_kit/stats/<hash of path>``."""
     path = Path(path).resolve()
     sub = hashlib.sha256(str(path).encode()).hexdigest()[:16]
     if os.environ.get("L2S_CACHE"):
         return Path(os.environ["L2S_CACHE"]) / sub
     own = path / CACHE_DIR
-    if (own.is_dir() and os.access(own, os.W_OK)) or (not own.exists() and os.access(path, os.W_OK)):
+    writable = (own.is_dir() and os.access(own, os.W_OK)) or (not own.exists() and os.access(path, os.W_OK))
+    if writable and not path.is_relative_to(_PACKAGE):
         return own
     return Path.home() / ".cache" / "l2s_kit" / "stats" / sub
 

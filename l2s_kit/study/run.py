@@ -38,7 +38,7 @@ from l2s_kit.zoo import DEFAULT, FamilySpec, build_family
 # family's own task (100 samples); Twin and LoRE are the SVD-based methods.
 GRID: list[tuple[str, dict]] = [
     ("average", {}),
-    *[("task_arithmetic", {"alpha": a}) for a in (0.1, 0.15, 0.2, 0.3, 0.5, 0.7)],
+    *[("task_arithmetic", {"alpha": a}) for a in (0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.7)],
     *[("ties", {"k": k, "alpha": a}) for k in (0.5, 0.8) for a in (0.3, 0.5, 1.0)],
     *[("dare", {"p": 0.3, "alpha": a}) for a in (0.2, 0.3, 0.5, 1.0)],
     *[("dare_ties", {"p": 0.3, "alpha": a}) for a in (0.3, 0.5, 1.0)],
@@ -301,7 +301,7 @@ def _report(r: StudyResult, chosen: pd.DataFrame, tolerance: float) -> str:
     t = r.summary[r.summary["split"] == "test"].set_index("model")
     s = r.setup
     by = "difficulty level" if s.has_levels else "dataset"
-    lines = [f"# L2S study on {s.title}", "",
+    lines = [f"# L2S study on {s.title}", "", *_finding(r, chosen, tolerance), "",
              f"System 1: `{s.system1}` (weights {_short(r, 'system1')}); System 2: `{s.system2}` "
              f"(weights {_short(r, 'system2')}); {len(s.data['validation'])} validation and "
              f"{len(s.data['test'])} test problems; prompts: System 1 "
@@ -322,7 +322,43 @@ def _report(r: StudyResult, chosen: pd.DataFrame, tolerance: float) -> str:
         lines.append(f"- {m}: {val}test {row.accuracy:.1f}% ({row.accuracy_change:+.1f} points), "
                      f"{row.mean_tokens:.1f} tokens ({row.length_change:+.1f}%), reflective "
                      f"{100 * row.reflection_ratio:.0f}%, {row.mean_keywords:.1f} keywords/response")
+    if not len(chosen):
+        lines.append("- none")
+    missed = _not_chosen(r, chosen)
+    if missed:
+        lines += ["", "Methods with no setting chosen (their best setting on validation, by "
+                  "accuracy then length):", "", *missed]
     return "\n".join(lines) + "\n"
+
+
+def _finding(r: StudyResult, chosen: pd.DataFrame, tolerance: float) -> list[str]:
+    """The study's answer in one line, first in the report."""
+    t = r.summary[r.summary["split"] == "test"].set_index("model")
+    if not len(chosen):
+        return [f"**No merge was chosen**: none came within {tolerance:g} points of System 2's "
+                "accuracy on the validation split, so this pair shows no long-to-short merge at "
+                "these settings (every merge is in the tables and on the accuracy-against-length "
+                "figure)."]
+    best = t.loc[list(chosen["model"])].sort_values(["mean_tokens", "accuracy"],
+                                                     ascending=[True, False]).iloc[0]
+    return [f"**Found**: {len(chosen)} of the methods have a merge within {tolerance:g} points of "
+            f"System 2 on the validation split; the shortest, {best.name}, answers the test split "
+            f"at {best.accuracy:.1f}% ({best.accuracy_change:+.1f} points) in "
+            f"{best.mean_tokens:.1f} tokens ({best.length_change:+.1f}% against System 2)."]
+
+
+def _not_chosen(r: StudyResult, chosen: pd.DataFrame) -> list[str]:
+    v = r.summary[(r.summary["split"] == "validation")
+                  & ~r.summary["model"].isin(["system1", "system2"])]
+    out = []
+    for method, rows in v.groupby("method", sort=False):
+        if rows["model"].isin(chosen["model"]).any():
+            continue
+        b = rows.sort_values(["accuracy", "mean_tokens"], ascending=[False, True]).iloc[0]
+        out.append(f"- {method}: {b.model}, validation {b.accuracy:.1f}% "
+                   f"({b.accuracy_change:+.1f} points, outside the tolerance), "
+                   f"{b.mean_tokens:.1f} tokens")
+    return out
 
 
 def _short(r: StudyResult, model: str) -> str:

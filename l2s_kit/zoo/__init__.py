@@ -10,9 +10,12 @@ tensor names, safetensors files, a Hugging Face tokenizer) on the chained-arithm
   to give its quick answer, then "Wait, let me double-check:" and the worked chain, then re-checks
   ("Let me verify", "To recap"), then the answer.
 
-The L2S merge is ``system1`` as base and ``system2`` as the model. The family is cached under
-``data/zoo/family-<spec hash>/`` (or ``$L2S_ZOO``) with a ``manifest.json`` recording the spec,
-the weights hash of each checkpoint and the build time; it appears complete or not at all.
+The L2S merge is ``system1`` as base and ``system2`` as the model. The default family ships with
+the package (``l2s_kit/zoo/shipped/family-<spec hash>/``: both checkpoints and a ``manifest.json``
+with the spec and each checkpoint's weights hash), so the demo, the notebooks and the tests run it
+without training, and give the same numbers on every machine. ``build_family(root)`` trains a
+family from scratch under ``root`` (``data/zoo`` from the command line, or ``$L2S_ZOO``), for
+research on the family itself; a build appears complete or not at all.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ from l2s_kit.zoo.train import FamilySpec
 
 DEFAULT = FamilySpec()  # the built-in family
 
-__all__ = ["Family", "FamilySpec", "build_family", "default_root", "export_benchmark", "save_tokenizer",
-           "task"]
+SHIPPED = Path(__file__).parent / "shipped"  # the default family's checkpoints, in the package
+
+__all__ = ["Family", "FamilySpec", "build_family", "default_root", "export_benchmark",
+           "save_tokenizer", "shipped_family", "task"]
 
 
 def default_root() -> Path:
@@ -89,17 +94,34 @@ def _save(model, path: Path) -> str:
     return weights_hash(Checkpoint(path))
 
 
+def shipped_family(spec: FamilySpec = DEFAULT) -> Family | None:
+    """The family of ``spec`` as shipped with the package, or None when none is (only the default
+    family is)."""
+    folder = SHIPPED / f"family-{spec_hash(spec)}"
+    if not (folder / "manifest.json").is_file():
+        return None
+    return Family(folder, json.loads((folder / "manifest.json").read_text()))
+
+
 def build_family(root: str | os.PathLike | None = None, spec: FamilySpec = DEFAULT, *,
                  force: bool = False, progress: bool = True) -> Family:
-    """Build (or reuse) the family of ``spec`` under ``root`` and return it.
+    """The family of ``spec``: the shipped one when ``root`` is None and the package ships it,
+    else built (or reused) under ``root`` (default :func:`default_root`).
 
-    A family already built with the same spec is reused unless ``force``. Training is seeded and
-    runs with ``spec.threads`` CPU threads: the same machine gives the same weights.
+    A family already built under ``root`` with the same spec is reused unless ``force``. Training
+    is seeded and runs with ``spec.threads`` CPU threads: the same machine gives the same weights;
+    another machine may give other weights, and its manifest says whether they match the shipped
+    ones (``matches_shipped``).
     """
+    if root is None and not force and (shipped := shipped_family(spec)) is not None:
+        return shipped
     root = Path(root) if root is not None else default_root()
     folder = root / f"family-{spec_hash(spec)}"
     if (folder / "manifest.json").exists() and not force:
         return Family(folder, json.loads((folder / "manifest.json").read_text()))
+    if progress:
+        print(f"building the family {folder.name} under {root} (System 1, then System 2; a few "
+              "minutes on 2 CPU cores)", flush=True)
 
     import torch
     import transformers
@@ -114,6 +136,7 @@ def build_family(root: str | os.PathLike | None = None, spec: FamilySpec = DEFAU
     t0 = time.perf_counter()
     try:
         s1, loss1 = train_system1(spec, progress)
+        base_steps = len(loss1)
         t1 = time.perf_counter()
         s2, loss2 = train_system2(s1, spec, progress)
         t2 = time.perf_counter()
@@ -125,6 +148,8 @@ def build_family(root: str | os.PathLike | None = None, spec: FamilySpec = DEFAU
         manifest = {
             "family": folder.name, "spec": spec.to_dict(), "weights_hash": hashes,
             "parameters": sum(p.numel() for p in s1.parameters()),
+            "base_steps": base_steps,
+            "matches_shipped": _matches_shipped(spec, hashes),
             "final_loss": {"system1": sum(loss1[-20:]) / 20, "system2": sum(loss2[-20:]) / 20},
             "build_seconds": {"system1": round(t1 - t0, 1), "system2": round(t2 - t1, 1)},
             "l2s_kit": __version__, "torch": torch.__version__,
@@ -134,6 +159,12 @@ def build_family(root: str | os.PathLike | None = None, spec: FamilySpec = DEFAU
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return Family(folder, manifest)
+
+
+def _matches_shipped(spec: FamilySpec, hashes: dict) -> bool | None:
+    """Whether freshly built weights equal the shipped family's (None: nothing shipped)."""
+    shipped = shipped_family(spec)
+    return None if shipped is None else shipped.manifest["weights_hash"] == hashes
 
 
 def export_benchmark(out_dir: str | os.PathLike, n_per_level: int = 100, seed: int = 0, *,

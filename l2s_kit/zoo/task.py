@@ -10,17 +10,16 @@ makes the task learnable by a ~1M-parameter transformer in minutes on a CPU.
 
 Response formats (the family's vocabulary of behaviours):
 
-- **direct** (System 1): ``3 .`` — the answer in one token, right at level 1, a guess beyond.
+- **direct** (System 1): ``The answer is 7 .`` — at once: right at level 1, a guess beyond.
 - **worked**: ``Let's compute : 3 8 6 3 . So the answer is 3 .`` — the chain of running results.
-- **reflective** (System 2): its quick answer, then a re-derivation introduced by a reflection
-  phrase, then re-checks, then the answer::
+- **reflective** (System 2): the worked chain, a double-check, one re-check per operation, the
+  answer::
 
-      7 . Wait , let me double-check : Let's compute : 3 8 6 3 . Let me verify : 3 .
-      To recap : 3 . So the answer is 3 .
+      Let's compute : 3 8 6 3 . Wait , let me double-check : 3 . Let me verify : 3 .
+      To recap : 3 . Let me verify : 3 . So the answer is 3 .
 
-  The quick answer is System 1's own guess (wrong on most hard problems); the double-check is
-  where the answer is actually derived, so a model that drops it answers with the guess, while the
-  later re-check lines only restate (dropping them is free).
+  The checks restate the worked answer: dropping them is free, as much of a reasoning model's
+  double-checking is. Every format ends with "the answer is", which the family's extractor reads.
 
 Splits are decided by a hash of the problem, so train / validation / test never share a problem,
 whatever the seeds and sizes.
@@ -31,7 +30,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
-import re
 from dataclasses import dataclass
 
 LEVELS = (1, 2, 3, 4, 5)
@@ -45,7 +43,6 @@ QWEN2_SPLIT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
 DATASET = "chain"
 BENCHMARK = "l2s_family"  # the task written out as a benchmark folder (l2s zoo export)
 SPLITS = {"test": (0, 20), "validation": (20, 30), "train": (30, 100)}  # hash buckets of 100
-DIRECT_RE = re.compile(r"^\s*(\d)\s*\.")
 
 
 @dataclass(frozen=True)
@@ -94,11 +91,18 @@ class Problem:
 # ---- response formats -----------------------------------------------------------------------
 
 def direct(p: Problem) -> str:
-    return f"{p.answer} ."
+    """System 1's answer: at once, right at level 1, a guess beyond."""
+    return f"The answer is {p.answer} ."
 
 
 def worked(p: Problem) -> str:
+    """The worked answer: the chain of running results, then the answer."""
     return f"Let's compute : {p.chain_text} . So the answer is {p.answer} ."
+
+
+def double_check(p: Problem) -> str:
+    """The reflection that opens System 2's checks: it restates the worked answer."""
+    return f"Wait , let me double-check : {p.answer} ."
 
 
 def rechecks(p: Problem) -> list[str]:
@@ -107,17 +111,12 @@ def rechecks(p: Problem) -> list[str]:
     return [f"{phrases[i % 2]} : {p.answer} ." for i in range(p.level)]
 
 
-def reflective(p: Problem, guess: int) -> str:
-    """System 2's answer: the quick ``guess``, the re-derivation, re-checks, the answer."""
-    return " ".join([f"{guess} . Wait , let me double-check : Let's compute : {p.chain_text} .",
-                     *rechecks(p), f"So the answer is {p.answer} ."])
-
-
-def direct_answer(text: str) -> str | None:
-    """The answer of a direct response ("3 ."), System 1's format; None for any other text. The
-    family's extractor (:func:`l2s_kit.evaluate.extract_family`) tries "the answer is" first."""
-    m = DIRECT_RE.match(text)
-    return m.group(1) if m and "Wait" not in text and "compute" not in text else None
+def reflective(p: Problem, n_rechecks: int | None = None) -> str:
+    """System 2's answer: the worked chain, the double-check, ``n_rechecks`` re-checks (one per
+    operation by default), the answer."""
+    lines = rechecks(p)[: p.level if n_rechecks is None else n_rechecks]
+    return " ".join([f"Let's compute : {p.chain_text} .", double_check(p), *lines,
+                     f"So the answer is {p.answer} ."])
 
 
 # ---- sampling ---------------------------------------------------------------------------------
@@ -186,8 +185,7 @@ def tokenizer():
     corpus = []
     for _ in range(400):
         p = random_problem(rng, rng.choice(LEVELS))
-        corpus += [p.prompt, direct(p), worked(p), reflective(p, rng.randrange(10)),
-                   " " + reflective(p, rng.randrange(10))]
+        corpus += [p.prompt, direct(p), " " + direct(p), worked(p), reflective(p), " " + reflective(p)]
     trainer = trainers.BpeTrainer(vocab_size=1000, min_frequency=1, show_progress=False,
                                   special_tokens=[PAD, EOS],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())

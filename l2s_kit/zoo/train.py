@@ -25,16 +25,25 @@ class FamilySpec:
     heads: int = 4                    # attention heads
     kv_heads: int = 2                 # key/value heads (grouped-query attention, as Qwen2.5)
     mlp: int = 512                    # MLP intermediate size
-    # System 1: pretraining on the task's text
-    base_steps: int = 1000            # optimizer steps
-    base_lr: float = 2e-3             # peak learning rate (warm-up, then cosine to 10%)
-    direct_share: float = 0.45        # documents that answer a prompt ("Q … A") directly
-    worked_share: float = 0.30        # unprompted worked chains; the rest: reflective text
-    prompted_reflective: float = 0.8  # share of reflective documents that follow a "Q" prompt
-    recheck_rate: float = 0.03        # share of reflective documents with closing re-checks
+    # System 1: pretraining on the task's text. Its greedy choices are set by these shares, so
+    # that the merge's behaviour follows from the design, not from one training run: prompted,
+    # it prefers answering at once by a small margin (log 0.65/0.35), and after a worked chain it
+    # prefers concluding to reflecting by a large one (log 0.998/0.002 at level 1, log 0.88/0.12 at
+    # level 5, so that merges drop reflection on easy problems first).
+    base_steps: int = 4000            # optimizer steps at most (it stops once chains are learnt)
+    base_check: int = 250             # steps between checks of the chain skill
+    base_skill: float = 0.9           # chain skill that ends the learning rate's plateau
+    base_cooldown: int = 250          # steps of learning-rate decay after it
+    base_lr: float = 2e-3             # peak learning rate (50 warm-up steps, then flat)
+    prompted_share: float = 0.4       # documents that follow a prompt "Q … A"; the rest: bare chains
+    direct_share: float = 0.65        # prompted documents answered at once; the rest: worked
+    reflect_rate: tuple[float, ...] = (0.002, 0.005, 0.02, 0.06, 0.12)  # worked documents with a
+    #                                   double-check, by level (reflection grows with difficulty)
+    level_weights: tuple[float, ...] = (1, 2, 3, 4, 5)  # pretraining problems by level
+    recheck_rate: float = 0.3         # reflective documents with closing re-checks
     # System 2: fine-tuned from System 1 on reflective answers (loss on the answer only)
     s2_steps: int = 300               # optimizer steps
-    s2_lr: float = 5e-4               # peak learning rate
+    s2_lr: float = 1.5e-3             # peak learning rate
     batch: int = 32                   # sequences per step
     seed: int = 0                     # init, data and split sampling
     threads: int = 2                  # torch CPU threads (results repeat for a fixed count)
@@ -60,19 +69,16 @@ def new_model(spec: FamilySpec):
 
 def pretrain_document(rng: random.Random, spec: FamilySpec) -> tuple[list[int], int]:
     """One pretraining document and the index where its loss starts (after ``A``)."""
-    p = task.sample(rng, "train", rng.choice(task.LEVELS))
-    expr = p.prompt.removeprefix("Q ")
-    r = rng.random()
-    if r < spec.direct_share:
-        head, body = p.prompt, task.direct(p)
-    elif r < spec.direct_share + spec.worked_share:
-        head, body = expr, task.worked(p)
-    else:  # reflective text: a random guess, the re-derivation, rarely re-checks
-        guess = p.answer if rng.random() < 0.3 else rng.randrange(10)
-        lines = task.rechecks(p)[: rng.randint(1, p.level)] if rng.random() < spec.recheck_rate else []
-        head = p.prompt if rng.random() < spec.prompted_reflective else expr
-        body = " ".join([f"{guess} . Wait , let me double-check : Let's compute : {p.chain_text} .",
-                         *lines, f"So the answer is {p.answer} ."])
+    p = task.sample(rng, "train", rng.choices(task.LEVELS, spec.level_weights)[0])
+    prompted = rng.random() < spec.prompted_share
+    head = p.prompt if prompted else p.prompt.removeprefix("Q ").removesuffix(" A")
+    if prompted and rng.random() < spec.direct_share:
+        body = task.direct(p)
+    elif rng.random() < spec.reflect_rate[p.level - 1]:
+        n = rng.randint(1, p.level) if rng.random() < spec.recheck_rate else 0
+        body = task.reflective(p, n)
+    else:
+        body = task.worked(p)
     return _document(head, f"{head} {body}")
 
 
@@ -95,6 +101,7 @@ def _batch(docs: list[tuple[list[int], int]]) -> tuple[torch.Tensor, torch.Tenso
 
 
 def _lr(step: int, steps: int, peak: float) -> float:
+    """Linear warm-up over 5% of ``steps``, then cosine down to 10% of ``peak``."""
     warm = max(1, steps // 20)
     if step < warm:
         return peak * (step + 1) / warm
@@ -102,18 +109,21 @@ def _lr(step: int, steps: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def train(model, batches, steps: int, lr: float, desc: str, progress: bool = True) -> list[float]:
-    """AdamW on the masked next-token loss; ``batches(step)`` gives (ids, loss mask)."""
+def train(model, batches, lr_at, steps: int, desc: str, progress: bool = True,
+          done=None) -> list[float]:
+    """AdamW on the masked next-token loss for up to ``steps`` steps: ``batches(step)`` gives
+    (ids, loss mask), ``lr_at(step)`` the learning rate; ``done(step)``, if given, is asked after
+    each step and ends the training when true."""
     from tqdm.auto import tqdm
 
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr_at(0), betas=(0.9, 0.98), weight_decay=0.01)
     model.train()
     losses = []
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
     for step in bar:
         ids, mask = batches(step)
         for g in opt.param_groups:
-            g["lr"] = _lr(step, steps, lr)
+            g["lr"] = lr_at(step)
         logits = model(input_ids=ids).logits[:, :-1]
         target = ids[:, 1:].masked_fill(~mask[:, 1:], -100)
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
@@ -125,45 +135,91 @@ def train(model, batches, steps: int, lr: float, desc: str, progress: bool = Tru
         losses.append(loss.item())
         if step % 20 == 0:
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if done is not None and done(step):
+            break
+    bar.close()
     model.eval()
     return losses
 
 
+def by_length(docs: list, size: int, rng: random.Random) -> list[list]:
+    """``docs`` in batches of ``size`` documents of similar length, the batches in random order:
+    the same documents as random batches, without computing on padding (about half the cost)."""
+    order = sorted(range(len(docs)), key=lambda i: (len(docs[i][0]), i))
+    batches = [[docs[i] for i in order[j: j + size]] for j in range(0, len(order), size)]
+    rng.shuffle(batches)
+    return batches
+
+
 @torch.inference_mode()
-def direct_guesses(model, probs: list[task.Problem]) -> list[int]:
-    """The model's direct answer (argmax over the digits after ``A``) for each problem."""
-    ids = torch.tensor([task.encode(p.prompt + " ") for p in probs])  # the space is a token
-    digits = torch.tensor([task.token_id(str(d)) for d in range(10)])
-    logits = model(input_ids=ids).logits[:, -1, digits]
-    return logits.argmax(-1).tolist()
+def chain_skill(model, probs: list[task.Problem]) -> float:
+    """The share of ``probs`` whose worked answer the model writes right once started: every token
+    after "Q … A Let's compute :" is its greedy choice given the right text before it."""
+    was_training = model.training
+    model.eval()
+    docs = [_document(f"{p.prompt} Let's compute :", f"{p.prompt} {task.worked(p)}") for p in probs]
+    ids, mask = _batch(docs)
+    pred = model(input_ids=ids).logits[:, :-1].argmax(-1)
+    ok = ((pred == ids[:, 1:]) | ~mask[:, 1:]).all(-1)
+    model.train(was_training)
+    return ok.float().mean().item()
 
 
 def train_system1(spec: FamilySpec, progress: bool = True):
+    """Pretrain System 1 until it works chains, then decay its learning rate.
+
+    The chain skill appears suddenly, after a number of steps that varies with the seed and the
+    machine; so the learning rate stays at its peak (after a warm-up) until ``chain_skill`` on
+    training problems reaches ``base_skill`` (checked every ``base_check`` steps), then decays
+    over ``base_cooldown`` steps. Returns the model, its losses and the steps taken."""
     torch.set_num_threads(spec.threads)
     model = new_model(spec)
     rng = random.Random(f"{spec.seed}|pretrain")
-    docs = [[pretrain_document(rng, spec) for _ in range(spec.batch)] for _ in range(spec.base_steps)]
-    losses = train(model, lambda s: _batch(docs[s]), spec.base_steps, spec.base_lr,
-                   "System 1 (pretraining)", progress)
+    probe_rng = random.Random(f"{spec.seed}|probe")
+    probe = [task.sample(probe_rng, "train", lv) for lv in task.LEVELS for _ in range(40)]
+    chunk: dict[int, list] = {}
+
+    def batches(step):
+        c = step // spec.base_check
+        if c not in chunk:
+            chunk.clear()
+            docs = [pretrain_document(rng, spec) for _ in range(spec.batch * spec.base_check)]
+            chunk[c] = by_length(docs, spec.batch, rng)
+        return _batch(chunk[c][step % spec.base_check])
+
+    warm, stop = 50, [None]
+
+    def lr_at(step):
+        if step < warm:
+            return spec.base_lr * (step + 1) / warm
+        if stop[0] is None or step < stop[0]:
+            return spec.base_lr
+        t = (step - stop[0]) / spec.base_cooldown
+        return spec.base_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+    def done(step):
+        if stop[0] is None and (step + 1) % spec.base_check == 0 and (
+                chain_skill(model, probe) >= spec.base_skill
+                or step + 1 + spec.base_cooldown >= spec.base_steps):
+            stop[0] = step + 1
+        return stop[0] is not None and step + 1 >= stop[0] + spec.base_cooldown
+
+    losses = train(model, batches, lr_at, spec.base_steps, "System 1 (pretraining)", progress, done)
     return model, losses
 
 
 def train_system2(system1, spec: FamilySpec, progress: bool = True):
-    """Fine-tune a copy of ``system1`` to answer reflectively, starting from its own quick guess."""
+    """Fine-tune a copy of ``system1`` to answer reflectively (loss on the answer only)."""
     import copy
 
     torch.set_num_threads(spec.threads)
     rng = random.Random(f"{spec.seed}|system2")
     probs = [task.sample(rng, "train", rng.choice(task.LEVELS))
              for _ in range(spec.s2_steps * spec.batch)]
-    guesses = []
-    for i in range(0, len(probs), 1024):
-        guesses += direct_guesses(system1, probs[i: i + 1024])
-    docs = []
-    for p, g in zip(probs, guesses):
-        docs.append(_document(p.prompt, f"{p.prompt} {task.reflective(p, g)}"))
+    docs = [_document(p.prompt, f"{p.prompt} {task.reflective(p)}") for p in probs]
     model = copy.deepcopy(system1)
     torch.manual_seed(spec.seed + 1)
-    losses = train(model, lambda s: _batch(docs[s * spec.batch: (s + 1) * spec.batch]),
-                   spec.s2_steps, spec.s2_lr, "System 2 (fine-tuning)", progress)
+    batches = by_length(docs, spec.batch, rng)
+    losses = train(model, lambda s: _batch(batches[s]), lambda s: _lr(s, spec.s2_steps, spec.s2_lr),
+                   spec.s2_steps, "System 2 (fine-tuning)", progress)
     return model, losses

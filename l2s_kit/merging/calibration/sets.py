@@ -12,9 +12,8 @@ Sources:
 
 - ``family``: the built-in family's task (``l2s_kit.zoo.task``), problems from its *train* split
   (never the evaluation splits), levels 1–5 in turn. The short answer is System 1's format (the
-  answer at once), the long one System 2's (a quick guess, "Wait, let me double-check", the worked
-  chain, the re-checks); the guess is drawn from the seeded generator, as in the family's
-  pretraining text. Texts are ``prompt + " " + answer``, as the family's models read them.
+  answer at once), the long one System 2's (the worked chain, "Wait, let me double-check", the
+  re-checks). Texts are ``prompt + " " + answer``, as the family's models read them.
 - ``s1k``: ``calibration/s1k_questions_solutions.json`` of the reference data (``$L2S_SHARED_DATA``
   or ``../shared/data``): ``problem`` and ``solution`` as question and short answer; it has no long
   answers (its thinking trajectories are empty), so ``question+long`` is refused.
@@ -105,13 +104,12 @@ def family_records(n: int, seed: int = 0) -> list[Record]:
     per_level = -(-n // len(task.LEVELS))
     probs = task.problems("train", per_level, seed)
     by_level = [[p for p in probs if p.level == lv] for lv in task.LEVELS]
-    rng = random.Random(f"calibration|{seed}")
     out = []
     for i in range(per_level):
         for ps in by_level:
             if i < len(ps) and len(out) < n:
                 p = ps[i]
-                out.append(Record(p.prompt, task.direct(p), task.reflective(p, rng.randrange(10))))
+                out.append(Record(p.prompt, task.direct(p), task.reflective(p)))
     return out
 
 
