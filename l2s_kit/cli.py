@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from l2s_kit.errors import L2SError
+from l2s_kit.errors import EXIT_FIGURES_INCOMPLETE, L2SError, missing_extra, require
 from l2s_kit.version import __version__
 
 DESCRIPTION = """\
@@ -34,9 +34,13 @@ examples:
   l2s check /models/S1 /models/S2                 does the pair fit together? (every difference)
   l2s study                                       the L2S study on the built-in family
   l2s study --base S1 --model S2 --benchmark math500 --data-dir DATA   ... on your own pair
-  l2s zoo build                                   build the built-in System 1 / System 2 pair
+  l2s zoo build                                   train the built-in System 1 / System 2 pair
   l2s notebooks run -f notebooks/params/smoke.yaml --run smoke
                                                   run every notebook headless, render HTML + PNG
+
+exit status: 0 done; 2 bad input or a missing extra (one line says what to do); 3 figures
+incomplete (l2s study --png: every table and HTML figure written, some PNGs missing; the
+command that makes them again is printed); 130 interrupted.
 """
 
 
@@ -280,6 +284,14 @@ def _study(args) -> int:
             print(f"gallery:   {page}")
     else:
         print(f"gallery:   none ({args.out} is not inside {gallery})")
+    if r.missing_pngs:
+        again = " ".join(["l2s", *(sys.argv[1:] if sys.argv[1:2] == ["study"] else ["study", "--png"])])
+        print(f"figures incomplete: {len(r.missing_pngs)} PNG(s) missing; every table and HTML "
+              f"figure was written.", file=sys.stderr)
+        for why in r.missing_pngs:
+            print(f"  {why}", file=sys.stderr)
+        print(f"make them again (the merges and responses are reused): {again}", file=sys.stderr)
+        return EXIT_FIGURES_INCOMPLETE
     return 0
 
 
@@ -357,7 +369,7 @@ def _check(args) -> int:
 def _zoo(args) -> int:
     import json
 
-    from l2s_kit.zoo import build_family, export_benchmark
+    from l2s_kit.zoo import build_family, default_root, export_benchmark, shipped_family
 
     if args.zoo_command == "export":
         folder = export_benchmark(args.dir, n_per_level=args.n_per_level, overwrite=args.overwrite)
@@ -368,13 +380,20 @@ def _zoo(args) -> int:
               f"{folder}/validation.jsonl")
         return 0
 
-    fam = build_family(args.root, force=args.force,
-                       progress=not args.quiet)
+    fam = build_family(args.root or default_root(), force=args.force, progress=not args.quiet)
     m = fam.manifest
     print(f"family {m['family']}: {m['parameters']:,} parameters per model, built in "
           f"{sum(m['build_seconds'].values()):.0f} s")
     print(json.dumps(m["weights_hash"], indent=2))
     print(f"system1 (base, quick): {fam.system1}\nsystem2 (slow):        {fam.system2}")
+    shipped = shipped_family()
+    if m.get("matches_shipped") is True:
+        print("the same weights as the family shipped with the package")
+    elif m.get("matches_shipped") is False:
+        print(f"other weights than the family shipped with the package ({shipped.root}): "
+              "training repeats bit for bit only on one machine with one thread count. The "
+              "study, the notebooks and the tests use the shipped family; study this one with "
+              f"--base {fam.system1} --model {fam.system2}")
     return 0
 
 
@@ -653,7 +672,8 @@ def _study_parser(sub) -> None:
     _pair_arguments(p)
     p.add_argument("--grid", default=None,
                    help="YAML grid: [[method, {param: value}], ...] or {method: {param: [values]}} "
-                   "(default: the paper's settings for a pair, 20 merges for the family)")
+                   "(default: the paper's settings for a pair; for the family those and a sweep of "
+                   "α / k / p, l2s_kit.study.run.GRID)")
     p.add_argument("--tolerance", type=float, default=3.0,
                    help="accuracy points below System 2 a chosen merge may lose (default 3)")
     p.add_argument("--merge-in", dest="merge_in", choices=["auto", "memory", "disk"],
@@ -700,8 +720,9 @@ def _check_parser(sub) -> None:
 def _zoo_parser(sub) -> None:
     p = sub.add_parser("zoo", help="the built-in model family")
     zsub = p.add_subparsers(dest="zoo_command", metavar="ACTION", required=True)
-    z = zsub.add_parser("build", help="build (or reuse) the family; prints its folders and hashes")
-    z.add_argument("--root", default=None, help="cache folder (default: $L2S_ZOO or data/zoo)")
+    z = zsub.add_parser("build", help="train the family from scratch (or reuse a build); prints "
+                        "its folders and hashes and whether they are the shipped family's")
+    z.add_argument("--root", default=None, help="build folder (default: $L2S_ZOO or data/zoo)")
     z.add_argument("--force", action="store_true", help="rebuild even if cached")
     _quiet(z, "no progress bars")
     z.set_defaults(func=_zoo)
@@ -765,6 +786,11 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+# The optional extras each command needs (l2s_kit.errors.EXTRAS), checked before it starts.
+NEEDS: dict[str, tuple[str, ...]] = {"notebooks": ("notebooks",), "tune": ("tune",),
+                                     "study": ("notebooks",)}
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
 
@@ -776,9 +802,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
+        for extra in NEEDS.get(args.command, ()):
+            require(extra)
         return args.func(args)
     except L2SError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:
+        if (why := missing_extra(e)) is None:
+            raise
+        print(f"error: l2s {args.command}: {why}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; no partial output was left behind", file=sys.stderr)

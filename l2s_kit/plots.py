@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from l2s_kit.errors import FigureExportError
+
 TEMPLATE = "plotly_white"
 HEIGHT = 420
 
@@ -576,9 +578,34 @@ def save_figure(fig, path: str | os.PathLike, png: bool = False) -> list[Path]:
         fig.write_html(tmp, include_plotlyjs="plotly.min.js", full_html=True)
     if not png:
         return [path]
-    with atomic_file(path.with_suffix(".png")) as tmp:
-        fig.write_image(tmp, width=900, height=fig.layout.height or HEIGHT, scale=PNG_SCALE)
+    export_png(fig, path.with_suffix(".png"))
     return [path, path.with_suffix(".png")]
+
+
+PNG_TRIES = 3  # kaleido's browser fails now and then on a busy machine: tries, waiting longer
+
+
+def export_png(fig, path: Path, tries: int | None = None) -> None:
+    """Write ``fig`` as a PNG at print resolution (kaleido with a Chromium), trying again after
+    1 s, 4 s, ... when the export fails; raises :class:`FigureExportError` naming the file and the
+    last error when every try failed (nothing is left at ``path`` then)."""
+    import time
+
+    from l2s_kit.io import atomic_file
+
+    tries = tries or PNG_TRIES
+    last = None
+    for i in range(tries):
+        if i:
+            time.sleep(4 ** (i - 1))
+        try:
+            with atomic_file(path) as tmp:
+                fig.write_image(tmp, width=900, height=fig.layout.height or HEIGHT, scale=PNG_SCALE)
+            return
+        except Exception as e:  # kaleido raises its own and the browser's errors
+            last = e
+    raise FigureExportError(f"{path}: PNG export failed {tries} times ({type(last).__name__}: "
+                            f"{str(last).strip().splitlines()[0] if str(last).strip() else ''})")
 
 
 def plotly_js(folder: str | os.PathLike) -> Path:

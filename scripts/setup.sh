@@ -36,8 +36,15 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   echo "setting up $VENV (python: $("$PY" --version 2>&1)) ..."
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
-  # constraints.txt keeps torch on its CPU build; every install step passes it.
-  "$VENV/bin/python" -m pip install -q -c constraints.txt -e '.[all,dev]' 2>&1 | grep -v "is ignored" || true
+  # constraints.txt keeps torch on its CPU build; every install step passes it. The +cpu build is
+  # not on PyPI: taken from a wheel folder or mirror pip already knows, else from PyTorch's CPU
+  # index ($L2S_TORCH_INDEX).
+  echo "installing the package with its extras (pip, a few minutes the first time) ..."
+  install() { "$VENV/bin/python" -m pip install -q -c constraints.txt "$@" -e '.[all,dev]' 2>&1 | grep -v "is ignored"; return "${PIPESTATUS[0]}"; }
+  if ! install; then
+    echo "retrying with PyTorch's CPU index for torch's CPU build ..."
+    install --extra-index-url "${L2S_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}" || true
+  fi
   "$VENV/bin/python" -c 'import l2s_kit, torch, transformers, safetensors, papermill, playwright' \
     || { echo "installation failed (see pip output above)" >&2; exit 1; }
   echo "$want" > "$STAMP"

@@ -99,6 +99,13 @@ def _details(summary: str, rows: dict[str, str]) -> str:
     return f"<details><summary>{_e(summary)}</summary><table>{body}</table></details>"
 
 
+def _png_hint(r: dict) -> str:
+    """How to get a run's PNGs: notebook runs make them unless --no-png, studies only with --png."""
+    if r.get("notebook"):
+        return "run the notebook again without --no-png to get one"
+    return f"run l2s {r.get('kind') or 'study'} again with --png to get one"
+
+
 def _card(root: Path, r: dict) -> str:
     path, files = r["path"], r.get("files") or {}
 
@@ -109,7 +116,7 @@ def _card(root: Path, r: dict) -> str:
     html_file = there(files.get("html"))
     thumb = (f'<img class="thumb" loading="lazy" src="{_e(path)}/{_e(pngs[0])}" '
              f'alt="first figure of {_e(path)}">' if pngs else
-             '<div class="nothumb">no PNG (run without --no-png to get one)</div>')
+             f'<div class="nothumb">no PNG ({_e(_png_hint(r))})</div>')
     if html_file:
         thumb = f'<a href="{_e(path)}/{_e(html_file)}">{thumb}</a>'
     comp = r.get("comparison") or {}

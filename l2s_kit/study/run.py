@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from l2s_kit.analysis import format_table1, model_summary, reflection, table1
-from l2s_kit.errors import L2SError
+from l2s_kit.errors import FigureExportError, L2SError
 from l2s_kit.evaluate import load_responses
 from l2s_kit.io import atomic_file, check_apart
 from l2s_kit.study.explorer import model_name
@@ -72,6 +72,7 @@ class StudyResult:
     figures: dict = field(default_factory=dict)  # name → plotly Figure
     files: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    missing_pngs: list[str] = field(default_factory=list)  # PNGs asked for but not written, why
 
     @property
     def family(self):
@@ -250,7 +251,13 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
                                      "test split", by=group),
     }
     for name, fig in figs.items():
-        files += plots.save_figure(fig, out / name, png=png)
+        files += plots.save_figure(fig, out / name)
+        if png:
+            try:
+                plots.export_png(fig, out / f"{name}.png")
+                files.append(out / f"{name}.png")
+            except FigureExportError as e:  # the study is done: its tables and HTML stand
+                result.missing_pngs.append(str(e))
     result.files, result.figures = files, figs
     return result
 
