@@ -104,7 +104,7 @@ def radix_select(blocks: Callable[[], Iterable[torch.Tensor]], rank: int) -> tup
         cum = torch.cumsum(hist, 0)
         if remaining > int(cum[-1]):
             raise ValueError(f"kth_smallest: rank {rank} is past the number of entries")
-        d = int(torch.searchsorted(cum, torch.tensor(remaining, dtype=cum.dtype)))
+        d = int(torch.searchsorted(cum, torch.tensor(remaining, dtype=cum.dtype, device=cum.device)))
         lower = int(cum[d - 1]) if d > 0 else 0
         remaining -= lower
         below += lower
