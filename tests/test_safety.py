@@ -335,6 +335,13 @@ def test_two_evaluations_cannot_write_one_file_at_once(tmp_path):
     assert not out.exists()
     df = evaluate(None, ROWS, out, backend=_Echo(), weights_hash="x", progress=False)
     assert len(df) == 4  # the lock is released with its holder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"]  # and no lock file is left
+    # a symlink to the file is the same file: it takes the same lock
+    (tmp_path / "link.jsonl").symlink_to(out)
+    with _Lock(out):
+        with pytest.raises(ResponsesError, match="another evaluation is writing this file"):
+            evaluate(None, ROWS, tmp_path / "link.jsonl", backend=_Echo(), weights_hash="x",
+                     progress=False)
 
 
 def test_a_changed_input_gives_a_new_merge_not_a_stale_one(w, tmp_path):

@@ -179,11 +179,13 @@ def grader_name(grader) -> str:
 
 
 class _Lock:
-    """An exclusive lock on a responses file (a hidden ``.<name>.lock`` beside it), refused at
-    once, naming the file, while another evaluation holds it."""
+    """An exclusive lock on a responses file (a hidden ``.<name>.lock`` beside the file it
+    resolves to, so a symlink to the file takes the same lock), refused at once, naming the file,
+    while another evaluation holds it; the lock file is removed when the evaluation ends."""
 
     def __init__(self, out: Path):
-        self.path = out.parent / f".{out.name}.lock"
+        real = Path(out).resolve()
+        self.path = real.parent / f".{real.name}.lock"
         self.out = out
 
     def __enter__(self):
@@ -193,6 +195,9 @@ class _Lock:
         self.f = open(self.path, "a")
         try:
             fcntl.flock(self.f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # the file locked must still be the one at the path (an ending evaluation unlinks it)
+            if os.stat(self.path).st_ino != os.fstat(self.f.fileno()).st_ino:
+                raise OSError
         except OSError:
             self.f.close()
             raise ResponsesError(
@@ -201,6 +206,7 @@ class _Lock:
         return self
 
     def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)  # while still held: no one can take a stale inode
         self.f.close()  # closing releases the lock
 
 
