@@ -381,3 +381,20 @@ def test_prompts_longer_than_the_context_are_warned_about(family):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         b.generate(prompts, GenerationSettings(max_new_tokens=8))  # within the context: silent
+
+
+@pytest.mark.parametrize("name", ["../../victim", "..", ".", "team/alice", "/tmp/x", ".hidden"])
+def test_a_notebook_run_name_is_one_folder_inside_out(tmp_path, name, capsys):
+    """--run NAME can never reach, replace or compare against anything outside out/<notebook>/."""
+    from l2s_kit.cli import main
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    out = tmp_path / "a" / "b"
+    (out / "study" / "old-run").mkdir(parents=True)
+    code = main(["notebooks", "run", "study", "--out", str(out), "--run", name, "--overwrite",
+                 "--no-png", "--quiet"])
+    assert code == 2
+    assert "a run name is one folder name" in capsys.readouterr().err
+    assert (victim / "keep.txt").read_text() == "mine" and (out / "study" / "old-run").is_dir()

@@ -20,6 +20,7 @@ A notebook that declares ``out_dir`` gets its run folder there, to write tables 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -179,6 +180,19 @@ def _check_pair(nb: str, params: dict, declared: dict, folder: Path) -> None:
                             f"vllm, got {params['backend']!r}")
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_run_name(run: str) -> str:
+    """``run`` if it names one folder inside a notebook's output folder: letters, digits, ``.``,
+    ``_`` and ``-``, starting with a letter or digit (no ``/``, ``..``, ``.`` or hidden name, so
+    a run can never reach, replace or compare against anything outside ``out/<notebook>/``)."""
+    if not RUN_NAME.fullmatch(run) or set(run) == {"."}:
+        raise L2SError(f"--run {run!r}: a run name is one folder name (letters, digits, '.', '_' "
+                       "and '-', starting with a letter or digit), e.g. --run baseline")
+    return run
+
+
 def run_notebooks(names: Iterable[str] | None = None, parameters: Mapping | None = None, *,
                   parameters_file: str | os.PathLike | None = None, run: str | None = None,
                   notebooks: str | os.PathLike = NOTEBOOKS, out: str | os.PathLike = OUT,
@@ -211,7 +225,7 @@ def run_notebooks(names: Iterable[str] | None = None, parameters: Mapping | None
     params = _per_notebook(names, declared, given, strict=(parameters or {}).keys())
     for n in names:
         _check_pair(n, params[n], declared[n], found[n].parent.resolve())
-    run = time.strftime("%Y%m%d-%H%M%S") if run in (None, "", "auto") else run
+    run = time.strftime("%Y%m%d-%H%M%S") if run in (None, "", "auto") else check_run_name(run)
     out = Path(out)
     from l2s_kit.io import check_out
 
