@@ -344,6 +344,14 @@ def _check(args) -> int:
     for what, folder in (("base", args.base), *(("model", m) for m in args.models)):
         if not (Path(folder) / "config.json").is_file():
             raise L2SError(f"{what} {folder}: not a checkpoint folder (no config.json)")
+    if args.csv:  # before the work: never an input's file, never a file of the user's unasked
+        from l2s_kit.io import check_apart
+
+        check_apart(args.csv, {"base": args.base,
+                               **{f"model {i + 1}": m for i, m in enumerate(args.models)}})
+        if Path(args.csv).exists() and not args.overwrite:
+            raise L2SError(f"--csv {args.csv} exists; pass --overwrite to replace it, or choose "
+                           "another file")
     table = check_pair(args.base, args.models, config_source=args.config_source,
                        tokenizer_source=args.tokenizer_source)
     shown = table if args.all else table[table["verdict"] != HARMLESS]
@@ -714,6 +722,7 @@ def _check_parser(sub) -> None:
                    "base or a folder")
     p.add_argument("--all", action="store_true", help="also list harmless differences")
     p.add_argument("--csv", default=None, help="also write the table as CSV")
+    _overwrite(p, "replace an existing --csv file")
     p.set_defaults(func=_check)
 
 

@@ -398,3 +398,21 @@ def test_a_notebook_run_name_is_one_folder_inside_out(tmp_path, name, capsys):
     assert code == 2
     assert "a run name is one folder name" in capsys.readouterr().err
     assert (victim / "keep.txt").read_text() == "mine" and (out / "study" / "old-run").is_dir()
+
+
+def test_check_csv_never_replaces_an_input_or_a_users_file(tiny_pair, tmp_path, capsys):
+    from l2s_kit.cli import main
+
+    base, model = tiny_pair
+    config = (model / "config.json").read_bytes()
+    assert main(["check", str(base), str(model), "--csv", str(model / "config.json")]) == 2
+    assert main(["check", str(base), str(model), "--csv", str(model / "config.json"),
+                 "--overwrite"]) == 2  # an input's file: never, whatever the flags
+    assert (model / "config.json").read_bytes() == config
+    mine = tmp_path / "mine.csv"
+    mine.write_text("my notes\n")
+    assert main(["check", str(base), str(model), "--csv", str(mine)]) == 2
+    assert mine.read_text() == "my notes\n"
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert main(["check", str(base), str(model), "--csv", str(mine), "--overwrite"]) in (0, 1)
+    assert mine.read_text().startswith("model,")
