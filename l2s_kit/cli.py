@@ -127,6 +127,10 @@ def _eval(args) -> int:
 
     if bool(args.data) == bool(args.benchmark):
         raise L2SError("give either --data (a jsonl of rows) or --benchmark NAME (with --data-dir)")
+    from l2s_kit.io import check_apart
+
+    # responses are appended to --out: never to the data, the data folder or the model
+    check_apart(args.out, {"data": args.data, "data folder": args.data_dir, "model": args.model})
     if args.benchmark:
         if not args.data_dir:
             raise L2SError("--benchmark needs --data-dir, the folder holding <name>/test.jsonl "

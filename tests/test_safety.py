@@ -416,3 +416,16 @@ def test_check_csv_never_replaces_an_input_or_a_users_file(tiny_pair, tmp_path, 
     assert "pass --overwrite" in capsys.readouterr().err
     assert main(["check", str(base), str(model), "--csv", str(mine), "--overwrite"]) in (0, 1)
     assert mine.read_text().startswith("model,")
+
+
+def test_eval_never_appends_responses_to_its_input_data(tmp_path, capsys):
+    import json
+
+    from l2s_kit.cli import main
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text(json.dumps({"id": "a", "prompt": "Q", "gold": "1"}) + "\n")
+    before = data.read_bytes()
+    assert main(["eval", str(tmp_path / "nomodel"), "--data", str(data), "--out", str(data)]) == 2
+    assert data.read_bytes() == before
+    assert "choose an output folder apart from every input" in capsys.readouterr().err
