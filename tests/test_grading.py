@@ -330,3 +330,11 @@ def test_cli_eval_on_a_benchmark(tiny_pair, bench_dir, tmp_path, capsys):
 def test_numbers_longer_than_pythons_int_string_limit_grade_right(grader):
     n = "7" * 5000  # past Python's default 4300-digit int <-> str limit
     assert [r.correct for r in grader.grade_many([(n, n), ("1" + n, n)])] == [True, False]
+
+
+def test_simple_grader_reads_a_unicode_minus_and_never_matches_empty_answers():
+    from l2s_kit.evaluate.extract import grade
+
+    assert grade("\u22123", "-3") and grade("-3", "\u22123") and grade("$\u22120.5$", "-0.5")
+    assert not grade("", "") and not grade("  ", "") and not grade("$ $", "")
+    assert not grade("", "3") and not grade("3", "")

@@ -38,8 +38,11 @@ def boxed_contents(text: str) -> list[str]:
     return found
 
 
+_MINUS = str.maketrans({"\u2212": "-", "\u2013": "-", "\uFE63": "-", "\uFF0D": "-"})
+
+
 def _clean(s: str) -> str:
-    s = s.strip().strip("$").strip()
+    s = s.translate(_MINUS).strip().strip("$").strip()
     while s.endswith("."):
         s = s[:-1].rstrip().rstrip("$").rstrip()
     return s
@@ -112,11 +115,15 @@ def _number(s: str) -> float | None:
 def grade(answer: str | None, gold: object) -> bool:
     """Whether ``answer`` matches ``gold``: normalized exact match, numbers compared as numbers.
 
-    "5" matches "5.0", " 7 " matches "7", "1,000" matches "1000"; None matches nothing.
+    "5" matches "5.0", " 7 " matches "7", "1,000" matches "1000", "−3" (a Unicode minus)
+    matches "-3"; None matches nothing, and an empty answer or gold matches nothing (an empty
+    ``\boxed{}`` is no answer).
     """
     if answer is None or gold is None:
         return False
     a, g = normalize(answer), normalize(gold)
+    if not a or not g:
+        return False
     if a == g:
         return True
     x, y = _number(a), _number(g)
