@@ -143,6 +143,10 @@ def _label_points(fig, rows: pd.DataFrame, label: str, y_range: list[float],
         depth[high] += 16 * len(names) + 12
 
 
+# The per-model numbers of a summary: models are one entry in a figure only when all are equal.
+SUMMARY_NUMBERS = ("accuracy", "mean_tokens", "mean_length", "reflection_ratio", "mean_keywords")
+
+
 def same_results(table: pd.DataFrame, columns, key: str = "model",
                  by: str | None = "level") -> pd.DataFrame:
     """``table`` with the rows of models whose ``columns`` are equal (at every ``by`` value)
@@ -208,7 +212,9 @@ def metric_by_level(table: pd.DataFrame, y: str, title: str, y_label: str,
     models with identical values are one entry named after all of them."""
     import plotly.graph_objects as go
 
-    t = (same_results(table, [y], key=color, by=by) if color == "model"
+    # one entry only for models equal in every number of the table, not only in y: a legend
+    # "System 2 = TA α 0.2" says the two are the same model
+    t = (same_results(table, [y, *SUMMARY_NUMBERS], key=color, by=by) if color == "model"
          else table.assign(label=table[color].astype(str)))
     look = styles(t[color].astype(str))
     fig = go.Figure()

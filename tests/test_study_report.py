@@ -76,3 +76,20 @@ def test_a_failed_png_export_leaves_every_table_and_html_and_says_figures_incomp
            "JavascriptError: ReferenceError: kaleido_scopes is not defined)" in err
     assert "make them again (the merges and responses are reused): l2s study" in err
     assert "Traceback" not in err
+
+
+def test_a_legend_joins_models_only_when_every_number_is_equal():
+    import pandas as pd
+
+    from l2s_kit import plots
+
+    rows = []
+    for model, acc in (("system2", 100.0), ("task_arithmetic alpha=0.2", 36.0),
+                       ("dare p=0.3 alpha=0.2", 36.0)):
+        for level in (1, 2):
+            rows.append({"model": model, "level": level, "mean_tokens": 50.0 + level,
+                         "accuracy": acc, "reflection_ratio": 1.0})
+    fig = plots.metric_by_level(pd.DataFrame(rows), "mean_tokens", "Length", "tokens")
+    names = sorted(t.name for t in fig.data)
+    # the two merges agree in every number: one entry; System 2 differs in accuracy: its own
+    assert names == ["System 2", "task_arithmetic alpha=0.2 = dare p=0.3 alpha=0.2"], names
