@@ -35,13 +35,13 @@ def test_in_memory_merge_answers_like_the_merged_checkpoint(explorer, family, tm
 
 @pytest.mark.slow
 def test_sweep_is_cached_and_says_what_the_family_does(explorer):
-    s = explorer.sweep([("task_arithmetic", {"alpha": 0.2})]).set_index("model")
+    s = explorer.sweep([("task_arithmetic", {"alpha": 0.3})]).set_index("model")
     assert s.loc["system2", "accuracy_change"] == 0 and s.loc["system2", "length_change"] == 0
     assert s.loc["system1", "mean_tokens"] < s.loc["system2", "mean_tokens"] / 4
-    ta = s.loc["task_arithmetic alpha=0.2"]
-    assert ta["alpha"] == 0.2 and ta["length_change"] < -20 and ta["accuracy_change"] >= -5
+    ta = s.loc["task_arithmetic alpha=0.3"]
+    assert ta["alpha"] == 0.3 and ta["length_change"] < -20 and ta["accuracy_change"] >= -5
     before = explorer.out.stat().st_size
-    explorer.sweep([("task_arithmetic", {"alpha": 0.2})])
+    explorer.sweep([("task_arithmetic", {"alpha": 0.3})])
     assert explorer.out.stat().st_size == before  # nothing generated again
     assert stat.S_IMODE(explorer.out.stat().st_mode) == 0o666 & ~_umask()
 

@@ -75,7 +75,7 @@ def test_in_memory_and_on_disk_merges_have_one_weights_hash(both, family):
 @pytest.mark.slow
 def test_l2s_study_on_a_pair_from_the_command_line(family, exported, tmp_path, capsys):
     grid = tmp_path / "grid.yaml"
-    grid.write_text("task_arithmetic: {alpha: [0.2]}\n")
+    grid.write_text("task_arithmetic: {alpha: [0.3]}\n")
     code = main(["study", "--base", str(family.system1), "--model", str(family.system2),
                  "--benchmark", "l2s_family", "--data-dir", str(exported.parent),
                  "--validation", "6", "--limit", "16", "--grid", str(grid), "--quiet",
@@ -85,8 +85,8 @@ def test_l2s_study_on_a_pair_from_the_command_line(family, exported, tmp_path, c
     n = summary.groupby("split")["n"].first()
     assert n["validation"] == 6 and n["test"] == 10  # 16 kept, 6 of them to choose on
     report = (tmp_path / "o" / "table1.md").read_text()
-    chosen = [ln for ln in report.splitlines() if ln.startswith("- task_arithmetic alpha=0.2: ")]
-    val, test = (summary[(summary["split"] == s) & (summary["model"] == "task_arithmetic alpha=0.2")]
+    chosen = [ln for ln in report.splitlines() if ln.startswith("- task_arithmetic alpha=0.3: ")]
+    val, test = (summary[(summary["split"] == s) & (summary["model"] == "task_arithmetic alpha=0.3")]
                  .iloc[0] for s in ("validation", "test"))
     assert chosen and f"validation {val.accuracy:.1f}% ({val.accuracy_change:+.1f} points)" in \
         chosen[0] and f"test {test.accuracy:.1f}% ({test.accuracy_change:+.1f} points)" in chosen[0]
