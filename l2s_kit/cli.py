@@ -273,7 +273,8 @@ def _study(args) -> int:
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
     r = run_study(args.workdir, args.out, setup=setup, grid=grid, tolerance=args.tolerance,
                   png=args.png, progress=not args.quiet, runner=args.runner,
-                  merge_in=args.merge_in, num_gpus=args.num_gpus, ray_address=args.ray_address)
+                  merge_in=args.merge_in, num_gpus=args.num_gpus, ray_address=args.ray_address,
+                  sampling=_sampling(args), ks=_ks(args))
     print_result(r)
     from l2s_kit.notebooks.gallery import write_gallery
     from l2s_kit.study.run import record_run
@@ -297,6 +298,28 @@ def _study(args) -> int:
         print(f"make them again (the merges and responses are reused): {again}", file=sys.stderr)
         return EXIT_FIGURES_INCOMPLETE
     return 0
+
+
+def _sampling(args) -> dict:
+    """The sampling settings given on the command line (``--n``, ``--temperature``, ``--top-p``)."""
+    return {k: getattr(args, k) for k in ("n", "temperature", "top_p")
+            if getattr(args, k, None) is not None}
+
+
+def _ks(args) -> list[int] | None:
+    from l2s_kit.analysis.sampling import parse_k
+
+    return parse_k(args.k) if getattr(args, "k", None) else None
+
+
+def _sampling_arguments(p) -> None:
+    p.add_argument("--n", type=int, default=None,
+                   help="samples per problem (default 1; more needs --temperature > 0)")
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default)")
+    p.add_argument("--top-p", dest="top_p", type=float, default=None,
+                   help="nucleus sampling mass (default 1)")
+    p.add_argument("--k", default=None, metavar="K,K,...",
+                   help="report pass@k and maj@k for these k (each at most --n), e.g. 1,4")
 
 
 def _tune(args) -> int:
@@ -688,6 +711,7 @@ def _study_parser(sub) -> None:
                    "α / k / p, l2s_kit.study.run.GRID)")
     p.add_argument("--tolerance", type=float, default=3.0,
                    help="accuracy points below System 2 a chosen merge may lose (default 3)")
+    _sampling_arguments(p)
     p.add_argument("--merge-in", dest="merge_in", choices=["auto", "memory", "disk"],
                    default="auto", help="merges swapped into a loaded System 1 (memory) or "
                    "written once per recipe (disk); auto: memory when it fits")

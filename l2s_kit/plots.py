@@ -54,6 +54,15 @@ def display_name(model: str) -> str:
     return REFERENCES[model][0] if model in REFERENCES else str(model)
 
 
+def _errors(g: pd.DataFrame, value: str, lo: str, hi: str, color: str) -> dict | None:
+    """plotly error bars from interval columns ``lo``/``hi`` around ``value`` (None without them)."""
+    if lo not in g or hi not in g or g[lo].isna().all():
+        return None
+    return dict(type="data", symmetric=False, array=(g[hi] - g[value]).clip(lower=0).tolist(),
+                arrayminus=(g[value] - g[lo]).clip(lower=0).tolist(), color=color, thickness=1,
+                width=3)
+
+
 def accuracy_vs_length(summary: pd.DataFrame, color: str = "method", label: str = "model",
                        title: str = "Accuracy against length", labelled: str | None = "selected",
                        front: bool = False) -> go.Figure:  # noqa: F821
@@ -61,7 +70,9 @@ def accuracy_vs_length(summary: pd.DataFrame, color: str = "method", label: str 
     by ``color`` (every method its own colour), System 1 and System 2 are large grey markers of
     their own drawn on top, and the models flagged in the bool column ``labelled`` (the chosen
     merges; without such a column, those on the Pareto front) carry their name on the plot.
-    ``front`` draws the accuracy-against-length Pareto front as a dotted line."""
+    ``front`` draws the accuracy-against-length Pareto front as a dotted line. With interval
+    columns (``accuracy_lo``/``_hi``, ``tokens_lo``/``_hi``, :func:`l2s_kit.analysis.full_summary`)
+    every point has its 95% error bars on both axes."""
     import plotly.graph_objects as go
 
     from l2s_kit.analysis import pareto_front
@@ -81,6 +92,8 @@ def accuracy_vs_length(summary: pd.DataFrame, color: str = "method", label: str 
         fig.add_trace(go.Scatter(
             x=g["mean_tokens"], y=g["accuracy"], mode="markers", name=name, cliponaxis=False,
             marker=dict(size=11, color=c, symbol=sym, line=dict(width=1, color="white")),
+            error_x=_errors(g, "mean_tokens", "tokens_lo", "tokens_hi", c),
+            error_y=_errors(g, "accuracy", "accuracy_lo", "accuracy_hi", c),
             hovertext=g[label], customdata=g[extra] if extra else None,
             hovertemplate="<b>%{hovertext}</b><br>%{x:.1f} tokens, %{y:.1f}%"
             + "".join(f"<br>{e}: %{{customdata[{i}]}}" for i, e in enumerate(extra))
@@ -96,6 +109,8 @@ def accuracy_vs_length(summary: pd.DataFrame, color: str = "method", label: str 
             textposition="bottom center" if below else "top center",
             textfont=dict(size=12, color=c),
             marker=dict(size=18, color=c, symbol=sym, line=dict(width=1.5, color="white")),
+            error_x=_errors(r.to_frame().T, "mean_tokens", "tokens_lo", "tokens_hi", c),
+            error_y=_errors(r.to_frame().T, "accuracy", "accuracy_lo", "accuracy_hi", c),
             hovertemplate=f"<b>{name}</b><br>%{{x:.1f}} tokens, %{{y:.1f}}%<extra></extra>"))
     if labelled is not None and labelled in summary:
         marked = merges[merges[labelled].astype(bool)]
@@ -172,7 +187,8 @@ def level_bars(table: pd.DataFrame, title: str = "Length, accuracy and reflectio
                "difficulty level", by: str = "level") -> go.Figure:  # noqa: F821
     """The paper's Figure 2: mean length, accuracy and reflection against the difficulty level
     (or ``by="dataset"``), grouped bars per model, one panel each, System 1 and System 2 in grey
-    and models with identical results as one entry. ``table``: a by-level summary
+    and models with identical results as one entry; length and accuracy carry their 95% error
+    bars when the table has interval columns. ``table``: a by-level summary
     (:func:`l2s_kit.analysis.model_summary` by model and level, or
     :func:`l2s_kit.analysis.by_level`)."""
     import plotly.graph_objects as go
@@ -186,6 +202,7 @@ def level_bars(table: pd.DataFrame, title: str = "Length, accuracy and reflectio
         refl, refl_label, scale = "reflection_ratio", "reflective responses (%)", 100
     panels = [(length, f"mean length ({unit})", 1), ("accuracy", "accuracy (%)", 1),
               (refl, refl_label, scale)]
+    bounds = {length: ("tokens_lo", "tokens_hi"), "accuracy": ("accuracy_lo", "accuracy_hi")}
     t = same_results(table, [p for p, _, _ in panels], by=by)
     look = styles(t["model"])
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07,
@@ -194,8 +211,10 @@ def level_bars(table: pd.DataFrame, title: str = "Length, accuracy and reflectio
         g = g.sort_values(by)
         x = [f"{by} {int(v)}" if by == "level" else str(v) for v in g[by]]
         for row, (y, _, s) in enumerate(panels, 1):
+            lo, hi = bounds.get(y, ("", ""))
             fig.add_trace(go.Bar(x=x, y=g[y] * s, name=g["label"].iloc[0], legendgroup=model,
                                  showlegend=row == 1, marker_color=look[model][0],
+                                 error_y=_errors(g, y, lo, hi, "#505050"),
                                  hovertemplate=f"{g['label'].iloc[0]}<br>%{{x}}: %{{y:.3g}}"
                                  "<extra></extra>"), row=row, col=1)
     fig.update_layout(barmode="group", bargap=0.18)
@@ -232,6 +251,16 @@ def metric_by_level(table: pd.DataFrame, y: str, title: str, y_label: str,
                      **({"dtick": 1} if by == "level" else {}))
     fig.update_yaxes(title_text=y_label)
     return _style(fig, title)
+
+
+def after_answer(table: pd.DataFrame, by: str = "level",
+                 title: str = "Where the length goes: tokens generated after the answer was "
+                 "first stated") -> go.Figure:  # noqa: F821
+    """The share of each model's tokens spent after its response first stated the right answer
+    (``after_answer_share``, :func:`l2s_kit.analysis.trace.summary`) by level (or dataset): the
+    overthinking a long-to-short merge removes."""
+    return metric_by_level(table, "after_answer_share", title,
+                           "tokens after the first correct answer (% of all)", by=by)
 
 
 def length_distribution(df: pd.DataFrame, length: str = "n_tokens",

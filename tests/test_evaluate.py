@@ -422,17 +422,19 @@ def test_summarize_errors():
 
 def test_table1():
     t = table1(_responses(), reference="S2")
-    assert list(t.columns) == ["a", "b", "Avg.", "ratio"]
+    assert list(t.columns) == ["a", "b", "Avg.", "ratio", "ratio (pooled)"]
     assert list(t.index) == [("S2", "accuracy"), ("S2", "tokens"), ("M", "accuracy"),
                              ("M", "tokens")]
     assert t.loc[("S2", "accuracy")].tolist()[:3] == [75.0, 50.0, 62.5]
-    assert t.loc[("S2", "tokens")].tolist() == [250.0, 100.0, 175.0, 0.0]
+    assert t.loc[("S2", "tokens")].tolist() == [250.0, 100.0, 175.0, 0.0, 0.0]
     assert t.loc[("M", "accuracy")].tolist()[:3] == [50.0, 100.0, 75.0]
-    assert t.loc[("M", "tokens")].tolist() == [100.0, 50.0, 75.0, pytest.approx(-55.0)]
+    # the paper's ratio: the mean of −60% and −50%; pooled: 150 tokens against 350
+    assert t.loc[("M", "tokens")].tolist() == [100.0, 50.0, 75.0, pytest.approx(-55.0),
+                                               pytest.approx((150 / 350 - 1) * 100)]
     assert math.isnan(t.loc[("M", "accuracy"), "ratio"])
     text = format_table1(t)
-    assert "| S2 | accuracy (%) | 75.0 | 50.0 | 62.5 |  |" in text
-    assert "|  | tokens | 100 | 50 | 75 | -55.0% |" in text
+    assert "| S2 | accuracy (%) | 75.0 | 50.0 | 62.5 |  |  |" in text
+    assert "|  | tokens | 100 | 50 | 75 | -55.0% | -57.1% |" in text
     only_b = table1(_responses(), datasets=["b"])
     assert only_b.loc[("M", "tokens")].tolist()[:2] == [50.0, 50.0]
     assert only_b["ratio"].isna().all()

@@ -1,5 +1,7 @@
 """Tidy tables from responses: accuracy and length by model / dataset / level, reflection, the
-paper's Table 1, frontiers, and the spectrum of task vectors.
+paper's Table 1, frontiers, and the spectrum of task vectors; intervals and paired tests
+(:mod:`~l2s_kit.analysis.stats`), avg@n / pass@k / maj@k (:mod:`~l2s_kit.analysis.sampling`) and
+where the length goes (:mod:`~l2s_kit.analysis.trace`).
 
 >>> from l2s_kit.analysis import summarize, table1
 >>> summarize(df, by=("model", "level"), reference="system2")
@@ -10,6 +12,7 @@ from l2s_kit.analysis.summary import (
     SummaryError,
     by_level,
     format_table1,
+    full_summary,
     level_or_dataset,
     model_summary,
     pareto_front,
@@ -17,5 +20,6 @@ from l2s_kit.analysis.summary import (
     table1,
 )
 
-__all__ = ["AnalysisError", "SummaryError", "by_level", "format_table1", "length_column", "level_or_dataset",
+__all__ = ["AnalysisError", "SummaryError", "by_level", "format_table1", "full_summary",
+           "length_column", "level_or_dataset",
            "model_summary", "pareto_front", "read_outputs", "summarize", "table1"]

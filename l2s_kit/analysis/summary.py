@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
-from l2s_kit.analysis import reflection
+from l2s_kit.analysis import reflection, sampling, stats, trace
 from l2s_kit.analysis.outputs import length_column
 from l2s_kit.errors import L2SError
 
@@ -62,54 +62,83 @@ def summarize(df: pd.DataFrame, by: Iterable[str] = ("model", "dataset"),
 
 
 def table1(df: pd.DataFrame, reference: str | None = None,
-           datasets: Sequence[str] | None = None) -> pd.DataFrame:
+           datasets: Sequence[str] | None = None, uncertainty: bool = False) -> pd.DataFrame:
     """The paper's Table 1: index (model, metric), metric "accuracy" (%) or "tokens" (mean).
 
     Columns: the datasets (default: in order of appearance), ``Avg.`` (the mean of the
-    per-dataset numbers; NaN when a model lacks a dataset) and ``ratio``, which on the tokens row
-    holds the mean over datasets of the length change against ``reference`` in percent (NaN
-    elsewhere, and everywhere without a reference). Models keep their order of appearance.
+    per-dataset numbers; NaN when a model lacks a dataset), ``ratio``, which on the tokens row
+    holds the paper's length reduction against ``reference``: the mean over datasets of each
+    dataset's length change in percent, and ``ratio (pooled)``, the token-weighted one (the
+    change of the summed per-dataset mean tokens); both NaN elsewhere, and everywhere without a
+    reference. With ``uncertainty``, each model also has rows "accuracy ±" and "tokens ±": half
+    the width of the 95% interval of each cell (:func:`l2s_kit.analysis.stats.intervals`; none
+    for ``Avg.``). Models keep their order of appearance.
     """
     s = summarize(df, ("model", "dataset"), reference)
     datasets = list(datasets) if datasets is not None else list(dict.fromkeys(df["dataset"]))
     models = list(dict.fromkeys(df["model"]))
+    if uncertainty:
+        ci = stats.intervals(df, ("model", "dataset"))
+        s = s.merge(ci.assign(acc_pm=(ci["accuracy_hi"] - ci["accuracy_lo"]) / 2,
+                              tok_pm=(ci["tokens_hi"] - ci["tokens_lo"]) / 2),
+                    on=["model", "dataset"], how="left")
 
     def wide(col: str) -> pd.DataFrame:
         return s.pivot(index="model", columns="dataset", values=col).reindex(
             index=models, columns=datasets)
 
     acc, tok = wide("accuracy"), wide("mean_tokens")
-    ratio = (wide("length_change").mean(axis=1, skipna=False) if reference is not None
-             else pd.Series(math.nan, index=models))
+    if reference is not None:
+        ratio = wide("length_change").mean(axis=1, skipna=False)
+        pooled = (tok.sum(axis=1, skipna=False) / tok.loc[reference].sum(skipna=False) - 1) * 100
+    else:
+        ratio = pooled = pd.Series(math.nan, index=models)
+    metrics = [("accuracy", acc), ("tokens", tok)]
+    if uncertainty:
+        metrics += [("accuracy ±", wide("acc_pm")), ("tokens ±", wide("tok_pm"))]
     rows, index = [], []
     for m in models:
-        for metric, w in zip(METRICS, (acc, tok)):
+        for metric, w in metrics:
             vals = [float(v) for v in w.loc[m]]
-            avg = sum(vals) / len(vals) if vals else math.nan
-            rows.append([*vals, avg, float(ratio[m]) if metric == "tokens" else math.nan])
+            avg = sum(vals) / len(vals) if vals and "±" not in metric else math.nan
+            on_tokens = metric == "tokens"
+            rows.append([*vals, avg, float(ratio[m]) if on_tokens else math.nan,
+                         float(pooled[m]) if on_tokens else math.nan])
             index.append((m, metric))
     return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["model", "metric"]),
-                        columns=[*datasets, "Avg.", "ratio"])
+                        columns=[*datasets, "Avg.", "ratio", "ratio (pooled)"])
 
 
 def format_table1(t: pd.DataFrame) -> str:
-    """Markdown text of a :func:`table1` result: accuracy (%) with mean tokens underneath."""
+    """Markdown text of a :func:`table1` result: accuracy (%) with mean tokens underneath, each
+    with "± half the 95% interval" when the table has the "±" rows."""
     cols = list(t.columns)
+    ratios = {"ratio", "ratio (pooled)"}
+    pm = {}  # (model, metric) → its row of ± half-widths
+    for (model, metric), row in t.iterrows():
+        if metric.endswith(" ±"):
+            pm[(model, metric.removesuffix(" ±"))] = row
 
-    def cell(v: float, metric: str, col: str) -> str:
+    def cell(v: float, metric: str, col: str, half) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)):
-            return "" if col == "ratio" else "–"
-        if col == "ratio":
+            return "" if col in ratios else "–"
+        if col in ratios:
             return f"{v:+.1f}%"
-        return f"{v:.1f}" if metric == "accuracy" else f"{v:.0f}"
+        text = f"{v:.1f}" if metric == "accuracy" else f"{v:.0f}"
+        if half is not None and not math.isnan(half[col]):
+            text += f" ±{half[col]:.1f}" if metric == "accuracy" else f" ±{half[col]:.0f}"
+        return text
 
     lines = ["| model | metric | " + " | ".join(cols) + " |",
              "|---|---|" + "---:|" * len(cols)]
     for (model, metric), row in t.iterrows():
+        if metric.endswith(" ±"):
+            continue
         name = model if metric == "accuracy" else ""
         label = "accuracy (%)" if metric == "accuracy" else "tokens"
+        half = pm.get((model, metric))
         lines.append(f"| {name} | {label} | "
-                     + " | ".join(cell(row[c], metric, c) for c in cols) + " |")
+                     + " | ".join(cell(row[c], metric, c, half) for c in cols) + " |")
     return "\n".join(lines)
 
 
@@ -125,6 +154,29 @@ def model_summary(df: pd.DataFrame, by: Sequence[str] = ("model",), reference: s
     out = s.merge(r, on=by)
     if keep:
         out = df.drop_duplicates("model")[["model", *keep]].merge(out, on="model")
+    return _appearance_order(out, df)
+
+
+def full_summary(df: pd.DataFrame, by: Sequence[str] = ("model",), reference: str | None = None,
+                 keep: Sequence[str] = (), ks: Sequence[int] | None = None,
+                 candidates=None, seed: int = stats.SEED) -> pd.DataFrame:
+    """:func:`model_summary` with everything a reader needs to weigh it, per group: the 95%
+    intervals of accuracy and mean tokens (:func:`l2s_kit.analysis.stats.intervals`), the paired
+    comparison with ``reference`` and its verdicts (:func:`l2s_kit.analysis.stats.paired`:
+    ``accuracy_change_lo``/``_hi``, ``mcnemar_p``, ``length_change_lo``/``_hi``, ``shorter``,
+    ``accuracy_drop``), where the length goes (:func:`l2s_kit.analysis.trace.summary`,
+    answers found by ``candidates``) and, with ``ks``, avg@n, pass@k and maj@k
+    (:func:`l2s_kit.analysis.sampling.sampling_metrics`)."""
+    by = list(by)
+    out = model_summary(df, by, reference=reference, keep=keep)
+    out = out.merge(stats.intervals(df, by, seed=seed), on=by, how="left")
+    if reference is not None:
+        p = stats.verdicts(stats.paired(df, reference, by, seed=seed))
+        out = out.merge(p.drop(columns=["accuracy_change", "length_change"]), on=by, how="left")
+    lengths = trace.annotate(df, **({"candidates": candidates} if candidates else {}))
+    out = out.merge(trace.summary(lengths, by), on=by, how="left")
+    if ks:
+        out = out.merge(sampling.sampling_metrics(df, ks, by), on=by, how="left")
     return _appearance_order(out, df)
 
 

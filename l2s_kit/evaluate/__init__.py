@@ -35,6 +35,7 @@ from l2s_kit.evaluate.benchmarks import (
 )
 from l2s_kit.evaluate.extract import (
     Extraction,
+    answer_candidates,
     extract_answer,
     extract_family,
     extract_labelled,
@@ -56,6 +57,7 @@ from l2s_kit.evaluate.run import COLUMNS, ResponsesError, evaluate, load_respons
 __all__ = [
     "BENCHMARKS",
     "COLUMNS",
+    "answer_candidates",
     "DEFAULT_SETTINGS",
     "FAMILY_BENCHMARK",
     "FAMILY_SETTINGS",

@@ -95,6 +95,30 @@ def extract_answer(text: str, fallback_last_number: bool = False) -> str | None:
     return extract_labelled(text, fallback_last_number).answer
 
 
+def answer_candidates(text: str) -> list[tuple[int, str]]:
+    """Every answer ``text`` states on its way, in order, as (the character offset where it
+    ends, the answer): the content of each complete ``\\boxed{...}`` and what follows each "the
+    answer is" up to the end of its sentence. Where the length goes
+    (:mod:`l2s_kit.analysis.trace`) looks for the first one that is right."""
+    found = []
+    for m in _BOXED.finditer(text):
+        depth = 1
+        for k in range(m.end(), len(text)):
+            depth += {"{": 1, "}": -1}.get(text[k], 0)
+            if depth == 0:
+                found.append((k + 1, text[m.end():k].strip()))
+                break
+    for m in _ANSWER_IS.finditer(text):
+        rest = text[m.end():]
+        lead = len(rest) - len(rest.lstrip(" \t:"))
+        end = _SENTENCE_END.search(rest, lead)
+        stop = end.start() if end else len(rest)
+        answer = _clean(rest[lead:stop])
+        if answer:
+            found.append((m.end() + stop, answer))
+    return sorted(found)
+
+
 def extract_family(text: str) -> str | None:
     """The final answer of a response of the built-in family: after the last "the answer is",
     as for any model (System 1 answers "The answer is 3 .", System 2 closes with "So the answer

@@ -18,12 +18,13 @@ Every step is cached: a re-run reuses the family, the merges and the responses.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
-from l2s_kit.analysis import format_table1, model_summary, reflection, table1
+from l2s_kit.analysis import format_table1, full_summary, reflection, stats, table1
 from l2s_kit.errors import FigureExportError, L2SError
 from l2s_kit.evaluate import load_responses
 from l2s_kit.io import atomic_file, check_apart
@@ -143,6 +144,25 @@ def study_jobs(setup: StudySetup, grid=GRID) -> list[Job]:
     return jobs
 
 
+def with_sampling(setup: StudySetup, sampling: dict | None, ks: Sequence[int] | None) -> StudySetup:
+    """``setup`` with every model decoded by ``sampling`` (``n``, ``temperature``, ``top_p``),
+    after checking that each k of ``ks`` is at most ``n``; errors name the parameter."""
+    from l2s_kit.evaluate import GenerationError
+    from l2s_kit.study.setup import SetupError
+
+    if sampling:
+        try:
+            settings = {role: replace(st, **sampling) for role, st in setup.settings.items()}
+        except GenerationError as e:
+            raise SetupError(str(e).replace("generation setting ", "--")) from None
+        setup = replace(setup, settings=settings)
+    n = setup.settings["system2"].n
+    if ks and max(ks) > n:
+        raise SetupError(f"--k {max(ks)} is larger than --n {n}, the samples drawn per problem; "
+                         f"ask for k <= {n} or draw more samples with --n")
+    return setup
+
+
 def choose_on_validation(val: pd.DataFrame, tolerance: float = 3.0) -> pd.DataFrame:
     """Per method, the shortest model whose accuracy is within ``tolerance`` points of the
     reference. ``val``: the candidates' :func:`l2s_kit.analysis.model_summary` with ``reference``, plus a
@@ -157,12 +177,15 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
               spec: FamilySpec = DEFAULT, n_per_level: int = 100, grid=None,
               tolerance: float = 3.0, png: bool = False, progress: bool = True,
               runner: str = "local", merge_in: str = "auto", num_gpus: float = 0,
-              ray_address: str | None = None) -> StudyResult:
+              ray_address: str | None = None, sampling: dict | None = None,
+              ks: Sequence[int] | None = None) -> StudyResult:
     """The study of ``setup`` (default: the built-in family of ``spec``, ``n_per_level``
     problems per level and split) into ``workdir/<setup name>`` (merges, responses) and ``out``
     (tables, figures). ``grid``: (method, parameters) merges (default: ``GRID`` for the family,
     ``PAIR_GRID`` for a pair). ``runner``: "local" or "ray" (one Ray task per model, ``num_gpus``
     each); ``merge_in``: "auto", "memory" or "disk" (see :func:`l2s_kit.study.runner.choose_merge_in`).
+    ``sampling``: generation settings for every model (``n``, ``temperature``, ``top_p``; default
+    greedy, one sample); ``ks``: the k of pass@k and maj@k (each at most ``n``).
     """
     import transformers
 
@@ -173,6 +196,7 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
         setup = family_setup(build_family(family_root, spec=spec, progress=progress), n_per_level)
     if grid is None:
         grid = GRID if setup.family is not None else PAIR_GRID
+    setup = with_sampling(setup, sampling, ks)
     pair = {"System 1": setup.system1, "System 2": setup.system2}
     check_apart(workdir, pair)  # the folder given, not only the pair's folder made inside it
     check_apart(out, pair)
@@ -208,7 +232,8 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
     for split in ("validation", "test"):
         result.responses[split] = allr[allr["split"] == split].reset_index(drop=True)
 
-    summaries = [model_summary(df, reference=REFERENCE).assign(split=split)
+    numbers = dict(reference=REFERENCE, ks=ks, candidates=setup.candidates)
+    summaries = [full_summary(df, **numbers).assign(split=split)
                  for split, df in result.responses.items()]
     summary = pd.concat(summaries, ignore_index=True).merge(
         models[["model", "method", "parameters", "weights_hash"]], on="model")
@@ -216,6 +241,12 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
     chosen = choose_on_validation(summary[(summary["split"] == "validation") & summary["model"].isin(merges)],
                     tolerance)
     summary["selected"] = summary["model"].isin(chosen["model"])
+    val = summary[(summary["split"] == "validation") & summary["model"].isin(merges)]
+    stable = stats.choice_stability(result.responses["validation"], val[["method", "model"]],
+                                    chosen, REFERENCE, tolerance)
+    summary = summary.merge(stable[["model", "stability"]].rename(
+        columns={"stability": "choice_stability"}), on="model", how="left")
+    summary.loc[summary["split"] != "validation", "choice_stability"] = float("nan")
     result.summary = summary
 
     test = result.responses["test"]
@@ -223,14 +254,14 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
     shown = test[test["model"].isin(keep)]
     if setup.has_levels:
         group = "level"
-        result.by_level = model_summary(test, ("model", "level"), reference=REFERENCE)
+        result.by_level = full_summary(test, ("model", "level"), **numbers)
         shown = shown.assign(dataset="level " + shown["level"].astype(int).astype(str))
     else:
         group = "dataset"
         result.notes.append("the data has no difficulty levels: the views by level are views by "
                             "dataset")
-        result.by_level = model_summary(test, ("model", "dataset"), reference=REFERENCE)
-    result.table1 = table1(shown, reference=REFERENCE).reindex(keep, level="model")
+        result.by_level = full_summary(test, ("model", "dataset"), **numbers)
+    result.table1 = table1(shown, reference=REFERENCE, uncertainty=True).reindex(keep, level="model")
 
     # ---- files --------------------------------------------------------------------------------
     out.mkdir(parents=True, exist_ok=True)
@@ -244,11 +275,14 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
     figs = {
         "accuracy_vs_length": plots.frontier(
             t, title=f"Accuracy against length on test: {len(t) - 2} merges, "
-            "those chosen on validation named"),
+            "those chosen on validation named (95% intervals)"),
         "by_level": plots.level_bars(pd.concat([result.by_level[result.by_level["model"] == m]
                                                 for m in keep]),
                                      title=f"System 1, System 2 and the chosen merges by {against}, "
-                                     "test split", by=group),
+                                     "test split (95% intervals)", by=group),
+        "after_answer": plots.after_answer(
+            pd.concat([result.by_level[result.by_level["model"] == m] for m in keep]), by=group,
+            title=f"Tokens generated after the answer was first stated, by {against} (test split)"),
     }
     for name, fig in figs.items():
         files += plots.save_figure(fig, out / name)
@@ -315,27 +349,67 @@ def _report(r: StudyResult, chosen: pd.DataFrame, tolerance: float) -> str:
              f"{s.prompts['system1'] or 'as given'}, System 2 and merges "
              f"{s.prompts['system2'] or 'as given'}; at most "
              f"{s.settings['system2'].max_new_tokens} new tokens; grader {s.grader}.", "",
-             f"Test split, greedy decoding; accuracy (%) with mean generated tokens underneath, by "
-             f"{by}; `ratio`: length change against System 2.", "",
+             f"Test split, {_decoding(s)}; accuracy (%) with mean generated tokens underneath, by "
+             f"{by}, each ± half its 95% interval (accuracy: Wilson's interval with one sample "
+             "per problem, else a bootstrap over problems; tokens: a bootstrap over problems); "
+             "`ratio`: the paper's length change against System 2 (the mean over columns of "
+             "each column's change), `ratio (pooled)`: the change of the summed tokens.", "",
              *[f"Note: {n}.\n" for n in r.notes],
              format_table1(r.table1), "",
              f"Merges chosen on the validation split (the shortest within {tolerance:g} points of "
-             "System 2 there), then on the test split:", ""]
+             "System 2 there), then on the test split against System 2 on the same problems "
+             "(95% paired bootstrap intervals in brackets; McNemar's exact test on the paired "
+             "grades):", ""]
     v = r.summary[r.summary["split"] == "validation"].set_index("model")
     for m in chosen["model"]:
-        row = t.loc[m]
-        val = (f"validation {v.loc[m].accuracy:.1f}% ({v.loc[m].accuracy_change:+.1f} points), "
-               f"{v.loc[m].mean_tokens:.1f} tokens; " if m in v.index else "")
-        lines.append(f"- {m}: {val}test {row.accuracy:.1f}% ({row.accuracy_change:+.1f} points), "
-                     f"{row.mean_tokens:.1f} tokens ({row.length_change:+.1f}%), reflective "
-                     f"{100 * row.reflection_ratio:.0f}%, {row.mean_keywords:.1f} keywords/response")
+        lines.append(_chosen_line(m, t.loc[m], v.loc[m] if m in v.index else None))
     if not len(chosen):
         lines.append("- none")
+    metrics = [c for c in t.columns if c.startswith(("avg@", "pass@", "maj@"))]
+    if metrics:
+        lines += ["", f"Sampling metrics on the test split (%; {_decoding(s)}):", "",
+                  "| model | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics),
+                  *[f"| {m} | " + " | ".join(f"{t.loc[m, c]:.1f}" for c in metrics) + " |"
+                    for m in ["system1", "system2", *chosen["model"]]]]
     missed = _not_chosen(r, chosen)
     if missed:
         lines += ["", "Methods with no setting chosen (their best setting on validation, by "
                   "accuracy then length):", "", *missed]
     return "\n".join(lines) + "\n"
+
+
+def _chosen_line(m: str, row: pd.Series, val: pd.Series | None) -> str:
+    """A chosen merge on the test split against System 2, with its intervals and verdicts."""
+    if val is not None:
+        stable = (f", chosen in {100 * val.choice_stability:.0f}% of bootstrap resamples"
+                  if pd.notna(val.get("choice_stability")) else "")
+        head = (f"validation {val.accuracy:.1f}% ({val.accuracy_change:+.1f} points), "
+                f"{val.mean_tokens:.1f} tokens{stable}; ")
+    else:
+        head = ""
+    shorter = ("**shorter with confidence**" if row.shorter
+               else "not shown shorter (the interval reaches 0)")
+    drop = ("**an accuracy drop distinguishable from zero**" if row.accuracy_drop
+            else "no accuracy change distinguishable from zero")
+    return (f"- {m}: {head}test {row.accuracy:.1f}% [{row.accuracy_lo:.1f}, {row.accuracy_hi:.1f}], "
+            f"accuracy change {row.accuracy_change:+.1f} points "
+            f"[{row.accuracy_change_lo:+.1f}, {row.accuracy_change_hi:+.1f}], McNemar p = "
+            f"{_p(row.mcnemar_p)} ({drop}); {row.mean_tokens:.1f} tokens, length change "
+            f"{row.length_change:+.1f}% [{row.length_change_lo:+.1f}, {row.length_change_hi:+.1f}] "
+            f"({shorter}); {row.after_answer_share:.0f}% of tokens after the answer was first "
+            f"stated; reflective {100 * row.reflection_ratio:.0f}%, {row.mean_keywords:.1f} "
+            "keywords/response")
+
+
+def _decoding(s: StudySetup) -> str:
+    g = s.settings["system2"]
+    if g.n == 1 and g.temperature == 0:
+        return "greedy decoding"
+    return f"{g.n} sample(s) per problem at temperature {g.temperature:g}, top-p {g.top_p:g}"
+
+
+def _p(p: float) -> str:
+    return "–" if pd.isna(p) else ("< 0.001" if p < 0.001 else f"{p:.3g}")
 
 
 def _finding(r: StudyResult, chosen: pd.DataFrame, tolerance: float) -> list[str]:
@@ -350,8 +424,10 @@ def _finding(r: StudyResult, chosen: pd.DataFrame, tolerance: float) -> list[str
                                                      ascending=[True, False]).iloc[0]
     return [f"**Found**: {len(chosen)} of the methods have a merge within {tolerance:g} points of "
             f"System 2 on the validation split; the shortest, {best.name}, answers the test split "
-            f"at {best.accuracy:.1f}% ({best.accuracy_change:+.1f} points) in "
-            f"{best.mean_tokens:.1f} tokens ({best.length_change:+.1f}% against System 2)."]
+            f"at {best.accuracy:.1f}% ({best.accuracy_change:+.1f} points "
+            f"[{best.accuracy_change_lo:+.1f}, {best.accuracy_change_hi:+.1f}]) in "
+            f"{best.mean_tokens:.1f} tokens ({best.length_change:+.1f}% "
+            f"[{best.length_change_lo:+.1f}, {best.length_change_hi:+.1f}] against System 2)."]
 
 
 def _not_chosen(r: StudyResult, chosen: pd.DataFrame) -> list[str]:

@@ -38,6 +38,7 @@ from l2s_kit.evaluate import (
     FAMILY_BENCHMARK,
     FAMILY_SETTINGS,
     GenerationSettings,
+    answer_candidates,
     extract_answer,
     extract_family,
     extract_labelled,
@@ -73,6 +74,7 @@ class StudySetup:
     prompts: dict[str, str | None]
     settings: dict[str, GenerationSettings]
     extract: Callable = extract_answer
+    candidates: Callable = answer_candidates  # answers stated on the way: where the length goes
     grader: str = "simple"
     name: str = "pair"                 # the folder of this setup's runs under a workdir
     title: str = "a System 1 / System 2 pair"
@@ -119,13 +121,14 @@ def family_setup(family=None, n_per_level: int = 100, *, family_root: str | os.P
                  device: str = "cpu", max_new_tokens: int | str | None = None,
                  progress: bool = True) -> StudySetup:
     """The built-in family (built on first use) on its task's validation and test splits."""
-    from l2s_kit.zoo import build_family
+    from l2s_kit.zoo import build_family, task
 
     family = family or build_family(family_root, progress=progress)
     data = {split: family.rows(split, n_per_level) for split in SPLITS}
     settings = _family_settings(max_new_tokens)
     return StudySetup(family.system1, family.system2, data, {"system1": None, "system2": None},
                       {"system1": settings, "system2": settings}, extract=extract_family,
+                      candidates=task.candidates,
                       grader="simple", name=family.root.name,
                       title=f"the built-in family ({family.root.name})", family=family,
                       device=device)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
+import re
 from dataclasses import dataclass
 
 LEVELS = (1, 2, 3, 4, 5)
@@ -117,6 +118,16 @@ def reflective(p: Problem, n_rechecks: int | None = None) -> str:
     lines = rechecks(p)[: p.level if n_rechecks is None else n_rechecks]
     return " ".join([f"Let's compute : {p.chain_text} .", double_check(p), *lines,
                      f"So the answer is {p.answer} ."])
+
+
+def candidates(text: str) -> list[tuple[int, str]]:
+    """The answers a family response states on its way, as (the character offset where each
+    ends, the answer): the last number of every clause that ends with " ." (the worked chain's
+    result, each check's restatement, the final answer)."""
+    out = []
+    for m in re.finditer(r"(\d+) \.(?= |$)", text):
+        out.append((m.end(1), m.group(1)))
+    return out
 
 
 # ---- sampling ---------------------------------------------------------------------------------
