@@ -178,7 +178,9 @@ def same_results(table: pd.DataFrame, columns, key: str = "model",
     groups: dict[tuple, list] = {}
     for m in order:
         groups.setdefault(sig[m], []).append(m)
-    names = {ms[0]: " = ".join(display_name(m) for m in ms) for ms in groups.values()}
+    # more than two names go one per line, so a legend entry never runs off the figure
+    names = {ms[0]: (" = " if len(ms) <= 2 else " =<br>").join(display_name(m) for m in ms)
+             for ms in groups.values()}
     keep = table[table[key].isin(list(names))]
     return keep.assign(label=keep[key].map(names))
 

@@ -3,6 +3,8 @@ every method tried and why it was not chosen."""
 
 from __future__ import annotations
 
+import pytest
+
 
 def _study(tmp_path, grid):
     from l2s_kit.study import run_study
@@ -66,12 +68,12 @@ def test_a_failed_png_export_leaves_every_table_and_html_and_says_figures_incomp
                  "--grid", str(tmp_path / "grid.yaml"), "--n-per-level", "3", "--quiet"])
     err = capsys.readouterr().err
     assert code == 3
-    assert len(calls) == 2 * 2  # two figures, each tried twice
+    assert len(calls) == 3 * 2  # three figures, each tried twice
     for name in ("summary.csv", "by_level.csv", "models.csv", "table1.md", "run.json",
-                 "accuracy_vs_length.html", "by_level.html"):
+                 "accuracy_vs_length.html", "by_level.html", "after_answer.html"):
         assert (out / name).is_file(), name
     assert not list(out.glob("*.png")) and not [p for p in out.iterdir() if p.name.startswith(".")]
-    assert "figures incomplete: 2 PNG(s) missing" in err
+    assert "figures incomplete: 3 PNG(s) missing" in err
     assert f"{out / 'accuracy_vs_length.png'}: PNG export failed 2 times (RuntimeError: " \
            "JavascriptError: ReferenceError: kaleido_scopes is not defined)" in err
     assert "make them again (the merges and responses are reused): l2s study" in err
@@ -93,3 +95,71 @@ def test_a_legend_joins_models_only_when_every_number_is_equal():
     names = sorted(t.name for t in fig.data)
     # the two merges agree in every number: one entry; System 2 differs in accuracy: its own
     assert names == ["System 2", "task_arithmetic alpha=0.2 = dare p=0.3 alpha=0.2"], names
+
+
+def test_the_report_gives_every_chosen_merge_its_intervals_and_mcnemar_p(tmp_path):
+    import pandas as pd
+
+    from l2s_kit.analysis import stats
+
+    r = _study(tmp_path, [("task_arithmetic", {"alpha": a}) for a in (0.1, 0.3)])
+    t = r.summary[r.summary["split"] == "test"].set_index("model")
+    chosen = t.index[t["selected"]][0]
+    p = stats.paired(r.responses["test"], "system2").set_index("model").loc[chosen]
+    row = t.loc[chosen]
+    assert row.length_change_lo == p.length_change_lo and row.mcnemar_p == p.mcnemar_p
+    line = next(ln for ln in (tmp_path / "out" / "table1.md").read_text().splitlines()
+                if ln.startswith(f"- {chosen}:"))
+    assert (f"accuracy change {row.accuracy_change:+.1f} points [{p.accuracy_change_lo:+.1f}, "
+            f"{p.accuracy_change_hi:+.1f}], McNemar p = ") in line
+    assert f"length change {row.length_change:+.1f}% [{p.length_change_lo:+.1f}, " in line
+    assert "chosen in" in line and "of bootstrap resamples" in line
+    assert ("**shorter with confidence**" in line) == bool(p.length_change_hi < 0)
+    # the CSVs carry the intervals, and the figures draw them
+    s = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert {"accuracy_lo", "accuracy_hi", "tokens_lo", "tokens_hi", "mcnemar_p", "shorter",
+            "after_answer_share", "truncation_rate", "choice_stability"} <= set(s.columns)
+    by = pd.read_csv(tmp_path / "out" / "by_level.csv")
+    assert {"accuracy_lo", "tokens_hi", "after_answer_share"} <= set(by.columns)
+    point = next(d for d in r.figures["accuracy_vs_length"].data if d.name == "System 2")
+    assert point.error_y.arrayminus[0] == pytest.approx(row_s2(t).accuracy - row_s2(t).accuracy_lo)
+    assert "after_answer" in r.figures
+
+
+def row_s2(t):
+    return t.loc["system2"]
+
+
+def test_sampling_metrics_in_the_study_equal_those_of_its_responses(tmp_path):
+    from l2s_kit.analysis.sampling import sampling_metrics
+    from l2s_kit.study import run_study
+
+    r = run_study(tmp_path / "runs", tmp_path / "out", n_per_level=2, progress=False,
+                  grid=[("task_arithmetic", {"alpha": 0.3})],
+                  sampling={"n": 4, "temperature": 0.6}, ks=[1, 4])
+    test = r.responses["test"]
+    assert test.groupby(["model", "id"]).size().eq(4).all()
+    want = sampling_metrics(test, [1, 4]).set_index("model")
+    got = r.summary[r.summary["split"] == "test"].set_index("model")
+    for c in ("avg@n", "pass@1", "pass@4", "maj@1", "maj@4"):
+        assert got[c].to_dict() == pytest.approx(want.loc[got.index, c].to_dict()), c
+    assert got["avg@n"].to_dict() == pytest.approx(got["accuracy"].to_dict())
+    assert (got["pass@4"] >= got["pass@1"]).all()
+    report = (tmp_path / "out" / "table1.md").read_text()
+    assert "4 sample(s) per problem at temperature 0.6" in report
+    assert "| model | avg@n | pass@1 | pass@4 | maj@1 | maj@4 |" in report
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--n", "4", "--temperature", "0.6", "--k", "1,8"], "--k 8 is larger than --n 4"),
+    (["--n", "4"], "n=4 asks for several samples per prompt, but temperature=0"),
+    (["--n", "2", "--temperature", "0.5", "--k", "0"], "every k must be at least 1"),
+])
+def test_bad_sampling_arguments_are_refused_before_any_work(tmp_path, capsys, argv, message):
+    from l2s_kit.cli import main
+
+    rc = main(["study", "--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "o"),
+               "--quiet", *argv])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()
