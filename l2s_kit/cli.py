@@ -28,6 +28,10 @@ examples:
                                                   generate, grade and summarize (resumes)
   l2s eval merged/ --benchmark math500 --data-dir data/benchmarks --grader math-verify \\
       --max-new-tokens 8k --out runs/math500.jsonl
+  l2s eval merged/ --data rows.jsonl --n 8 --temperature 0.6 --k 1,8 --out runs/sampled.jsonl
+                                                  avg@8, pass@1, pass@8 and maj@8
+  l2s regrade runs/math500.jsonl --grader reference --out runs/math500-reference.jsonl
+                                                  grade saved responses again (a new file)
   l2s spectrum S1 S2 --out spectrum.csv           singular values of the task vector: is
                                                   the pair low-rank enough for SVD merging?
   l2s sweep examples/sweep-7b.yaml --runner ray  merge + evaluate a grid, one Ray task per recipe
@@ -109,21 +113,16 @@ def _methods(args) -> int:
 
 
 def _eval(args) -> int:
-    from contextlib import nullcontext
-
-    from l2s_kit.analysis import summarize
     from l2s_kit.evaluate import (
         GenerationSettings,
         MathGrader,
         evaluate,
-        extract_answer,
-        extract_labelled,
         get_prompt,
-        grade,
         length_limit,
         load_benchmarks,
         load_rows,
     )
+    from l2s_kit.evaluate.grading import grader_for
 
     if bool(args.data) == bool(args.benchmark):
         raise L2SError("give either --data (a jsonl of rows) or --benchmark NAME (with --data-dir)")
@@ -152,14 +151,13 @@ def _eval(args) -> int:
     # unset options take GenerationSettings' defaults; invalid values raise an L2SError naming them
     settings = GenerationSettings(
         stop=stop, **{k: v for k, v in given.items() if v is not None})
+    ks = _ks(args)
+    if ks and max(ks) > settings.n:
+        raise L2SError(f"--k {max(ks)} is larger than --n {settings.n}, the samples drawn per "
+                       f"problem; ask for k <= {settings.n} or draw more with --n")
     if args.grader is None:  # math-verify for real benchmarks; the built-in task is plain digits
         args.grader = "math-verify" if args.benchmark else "simple"
-    if args.grader == "simple":
-        grading, extract = nullcontext(grade), extract_answer
-    else:
-        grading = MathGrader("strict" if args.grader == "math-verify" else "reference",
-                             timeout=args.grade_timeout)
-        extract = extract_labelled
+    grading, extract = grader_for(args.grader, args.grade_timeout)
     backend = None
     if args.backend == "vllm":
         from l2s_kit.evaluate.vllm_backend import VLLMBackend
@@ -169,14 +167,51 @@ def _eval(args) -> int:
     with grading as grader:
         df = evaluate(args.model, rows, args.out, backend=backend, settings=settings,
                       model_name=args.model_name, progress=not args.quiet, device=args.device,
-                      extract=extract, grader=grader)
+                      extract=extract, grader=grader, after_think=not args.whole_response)
         if isinstance(grader, MathGrader):
             print(grader.report())
-    print(summarize(df, by=("model", "dataset")).round(2).to_string(index=False))
-    if df["level"].notna().any():
-        print()
-        print(summarize(df, by=("model", "dataset", "level")).round(2).to_string(index=False))
+    _print_summary(df, ks)
     print(f"\n{len(df)} responses of {df['model'].iloc[0]} in {args.out}")
+    return 0
+
+
+def _print_summary(df, ks) -> None:
+    """Accuracy and mean tokens with their 95% intervals, where the length goes and the sampling
+    metrics, by dataset (and by level when the rows have levels)."""
+    import pandas as pd
+
+    from l2s_kit.analysis import full_summary
+
+    cols = ["n", "accuracy", "accuracy_lo", "accuracy_hi", "mean_tokens", "tokens_lo", "tokens_hi",
+            "truncation_rate", "think_closure_rate", "after_answer_share"]
+    groups = [("model", "dataset")]
+    if df["level"].notna().any():
+        groups.append(("model", "dataset", "level"))
+    with pd.option_context("display.width", 200, "display.max_columns", 40):
+        for by in groups:
+            s = full_summary(df, by, ks=ks)
+            shown = [*by, *cols, *[c for c in s.columns if c.startswith(("avg@", "pass@", "maj@"))]]
+            print(s[shown].round(2).to_string(index=False), end="\n\n")
+    print("accuracy_lo/hi, tokens_lo/hi: 95% intervals (Wilson with one sample per problem, "
+          "else a bootstrap over problems); rates and shares in %.")
+
+
+def _regrade(args) -> int:
+    import pandas as pd
+
+    from l2s_kit.analysis import summarize
+    from l2s_kit.evaluate import load_responses
+    from l2s_kit.evaluate.regrade import regrade
+
+    new = regrade(args.responses, args.out, grader=args.grader, after_think=not args.whole_response,
+                  timeout=args.grade_timeout, overwrite=args.overwrite, progress=not args.quiet)
+    old = load_responses(args.responses)
+    changed = int((old["correct"].astype(bool).to_numpy() != new["correct"].astype(bool).to_numpy()).sum())
+    both = pd.concat([old.assign(graded="input"), new.assign(graded="regraded")])
+    table = summarize(both, by=("model", "dataset", "graded"))
+    print(table.round(2).to_string(index=False))
+    print(f"\n{changed} of {len(new)} grades changed; regraded responses in {args.out} "
+          f"(grader {new['grader'].iloc[0]}); {args.responses} is unchanged")
     return 0
 
 
@@ -559,20 +594,11 @@ def _eval_parser(sub) -> None:
     p.add_argument("--prompt", default="qwen25-math-cot",
                    help="prompt template for --benchmark: qwen25-math-cot (default), fewshot, chat")
     p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
-    p.add_argument("--grader", default=None, choices=["simple", "math-verify", "reference"],
-                   help="simple: normalized match (default with --data); math-verify: strict, in "
-                   "a worker process with a timeout (default with --benchmark); reference: the "
-                   "Qwen2.5-Math toolkit's tolerances")
-    p.add_argument("--grade-timeout", dest="grade_timeout", type=float, default=5.0,
-                   help="seconds per sample for math-verify grading (default 5)")
+    _grader_arguments(p, None)
     p.add_argument("--out", required=True, help="responses.jsonl to write (appended to, resumed)")
     p.add_argument("--max-new-tokens", dest="max_new_tokens", default=None,
                    help="generated tokens per sample: a number or 8k / 10k (default 256)")
-    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default)")
-    p.add_argument("--top-p", dest="top_p", type=float, default=None,
-                   help="nucleus mass (default 1)")
-    p.add_argument("--n", type=int, default=None,
-                   help="samples per prompt (default 1; more needs temperature > 0)")
+    _sampling_arguments(p)
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default 0)")
     p.add_argument("--stop", action="append", metavar="STR",
                    help="stop string, kept in the response (repeatable; default with "
@@ -587,6 +613,35 @@ def _eval_parser(sub) -> None:
     p.add_argument("--model-name", dest="model_name", help="name in the results (default: folder)")
     _quiet(p)
     p.set_defaults(func=_eval)
+
+
+def _grader_arguments(p, default: str | None) -> None:
+    from l2s_kit.evaluate.grading import GRADERS
+
+    p.add_argument("--grader", default=default, choices=list(GRADERS),
+                   help="simple: exact match, numbers as numbers; math-verify: math-verify's strict "
+                   "comparison; reference: the Qwen2.5-Math toolkit's tolerances"
+                   + (f" (default {default})" if default else " (default: math-verify for "
+                      "--benchmark, simple for --data)"))
+    p.add_argument("--grade-timeout", dest="grade_timeout", type=float, default=5.0,
+                   help="seconds per sample for the math-verify graders (default 5)")
+    p.add_argument("--whole-response", dest="whole_response", action="store_true",
+                   help="take the answer from the whole response, even after a closed <think> "
+                   "block (default: from the text after </think>, as lighteval and lm-eval do)")
+
+
+def _regrade_parser(sub) -> None:
+    p = sub.add_parser("regrade", help="grade saved responses again into a new file (no generation)",
+                       description="Grade every row of a responses file again with another grader "
+                       "(or the same one), writing a new file: the input is never changed. The "
+                       "new rows name their grader, so `l2s eval` treats the new file as another "
+                       "run.")
+    p.add_argument("responses", help="a responses.jsonl written by l2s eval or l2s study")
+    p.add_argument("--out", required=True, help="the new responses file to write")
+    _grader_arguments(p, "math-verify")
+    _overwrite(p, "replace an existing --out (never the input)")
+    _quiet(p)
+    p.set_defaults(func=_regrade)
 
 
 def _spectrum_parser(sub) -> None:
@@ -814,7 +869,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"l2s_kit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for build in (_merge_parser, _check_parser, _methods_parser, _eval_parser, _spectrum_parser, _sweep_parser, _study_parser, _tune_parser, _zoo_parser, _notebooks_parser):
+    for build in (_merge_parser, _check_parser, _methods_parser, _eval_parser, _regrade_parser, _spectrum_parser, _sweep_parser, _study_parser, _tune_parser, _zoo_parser, _notebooks_parser):
         build(sub)
     return parser
 

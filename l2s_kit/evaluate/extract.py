@@ -119,6 +119,18 @@ def answer_candidates(text: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
+THINK_CLOSE = "</think>"
+
+
+def final_part(text: str, after_think: bool = True) -> tuple[str, str]:
+    """(the text to take the answer from, its scope): with ``after_think`` and a closed
+    ``<think>`` block, what follows the last ``</think>`` ("after_think", as lighteval and
+    lm-evaluation-harness grade); else the whole response ("whole")."""
+    if after_think and text and THINK_CLOSE in text:
+        return text.rsplit(THINK_CLOSE, 1)[1], "after_think"
+    return text, "whole"
+
+
 def extract_family(text: str) -> str | None:
     """The final answer of a response of the built-in family: after the last "the answer is",
     as for any model (System 1 answers "The answer is 3 .", System 2 closes with "So the answer

@@ -210,3 +210,25 @@ def grade_responses(df, grader: MathGrader | None = None, progress: bool = True)
             grader.close()
     return df.assign(correct=[r.correct for r in results],
                      grade_status=[r.status for r in results])
+
+
+# The graders a command line offers, by name: simple (exact match, numbers as numbers; the
+# built-in task), math-verify (math-verify's strict comparison) and reference (the Qwen2.5-Math
+# toolkit's numeric tolerances).
+GRADERS = ("simple", "math-verify", "reference")
+
+
+def grader_for(name: str, timeout: float = 5.0):
+    """(a context manager giving the grader, the extractor it pairs with) for a name of
+    :data:`GRADERS`: the simple grader takes ``extract_answer``; the math-verify ones
+    ``extract_labelled`` (with the answer's source)."""
+    from contextlib import nullcontext
+
+    from l2s_kit.evaluate.extract import extract_answer, extract_labelled, grade
+
+    if name == "simple":
+        return nullcontext(grade), extract_answer
+    if name not in GRADERS:
+        raise GradeError(f"grader {name!r} is not one of {', '.join(GRADERS)}")
+    return MathGrader("strict" if name == "math-verify" else "reference", timeout=timeout), \
+        extract_labelled

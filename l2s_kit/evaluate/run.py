@@ -27,7 +27,7 @@ from l2s_kit.evaluate.backends import (
     GenerationSettings,
     TransformersBackend,
 )
-from l2s_kit.evaluate.extract import Extraction, extract_answer, grade
+from l2s_kit.evaluate.extract import Extraction, extract_answer, final_part, grade
 from l2s_kit.io import atomic_file
 
 COLUMNS = ["model", "weights_hash", "recipe_hash", "dataset", "id", "level", "sample", "prompt",
@@ -244,7 +244,8 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
              model_name: str | None = None, recipe_hash: str | None = None,
              extract: Callable[[str], str | None | Extraction] = extract_answer,
              grader: Callable[[str | None, object], bool] = grade, progress: bool = True,
-             device: str = "cpu", weights_hash: str | None = None) -> pd.DataFrame:
+             device: str = "cpu", weights_hash: str | None = None,
+             after_think: bool = True) -> pd.DataFrame:
     """Generate ``settings.n`` samples per row, grade them, and append them to ``out`` (jsonl).
 
     ``model`` is a checkpoint folder, run with a :class:`TransformersBackend` on ``device`` unless
@@ -255,7 +256,9 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
     ``rows`` need ``id``, ``prompt``, ``gold``; ``dataset`` (default "data") and ``level`` are
     optional. ``extract`` may return an :class:`Extraction` (``extract_labelled``: the row gets
     ``answer_source``) and ``grader`` may have a ``grade`` method giving a status
-    (:class:`MathGrader`: the row gets ``grade_status``, e.g. ``timeout``).
+    (:class:`MathGrader`: the row gets ``grade_status``, e.g. ``timeout``). With ``after_think``
+    (the default), a response with a closed ``<think>`` block is graded on the text after it;
+    each row records ``answer_scope`` ("after_think" or "whole").
     Samples already in ``out`` for this model are kept and not generated again; ``out`` holding
     this model's rows with other weights, settings, recipe or grader, or for an edited row, is
     an error naming what differs.
@@ -304,7 +307,7 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
             if backend is None:
                 backend = TransformersBackend(model, device=device, progress=False)
             ident = {"model": model_name, "weights_hash": weights_hash, "recipe_hash": recipe_hash,
-                     "gen": gen, "grader_name": graded_by}
+                     "gen": gen, "grader_name": graded_by, "after_think": after_think}
             mine += _generate_into(out, todo, done, backend, settings, ident, extract, grader,
                                    progress)
     return _frame([r for r in mine if (str(r.get("dataset")), str(r.get("id"))) in by_id])
@@ -332,10 +335,12 @@ def _generate_into(out: Path, rows: list[dict], done: set[tuple], backend: Backe
                 for j, g in enumerate(gens):
                     if _key(model_name, r["dataset"], r["id"], j) in done:
                         continue
-                    answer, source = _extracted(extract(g.text))
+                    text, scope = final_part(g.text, ident["after_think"])
+                    answer, source = _extracted(extract(text))
                     correct, status = _graded(grader, answer, r["gold"])
                     extra = {k: v for k, v in (("answer_source", source),
                                                ("grade_status", status)) if v is not None}
+                    extra["answer_scope"] = scope
                     if "split" in r:
                         extra["split"] = r["split"]
                     lines.append(json.dumps({
