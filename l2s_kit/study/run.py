@@ -297,11 +297,13 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
 
 
 def key_numbers(r: StudyResult) -> dict[str, float]:
-    """The numbers a rerun is compared on: each model's test accuracy, mean tokens and share of
-    reflective responses, and which merges were chosen (1.0)."""
+    """The numbers a rerun is compared on: each model's test accuracy and mean tokens with their
+    95% intervals, share of reflective responses and share of tokens after the answer, and
+    which merges were chosen (1.0)."""
     t = r.summary[r.summary["split"] == "test"].set_index("model")
     out = {f"test.{m}.{c}": float(t.loc[m, c]) for m in t.index
-           for c in ("accuracy", "mean_tokens", "reflection_ratio")}
+           for c in ("accuracy", "accuracy_lo", "accuracy_hi", "mean_tokens", "tokens_lo",
+                     "tokens_hi", "reflection_ratio", "after_answer_share")}
     out.update({f"chosen.{m}": 1.0 for m in t.index[t["selected"]]})
     return out
 
