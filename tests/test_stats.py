@@ -221,3 +221,15 @@ def test_the_share_of_tokens_after_the_answer_by_model():
     assert s.loc["system2", "after_answer_share"] > s.loc["merge", "after_answer_share"] > 0
     assert s.loc["system1", "answer_found_rate"] in (0.0, 100.0)
     assert s["truncation_rate"].eq(0).all() and s["think_closure_rate"].isna().all()
+
+
+def test_think_tokens_by_group():
+    a = "<think>abcd</think>ef"  # 21 characters and 21 tokens: 19 up to the end of </think>
+    df = pd.DataFrame([{"model": "m", "response": a, "n_tokens": 21.0, "gold": "9",
+                        "finish_reason": "stop"},
+                       {"model": "m", "response": "<think>abc", "n_tokens": 10.0, "gold": "9",
+                        "finish_reason": "length"}])
+    s = trace.summary(df).iloc[0]
+    assert s.mean_tokens_in_think == (round(21 * 19 / 21) + 10) / 2
+    assert s.think_closure_rate == 50.0 and s.truncation_rate == 50.0
+    assert s.answer_found_rate == 0.0 and s.after_answer_share == 0.0

@@ -17,7 +17,7 @@ Token positions inside a response are estimated from the share of characters bef
 counts of whole responses are exact.
 
 Per group (:func:`summary`): ``truncation_rate``, ``think_closure_rate`` (of the responses that
-opened a block), ``answer_found_rate``, ``mean_tokens_to_answer``, ``mean_tokens_after_answer``
+opened a block), ``mean_tokens_in_think``, ``mean_tokens_after_think``, ``answer_found_rate``, ``mean_tokens_to_answer``, ``mean_tokens_after_answer``
 and ``after_answer_share`` (tokens after the first correct answer over all tokens), in percent
 where a rate.
 """
@@ -90,6 +90,8 @@ def summary(df: pd.DataFrame, by: Sequence[str] = ("model",)) -> pd.DataFrame:
                      "truncation_rate": 100 * g["_trunc"].mean(),
                      "think_closure_rate": (100 * g.loc[opened, "think_closed"].astype(bool).mean()
                                             if opened.any() else math.nan),
+                     "mean_tokens_in_think": g["tokens_in_think"].mean(),
+                     "mean_tokens_after_think": g["tokens_after_think"].mean(),
                      "answer_found_rate": 100 * g["_found"].mean(),
                      "mean_tokens_to_answer": g["tokens_to_answer"].mean(),
                      "mean_tokens_after_answer": g["tokens_after_answer"].mean(),

@@ -32,7 +32,7 @@ from l2s_kit.io import atomic_file
 
 COLUMNS = ["model", "weights_hash", "recipe_hash", "dataset", "id", "level", "sample", "prompt",
            "response", "n_tokens", "finish_reason", "answer", "gold", "correct", "generation",
-           "grader", "row_hash"]
+           "grader", "row_hash", "answer_scope"]
 REQUIRED = ("id", "prompt", "gold")
 
 
@@ -340,7 +340,6 @@ def _generate_into(out: Path, rows: list[dict], done: set[tuple], backend: Backe
                     correct, status = _graded(grader, answer, r["gold"])
                     extra = {k: v for k, v in (("answer_source", source),
                                                ("grade_status", status)) if v is not None}
-                    extra["answer_scope"] = scope
                     if "split" in r:
                         extra["split"] = r["split"]
                     lines.append(json.dumps({
@@ -350,7 +349,8 @@ def _generate_into(out: Path, rows: list[dict], done: set[tuple], backend: Backe
                         "response": g.text, "n_tokens": g.n_tokens,
                         "finish_reason": g.finish_reason, "answer": answer, "gold": r["gold"],
                         "correct": correct, "generation": ident["gen"],
-                        "grader": ident["grader_name"], "row_hash": r["row_hash"], **extra,
+                        "grader": ident["grader_name"], "row_hash": r["row_hash"],
+                        "answer_scope": scope, **extra,
                     }, ensure_ascii=False) + "\n")
             f.write("".join(lines))
             f.flush()
