@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import l2s_kit.evaluate.run as run_mod
-from l2s_kit.analysis import format_table1, summarize, table1
+from l2s_kit.analysis import format_table1, stats, summarize, table1
 from l2s_kit.cli import main
 from l2s_kit.evaluate import (
     GenerationError,
@@ -456,8 +456,13 @@ def test_cli_eval(varied_model, tmp_path, capsys):
     assert all(r["n_tokens"] <= 6 for r in lines)
     mean = sum(r["n_tokens"] for r in lines) / 3
     table = captured.out.split("\n\n")[0].splitlines()
-    assert table[0].split() == ["model", "dataset", "n", "accuracy", "mean_tokens"]
-    assert table[1].split() == ["tv", "toy", "3", "0.0", f"{round(mean, 2):g}"]
+    assert table[0].split() == ["model", "dataset", "n", "accuracy", "accuracy_lo", "accuracy_hi",
+                                "mean_tokens", "tokens_lo", "tokens_hi", "truncation_rate",
+                                "think_closure_rate", "after_answer_share"]
+    row = table[1].split()
+    assert row[:4] == ["tv", "toy", "3", "0.0"] and row[6] == f"{round(mean, 2):g}"
+    lo, hi = stats.wilson(0, 3)
+    assert [float(row[4]), float(row[5])] == pytest.approx([round(lo, 2), round(hi, 2)])
     assert "level" in captured.out  # the rows have levels
     assert str(out) in captured.out
 

@@ -104,7 +104,8 @@ def test_l2s_study_on_a_pair_from_the_command_line(family, exported, tmp_path, c
         (tmp_path / "index.html").read_text()
     # the figures share one plotly.js in their folder
     htmls = sorted((tmp_path / "o").glob("*.html"))
-    assert [p.name for p in htmls] == ["accuracy_vs_length.html", "by_level.html"]
+    assert [p.name for p in htmls] == ["accuracy_vs_length.html", "after_answer.html",
+                                       "by_level.html"]
     assert all(p.stat().st_size < 200_000 for p in htmls)
     assert (tmp_path / "o" / "plotly.min.js").stat().st_size > 1_000_000
     # again into the same workdir on fewer problems and another split: this run's problems only
