@@ -893,7 +893,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from l2s_kit.io.runtime import limit_threads, line_progress
+
+    stderr = sys.stderr
+    sys.stderr = line_progress(stderr)  # progress bars as lines when not on a terminal
     try:
+        limit_threads()  # never more torch threads than the cores this process may use
         for extra in NEEDS.get(args.command, ()):
             require(extra)
         return args.func(args)
@@ -908,6 +913,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; no partial output was left behind", file=sys.stderr)
         return 130
+    finally:
+        if sys.stderr is not stderr:
+            sys.stderr.close()  # a progress line it still held
+            sys.stderr = stderr
 
 
 if __name__ == "__main__":

@@ -44,9 +44,13 @@ class NotebookError(L2SError):
 
 def setup() -> None:
     """The notebooks' set-up cell: plotly figures that survive saving and HTML export (the
-    ``"l2s"`` renderer), quiet transformers progress bars, compact pandas tables."""
+    ``"l2s"`` renderer), quiet transformers progress bars, compact pandas tables, torch threads
+    no more than the cores the kernel may use."""
     import transformers
 
+    from l2s_kit.io.runtime import limit_threads
+
+    limit_threads()
     use_renderer()
     transformers.logging.disable_progress_bar()
     transformers.logging.set_verbosity_error()
