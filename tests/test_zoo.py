@@ -206,24 +206,3 @@ def test_system2_responses_match_the_format_exactly(study):
         assert r.correct == (r.answer == str(p.answer)) and r.gold == str(p.answer)
     s1 = test[test["model"] == "system1"].head(40)
     assert all(r.strip().startswith("The answer is ") for r in s1["response"])
-
-
-@pytest.mark.slow
-def test_the_effect_survives_retraining_with_another_seed(tmp_path):
-    """Trained again with another seed (other weights, as another machine would give), the family
-    still shows the effect: the study chooses a task-arithmetic merge within 3 points of System 2
-    and at least 30% shorter (benchmarks/family_robustness.py does this for many seeds and
-    thread counts)."""
-    from l2s_kit.study import run_study
-    from l2s_kit.study.run import GRID
-    from l2s_kit.zoo import shipped_family
-
-    grid = [(m, p) for m, p in GRID if m == "task_arithmetic"]
-    r = run_study(tmp_path / "runs", tmp_path / "out", family_root=tmp_path / "zoo",
-                  spec=FamilySpec(seed=1), n_per_level=20, grid=grid, progress=False)
-    assert r.family.manifest["weights_hash"] != shipped_family().manifest["weights_hash"]
-    assert r.family.manifest["matches_shipped"] is None  # nothing is shipped for this spec
-    t = r.summary[r.summary["split"] == "test"].set_index("model")
-    chosen = t[t["selected"]]
-    assert len(chosen) == 1
-    assert chosen["accuracy_change"].iloc[0] >= -3 and chosen["length_change"].iloc[0] <= -30
