@@ -304,7 +304,10 @@ def _study(args) -> int:
     from l2s_kit.study.run import load_grid
 
     grid = load_grid(args.grid) if args.grid else None
+    given = _given(args, "study")
     setup = _pair_setup(args)
+    if args.out is None:  # a pair's study never replaces the family's (the demo's) in the gallery
+        args.out = "figures/study" if setup.family is not None else f"figures/study-{setup.name}"
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
     r = run_study(args.workdir, args.out, setup=setup, grid=grid, tolerance=args.tolerance,
                   png=args.png, progress=not args.quiet, runner=args.runner,
@@ -316,7 +319,8 @@ def _study(args) -> int:
 
     skip = {"func", "command", "quiet"}
     record_run(r, {k: v for k, v in vars(args).items() if k not in skip and v is not None},
-               started, time.perf_counter() - t0)
+               started, time.perf_counter() - t0, given={k: v for k, v in given.items()
+                                                         if k not in skip})
     gallery = Path(args.gallery) if args.gallery else Path(args.out).resolve().parent
     if gallery != Path(args.out).resolve() and Path(args.out).resolve().is_relative_to(gallery.resolve()):
         page = write_gallery(gallery)
@@ -325,7 +329,7 @@ def _study(args) -> int:
     else:
         print(f"gallery:   none ({args.out} is not inside {gallery})")
     if r.missing_pngs:
-        again = " ".join(["l2s", *(sys.argv[1:] if sys.argv[1:2] == ["study"] else ["study", "--png"])])
+        again = _command("study", {**given, "png": True})
         print(f"figures incomplete: {len(r.missing_pngs)} PNG(s) missing; every table and HTML "
               f"figure was written.", file=sys.stderr)
         for why in r.missing_pngs:
@@ -333,6 +337,37 @@ def _study(args) -> int:
         print(f"make them again (the merges and responses are reused): {again}", file=sys.stderr)
         return EXIT_FIGURES_INCOMPLETE
     return 0
+
+
+def _given(args, command: str) -> dict:
+    """The options of ``args`` the user gave: those whose value differs from the command's
+    default (a default given explicitly reads as not given)."""
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    return {k: v for k, v in vars(args).items()
+            if k not in ("func", "command") and v != sub.get_default(k)}
+
+
+def _command(command: str, options: dict) -> str:
+    """``l2s COMMAND --flag value ...``: a command line giving ``options`` (dest → value)."""
+    import shlex
+
+    sub = build_parser()._subparsers._group_actions[0].choices[command]
+    flags = {a.dest: a for a in sub._actions}
+    words = ["l2s", command]
+    for dest, value in options.items():
+        action = flags.get(dest)
+        if action is None or value is None or value is False:
+            continue
+        if not action.option_strings:
+            words.append(shlex.quote(str(value)))
+            continue
+        flag = max(action.option_strings, key=len)
+        if value is True and action.nargs == 0:
+            words.append(flag)
+        else:
+            for v in value if isinstance(value, list) else [value]:
+                words += [flag, shlex.quote(str(v))]
+    return " ".join(words)
 
 
 def _sampling(args) -> dict:
@@ -703,7 +738,8 @@ def _pair_arguments(p) -> None:
                    help="N problems chosen (seeded, stratified by level) for choosing settings, "
                    "the rest for reporting; or a file of validation rows (default: 20%%)")
     p.add_argument("--limit", type=int, default=None,
-                   help="keep N problems in all (stratified), for quick runs")
+                   help="keep N problems of the benchmark or rows (stratified by level), for quick "
+                   "runs; a --validation file is used whole")
     p.add_argument("--seed", type=int, default=0, help="seed of the splits (default 0)")
     p.add_argument("--max-new-tokens", dest="max_new_tokens", default=None,
                    help="generation limit: a number, 8k or 10k (default: 8k for a pair)")
@@ -777,7 +813,8 @@ def _study_parser(sub) -> None:
     p.add_argument("--ray-address", dest="ray_address", default=None,
                    help="a running Ray cluster (default: a local Ray)")
     p.add_argument("--workdir", default="data/runs/study", help="merges and responses")
-    p.add_argument("--out", default="figures/study", help="tables and figures")
+    p.add_argument("--out", default=None, help="tables and figures (default: figures/study for the "
+                   "family, figures/study-<pair> for a pair)")
     p.add_argument("--n-per-level", dest="n_per_level", type=int, default=100,
                    help="the family: problems per level and split (level 1 has fewer)")
     p.add_argument("--png", action="store_true", help="also export PNGs (kaleido + Chromium)")

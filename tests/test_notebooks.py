@@ -458,6 +458,14 @@ def test_a_failing_notebook_keeps_its_copy_and_the_batch_goes_on(tiny_notebooks,
     assert code == 1
 
 
+def test_a_notebook_run_prints_no_kernel_start_up_warning(tiny_notebooks, tmp_path, capfd):
+    df = run_notebooks(["b_ok"], notebooks=tiny_notebooks, out=tmp_path, run="quiet",
+                       progress=False, png=False)
+    assert df["status"].tolist() == ["ok"]
+    err = capfd.readouterr().err  # the kernel process writes to the same stderr
+    assert "IPKernelApp" not in err and "without encryption" not in err
+
+
 def test_runner_refuses_unknown_parameters_and_existing_runs(tiny_notebooks, tmp_path):
     from l2s_kit.errors import OutputExistsError
 

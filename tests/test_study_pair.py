@@ -273,3 +273,20 @@ def test_notebooks_on_a_pair_without_levels_view_by_dataset(family, tmp_path):
             for o in c.get("outputs", []) if "application/vnd.plotly.v1+json" in o.get("data", {})]
     xs = {str(x) for f in figs[:1] for t in f["data"] for x in t.get("x", [])}
     assert xs == {"even", "odd"}  # the panels are by dataset
+
+
+def test_a_pairs_study_by_default_never_replaces_the_familys_in_the_gallery(family, exported,
+                                                                            tmp_path, monkeypatch):
+    from l2s_kit.io.runs import read_record
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "grid.yaml").write_text("task_arithmetic: {alpha: [0.3]}\n")
+    code = main(["study", "--base", str(family.system1), "--model", str(family.system2),
+                 "--benchmark", "l2s_family", "--data-dir", str(exported.parent),
+                 "--validation", "4", "--limit", "8", "--grid", "grid.yaml", "--quiet"])
+    assert code == 0
+    outs = sorted(p.name for p in (tmp_path / "figures").iterdir() if p.is_dir())
+    assert len(outs) == 1 and outs[0].startswith("study-system1+system2-")
+    assert not (tmp_path / "figures" / "study").exists()
+    assert read_record(tmp_path / "figures" / outs[0])["given"]["limit"] == 8
+    assert 'href="' + outs[0] + '/run.json"' in (tmp_path / "figures" / "index.html").read_text()

@@ -33,6 +33,10 @@ def test_a_chosen_merge_is_said_at_the_top(tmp_path):
     t = r.summary[(r.summary["split"] == "test") & r.summary["selected"]].iloc[0]
     assert first.startswith("**Found**: 1 of the methods have a merge within 3 points")
     assert f"the shortest, {t.model}, answers the test split at {t.accuracy:.1f}%" in first
+    report = (tmp_path / "out" / "table1.md").read_text()
+    # the two averages are named: Table 1's over levels, every other number's over problems
+    assert "`Avg.`: the mean of the difficulty level columns (each difficulty level weighs" in report
+    assert "The numbers below, like `summary.csv`, are means over problems." in report
 
 
 def test_the_gallery_says_how_to_get_a_missing_png_with_the_run_kinds_own_flag():
@@ -76,7 +80,16 @@ def test_a_failed_png_export_leaves_every_table_and_html_and_says_figures_incomp
     assert "figures incomplete: 3 PNG(s) missing" in err
     assert f"{out / 'accuracy_vs_length.png'}: PNG export failed 2 times (RuntimeError: " \
            "JavascriptError: ReferenceError: kaleido_scopes is not defined)" in err
-    assert "make them again (the merges and responses are reused): l2s study" in err
+    again = err.split("make them again (the merges and responses are reused): ")[1].splitlines()[0]
+    # the command is rebuilt from what was given (not from sys.argv, which is pytest's here)
+    assert again.startswith("l2s study ") and "--png" in again and "--quiet" in again
+    assert f"--grid {tmp_path / 'grid.yaml'}" in again and "--n-per-level 3" in again
+    assert "--tolerance" not in again  # a default, not given
+    import json
+
+    record = json.loads((out / "run.json").read_text())
+    assert set(record["given"]) == {"grid", "workdir", "out", "png", "n_per_level"}
+    assert record["parameters"]["tolerance"] == 3.0 and "tolerance" not in record["given"]
     assert "Traceback" not in err
 
 

@@ -35,6 +35,9 @@ __all__ = ["NotebookError", "find_notebooks", "metrics", "notebook_parameters", 
            "setup"]
 
 NOTEBOOKS = Path("notebooks")
+# The kernel's own start-up log (e.g. its notice that a local kernel talks over TCP without
+# encryption) is not for the notebook's reader: only its errors are shown.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 OUT = Path("figures")
 
 
@@ -278,7 +281,8 @@ def _run_one(path: Path, params: dict, declared: dict, folder: Path, overwrite: 
         try:
             papermill.execute_notebook(str(path), str(executed), parameters=params,
                                        cwd=str(path.parent), kernel_name="python3",
-                                       progress_bar=progress, execution_timeout=timeout)
+                                       progress_bar=progress, execution_timeout=timeout,
+                                       extra_arguments=KERNEL_ARGUMENTS)
         except PapermillExecutionError as e:
             error = f"cell {e.exec_count}: {e.ename}: {e.evalue}"
         nb = nbformat.read(executed, as_version=4)

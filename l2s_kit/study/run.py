@@ -308,9 +308,11 @@ def key_numbers(r: StudyResult) -> dict[str, float]:
     return out
 
 
-def record_run(r: StudyResult, parameters: dict, started: str, seconds: float) -> Path:
+def record_run(r: StudyResult, parameters: dict, started: str, seconds: float,
+               given: dict | None = None) -> Path:
     """``run.json`` and ``metrics.json`` in the study's ``out`` folder (see
-    :mod:`l2s_kit.io.runs`), so it can be listed in a gallery and compared."""
+    :mod:`l2s_kit.io.runs`), so it can be listed in a gallery and compared. ``parameters``: every
+    setting of the run; ``given``: those the user gave (default: all)."""
     from l2s_kit.io import runs
 
     names = sorted({p.name for p in r.files})
@@ -320,7 +322,7 @@ def record_run(r: StudyResult, parameters: dict, started: str, seconds: float) -
     return runs.write_json({
         "kind": "study", "notebook": None, "run": r.out.name, "status": "ok", "error": None,
         "started": started, "seconds": round(seconds, 1), "parameters": parameters,
-        "given": parameters, "code": runs.code_version(), "notebook_hash": None,
+        "given": parameters if given is None else given, "code": runs.code_version(), "notebook_hash": None,
         "inputs": r.setup.fingerprints(),
         "files": {"html": first[0] if first else None, "notebook": None,
                   "pngs": [f"{k}.png" for k in r.figures if f"{k}.png" in names],
@@ -354,8 +356,10 @@ def _report(r: StudyResult, chosen: pd.DataFrame, tolerance: float) -> str:
              f"Test split, {_decoding(s)}; accuracy (%) with mean generated tokens underneath, by "
              f"{by}, each ± half its 95% interval (accuracy: Wilson's interval with one sample "
              "per problem, else a bootstrap over problems; tokens: a bootstrap over problems); "
-             "`ratio`: the paper's length change against System 2 (the mean over columns of "
-             "each column's change), `ratio (pooled)`: the change of the summed tokens.", "",
+             f"`Avg.`: the mean of the {by} columns (each {by} weighs the same); `ratio`: the "
+             "paper's length change against System 2 (the mean over columns of each column's "
+             "change), `ratio (pooled)`: the change of the summed tokens. The numbers below, "
+             "like `summary.csv`, are means over problems.", "",
              *[f"Note: {n}.\n" for n in r.notes],
              format_table1(r.table1), "",
              f"Merges chosen on the validation split (the shortest within {tolerance:g} points of "
@@ -457,7 +461,8 @@ def print_result(r: StudyResult) -> None:
     t = r.summary[r.summary["split"] == "test"][cols]
     with pd.option_context("display.width", 160, "display.max_rows", 100,
                            "display.float_format", "{:.2f}".format):
-        print("\nTest split, every model (length_change against System 2, in %):")
+        print("\nTest split, every model (means over problems; length_change against System 2, "
+              "in %):")
         print(t.to_string(index=False))
     print("\n" + (r.out / "table1.md").read_text())
     print(f"pair:      {r.setup.system1} + {r.setup.system2}")
