@@ -49,6 +49,17 @@ def styles(names) -> dict[str, tuple[str, str]]:
     return out
 
 
+def model_colors(summary: pd.DataFrame, color: str = "method") -> dict[str, str]:
+    """model → the colour :func:`accuracy_vs_length` gives it (its ``color`` group's; System 1 and
+    System 2 their grey ones), so every figure of a run draws a model in one colour."""
+    is_ref = summary["model"].isin(list(REFERENCES))
+    look = styles(summary.loc[~is_ref, color].astype(str))
+    out = {m: REFERENCES[m][2] for m in summary.loc[is_ref, "model"]}
+    out.update({m: look[str(g)][0] for m, g in zip(summary.loc[~is_ref, "model"],
+                                                   summary.loc[~is_ref, color])})
+    return out
+
+
 def display_name(model: str) -> str:
     """"system1" → "System 1", "system2" → "System 2", others as they are."""
     return REFERENCES[model][0] if model in REFERENCES else str(model)
@@ -87,10 +98,13 @@ def accuracy_vs_length(summary: pd.DataFrame, color: str = "method", label: str 
     merges, refs = summary[~is_ref], summary[is_ref]
     look = styles(merges[color].astype(str))
     extra = [c for c in ("parameters", "length_change", "accuracy_change", "n") if c in summary]
+    tags = _spot_tags(merges, refs, labelled)
     for name, g in merges.groupby(merges[color].astype(str), sort=False):
         c, sym = look[name]
         fig.add_trace(go.Scatter(
-            x=g["mean_tokens"], y=g["accuracy"], mode="markers", name=name, cliponaxis=False,
+            x=g["mean_tokens"], y=g["accuracy"], mode="markers+text", name=name, cliponaxis=False,
+            text=[tags.get(i, "") for i in g.index], textposition="middle right",
+            textfont=dict(size=9, color=c),
             marker=dict(size=11, color=c, symbol=sym, line=dict(width=1, color="white")),
             error_x=_errors(g, "mean_tokens", "tokens_lo", "tokens_hi", c),
             error_y=_errors(g, "accuracy", "accuracy_lo", "accuracy_hi", c),
@@ -108,7 +122,8 @@ def accuracy_vs_length(summary: pd.DataFrame, color: str = "method", label: str 
             text=[name], hovertext=[r[label]], cliponaxis=False,
             textposition="bottom center" if below else "top center",
             textfont=dict(size=12, color=c),
-            marker=dict(size=18, color=c, symbol=sym, line=dict(width=1.5, color="white")),
+            marker=dict(size=18, color=c, symbol=sym, line=dict(width=1.5, color="white"),
+                        opacity=0.75),  # a merge at the same place shows through
             error_x=_errors(r.to_frame().T, "mean_tokens", "tokens_lo", "tokens_hi", c),
             error_y=_errors(r.to_frame().T, "accuracy", "accuracy_lo", "accuracy_hi", c),
             hovertemplate=f"<b>{name}</b><br>%{{x:.1f}} tokens, %{{y:.1f}}%<extra></extra>"))
@@ -124,6 +139,52 @@ def accuracy_vs_length(summary: pd.DataFrame, color: str = "method", label: str 
     fig.update_xaxes(title_text="mean generated tokens")
     fig.update_yaxes(title_text="accuracy (%)", range=y_range)  # annotations do not stretch it
     return _style(fig, title)
+
+
+SHORT = {"alpha": "α", "omega": "ω", "lambda": "λ", "tau": "τ", "temperature": "T"}
+
+
+def _compact(parameters: str) -> str:
+    """"k=0.8, alpha=1.0" → "k 0.8 α 1.0": a merge's numeric settings, short enough to sit by
+    its point (switches and names, such as ``inner=ties``, are left to the hover text)."""
+    parts = [p.strip().split("=", 1) for p in str(parameters or "").split(",") if "=" in p]
+    out = []
+    for k, v in parts:
+        try:
+            float(v)
+        except ValueError:
+            continue
+        out.append(f"{SHORT.get(k, k)} {v}")
+    return " ".join(out)
+
+
+def _spot_tags(merges: pd.DataFrame, refs: pd.DataFrame, labelled: str | None) -> dict:
+    """row index → the settings written beside a merge's point, so points of one method can be
+    told apart: one tag per spot, on its first point, listing every merge there (up to two, then
+    how many more); none where a box names the merges (the chosen ones), a reference sits, or
+    other points crowd it (their settings are in the hover text)."""
+    if "parameters" not in merges:
+        return {}
+    taken = {(round(r["mean_tokens"], 6), round(r["accuracy"], 6)) for _, r in refs.iterrows()}
+    spots: dict[tuple, list] = {}
+    for i, r in merges.iterrows():
+        spots.setdefault((round(r["mean_tokens"], 6), round(r["accuracy"], 6)), []).append(i)
+    xs = [x for x, _ in spots] + [x for x, _ in taken]
+    x_span = (max(xs) - min(xs)) or 1.0 if xs else 1.0
+
+    def crowded(spot) -> bool:  # another point within ~4% of the width and 8 points of accuracy
+        return any(o != spot and abs(o[0] - spot[0]) < 0.04 * x_span and abs(o[1] - spot[1]) < 8
+                   for o in [*spots, *taken])
+
+    out = {}
+    for spot, rows in spots.items():
+        boxed = labelled in merges and merges.loc[rows, labelled].astype(bool).any()
+        if spot in taken or boxed or crowded(spot):
+            continue
+        names = [_compact(merges.loc[i, "parameters"]) or str(merges.loc[i, "model"])
+                 for i in rows]
+        out[rows[0]] = " / ".join(names[:2]) + (f" +{len(names) - 2}" if len(names) > 2 else "")
+    return out
 
 
 def _label_points(fig, rows: pd.DataFrame, label: str, y_range: list[float],
@@ -186,11 +247,13 @@ def same_results(table: pd.DataFrame, columns, key: str = "model",
 
 
 def level_bars(table: pd.DataFrame, title: str = "Length, accuracy and reflection by "
-               "difficulty level", by: str = "level") -> go.Figure:  # noqa: F821
+               "difficulty level", by: str = "level",
+               colors: dict[str, str] | None = None) -> go.Figure:  # noqa: F821
     """The paper's Figure 2: mean length, accuracy and reflection against the difficulty level
     (or ``by="dataset"``), grouped bars per model, one panel each, System 1 and System 2 in grey
     and models with identical results as one entry; length and accuracy carry their 95% error
-    bars when the table has interval columns. ``table``: a by-level summary
+    bars when the table has interval columns. ``colors``: model → colour (default: one each;
+    :func:`model_colors` gives those of the run's accuracy-against-length figure). ``table``: a by-level summary
     (:func:`l2s_kit.analysis.model_summary` by model and level, or
     :func:`l2s_kit.analysis.by_level`)."""
     import plotly.graph_objects as go
@@ -207,6 +270,7 @@ def level_bars(table: pd.DataFrame, title: str = "Length, accuracy and reflectio
     bounds = {length: ("tokens_lo", "tokens_hi"), "accuracy": ("accuracy_lo", "accuracy_hi")}
     t = same_results(table, [p for p, _, _ in panels], by=by)
     look = styles(t["model"])
+    look.update({m: (c, look[m][1]) for m, c in (colors or {}).items() if m in look})
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07,
                         subplot_titles=[lab for _, lab, _ in panels])
     for model, g in t.groupby("model", sort=False):
@@ -227,7 +291,8 @@ def level_bars(table: pd.DataFrame, title: str = "Length, accuracy and reflectio
 
 
 def metric_by_level(table: pd.DataFrame, y: str, title: str, y_label: str,
-                    color: str = "model", by: str = "level") -> go.Figure:  # noqa: F821
+                    color: str = "model", by: str = "level",
+                    colors: dict[str, str] | None = None) -> go.Figure:  # noqa: F821
     """A line per model of ``y`` against the difficulty level; with ``by="dataset"`` (data
     without levels), grouped bars per dataset instead. System 1 and System 2 are grey, and
     models with identical values are one entry named after all of them."""
@@ -242,6 +307,7 @@ def metric_by_level(table: pd.DataFrame, y: str, title: str, y_label: str,
     for name, g in t.groupby(color, sort=False):
         g = g.sort_values(by)
         c, sym = look[str(name)]
+        c = (colors or {}).get(str(name), c)
         if by == "level":
             fig.add_trace(go.Scatter(x=g[by], y=g[y], mode="lines+markers", name=g["label"].iloc[0],
                                      line=dict(color=c), marker=dict(symbol=sym, size=8)))
@@ -257,12 +323,12 @@ def metric_by_level(table: pd.DataFrame, y: str, title: str, y_label: str,
 
 def after_answer(table: pd.DataFrame, by: str = "level",
                  title: str = "Where the length goes: tokens generated after the answer was "
-                 "first stated") -> go.Figure:  # noqa: F821
+                 "first stated", colors: dict[str, str] | None = None) -> go.Figure:  # noqa: F821
     """The share of each model's tokens spent after its response first stated the right answer
     (``after_answer_share``, :func:`l2s_kit.analysis.trace.summary`) by level (or dataset): the
     overthinking a long-to-short merge removes."""
     return metric_by_level(table, "after_answer_share", title,
-                           "tokens after the first correct answer (% of all)", by=by)
+                           "tokens after the first correct answer (% of all)", by=by, colors=colors)
 
 
 def length_distribution(df: pd.DataFrame, length: str = "n_tokens",
@@ -316,9 +382,13 @@ def false_reflection(summary: pd.DataFrame, title: str = "False reflection (%)")
     the reflective ones. ``summary``: :func:`l2s_kit.analysis.reflection.reflection_summary`."""
     import plotly.express as px
 
-    long = summary.melt(id_vars="model", value_vars=["false_reflection", "wrong_among_reflective"])
-    fig = px.bar(long.assign(percent=100 * long["value"]), x="model", y="percent",
-                 color="variable", barmode="group", labels={"percent": "%"})
+    names = {"false_reflection": "reflective and wrong (% of all responses)",
+             "wrong_among_reflective": "wrong among the reflective responses (%)"}
+    long = summary.melt(id_vars="model", value_vars=list(names))
+    long = long.assign(percent=100 * long["value"], measure=long["variable"].map(names),
+                       model=long["model"].map(display_name))
+    fig = px.bar(long, x="model", y="percent", color="measure", barmode="group",
+                 labels={"percent": "% of responses", "model": "", "measure": ""})
     return _style(fig, title)
 
 

@@ -176,3 +176,46 @@ def test_bad_sampling_arguments_are_refused_before_any_work(tmp_path, capsys, ar
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()
+
+
+def test_figures_tell_points_apart_and_keep_one_colour_per_model(tmp_path):
+    import pandas as pd
+
+    from l2s_kit import plots
+
+    rows = [("system1", "System 1 (base)", "", 7, 20), ("system2", "System 2", "", 53, 100),
+            ("ta a=0.3", "task_arithmetic", "alpha=0.3", 21, 100),
+            ("ta a=0.5", "task_arithmetic", "alpha=0.5", 35, 90),
+            ("ta a=0.7", "task_arithmetic", "alpha=0.7", 49, 70),
+            ("ties", "ties", "k=0.8, alpha=1.0, flag=True", 30, 40),
+            ("ties b", "ties", "k=0.5, alpha=1.0", 30.5, 41)]
+    s = pd.DataFrame(rows, columns=["model", "method", "parameters", "mean_tokens", "accuracy"])
+    s["selected"] = s["model"] == "ta a=0.3"
+    fig = plots.frontier(s)
+    ta = next(t for t in fig.data if t.name == "task_arithmetic")
+    # the chosen one is named in a box; the others carry their setting; the two TIES points
+    # crowd each other, so their settings stay in the hover text
+    assert list(ta.text) == ["", "α 0.5", "α 0.7"]
+    assert list(next(t for t in fig.data if t.name == "ties").text) == ["", ""]
+    assert next(t for t in fig.data if t.name == "System 2").marker.opacity < 1
+    colors = plots.model_colors(s)
+    assert colors["ta a=0.5"] == ta.marker.color and colors["system2"] == "#303030"
+    level = pd.DataFrame([{"model": m, "level": lv, "mean_tokens": 10.0, "accuracy": a,
+                           "reflection_ratio": 0.0} for m, a in (("system2", 100), ("ta a=0.5", 90))
+                          for lv in (1, 2)])
+    bars = plots.level_bars(level, colors=colors)
+    assert {t.marker.color for t in bars.data if t.legendgroup == "ta a=0.5"} == {ta.marker.color}
+
+
+def test_false_reflection_names_what_it_shows():
+    import pandas as pd
+
+    from l2s_kit import plots
+
+    s = pd.DataFrame({"model": ["system2", "m"], "false_reflection": [0.1, 0.2],
+                      "wrong_among_reflective": [0.3, 0.4]})
+    fig = plots.false_reflection(s)
+    assert {t.name for t in fig.data} == {"reflective and wrong (% of all responses)",
+                                          "wrong among the reflective responses (%)"}
+    assert set(fig.data[0].x) == {"System 2", "m"}
+    assert fig.layout.yaxis.title.text == "% of responses"

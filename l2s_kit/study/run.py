@@ -272,16 +272,17 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
     files.append(_write_text(_report(result, chosen, tolerance), out / "table1.md"))
     t = summary[summary["split"] == "test"]
     against = "difficulty level" if group == "level" else "dataset"
+    colors = plots.model_colors(t)  # one colour per model in every figure of the run
+    shown_levels = pd.concat([result.by_level[result.by_level["model"] == m] for m in keep])
     figs = {
         "accuracy_vs_length": plots.frontier(
             t, title=f"Accuracy against length on test: {len(t) - 2} merges, "
             "those chosen on validation named (95% intervals)"),
-        "by_level": plots.level_bars(pd.concat([result.by_level[result.by_level["model"] == m]
-                                                for m in keep]),
-                                     title=f"System 1, System 2 and the chosen merges by {against}, "
-                                     "test split (95% intervals)", by=group),
+        "by_level": plots.level_bars(shown_levels, title=f"System 1, System 2 and the chosen "
+                                     f"merges by {against}, test split (95% intervals)", by=group,
+                                     colors=colors),
         "after_answer": plots.after_answer(
-            pd.concat([result.by_level[result.by_level["model"] == m] for m in keep]), by=group,
+            shown_levels, by=group, colors=colors,
             title=f"Tokens generated after the answer was first stated, by {against} (test split)"),
     }
     for name, fig in figs.items():
