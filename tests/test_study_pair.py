@@ -88,7 +88,8 @@ def test_l2s_study_on_a_pair_from_the_command_line(family, exported, tmp_path, c
     chosen = [ln for ln in report.splitlines() if ln.startswith("- task_arithmetic alpha=0.3: ")]
     val, test = (summary[(summary["split"] == s) & (summary["model"] == "task_arithmetic alpha=0.3")]
                  .iloc[0] for s in ("validation", "test"))
-    assert chosen and f"validation {val.accuracy:.1f}% ({val.accuracy_change:+.1f} points)" in \
+    assert chosen and (f"validation {val.accuracy:.1f}% ({val.accuracy_change:+.1f} points "
+                       f"[{val.accuracy_change_lo:+.1f}, {val.accuracy_change_hi:+.1f}])") in \
         chosen[0] and (f"test {test.accuracy:.1f}% [{test.accuracy_lo:.1f}, {test.accuracy_hi:.1f}], "
                        f"accuracy change {test.accuracy_change:+.1f} points") in chosen[0]
     # a run record, key numbers and the gallery of the folder holding --out

@@ -390,7 +390,8 @@ def _chosen_line(m: str, row: pd.Series, val: pd.Series | None) -> str:
     if val is not None:
         stable = (f", chosen in {100 * val.choice_stability:.0f}% of bootstrap resamples"
                   if pd.notna(val.get("choice_stability")) else "")
-        head = (f"validation {val.accuracy:.1f}% ({val.accuracy_change:+.1f} points), "
+        head = (f"validation {val.accuracy:.1f}% ({val.accuracy_change:+.1f} points "
+                f"[{val.accuracy_change_lo:+.1f}, {val.accuracy_change_hi:+.1f}]), "
                 f"{val.mean_tokens:.1f} tokens{stable}; ")
     else:
         head = ""
