@@ -40,7 +40,9 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ]; then
   # not on PyPI: taken from a wheel folder or mirror pip already knows, else from PyTorch's CPU
   # index ($L2S_TORCH_INDEX).
   echo "installing the package with its extras (pip, a few minutes the first time) ..."
-  install() { "$VENV/bin/python" -m pip install -q -c constraints.txt "$@" -e '.[all,dev]' 2>&1 | grep -v "is ignored"; return "${PIPESTATUS[0]}"; }
+  # (setuptools' notice about editable installs is not for the user: it is silenced)
+  install() { PYTHONWARNINGS="ignore:::setuptools.command.editable_wheel" \
+    "$VENV/bin/python" -m pip install -q -c constraints.txt "$@" -e '.[all,dev]' 2>&1 | grep -v "is ignored"; return "${PIPESTATUS[0]}"; }
   if ! install; then
     echo "retrying with PyTorch's CPU index for torch's CPU build ..."
     install --extra-index-url "${L2S_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}" || true
