@@ -6,9 +6,18 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
-import time
 from pathlib import Path
 
+from l2s_kit.choices import (
+    BACKENDS,
+    DTYPES,
+    GRADERS,
+    MERGE_IN,
+    OBJECTIVES,
+    RUNNERS,
+    SAMPLERS,
+    SVD_ALGORITHMS,
+)
 from l2s_kit.errors import EXIT_FIGURES_INCOMPLETE, L2SError, missing_extra, require
 from l2s_kit.version import __version__
 
@@ -308,19 +317,16 @@ def _study(args) -> int:
     setup = _pair_setup(args)
     if args.out is None:  # a pair's study never replaces the family's (the demo's) in the gallery
         args.out = "figures/study" if setup.family is not None else f"figures/study-{setup.name}"
-    started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
+    skip = {"func", "command", "quiet"}
     r = run_study(args.workdir, args.out, setup=setup, grid=grid, tolerance=args.tolerance,
                   png=args.png, progress=not args.quiet, runner=args.runner,
                   merge_in=args.merge_in, num_gpus=args.num_gpus, ray_address=args.ray_address,
-                  sampling=_sampling(args), ks=_ks(args))
+                  sampling=_sampling(args), ks=_ks(args),
+                  parameters={k: v for k, v in vars(args).items() if k not in skip and v is not None},
+                  given={k: v for k, v in given.items() if k not in skip})
     print_result(r)
     from l2s_kit.notebooks.gallery import write_gallery
-    from l2s_kit.study.run import record_run
 
-    skip = {"func", "command", "quiet"}
-    record_run(r, {k: v for k, v in vars(args).items() if k not in skip and v is not None},
-               started, time.perf_counter() - t0, given={k: v for k, v in given.items()
-                                                         if k not in skip})
     gallery = Path(args.gallery) if args.gallery else Path(args.out).resolve().parent
     if gallery != Path(args.out).resolve() and Path(args.out).resolve().is_relative_to(gallery.resolve()):
         page = write_gallery(gallery)
@@ -597,7 +603,7 @@ def _merge_parser(sub) -> None:
     p.add_argument("--model", action="append", help="checkpoint folder to merge (System 2); repeat for more")
     p.add_argument("--param", action="append", metavar="NAME=VALUE",
                    help="set a method parameter, e.g. --param alpha=0.7 (repeatable)")
-    p.add_argument("--out-dtype", dest="out_dtype", choices=["float32", "float16", "bfloat16"],
+    p.add_argument("--out-dtype", dest="out_dtype", choices=list(DTYPES),
                    help="stored dtype (default: as the base)")
     p.add_argument("--tokenizer-source", dest="tokenizer_source",
                    help="tokenizer and generation_config.json from: model (System 2, the "
@@ -641,7 +647,7 @@ def _eval_parser(sub) -> None:
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None,
                    help="prompts per generate call (default 32)")
     _device(p, note=" (transformers)")
-    p.add_argument("--backend", default="transformers", choices=["transformers", "vllm"],
+    p.add_argument("--backend", default="transformers", choices=list(BACKENDS),
                    help="generation backend (vllm: GPUs, pip install 'l2s_kit[vllm]')")
     p.add_argument("--tensor-parallel", dest="tensor_parallel", type=int, default=1,
                    help="GPUs per model with --backend vllm (default 1)")
@@ -651,7 +657,6 @@ def _eval_parser(sub) -> None:
 
 
 def _grader_arguments(p, default: str | None) -> None:
-    from l2s_kit.evaluate.grading import GRADERS
 
     p.add_argument("--grader", default=default, choices=list(GRADERS),
                    help="simple: exact match, numbers as numbers; math-verify: math-verify's strict "
@@ -701,7 +706,7 @@ def _spectrum_parser(sub) -> None:
     p.add_argument("--layers", nargs="+", type=int, default=None, metavar="I",
                    help="layer indices to inspect (default all; embedding/head are kept only "
                    "without this option)")
-    p.add_argument("--method", default="auto", choices=["auto", "exact", "randomized"],
+    p.add_argument("--method", default="auto", choices=list(SVD_ALGORITHMS),
                    help="SVD: exact for cheap matrices, randomized for large ones (auto, default)")
     p.add_argument("--k", type=int, default=None,
                    help="values the randomized SVD computes (default max(2 x budget, 64))")
@@ -717,7 +722,7 @@ def _sweep_parser(sub) -> None:
                        "listed model evaluated) on every dataset, in this process or as Ray tasks, "
                        "then print the summary and Table 1. Merges and responses are reused.")
     p.add_argument("file", help="sweep YAML (recipes, models, benchmarks, data_dir, runner, ...)")
-    p.add_argument("--runner", choices=["local", "ray"], default=None,
+    p.add_argument("--runner", choices=list(RUNNERS), default=None,
                    help="override the file's runner")
     _quiet(p, "no progress bars")
     p.set_defaults(func=_sweep)
@@ -747,9 +752,9 @@ def _pair_arguments(p) -> None:
                    help="System 1's prompt (default fewshot for a benchmark)")
     p.add_argument("--prompt-system2", dest="prompt_system2", default=None,
                    help="System 2's and the merges' prompt (default qwen25-math-cot)")
-    p.add_argument("--grader", choices=["simple", "math-verify"], default=None,
+    p.add_argument("--grader", choices=list(GRADERS), default=None,
                    help="default: math-verify for a pair's benchmark")
-    p.add_argument("--backend", choices=["transformers", "vllm"], default="transformers")
+    p.add_argument("--backend", choices=list(BACKENDS), default="transformers")
     p.add_argument("--tensor-parallel", dest="tensor_parallel", type=int, default=1,
                    help="GPUs per model with --backend vllm")
     _device(p)
@@ -769,11 +774,11 @@ def _tune_parser(sub) -> None:
                    "its own range)")
     p.add_argument("--schedule", action="append", metavar="NAME",
                    help="search NAME as a layer schedule: its first- and last-layer values")
-    p.add_argument("--objective", choices=["shortest", "pareto"], default="shortest")
+    p.add_argument("--objective", choices=list(OBJECTIVES), default="shortest")
     p.add_argument("--trials", type=int, default=30, help="trials in all (default 30)")
     p.add_argument("--subset", type=float, default=0.25,
                    help="share of the validation problems each candidate is tried on first")
-    p.add_argument("--sampler", choices=["tpe", "nsga2"], default="tpe")
+    p.add_argument("--sampler", choices=list(SAMPLERS), default="tpe")
     p.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                    help="start from scratch, not from the study grid's settings of the method")
     p.add_argument("--tolerance", type=float, default=3.0,
@@ -803,10 +808,10 @@ def _study_parser(sub) -> None:
     p.add_argument("--tolerance", type=float, default=3.0,
                    help="accuracy points below System 2 a chosen merge may lose (default 3)")
     _sampling_arguments(p)
-    p.add_argument("--merge-in", dest="merge_in", choices=["auto", "memory", "disk"],
+    p.add_argument("--merge-in", dest="merge_in", choices=list(MERGE_IN),
                    default="auto", help="merges swapped into a loaded System 1 (memory) or "
                    "written once per recipe (disk); auto: memory when it fits")
-    p.add_argument("--runner", choices=["local", "ray"], default="local",
+    p.add_argument("--runner", choices=list(RUNNERS), default="local",
                    help="ray: one Ray task per model")
     p.add_argument("--num-gpus", dest="num_gpus", type=float, default=0,
                    help="GPUs per Ray task (> 0 evaluates on CUDA)")

@@ -4,8 +4,10 @@ read or batched in (DARE masks per tensor block, sampling per prompt, synthetic 
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def seed_from(*parts: object) -> int:
@@ -16,4 +18,6 @@ def seed_from(*parts: object) -> int:
 
 def generator(*parts: object, device: str | torch.device = "cpu") -> torch.Generator:
     """A ``torch.Generator`` seeded with :func:`seed_from` of ``parts``."""
+    import torch
+
     return torch.Generator(device).manual_seed(seed_from(*parts))

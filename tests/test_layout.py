@@ -11,8 +11,8 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "l2s_kit"
 
 # The data flow, top to bottom: a stage may import itself and the stages above it, never below.
-STAGES = ["errors", "version", "seeds", "io", "zoo", "merging", "evaluate", "analysis", "plots", "study",
-          "notebooks", "cli"]
+STAGES = ["errors", "version", "faces", "choices", "seeds", "io", "zoo", "merging", "evaluate",
+          "analysis", "plots", "study", "notebooks", "cli"]
 
 
 def _modules() -> dict[str, Path]:
@@ -45,6 +45,10 @@ def import_graph() -> dict[str, set[str]]:
                     base = ".".join([*up, base] if base else up)
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base
                            for a in node.names]
+            elif (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "hand_on"
+                  and len(node.args) == 2 and isinstance(node.args[1], ast.Dict)):
+                # a face's table: each of its modules is imported on first use of a name
+                targets = [f"{pkg}.{k.value}" for k in node.args[1].keys]
             for t in targets:
                 if t.startswith("l2s_kit") and t != mod:
                     while t not in mods:  # "import l2s_kit.x.y" of a name: its module
@@ -96,6 +100,44 @@ def test_the_graph_sees_imports_inside_functions():
     # cli imports the study only inside its subcommand (a lazy import is still an edge)
     assert "l2s_kit.study.run" in g["l2s_kit.cli"] or "l2s_kit.study" in g["l2s_kit.cli"]
     assert "l2s_kit.merging.registry" in g["l2s_kit.merging.methods.task_vector"]
+    # a face's table of names is its imports
+    assert {"l2s_kit.io.checkpoint", "l2s_kit.io.files"} <= g["l2s_kit.io"]
+    assert "l2s_kit.merging" in g["l2s_kit"]
+
+
+FACES = sorted(str(p.relative_to(PKG.parent)) for p in PKG.rglob("__init__.py"))
+
+
+@pytest.mark.parametrize("face", FACES)
+def test_package_faces_only_hand_names_on(face):
+    """A package's ``__init__`` holds no work: a docstring, imports, and its table of names."""
+    tree = ast.parse((PKG.parent / face).read_text())
+    work = [getattr(n, "name", type(n).__name__) for n in tree.body
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+    assert not work, f"{face} defines {work}: move them into a named module of the package"
+    assert len((PKG.parent / face).read_text().splitlines()) <= 60
+
+
+def test_light_work_does_not_load_torch():
+    """Reading results, their statistics and drawing figures start without torch or the merge
+    methods (each costs seconds at start-up); the command line starts without them too."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import l2s_kit, l2s_kit.analysis, l2s_kit.plots, l2s_kit.cli\n"
+            "from l2s_kit.analysis import read_outputs, summarize, table1\n"
+            "from l2s_kit.analysis import sampling, stats, trace\n"
+            "from l2s_kit.evaluate import load_rows, load_benchmark\n"
+            "from l2s_kit.zoo import FamilySpec, task\n"
+            "print(sorted(m for m in ('torch', 'l2s_kit.merging') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    # and a name handed on by the top face still loads its module on first use
+    code = "import sys, l2s_kit; l2s_kit.merge; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "True", out.stderr
 
 
 def test_cycle_detection_finds_a_planted_cycle():

@@ -166,7 +166,7 @@ def test_notebook_parameters_are_checked_before_anything_runs(params, message, t
 def test_a_shared_parameters_file_may_hold_other_notebooks_parameters():
     import yaml
 
-    from l2s_kit.notebooks import _per_notebook, find_notebooks, notebook_parameters
+    from l2s_kit.notebooks.run import _per_notebook, find_notebooks, notebook_parameters
 
     found = find_notebooks()
     declared = {n: notebook_parameters(p) for n, p in found.items()}

@@ -219,3 +219,24 @@ def test_false_reflection_names_what_it_shows():
                                           "wrong among the reflective responses (%)"}
     assert set(fig.data[0].x) == {"System 2", "m"}
     assert fig.layout.yaxis.title.text == "% of responses"
+
+
+def test_run_study_from_python_writes_its_own_record(tmp_path):
+    """``run_study`` is the whole study: its folder holds ``run.json`` and ``metrics.json`` as
+    ``l2s study``'s does, the record naming this call's settings and the pair by weights hash."""
+    import json
+
+    from l2s_kit.io import runs
+
+    r = _study(tmp_path, [("task_arithmetic", {"alpha": 0.3})])
+    record = json.loads((r.out / runs.RECORD).read_text())
+    assert record["kind"] == "study" and record["status"] == "ok"
+    assert record["parameters"]["grid"] == [["task_arithmetic", {"alpha": 0.3}]]
+    assert record["parameters"]["tolerance"] == 3.0 and record["given"] == record["parameters"]
+    assert record["files"]["html"] == "accuracy_vs_length.html"
+    by_model = r.models.set_index("model")["weights_hash"]
+    assert record["inputs"]["system1"] == f"weights:{by_model['system1']}"
+    assert record["inputs"]["system2"] == f"weights:{by_model['system2']}"
+    metrics = json.loads((r.out / runs.METRICS).read_text())["metrics"]
+    accuracy = r.summary.set_index(["split", "model"]).loc[("test", "system2"), "accuracy"]
+    assert metrics["test.system2.accuracy"] == pytest.approx(accuracy)

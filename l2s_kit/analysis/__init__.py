@@ -7,19 +7,10 @@ where the length goes (:mod:`~l2s_kit.analysis.trace`).
 >>> summarize(df, by=("model", "level"), reference="system2")
 """
 
-from l2s_kit.analysis.outputs import AnalysisError, length_column, read_outputs
-from l2s_kit.analysis.summary import (
-    SummaryError,
-    by_level,
-    format_table1,
-    full_summary,
-    level_or_dataset,
-    model_summary,
-    pareto_front,
-    summarize,
-    table1,
-)
+from l2s_kit.faces import hand_on
 
-__all__ = ["AnalysisError", "SummaryError", "by_level", "format_table1", "full_summary",
-           "length_column", "level_or_dataset",
-           "model_summary", "pareto_front", "read_outputs", "summarize", "table1"]
+__getattr__, __dir__, __all__ = hand_on(__name__, {
+    "outputs": ("AnalysisError", "length_column", "read_outputs"),
+    "summary": ("SummaryError", "by_level", "format_table1", "full_summary", "level_or_dataset",
+                "model_summary", "pareto_front", "summarize", "table1"),
+})

@@ -15,84 +15,18 @@ Real benchmarks (the Qwen2.5-Math toolkit's data layout) and math-verify grading
 ...                   grader=grader)
 """
 
-from l2s_kit.evaluate.backends import (
-    DEFAULT_SETTINGS,
-    FAMILY_SETTINGS,
-    Backend,
-    Generation,
-    GenerationError,
-    GenerationSettings,
-    TransformersBackend,
-)
-from l2s_kit.evaluate.benchmarks import (
-    BENCHMARKS,
-    FAMILY_BENCHMARK,
-    PAPER_BENCHMARKS,
-    BenchmarkError,
-    load_benchmark,
-    load_benchmarks,
-    parse_level,
-)
-from l2s_kit.evaluate.extract import (
-    Extraction,
-    answer_candidates,
-    extract_answer,
-    extract_family,
-    extract_labelled,
-    grade,
-    normalize,
-)
-from l2s_kit.evaluate.grading import GradeError, GradeResult, MathGrader, grade_responses
-from l2s_kit.evaluate.lengths import LENGTH_RULES, LengthError, token_lengths, with_lengths
-from l2s_kit.evaluate.prompts import (
-    LENGTH_LIMITS,
-    PROMPTS,
-    PromptError,
-    get_prompt,
-    length_limit,
-    render_prompt,
-)
-from l2s_kit.evaluate.run import COLUMNS, ResponsesError, evaluate, load_responses, load_rows
+from l2s_kit.faces import hand_on
 
-__all__ = [
-    "BENCHMARKS",
-    "COLUMNS",
-    "answer_candidates",
-    "DEFAULT_SETTINGS",
-    "FAMILY_BENCHMARK",
-    "FAMILY_SETTINGS",
-    "LENGTH_LIMITS",
-    "LENGTH_RULES",
-    "PAPER_BENCHMARKS",
-    "PROMPTS",
-    "Backend",
-    "BenchmarkError",
-    "Extraction",
-    "GradeError",
-    "GradeResult",
-    "Generation",
-    "GenerationError",
-    "GenerationSettings",
-    "LengthError",
-    "MathGrader",
-    "PromptError",
-    "ResponsesError",
-    "TransformersBackend",
-    "evaluate",
-    "extract_answer",
-    "extract_family",
-    "extract_labelled",
-    "get_prompt",
-    "grade",
-    "grade_responses",
-    "length_limit",
-    "load_benchmark",
-    "load_benchmarks",
-    "load_responses",
-    "load_rows",
-    "normalize",
-    "parse_level",
-    "render_prompt",
-    "token_lengths",
-    "with_lengths",
-]
+__getattr__, __dir__, __all__ = hand_on(__name__, {
+    "backends": ("DEFAULT_SETTINGS", "FAMILY_SETTINGS", "Backend", "Generation",
+                 "GenerationError", "GenerationSettings", "TransformersBackend"),
+    "benchmarks": ("BENCHMARKS", "FAMILY_BENCHMARK", "PAPER_BENCHMARKS", "BenchmarkError",
+                   "load_benchmark", "load_benchmarks", "parse_level"),
+    "extract": ("Extraction", "answer_candidates", "extract_answer", "extract_family",
+                "extract_labelled", "grade", "normalize"),
+    "grading": ("GradeError", "GradeResult", "MathGrader", "grade_responses"),
+    "lengths": ("LENGTH_RULES", "LengthError", "token_lengths", "with_lengths"),
+    "prompts": ("LENGTH_LIMITS", "PROMPTS", "PromptError", "get_prompt", "length_limit",
+                "render_prompt"),
+    "run": ("COLUMNS", "ResponsesError", "evaluate", "load_responses", "load_rows"),
+})

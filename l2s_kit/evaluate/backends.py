@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from l2s_kit.errors import L2SError
-from l2s_kit.io import DTYPES, VOCABULARY_FILES
+from l2s_kit.io.files import VOCABULARY_FILES
 from l2s_kit.seeds import seed_from
 
 # Tokens decoded at the end of each sequence at every step to look for stop strings, beyond the
@@ -125,6 +125,8 @@ def sample_seed(seed: int, prompt: str, sample: int) -> int:
 
 def _dtype(dtype):
     import torch
+
+    from l2s_kit.io.dtypes import DTYPES
 
     if dtype is None or dtype == "auto" or isinstance(dtype, torch.dtype):
         return dtype or "auto"

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from l2s_kit.choices import GRADERS
 from l2s_kit.errors import L2SError
 
 MODES = ("strict", "reference")
@@ -215,7 +216,6 @@ def grade_responses(df, grader: MathGrader | None = None, progress: bool = True)
 # The graders a command line offers, by name: simple (exact match, numbers as numbers; the
 # built-in task), math-verify (math-verify's strict comparison) and reference (the Qwen2.5-Math
 # toolkit's numeric tolerances).
-GRADERS = ("simple", "math-verify", "reference")
 
 
 def grader_for(name: str, timeout: float = 5.0):

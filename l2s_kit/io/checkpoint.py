@@ -20,23 +20,13 @@ from safetensors import safe_open
 
 from l2s_kit.errors import CheckpointError
 from l2s_kit.io.dtypes import DTYPE_NAMES, SAFE_DTYPES
-
-INDEX_FILE = "model.safetensors.index.json"
-SINGLE_FILE = "model.safetensors"
-# Files copied from the tokenizer source model when present.
-# Files that hold a tokenizer's vocabulary: a folder without any of them cannot generate text.
-VOCABULARY_FILES = ("tokenizer.json", "vocab.json", "tokenizer.model", "spiece.model")
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "chat_template.jinja",
+from l2s_kit.io.files import (  # noqa: F401  (handed on by l2s_kit.io)
+    GENERATION_CONFIG,
+    INDEX_FILE,
+    SINGLE_FILE,
+    TOKENIZER_FILES,
+    VOCABULARY_FILES,
 )
-GENERATION_CONFIG = "generation_config.json"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ Every method has the same shape::
   model) are positional; tensors arrive in the compute dtype, the result is returned in it.
 - Keyword-only parameters with defaults are the method's recipe parameters. Their annotation gives
   the type (float, int, bool, str), a ``Literal[...]`` gives the choices, and ``Range`` in an
-  ``Annotated[...]`` gives the allowed interval.
+  ``Annotated[...]`` gives the allowed interval; ``Search(lo, hi, step)`` beside it, where to
+  look for a good value (the explorer's slider and ``l2s tune``'s default interval).
 - Keyword-only parameters annotated ``State`` are not recipe parameters: they are per-tensor state
   that the method's own ``prepare`` hook computes (DARE masks seeded per tensor name, trim
   thresholds over a tensor streamed in blocks or over the whole model, AIM's per-channel
@@ -77,6 +78,22 @@ class Range:
 
 
 @dataclass(frozen=True)
+class Search:
+    """Where to look for a good value of a numeric parameter: the interval (and step) that the
+    explorer's sliders show and that ``l2s tune`` searches by default. Narrower than the allowed
+    :class:`Range`: the values that make sense for long-to-short merging."""
+
+    lo: float
+    hi: float
+    step: float
+
+    def __post_init__(self):
+        if not (self.lo < self.hi and 0 < self.step <= self.hi - self.lo):
+            raise TypeError(f"Search({self.lo}, {self.hi}, {self.step}): need lo < hi and "
+                            "0 < step <= hi - lo")
+
+
+@dataclass(frozen=True)
 class Param:
     name: str
     type: type
@@ -84,6 +101,7 @@ class Param:
     choices: tuple | None = None
     range: Range | None = None
     help: str = ""
+    search: Search | None = None  # slider and default search interval (numeric parameters)
 
     def check(self, value: object, where: str, schedules: bool = False) -> object:
         """Return ``value`` converted to the parameter's type, or raise RecipeError naming
@@ -231,12 +249,14 @@ def _param_from(p: inspect.Parameter, hints: dict, fn_name: str) -> Param:
     if p.default is inspect.Parameter.empty:
         raise TypeError(f"merge method {fn_name}: parameter '{p.name}' needs a default")
     hint = hints.get(p.name)
-    rng, help_ = None, ""
+    rng, help_, search = None, "", None
     if typing.get_origin(hint) is typing.Annotated:
         hint, *meta = typing.get_args(hint)
         for m in meta:
             if isinstance(m, Range):
                 rng = m
+            elif isinstance(m, Search):
+                search = m
             elif isinstance(m, str):
                 help_ = m
     choices = None
@@ -245,7 +265,11 @@ def _param_from(p: inspect.Parameter, hints: dict, fn_name: str) -> Param:
         hint = type(choices[0])
     if hint not in (float, int, bool, str):
         raise TypeError(f"merge method {fn_name}: parameter '{p.name}' has unsupported type {hint}")
-    param = Param(p.name, hint, p.default, choices, rng, help_)
+    if search is not None and (hint not in (float, int) or rng is not None and (
+            (rng.lo is not None and search.lo < rng.lo) or (rng.hi is not None and search.hi > rng.hi))):
+        raise TypeError(f"merge method {fn_name}: parameter '{p.name}': {search} must lie in its "
+                        f"range {rng} and the parameter must be a number")
+    param = Param(p.name, hint, p.default, choices, rng, help_, search)
     param.check(p.default, f"merge method {fn_name} (default)")
     return param
 

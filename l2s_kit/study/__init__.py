@@ -12,8 +12,9 @@ work; sweeps run locally or as Ray tasks.
 - ``sweep``: recipes × datasets as merge-then-evaluate jobs, locally or on Ray
 """
 
-from l2s_kit.study.run import GRID, PAIR_GRID, StudyResult, print_result, run_study, study_jobs
-from l2s_kit.study.setup import SetupError, StudySetup, family_setup, pair_setup, study_setup
+from l2s_kit.faces import hand_on
 
-__all__ = ["GRID", "PAIR_GRID", "SetupError", "StudyResult", "StudySetup", "family_setup",
-           "pair_setup", "print_result", "run_study", "study_jobs", "study_setup"]
+__getattr__, __dir__, __all__ = hand_on(__name__, {
+    "run": ("GRID", "PAIR_GRID", "StudyResult", "print_result", "run_study", "study_jobs"),
+    "setup": ("SetupError", "StudySetup", "family_setup", "pair_setup", "study_setup"),
+})

@@ -30,10 +30,6 @@ from l2s_kit.evaluate import GenerationSettings, evaluate
 
 REFERENCE = "system2"
 ENDPOINTS = ("system1", "system2")
-# Slider ranges (min, max, step) of the parameters the explorer shows.
-SLIDERS = {"alpha": (0.0, 1.5, 0.05), "k": (0.0, 0.95, 0.05), "p": (0.0, 0.9, 0.05),
-           "lam": (0.0, 1.0, 0.05), "mask_rate": (0.0, 0.99, 0.01),
-           "temperature": (0.5, 10.0, 0.5)}
 
 
 def model_name(method: str, params: dict) -> str:

@@ -18,6 +18,7 @@ Every step is cached: a re-run reuses the family, the merges and the responses.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -178,19 +179,25 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
               tolerance: float = 3.0, png: bool = False, progress: bool = True,
               runner: str = "local", merge_in: str = "auto", num_gpus: float = 0,
               ray_address: str | None = None, sampling: dict | None = None,
-              ks: Sequence[int] | None = None) -> StudyResult:
+              ks: Sequence[int] | None = None, parameters: dict | None = None, given: dict | None = None) -> StudyResult:
     """The study of ``setup`` (default: the built-in family of ``spec``, ``n_per_level``
     problems per level and split) into ``workdir/<setup name>`` (merges, responses) and ``out``
-    (tables, figures). ``grid``: (method, parameters) merges (default: ``GRID`` for the family,
-    ``PAIR_GRID`` for a pair). ``runner``: "local" or "ray" (one Ray task per model, ``num_gpus``
-    each); ``merge_in``: "auto", "memory" or "disk" (see :func:`l2s_kit.study.runner.choose_merge_in`).
+    (tables, figures, and the run's record: ``run.json`` and ``metrics.json``). ``grid``:
+    (method, parameters) merges (default: ``GRID`` for the family, ``PAIR_GRID`` for a pair).
+    ``runner``: "local" or "ray" (one Ray task per model, ``num_gpus`` each); ``merge_in``:
+    "auto", "memory" or "disk" (see :func:`l2s_kit.study.runner.choose_merge_in`).
     ``sampling``: generation settings for every model (``n``, ``temperature``, ``top_p``; default
     greedy, one sample); ``ks``: the k of pass@k and maj@k (each at most ``n``).
+
+    ``parameters`` and ``given``: what the run record says was set and given (default: this
+    call's settings, all given). ``l2s study`` is this function plus the gallery page
+    (:func:`l2s_kit.notebooks.gallery.write_gallery` of the folder above ``out``, which lists
+    every folder with a run record): from Python or the command line the study's folder is the
+    same.
     """
     import transformers
 
-    from l2s_kit import plots
-
+    started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
     transformers.logging.disable_progress_bar()
     if setup is None:
         setup = family_setup(build_family(family_root, spec=spec, progress=progress), n_per_level)
@@ -200,8 +207,27 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
     pair = {"System 1": setup.system1, "System 2": setup.system2}
     check_apart(workdir, pair)  # the folder given, not only the pair's folder made inside it
     check_apart(out, pair)
-    workdir = Path(workdir) / setup.name
-    out = Path(out)
+    if parameters is None:
+        parameters = {"workdir": str(workdir), "out": str(out), "setup": setup.name,
+                      "grid": [[m, dict(p)] for m, p in grid], "tolerance": tolerance,
+                      "png": png, "runner": runner, "merge_in": merge_in, "num_gpus": num_gpus,
+                      "ray_address": ray_address, "sampling": sampling,
+                      "ks": list(ks) if ks else None}
+        parameters = {k: v for k, v in parameters.items() if v is not None}
+    result = _run_models(setup, grid, Path(workdir) / setup.name, Path(out), progress=progress,
+                         runner=runner, merge_in=merge_in, num_gpus=num_gpus,
+                         ray_address=ray_address)
+    chosen = _summarize(result, tolerance, ks)
+    _write_files(result, chosen, tolerance, png)
+    record_run(result, parameters, started, time.perf_counter() - t0, given=given)
+    return result
+
+
+def _run_models(setup: StudySetup, grid, workdir: Path, out: Path, *, progress: bool,
+                runner: str, merge_in: str, num_gpus: float, ray_address: str | None
+                ) -> StudyResult:
+    """System 1, System 2 and every merge of ``grid``, merged and evaluated on both splits: the
+    study's models and its responses by split (this run's problems only)."""
     jobs = study_jobs(setup, grid)
     where = choose_merge_in(setup.system1, setup.device, setup.backend, merge_in)
     datasets: dict[str, list[dict]] = {}
@@ -231,17 +257,23 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
     allr = reflection.annotate(allr[allr["split"].notna()])
     for split in ("validation", "test"):
         result.responses[split] = allr[allr["split"] == split].reset_index(drop=True)
+    return result
 
+
+def _summarize(result: StudyResult, tolerance: float, ks) -> pd.DataFrame:
+    """The summary of both splits, each method's choice on validation (with its stability under
+    resampling), the by-level view and Table 1 of the test split, set on ``result``; returns the
+    chosen merges."""
+    setup, models = result.setup, result.models
     numbers = dict(reference=REFERENCE, ks=ks, candidates=setup.candidates)
     summaries = [full_summary(df, **numbers).assign(split=split)
                  for split, df in result.responses.items()]
     summary = pd.concat(summaries, ignore_index=True).merge(
         models[["model", "method", "parameters", "weights_hash"]], on="model")
     merges = models.loc[models["recipe_hash"].notna(), "model"]
-    chosen = choose_on_validation(summary[(summary["split"] == "validation") & summary["model"].isin(merges)],
-                    tolerance)
-    summary["selected"] = summary["model"].isin(chosen["model"])
     val = summary[(summary["split"] == "validation") & summary["model"].isin(merges)]
+    chosen = choose_on_validation(val, tolerance)
+    summary["selected"] = summary["model"].isin(chosen["model"])
     stable = stats.choice_stability(result.responses["validation"], val[["method", "model"]],
                                     chosen, REFERENCE, tolerance)
     summary = summary.merge(stable[["model", "stability"]].rename(
@@ -253,20 +285,27 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
     keep = ["system1", "system2", *chosen["model"]]
     shown = test[test["model"].isin(keep)]
     if setup.has_levels:
-        group = "level"
         result.by_level = full_summary(test, ("model", "level"), **numbers)
         shown = shown.assign(dataset="level " + shown["level"].astype(int).astype(str))
     else:
-        group = "dataset"
         result.notes.append("the data has no difficulty levels: the views by level are views by "
                             "dataset")
         result.by_level = full_summary(test, ("model", "dataset"), **numbers)
     result.table1 = table1(shown, reference=REFERENCE, uncertainty=True).reindex(keep, level="model")
+    return chosen
 
-    # ---- files --------------------------------------------------------------------------------
+
+def _write_files(result: StudyResult, chosen: pd.DataFrame, tolerance: float, png: bool) -> None:
+    """The study's tables, report and figures in ``result.out`` (PNGs with ``png``; a PNG that
+    cannot be made is noted in ``result.missing_pngs``, the rest stands)."""
+    from l2s_kit import plots
+
+    out, summary, test = result.out, result.summary, result.responses["test"]
+    group = "level" if result.setup.has_levels else "dataset"
+    keep = ["system1", "system2", *chosen["model"]]
     out.mkdir(parents=True, exist_ok=True)
     files = [_write_csv(summary, out / "summary.csv"), _write_csv(result.by_level, out / "by_level.csv"),
-             _write_csv(models.drop(columns=["responses"]), out / "models.csv"),
+             _write_csv(result.models.drop(columns=["responses"]), out / "models.csv"),
              _write_csv(reflection.keyword_frequency(test, ("model", group)),
                         out / "keyword_frequency.csv")]
     files.append(_write_text(_report(result, chosen, tolerance), out / "table1.md"))
@@ -294,7 +333,6 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
             except FigureExportError as e:  # the study is done: its tables and HTML stand
                 result.missing_pngs.append(str(e))
     result.files, result.figures = files, figs
-    return result
 
 
 def key_numbers(r: StudyResult) -> dict[str, float]:

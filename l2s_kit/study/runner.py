@@ -22,10 +22,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from l2s_kit.choices import MERGE_IN, RUNNERS
 from l2s_kit.errors import L2SError
 from l2s_kit.evaluate import GenerationSettings, render_prompt
-
-MERGE_IN = ("auto", "memory", "disk")
 
 
 class RunnerError(L2SError, ValueError):
@@ -172,7 +171,7 @@ def run_jobs(jobs: list[Job], datasets: Mapping[str, list[dict]], workdir: str |
     :func:`run_job`."""
     from tqdm.auto import tqdm
 
-    if runner not in ("local", "ray"):
+    if runner not in RUNNERS:
         raise RunnerError(f"runner {runner!r} is not one of ('local', 'ray')")
     datasets = {str(k): list(v) for k, v in datasets.items()}
     if runner == "local":

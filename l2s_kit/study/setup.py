@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from l2s_kit.choices import BACKENDS, GRADERS
 from l2s_kit.errors import L2SError
 from l2s_kit.evaluate import (
     FAMILY_BENCHMARK,
@@ -54,8 +55,6 @@ ROLES = ("system1", "system2")  # merges are prompted as System 2
 # The paper's prompts: few-shot for the base System 1, the Qwen2.5-Math CoT chat prompt for the rest
 PAPER_PROMPTS = {"system1": "fewshot", "system2": "qwen25-math-cot"}
 PAIR_MAX_NEW_TOKENS = 8192  # the paper's 8K limit
-GRADERS = ("simple", "math-verify")
-BACKENDS = ("transformers", "vllm")
 
 
 class SetupError(L2SError, ValueError):

@@ -42,11 +42,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from l2s_kit.choices import OBJECTIVES, SAMPLERS
 from l2s_kit.errors import L2SError
-from l2s_kit.study.explorer import REFERENCE, SLIDERS, Explorer, model_name
+from l2s_kit.study.explorer import REFERENCE, Explorer, model_name
 
-OBJECTIVES = ("shortest", "pareto")
-SAMPLERS = ("tpe", "nsga2")
 GRID = 0.01
 
 
@@ -112,8 +111,8 @@ def search_space(method: str, space: dict | None, schedules=()) -> dict[str, tup
 
 
 def _default_range(name: str, p) -> tuple[float, float]:
-    if name in SLIDERS:
-        lo, hi, _ = SLIDERS[name]
+    if p.search is not None:  # where the method says to look
+        lo, hi = p.search.lo, p.search.hi
     else:
         r = p.range
         lo = r.lo if r is not None and r.lo is not None else 0.0

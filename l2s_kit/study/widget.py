@@ -10,7 +10,7 @@ import pandas as pd
 
 from l2s_kit import plots
 from l2s_kit.analysis import by_level, model_summary
-from l2s_kit.study.explorer import REFERENCE, SLIDERS, Explorer, model_name
+from l2s_kit.study.explorer import REFERENCE, Explorer, model_name
 
 METHODS = ("task_arithmetic", "ties", "dare", "dare_ties", "average", "sens_merging", "twin")
 
@@ -39,8 +39,8 @@ def explorer_widget(ex: Explorer, method: str = "task_arithmetic",
             value = params.get(name, p.default)
             if name in controls:
                 continue
-            if name in SLIDERS:
-                lo, hi, step = SLIDERS[name]
+            if p.search is not None:  # the method's own search interval
+                lo, hi, step = p.search.lo, p.search.hi, p.search.step
                 controls[name] = w.FloatSlider(value=value, min=lo, max=hi, step=step,
                                                description=name, continuous_update=False,
                                                readout_format=".2f")
@@ -55,7 +55,7 @@ def explorer_widget(ex: Explorer, method: str = "task_arithmetic",
         m = dropdown.value
         own = get_method(m).params  # in the method's order; choices only when not the default
         return m, {n: _round(controls[n].value) for n, p in own.items() if n in controls
-                   and (n in SLIDERS or controls[n].value != p.default)}
+                   and (p.search is not None or controls[n].value != p.default)}
 
     def refresh(*_):
         m, p = current()

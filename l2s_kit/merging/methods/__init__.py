@@ -1,5 +1,7 @@
 """The merge methods, one module per family, built from shared primitives.
 
+- ``params``: parameter types several methods share (``alpha``, ``k``, ``p``, ``seed``), each
+  with its range and where to search it
 - ``sparsify``: trim, DARE drop masks, sign election, disjoint mean (the task-vector primitives)
 - ``lowrank``: exact and randomized SVD, truncation, singular value thresholding
 - ``task_vector``: Average, Task Arithmetic, TIES, DARE, DARE-TIES

@@ -29,9 +29,9 @@ from l2s_kit.merging.calibration.sensitivity import (
     sensitivities,
 )
 from l2s_kit.merging.calibration.sets import PARTS, CalibrationError, CalibrationSpec
+from l2s_kit.merging.methods.params import Alpha, Seed
 from l2s_kit.merging.methods.sparsify import task_vectors, weighted_sum
-from l2s_kit.merging.methods.task_vector import Alpha
-from l2s_kit.merging.registry import Range, State, get_method, merge_method
+from l2s_kit.merging.registry import Range, Search, State, get_method, merge_method
 
 AIM_PAPER = "https://arxiv.org/abs/2502.02421"
 SENS_PAPER = "https://arxiv.org/abs/2502.12420"
@@ -39,7 +39,6 @@ SENS_PAPER = "https://arxiv.org/abs/2502.12420"
 Parts = Literal["question+short", "question+long", "question+both"]
 Source = Annotated[str, "calibration source: family, s1k, or a .jsonl/.json path"]
 Samples = Annotated[int, Range(1, 100_000), "number of calibration texts"]
-CalSeed = Annotated[int, Range(0, 2**63 - 1)]
 MaxTokens = Annotated[int, Range(2, 1_000_000), "tokens per calibration text"]
 assert set(PARTS) == set(Parts.__args__)
 
@@ -117,7 +116,7 @@ def aim(base, models, weights, *,
         omega: Annotated[float, Range(0.0, 1.0), "balance factor: 1 = no relaxation"] = 0.4,
         inner: str = "ties",
         calib_source: Source = "family", calib_parts: Parts = "question+short",
-        calib_samples: Samples = 100, calib_seed: CalSeed = 0,
+        calib_samples: Samples = 100, calib_seed: Seed = 0,
         calib_fields: str = "question,short,long", calib_max_tokens: MaxTokens = 512,
         merged: State = None, importance: State = None):
     """AIM: relax another merge towards the base on the input channels the base uses most.
@@ -187,11 +186,11 @@ def sens_table(paths: list[str], params: dict, *, device: str = "cpu",
                                                         ("calib_parts", "calib_parts_base")))
 def sens_merging(base, models, weights, *, alpha: Alpha = 0.7,
                  temperature: Annotated[float, Range(0.0, 1000.0, lo_open=True),
-                                        "softmax temperature T"] = 2.0,
+                                        Search(0.5, 10.0, 0.5), "softmax temperature T"] = 2.0,
                  include_base: bool = True,
                  calib_source: Source = "family", calib_parts: Parts = "question+short",
                  calib_parts_base: Parts = "question+long",
-                 calib_samples: Samples = 100, calib_seed: CalSeed = 0,
+                 calib_samples: Samples = 100, calib_seed: Seed = 0,
                  calib_fields: str = "question,short,long", calib_max_tokens: MaxTokens = 512,
                  coefficients: State = None):
     """Sens-Merging: task arithmetic with per-layer, per-model coefficients from sensitivities.

@@ -29,7 +29,6 @@ from l2s_kit.merging.calibration.fisher import delta_norms, fisher_diagonal
 from l2s_kit.merging.calibration.mutual_info import layer_nmi
 from l2s_kit.merging.calibration.sensitivity import layer_group
 from l2s_kit.merging.methods.activation import (
-    CalSeed,
     MaxTokens,
     Parts,
     Samples,
@@ -38,12 +37,12 @@ from l2s_kit.merging.methods.activation import (
     _path_of,
     calibration_spec,
 )
+from l2s_kit.merging.methods.params import Seed
 from l2s_kit.merging.registry import Range, State, get_method, merge_method
 
 ACM_PAPER = "https://arxiv.org/abs/2505.14009"
 FIM_PAPER = "https://arxiv.org/abs/2603.21705"
 
-Seed = Annotated[int, Range(0, 2**63 - 1)]
 
 
 def relax(base: torch.Tensor, merged: torch.Tensor, c: float) -> torch.Tensor:
@@ -113,7 +112,7 @@ def acm(base, models, weights, *,
         pairs: Annotated[int, Range(16, 1 << 24), "activation pairs drawn per layer"] = 1 << 20,
         inner: str = "ties",
         calib_source: Source = "family", calib_parts: Parts = "question+short",
-        calib_samples: Samples = 100, calib_seed: CalSeed = 0,
+        calib_samples: Samples = 100, calib_seed: Seed = 0,
         calib_fields: str = "question,short,long", calib_max_tokens: MaxTokens = 512,
         merged: State = None, coefficient: State = None):
     """ACM: scale another merge's task vector per layer by how far System 2's activations moved.

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
-SVD_METHODS = ("auto", "exact", "randomized")
+from l2s_kit.choices import SVD_ALGORITHMS
+
 EXACT_MAX_COST = 2**36  # m·n·min(m, n) of the largest matrix decomposed exactly by "auto"
 OVERSAMPLE = 10  # extra columns of the randomized range finder
 POWER_ITERS = 4  # power iterations of the randomized range finder
@@ -69,8 +70,8 @@ def svd_cost(shape: tuple[int, ...]) -> int:
 def svd_algorithm(shape: tuple[int, ...], method: str = "auto", rank: int | None = None) -> str:
     """"exact" or "randomized" for a matrix of ``shape`` whose top ``rank`` values are wanted
     (``None``: all of them, which only the exact path gives)."""
-    if method not in SVD_METHODS:
-        raise ValueError(f"SVD method must be one of {SVD_METHODS}, got {method!r}")
+    if method not in SVD_ALGORITHMS:
+        raise ValueError(f"SVD method must be one of {SVD_ALGORITHMS}, got {method!r}")
     small = min(shape)
     if rank is None or rank + OVERSAMPLE >= small:
         return "exact"  # a full spectrum, or a rank the range finder cannot save anything on

@@ -30,6 +30,7 @@ from typing import Annotated
 
 import torch
 
+from l2s_kit.merging.methods.params import Alpha, Seed
 from l2s_kit.merging.registry import Range, RecipeError, State, merge_method
 from l2s_kit.seeds import generator
 
@@ -42,11 +43,9 @@ MODEL_STOCK_PAPER = "https://arxiv.org/abs/2403.19522"
 
 Density = Annotated[float, Range(0.0, 1.0), "fraction of each task vector's entries kept "
                     "(mergekit's density; 1 keeps all)"]
-Alpha = Annotated[float, Range(0.0, 10.0), "scale of the merged task vector (mergekit's lambda)"]
 Gamma = Annotated[float, Range(0.0, 1.0), "fraction of the largest magnitudes removed as outliers"]
 Epsilon = Annotated[float, Range(0.0, 1.0, hi_open=True),
                     "half-width of DELLA's keep probabilities around density"]
-Seed = Annotated[int, Range(0, 2**63 - 1)]
 T = Annotated[float, Range(0.0, 1.0), "interpolation: 0 is the base (System 1), 1 the model"]
 
 

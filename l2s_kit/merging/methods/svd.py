@@ -28,15 +28,16 @@ from typing import Annotated, Literal
 
 import torch
 
+from l2s_kit.choices import SVD_ALGORITHMS
 from l2s_kit.merging.methods.lowrank import low_rank, svt
-from l2s_kit.merging.registry import Range, merge_method
+from l2s_kit.merging.registry import Range, Search, merge_method
 
 TWIN_PAPER = "https://arxiv.org/abs/2406.15479"
 LORE_PAPER = "https://arxiv.org/abs/2502.10749"
 
-MaskRate = Annotated[float, Range(0.0, 1.0),
+MaskRate = Annotated[float, Range(0.0, 1.0), Search(0.0, 0.99, 0.01),
                      "share of each matrix's rank dropped: r = floor((1 - mask_rate) * min(m, n))"]
-SvdChoice = Literal["auto", "exact", "randomized"]
+SvdChoice = Literal[SVD_ALGORITHMS]
 AVERAGE_WARNING = ("LoRE-Merging of exactly two models with equal weights is plain averaging "
                    "(the two low-rank task vectors cancel); for long-to-short merging use "
                    "include_base: true with alpha != 0.5")
@@ -53,7 +54,8 @@ def twin_rank(shape: tuple[int, ...], mask_rate: float, rank: int = 0) -> int:
 
 @merge_method("twin", paper=TWIN_PAPER, aliases=("twin_merging",), elementwise=False)
 def twin(base, models, weights, *,
-         lam: Annotated[float, Range(0.0, 10.0), "λ: scale of the shared task vector"] = 0.3,
+         lam: Annotated[float, Range(0.0, 10.0), Search(0.0, 1.0, 0.05),
+                        "λ: scale of the shared task vector"] = 0.3,
          mask_rate: MaskRate = 0.9,
          rank: Annotated[int, Range(0, None), "kept rank; 0: from mask_rate"] = 0,
          svd: SvdChoice = "auto"):
@@ -133,7 +135,7 @@ def lore_notes(params: dict, weights: list[float]) -> list[str]:
 @merge_method("lore", paper=LORE_PAPER, aliases=("lore_merging",), elementwise=False,
               notes=lore_notes, fixed=("alpha",))
 def lore(base, models, weights, *,
-         alpha: Annotated[float, Range(0.0, 10.0),
+         alpha: Annotated[float, Range(0.0, 10.0), Search(0.0, 1.5, 0.05),
                           "weight of the models; the base gets 1 - alpha·Σw"] = 0.7,
          tau: Annotated[float, Range(0.0, None), "singular-value threshold τ (= μ/2)"] = 0.0,
          tau_relative: Annotated[bool, "τ as a fraction of each matrix's largest singular value"

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 import torch
 from tqdm.auto import tqdm
 
+from l2s_kit.merging.methods.params import Alpha, DropRate, Seed, TrimRatio
 from l2s_kit.merging.methods.sparsify import (
     DropMask,
     Trimmer,
@@ -31,11 +32,6 @@ TIES_PAPER = "https://arxiv.org/abs/2306.01708"
 DARE_PAPER = "https://arxiv.org/abs/2311.03099"
 AVERAGE_PAPER = "https://arxiv.org/abs/2203.05482"
 
-Alpha = Annotated[float, Range(0.0, 10.0), "scale of the merged task vector"]
-TrimRatio = Annotated[float, Range(0.0, 1.0, hi_open=True),
-                      "fraction of each task vector's entries dropped; 0.8 keeps 20%"]
-DropRate = Annotated[float, Range(0.0, 1.0, hi_open=True), "DARE drop probability"]
-Seed = Annotated[int, Range(0, 2**63 - 1)]
 TrimRule = Literal["topk", "reference", "global"]
 
 

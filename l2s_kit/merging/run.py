@@ -1,0 +1,194 @@
+"""A recipe merged: into a folder (streamed, complete or not at all), once per recipe and inputs,
+or into memory; the merged folder's config and its record (``l2s_merge.json``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from l2s_kit.errors import CheckpointError
+from l2s_kit.io import (
+    DTYPES,
+    VOCABULARY_FILES,
+    Checkpoint,
+    CheckpointWriter,
+    check_apart,
+    copy_side_files,
+)
+from l2s_kit.merging.card import model_card
+from l2s_kit.merging.engine import merge_state_dicts, plan_merge, run_merge
+from l2s_kit.merging.recipe import Recipe, load_recipe, parse_size
+from l2s_kit.version import __version__
+
+MERGE_INFO = "l2s_merge.json"
+
+
+class MergeResult(type(Path())):  # a Path with the merge's hashes attached
+    """The output folder (a ``pathlib.Path``), with ``weights_hash`` and ``recipe_hash``."""
+
+    weights_hash: str = ""
+    recipe_hash: str = ""
+    notes: list[str] = []  # what the merge found (tokenizer, tied embeddings, extra rows, ...)
+
+
+def _recipe(recipe) -> Recipe:
+    return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+
+
+def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
+          overwrite: bool = False, shard_size: int | str | None = None, device: str | None = None,
+          progress: bool = True) -> MergeResult:
+    """Merge the checkpoints of ``recipe`` into the folder ``out`` and return its path.
+
+    The recipe is validated and the checkpoints' headers are checked for compatibility before any
+    tensor is read. Tensors stream one at a time (large ones in blocks of rows); the output folder
+    (sharded safetensors + index, config.json, tokenizer files, generation_config.json, README.md
+    model card, l2s_recipe.yaml, l2s_merge.json) appears complete or not at all. An existing
+    ``out`` is only replaced with ``overwrite=True``.
+    """
+    r = _recipe(recipe)
+    if device is not None:
+        r.device = device
+    check_apart(out, recipe_inputs(r))
+    inputs = [Checkpoint(r.base_model), *[Checkpoint(m.model) for m in r.models]]
+    jobs, changes, notes = plan_merge(inputs, DTYPES.get(r.out_dtype))
+    notes += pair_check_notes(r, inputs)
+    config, choices = merged_config(r, inputs)
+    notes += choices
+    tok_dir = Path(r.source_path(r.tokenizer_source))
+    size = parse_size(shard_size) if shard_size is not None else r.shard_size
+    with CheckpointWriter(out, [j.out for j in jobs], shard_size=size,
+                          overwrite=overwrite) as writer:
+        notes += run_merge(inputs, r.method, r.parameters, r.weights, jobs, writer.write,
+                           compute_dtype=r.dtype, device=r.device, progress=progress)
+        writer.write_json("config.json", {**config, **changes})
+        tok_files = copy_side_files(writer, tok_dir)
+        if not set(tok_files) & set(VOCABULARY_FILES):
+            notes.append(f"no tokenizer files found in {tok_dir}: the merged folder cannot "
+                         "generate text until tokenizer files are added (copy them from System "
+                         "2's folder, or merge again with tokenizer_source / --tokenizer-source)")
+        writer.write_text("README.md", model_card(r, writer.weights_hash, inputs, notes, tok_files))
+        writer.write_text("l2s_recipe.yaml", r.to_yaml())
+        writer.write_json(MERGE_INFO, {
+            "l2s_kit_version": __version__,
+            "recipe": r.to_dict(),
+            "recipe_hash": r.hash,
+            "weights_hash": writer.weights_hash,
+            "notes": [*r.notes, *notes],
+        })
+    result = MergeResult(out)
+    result.weights_hash, result.recipe_hash = writer.weights_hash, r.hash
+    result.notes = notes
+    return result
+
+
+def recipe_inputs(r: Recipe) -> dict[str, str]:
+    """What a merge reads: base, models, tokenizer and config sources (named for messages)."""
+    out = {"base model": r.base_model}
+    out.update({f"model {i + 1}": m.model for i, m in enumerate(r.models)})
+    for what, src in (("tokenizer source", r.tokenizer_source), ("config source", r.config_source),
+                      *((f"config_keys.{k}", v) for k, v in r.config_keys.items())):
+        if src not in ("base", "model") and src not in out.values():
+            out[what] = src
+    return out
+
+
+def merged_config(r: Recipe, inputs: list | None = None) -> tuple[dict, list[str]]:
+    """The merged folder's config.json: ``config_source``'s (the architecture; the base's by
+    default), then each key of ``config_keys`` from its own source (what governs generation:
+    System 2's by default). Returns it with a note for every key whose value is not the
+    base's."""
+    def config_of(source: str) -> dict:
+        if source == "base" and inputs:
+            return inputs[0].config
+        if source == "model" and inputs and len(inputs) > 1:
+            return inputs[1].config
+        return Checkpoint(r.source_path(source)).config
+
+    base = config_of("base")
+    config = dict(config_of(r.config_source))
+    notes = []
+    label = {"base": "System 1 (base)", "model": "System 2 (the first model)"}
+    for key, source in r.config_keys.items():
+        src = config_of(source)
+        if key in src:
+            config[key] = src[key]
+        if config.get(key, "(absent)") != base.get(key, "(absent)"):
+            notes.append(f"config.json {key}: {config.get(key, '(absent)')} from "
+                         f"{label.get(source, source)} (System 1 has {base.get(key, '(absent)')})")
+    return config, notes
+
+
+def pair_check_notes(r: Recipe, inputs: list) -> list[str]:
+    """What :func:`l2s_kit.merging.compat.compare` finds between the base and each model that is
+    not harmless, as card notes (``inputs``: the opened checkpoints, base first; the architecture's
+    own notes come from the merge plan, and the config keys of ``config_keys`` from
+    :func:`merged_config`)."""
+    from l2s_kit.merging.compat import HARMLESS, compare
+
+    out = []
+    for m, opened in zip(r.models, inputs[1:]):
+        for d in compare(r.base_model, m.model, config_source=r.config_source,
+                         tokenizer_source=r.tokenizer_source, config_keys=r.config_keys,
+                         opened=(inputs[0], opened), plan=False):
+            if d.area == "config" and d.item in r.config_keys:
+                continue
+            if d.verdict != HARMLESS:
+                what = f"{d.area} {d.item}" if d.area != "config" else f"config.json {d.item}"
+                out.append(f"check ({d.verdict}): {what} differs (base {d.base!s:.60}, "
+                           f"{Path(m.model).name} {d.model!s:.60}): {d.note}")
+    return out
+
+
+def input_hashes(recipe: Recipe | dict | str | os.PathLike) -> dict[str, str]:
+    """The weights hash of every checkpoint a recipe reads, by role ("base model", "model 1",
+    ...; see :func:`l2s_kit.io.checkpoint_hash`, remembered across runs)."""
+    from l2s_kit.io import checkpoint_hash
+
+    r = _recipe(recipe)
+    paths = {"base model": r.base_model, **{f"model {i + 1}": m.model for i, m in enumerate(r.models)}}
+    return {role: checkpoint_hash(p) for role, p in paths.items()}
+
+
+def merge_key(recipe: Recipe | dict | str | os.PathLike) -> str:
+    """What identifies a merge before it is made: the recipe hash and its inputs' weights hashes
+    (so a checkpoint replaced in its folder gives another key). 12 hex digits."""
+    r = _recipe(recipe)
+    blob = json.dumps({"recipe": r.hash, "inputs": input_hashes(r)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def merge_once(recipe: Recipe | dict | str | os.PathLike, root: str | os.PathLike, name: str, *,
+               device: str | None = None) -> tuple[Path, Recipe]:
+    """Merge ``recipe`` into ``root/<name>-<merge key>`` unless that folder exists (a merge folder
+    appears complete or not at all, so an existing one is finished); returns the folder and the
+    validated recipe. The key (:func:`merge_key`) covers the recipe and its inputs' weights, so
+    a changed input checkpoint gives a new folder instead of reusing a stale merge. Grids, sweeps
+    and studies reuse their merges through this."""
+    r = _recipe(recipe)
+    folder = Path(root) / f"{name}-{merge_key(r)}"
+    if not folder.exists():
+        merge(r, folder, device=device, progress=False)
+    return folder, r
+
+
+def merge_in_memory(recipe: Recipe | dict | str | os.PathLike, *, device: str | None = None,
+                    progress: bool = False) -> dict[str, torch.Tensor]:
+    """Run ``recipe`` and return the merged state dict instead of writing it (small models)."""
+    r = _recipe(recipe)
+    return merge_state_dicts(r.merge_method, r.base_model, [m.model for m in r.models], r.weights,
+                             out_dtype=r.out_dtype, device=device or r.device, progress=progress,
+                             **r.parameters)
+
+
+def read_merge_info(path: str | os.PathLike) -> dict:
+    """The ``l2s_merge.json`` record of a merged checkpoint folder."""
+    p = Path(path) / MERGE_INFO
+    if not p.exists():
+        raise CheckpointError(f"{path} has no {MERGE_INFO}; it was not written by l2s merge")
+    return json.loads(p.read_text())
+
