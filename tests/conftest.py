@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import os
 
-import pytest
+# Before torch loads: idle OpenMP threads sleep instead of spinning, so the suite shares the
+# machine with another job (make demo) instead of stealing its cores (l2s_kit.io.runtime).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from l2s_kit.io import reference_data_dir
-from l2s_kit.zoo.synthetic import make_pair
+import pytest  # noqa: E402
+
+from l2s_kit.io import reference_data_dir  # noqa: E402
+from l2s_kit.zoo.synthetic import make_pair  # noqa: E402
 
 _NOT_RUN: list[str] = []  # real-data tests skipped for want of the data
 
@@ -72,7 +76,7 @@ def pytest_terminal_summary(terminalreporter):
         for nodeid in _NOT_RUN:
             tr.write_line(f"  {nodeid}")
         tr.write_line("To run them: L2S_SHARED_DATA=/path/to/data make test (the folder holding "
-                      "benchmarks/, samples/ and calibration/; see README, 'Two commands').")
+                      "benchmarks/, samples/ and calibration/; see docs/setup.md).")
 
 
 @pytest.fixture(scope="session")

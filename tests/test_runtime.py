@@ -88,3 +88,25 @@ def test_progress_bars_written_to_a_file_are_lines(monkeypatch):
     tty = io.StringIO()
     tty.isatty = lambda: True
     assert runtime.line_progress(tty) is tty
+
+
+def test_the_cli_sets_threads_and_passive_waiting_before_torch_loads():
+    """``l2s`` starts without torch, so the OpenMP settings it makes are the ones torch reads:
+    threads that follow the usable cores, and idle threads that sleep instead of spinning."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys\n"
+            "import l2s_kit.cli\n"
+            "assert 'torch' not in sys.modules, 'l2s_kit.cli loaded torch'\n"
+            "from l2s_kit.io.runtime import limit_threads\n"
+            "n = limit_threads()\n"
+            "print(n, os.environ['OMP_NUM_THREADS'], os.environ['OMP_WAIT_POLICY'])\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
+    env[runtime.THREADS_ENV] = "1"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1", "PASSIVE"]
+    env["OMP_WAIT_POLICY"] = "ACTIVE"  # a user's own setting is kept
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["1", "1", "ACTIVE"], out.stderr
