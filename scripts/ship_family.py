@@ -4,8 +4,8 @@
 
 Trains the default spec (``l2s_kit.zoo.DEFAULT``) into a temporary folder and moves it to
 ``l2s_kit/zoo/shipped/family-<spec hash>/``, replacing any family shipped before: run it after
-changing the task or the spec (``tests/test_zoo.py`` fails until then), then update the README's
-numbers with ``make demo``. The weights are those of this machine and thread count.
+changing the task or the spec (``tests/test_zoo.py`` fails until then), then update the numbers of the
+README and docs/family.md with ``make demo``. The weights are those of this machine and thread count.
 """
 
 from __future__ import annotations
