@@ -395,14 +395,13 @@ def false_reflection(summary: pd.DataFrame, title: str = "False reflection (%)")
 def layer_coefficients(table: pd.DataFrame, title: str = "Sens-Merging: System 2's coefficient "
                        "per layer") -> go.Figure:  # noqa: F821
     """A bar per layer group of a merge's per-layer coefficient (columns ``group``,
-    ``coefficient``; with a ``method`` column, one bar per method side by side:
-    :func:`l2s_kit.study.calibration.layer_coefficients_table`). A dotted line marks 1, the
-    inner merge unchanged."""
+    ``coefficient``; with a ``method`` column, one bar per method side by side, named by its
+    ``label`` when given: :func:`l2s_kit.study.calibration.layer_coefficients_table`). A dotted
+    line marks 1, the inner merge unchanged."""
     import plotly.express as px
 
-    names = {"sens_merging": "Sens-Merging (n·σ)", "acm": "ACM (scale·c)", "fim": "FIM-Merging (α)"}
-    if "method" in table:
-        table = table.assign(method=table["method"].map(lambda m: names.get(m, m)))
+    if "method" in table and "label" in table:
+        table = table.assign(method=table["label"])
     fig = px.bar(table, x="group", y="coefficient", barmode="group",
                  color="method" if "method" in table else None,
                  labels={"group": "layer group", "method": "method"})

@@ -12,7 +12,7 @@ import torch
 
 from l2s_kit.io import Checkpoint
 from l2s_kit.merging import get_method, list_methods, load_recipe, merge_state_dicts, registry
-from l2s_kit.merging.registry import Range, Search, merge_method
+from l2s_kit.merging.registry import Mergekit, MergekitName, Range, Search, merge_method
 
 
 @pytest.fixture
@@ -75,3 +75,67 @@ def test_the_paper_methods_declare_where_to_search():
         for name, p in get_method(method).params.items():
             if name in want:
                 assert (p.search.lo, p.search.hi, p.search.step) == want[name], (method, name)
+
+
+def test_a_method_declares_its_per_layer_coefficients(throwaway):
+    """The per-layer table and figure read a method's ``layer_coefficients`` hook: none is
+    needed anywhere else."""
+    from l2s_kit import plots
+    from l2s_kit.study.calibration import layer_coefficients_table
+    from l2s_kit.zoo import build_family
+
+    family = build_family()
+    with pytest.raises(ValueError, match="throwaway has no per-layer coefficients; these have: "
+                       "acm, fim, sens_merging"):
+        layer_coefficients_table(family, "throwaway")
+
+    def scaled(base, models, weights, *, beta: float = 1.0):
+        return base + beta * (models[0] - base)
+
+    seen = []
+
+    def per_layer(paths, params):
+        seen.append((paths, params))
+        return {"model.layers.0": params["beta"], "model.layers.1": 2 * params["beta"], "no such group": 9.0}
+
+    merge_method("scaled_by_layer", paper="-", layer_coefficients=per_layer,
+                 coefficient_label="Scaled (β)")(scaled)
+    try:
+        table = layer_coefficients_table(family, "scaled_by_layer", {"beta": 0.25})
+    finally:
+        registry._REGISTRY.pop("scaled_by_layer", None)
+    assert seen == [([str(family.system1), str(family.system2)], {"beta": 0.25})]
+    assert table.to_dict("list") == {"group": ["model.layers.0", "model.layers.1"], "coefficient": [0.25, 0.5],
+                                     "method": ["scaled_by_layer"] * 2, "label": ["Scaled (β)"] * 2}
+    fig = plots.layer_coefficients(table)
+    assert [t.name for t in fig.data] == ["Scaled (β)"]
+
+
+def test_mergekit_vocabulary_is_read_from_the_declarations(tiny_pair):
+    """A method's mergekit names for its parameters and the options it always has come from its
+    declaration: a method declaring them is translated without the recipe loader knowing it."""
+    def fn(base, models, weights, *,
+           gain: Annotated[float, Range(0.0, 5.0), MergekitName("strength", lambda x: 2 * x,
+                                                                 "strength {old} -> gain {new}")] = 1.0):
+        return base + gain * (models[0] - base)
+
+    merge_method("strength_merge", paper="-", aliases=("mk_strength",), mergekit=Mergekit(
+        fixed={"normalize": (False, "scale gain instead")}))(fn)
+    base, model = map(str, tiny_pair)
+    try:
+        r = load_recipe({"merge_method": "mk_strength", "base_model": base,
+                         "models": [{"model": model, "parameters": {"strength": 0.5}}],
+                         "parameters": {"normalize": False}})
+        assert r.merge_method == "strength_merge" and r.parameters == {"gain": 1.0}
+        assert {"moved per-model 'strength' to the merge's parameters", "strength 0.5 -> gain 1.0",
+                "normalize false: scale gain instead"} <= set(r.notes)
+        with pytest.raises(Exception, match="parameters.normalize: true is not supported for "
+                           "mk_strength; scale gain instead"):
+            load_recipe({"merge_method": "mk_strength", "base_model": base, "models": [model],
+                         "parameters": {"normalize": True}})
+        with pytest.raises(Exception, match="give either 'strength' .mergekit. or 'gain'"):
+            load_recipe({"merge_method": "strength_merge", "base_model": base, "models": [model],
+                         "parameters": {"strength": 1.0, "gain": 1.0}})
+    finally:
+        registry._REGISTRY.pop("strength_merge", None)
+        registry._ALIASES.pop("mk_strength", None)

@@ -235,109 +235,49 @@ def _num_layers(path: str) -> int | None:
 
 
 def _translate_mergekit(d: dict, notes: list[str]) -> None:
-    """Rewrite mergekit keys in place into l2s_kit's, noting each translation."""
+    """Rewrite a mergekit recipe in place into l2s_kit's terms, noting each translation. What is
+    mergekit's in general (slices, the base listed among the models, per-model parameters,
+    ``int8_mask``, ``dtype``) is handled here; what belongs to a method (its parameters' mergekit
+    names, the options it always has, recipe rewrites) is read from its declaration
+    (:class:`~l2s_kit.merging.registry.Mergekit`, :class:`~l2s_kit.merging.registry.MergekitName`)."""
     if "slices" in d:
         _translate_slices(d, notes)
-    method = d.get("merge_method")
-    params = d.setdefault("parameters", {}) or {}
-    d["parameters"] = params
+    d["parameters"] = params = d.get("parameters") or {}
     models = d.get("models") or []
-    try:
-        native = set(get_method(method).params) if method not in ("linear", "dare_linear") else set()
-    except RecipeError:
-        native = set()
     base = d.get("base_model")
     if base and any(isinstance(m, dict) and m.get("model") == base for m in models):
-        d["models"] = models = [m for m in models if not (isinstance(m, dict)
-                                                          and m.get("model") == base)]
+        d["models"] = [m for m in models if not (isinstance(m, dict) and m.get("model") == base)]
         notes.append("base_model listed among models (mergekit style): taken as the base only")
-    if method == "nuslerp" and not base and len(models) == 2:
-        w = [float((m.get("parameters") or {}).get("weight", 1.0)) for m in models]
-        d["base_model"] = models[0]["model"]
-        d["models"] = models = [{"model": models[1]["model"]}]
-        t = 0.5 if abs(sum(w)) < 1e-6 else w[1] / sum(w)
-        params.setdefault("t", t)
-        notes.append(f"mergekit nuslerp of two models without a base: the first is the base "
-                     f"(t = 0), t = w2 / (w1 + w2) = {t:g}")
-    for old_key, new_key in (("nuslerp_row_wise", "row_wise"), ("nuslerp_flatten", "flatten")):
-        if old_key in params:
-            params[new_key] = params.pop(old_key)
-            notes.append(f"{old_key} -> {new_key}")
-
-    def pull_model_param(key: str):
-        """A per-model mergekit parameter that l2s_kit takes once for the whole merge."""
-        vals = {json.dumps(m.get("parameters", {}).get(key)) for m in models
-                if isinstance(m, dict) and key in (m.get("parameters") or {})}
-        if not vals:
-            return
-        if len(vals) > 1 or key in params:
-            raise RecipeError(
-                f"models[*].parameters.{key}: l2s_kit takes one {key} for the whole merge; "
-                f"give it once under 'parameters' (got different values: {sorted(vals)})"
-            )
-        params[key] = json.loads(vals.pop())
-        for m in models:
-            (m.get("parameters") or {}).pop(key, None)
-        notes.append(f"moved per-model '{key}' to the merge's parameters")
-
-    for key in ("density", "gamma", "epsilon", "lambda", "normalize", "rescale"):
-        pull_model_param(key)  # mergekit's per-model parameters besides weight
+    try:
+        method = get_method(d.get("merge_method"))
+    except RecipeError:
+        method = None  # load_recipe names the unknown method
+    if method is not None:
+        given = d["merge_method"]
+        if given != method.name:
+            notes.append(f"merge_method {given}: {method.name}")
+        if method.mergekit.adapt is not None:
+            method.mergekit.adapt(d, notes)
+        declared = _declared_params(method, params)
+        renamed = {}  # mergekit name -> the parameter it gives (the first one that declares it)
+        for p in declared.values():
+            if p.mergekit is not None and p.mergekit.name not in declared:
+                renamed.setdefault(p.mergekit.name, p)
+        mergekit_names = [n for n, p in declared.items() if p.mergekit is None]  # same in both
+        for key in (*mergekit_names, *renamed, *method.mergekit.fixed):
+            _pull_model_param(d, key, notes)
+        for key, p in renamed.items():
+            if key in params:
+                _rename_param(params, key, p, notes)
+        for key, (value, why) in method.mergekit.fixed.items():
+            if key in params and key not in declared:
+                got = params.pop(key)
+                if got != value:
+                    raise RecipeError(f"parameters.{key}: {json.dumps(got)} is not supported for "
+                                      f"{given}; {why}")
+                notes.append(f"{key} {json.dumps(got)}: {why}")
     if params.pop("int8_mask", None) is not None or d.pop("int8_mask", None) is not None:
         notes.append("int8_mask: ignored (it only changes the dtype of mergekit's sign mask)")
-    if method == "linear":
-        d["merge_method"] = "average"
-        if not d.get("base_model") and models:
-            first = models[0]
-            d["base_model"] = first["model"]
-            w = (first.get("parameters") or {}).get("weight", 1.0)
-            params.setdefault("base_weight", w)
-            d["models"] = models[1:]
-            notes.append(f"mergekit linear: took the first model as base (base_weight = {w})")
-        if params.pop("normalize", True) is False:
-            raise RecipeError("parameters.normalize: false is not supported for linear; "
-                              "l2s_kit's average always divides by the sum of weights")
-    if method == "dare_linear":
-        d["merge_method"] = "dare"
-        notes.append("mergekit dare_linear -> dare (DARE + task arithmetic)")
-    if "lambda" in params:
-        if "alpha" in params:
-            raise RecipeError("parameters: give either 'lambda' (mergekit) or 'alpha', not both")
-        params["alpha"] = params.pop("lambda")
-        notes.append(f"lambda {params['alpha']} -> alpha {params['alpha']}")
-    if "density" in params and "density" not in native:
-        dens = params.pop("density")
-        try:
-            one_minus = _map_numbers(dens, lambda x: round(1.0 - x, 12))
-        except TypeError:
-            raise RecipeError(f"parameters.density must be a number or a layer schedule, got "
-                              f"{dens!r}") from None
-        if d["merge_method"] in ("dare", "dare_ties"):
-            if "p" in params:
-                raise RecipeError("parameters: give either 'density' (mergekit) or 'p', not both")
-            params["p"] = one_minus
-            notes.append(f"density {dens} -> p = 1 - density = {params['p']} (DARE drop rate)")
-        else:
-            if "k" in params:
-                raise RecipeError("parameters: give either 'density' (mergekit) or 'k', not both")
-            params["k"] = one_minus
-            notes.append(
-                f"density {dens} -> k = 1 - density = {params['k']} (trim ratio); l2s_kit keeps "
-                "n - floor(k*n) entries per tensor, mergekit floor(density*n): at most one entry "
-                "per tensor differs"
-            )
-    if "normalize" in params and "normalize" not in native:
-        norm = params.pop("normalize")
-        if d["merge_method"] in ("ties", "dare_ties") and norm is False:
-            raise RecipeError("parameters.normalize: false is not supported for ties; "
-                              "l2s_kit's TIES always takes the disjoint mean")
-        if d["merge_method"] in ("task_arithmetic", "dare") and norm is True:
-            raise RecipeError("parameters.normalize: true is not supported for task arithmetic; "
-                              "scale the weights or alpha instead")
-        notes.append(f"normalize {norm}: matches l2s_kit's {d['merge_method']}")
-    if "rescale" in params and "rescale" not in native:
-        if params.pop("rescale") is not True:
-            raise RecipeError("parameters.rescale: only rescale: true (1/(1-p)) is supported")
-        notes.append("rescale true: DARE rescales survivors by 1/(1-p)")
     if d.get("dtype") in ("bfloat16", "float16"):
         if not d.get("out_dtype"):
             d["out_dtype"] = d["dtype"]
@@ -345,6 +285,53 @@ def _translate_mergekit(d: dict, notes: list[str]) -> None:
         d["dtype"] = "float32"
     for key in sorted(MERGEKIT_IGNORED & set(d)):
         raise RecipeError(f"'{key}' (mergekit) is not supported by l2s_kit; remove it")
+
+
+def _declared_params(method, params: dict) -> dict:
+    """The parameters a recipe of ``method`` may give: its own, and a wrapping method's inner
+    merge's (named by ``inner``, or its default)."""
+    if not method.wraps:
+        return dict(method.params)
+    try:
+        inner = get_method(params.get("inner", method.params["inner"].default))
+    except RecipeError:
+        return dict(method.params)  # resolve names the unknown inner merge
+    return {**inner.params, **method.params}
+
+
+def _pull_model_param(d: dict, key: str, notes: list[str]) -> None:
+    """A per-model mergekit parameter that l2s_kit takes once for the whole merge, moved to the
+    merge's parameters (refused when the models give different values)."""
+    models = [m for m in d.get("models") or [] if isinstance(m, dict)]
+    vals = {json.dumps(m.get("parameters", {}).get(key)) for m in models
+            if key in (m.get("parameters") or {})}
+    if not vals:
+        return
+    if len(vals) > 1 or key in d["parameters"]:
+        raise RecipeError(
+            f"models[*].parameters.{key}: l2s_kit takes one {key} for the whole merge; "
+            f"give it once under 'parameters' (got different values: {sorted(vals)})")
+    d["parameters"][key] = json.loads(vals.pop())
+    for m in models:
+        (m.get("parameters") or {}).pop(key, None)
+    notes.append(f"moved per-model '{key}' to the merge's parameters")
+
+
+def _rename_param(params: dict, key: str, p, notes: list[str]) -> None:
+    """mergekit's ``key`` → the method's parameter ``p`` (converted as it declares)."""
+    if p.name in params:
+        raise RecipeError(f"parameters: give either '{key}' (mergekit) or '{p.name}', not both")
+    old = params.pop(key)
+    new = old
+    if p.mergekit.convert is not None:
+        try:
+            new = _map_numbers(old, p.mergekit.convert)
+        except TypeError:
+            raise RecipeError(f"parameters.{key} must be a number or a layer schedule, got "
+                              f"{old!r}") from None
+    params[p.name] = new
+    notes.append((p.mergekit.note or "{key} {old} -> {name} {new}").format(
+        key=key, old=old, new=new, name=p.name))
 
 
 def _map_numbers(value, fn):
@@ -379,14 +366,10 @@ def _resolve_path(value: str, field_name: str, relative_to: Path | None, check: 
     return str(p)
 
 
-def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -> Recipe:
-    """Read and validate a recipe from a YAML file, YAML text or a dict. Reads no tensors.
-
-    Raises ``RecipeError`` naming the field for an unknown method or parameter, an out-of-range
-    value, or a missing checkpoint folder.
-    """
-    relative_to = None
-    where = "recipe"
+def _read_mapping(source) -> tuple[dict, Path | None, str]:
+    """The recipe's mapping (a copy of a dict, or parsed YAML from a file or text), the folder
+    relative paths are read from, and how messages name the recipe. Unknown fields are refused."""
+    relative_to, where = None, "recipe"
     if isinstance(source, dict):
         d = copy.deepcopy(source)
     else:
@@ -407,34 +390,34 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
     if unknown:
         raise RecipeError(f"{where}: unknown field '{unknown[0]}'; valid fields: "
                           + ", ".join(sorted(TOP_KEYS)))
-    notes: list[str] = []
-    from_preset = "preset" in d
-    if "preset" in d:
-        name = d.pop("preset")
-        if name not in PRESETS:
-            raise RecipeError(f"{where}: unknown preset '{name}'; available: {', '.join(PRESETS)}")
-        preset = PRESETS[name]
-        if d.get("merge_method") not in (None, preset["merge_method"]):
-            raise RecipeError(f"{where}: preset '{name}' is a {preset['merge_method']} merge, but "
-                              f"merge_method says {d['merge_method']}")
-        d["merge_method"] = preset["merge_method"]
-        d["parameters"] = override_parameters(get_method(preset["merge_method"]),
-                                              preset["parameters"], d.get("parameters") or {})
-        notes.append(f"preset {name}: {preset['merge_method']} {preset['parameters']}")
-    if "merge_method" not in d:
-        raise RecipeError(f"{where}: missing 'merge_method' (or 'preset')")
-    _translate_mergekit(d, notes)
-    method = get_method(d["merge_method"])  # raises with the list of methods
-    models_raw = d.get("models") or []
-    if not isinstance(models_raw, list) or not models_raw:
-        raise RecipeError(f"{where}: 'models' must be a non-empty list of {{model: PATH}} entries "
-                          "(the checkpoints merged into base_model)")
-    if not d.get("base_model"):
-        raise RecipeError(f"{where}: missing 'base_model' (the checkpoint task vectors are "
-                          "measured from; System 1 in long-to-short merging)")
-    base = _resolve_path(d["base_model"], "base_model", relative_to, check_paths)
+    return d, relative_to, where
+
+
+def _apply_preset(d: dict, where: str, notes: list[str]) -> bool:
+    """``preset: NAME`` replaced by its method and parameters (the recipe's own parameters
+    override the preset's); whether there was one."""
+    if "preset" not in d:
+        return False
+    name = d.pop("preset")
+    if name not in PRESETS:
+        raise RecipeError(f"{where}: unknown preset '{name}'; available: {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    if d.get("merge_method") not in (None, preset["merge_method"]):
+        raise RecipeError(f"{where}: preset '{name}' is a {preset['merge_method']} merge, but "
+                          f"merge_method says {d['merge_method']}")
+    d["merge_method"] = preset["merge_method"]
+    d["parameters"] = override_parameters(get_method(preset["merge_method"]),
+                                          preset["parameters"], d.get("parameters") or {})
+    notes.append(f"preset {name}: {preset['merge_method']} {preset['parameters']}")
+    return True
+
+
+def _model_specs(d: dict, where: str, relative_to: Path | None, check_paths: bool
+                 ) -> list[ModelSpec]:
+    """The recipe's ``models`` (a non-empty list): each a folder with an optional per-model
+    ``weight``."""
     models = []
-    for i, m in enumerate(models_raw):
+    for i, m in enumerate(d["models"]):
         if isinstance(m, str):
             m = {"model": m}
         if not isinstance(m, dict) or "model" not in m:
@@ -455,17 +438,14 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
                                   f"number, got {w!r}")
         models.append(ModelSpec(_resolve_path(m["model"], f"models[{i}].model", relative_to,
                                               check_paths), mp))
-    method.check_models(len(models), where)
-    params = method.resolve(d.get("parameters") or {}, f"{where}: parameters")
-    notes += method.recipe_notes(params, [m.weight for m in models])
-    dtype = d.get("dtype") or "float32"
-    if dtype not in COMPUTE_DTYPES:
-        raise RecipeError(f"{where}: dtype (the compute dtype) must be one of {COMPUTE_DTYPES}, "
-                          f"got {dtype!r}")
-    out_dtype = d.get("out_dtype")
-    if out_dtype is not None and out_dtype not in OUT_DTYPES:
-        raise RecipeError(f"{where}: out_dtype must be one of {OUT_DTYPES}, got {out_dtype!r}")
-    # what governs generation: System 2's by default; the paper's presets keep System 1's
+    return models
+
+
+def _sources(d: dict, where: str, from_preset: bool, relative_to: Path | None,
+             check_paths: bool, notes: list[str]) -> dict[str, str]:
+    """Where the tokenizer, config.json and each generation key come from, set in ``d``
+    (``tokenizer_source``, ``config_source``); returns ``config_keys``. What governs generation
+    is System 2's by default; the paper's presets keep System 1's."""
     default = "base" if from_preset else "model"
     if from_preset and "tokenizer_source" not in d and "config_keys" not in d:
         notes.append("the preset keeps the paper's choice: config.json, tokenizer and "
@@ -488,6 +468,41 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
             raise RecipeError(f"{where}: config_keys.{k} must be base, model or a folder, got {v!r}")
         config_keys[str(k)] = v if v in SOURCES else _resolve_path(v, f"config_keys.{k}",
                                                                    relative_to, check_paths)
+    return config_keys
+
+
+def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -> Recipe:
+    """Read and validate a recipe from a YAML file, YAML text or a dict. Reads no tensors.
+
+    Raises ``RecipeError`` naming the field for an unknown method or parameter, an out-of-range
+    value, or a missing checkpoint folder.
+    """
+    d, relative_to, where = _read_mapping(source)
+    notes: list[str] = []
+    from_preset = _apply_preset(d, where, notes)
+    if "merge_method" not in d:
+        raise RecipeError(f"{where}: missing 'merge_method' (or 'preset')")
+    _translate_mergekit(d, notes)
+    method = get_method(d["merge_method"])  # raises with the list of methods
+    if not isinstance(d.get("models") or [], list) or not d.get("models"):
+        raise RecipeError(f"{where}: 'models' must be a non-empty list of {{model: PATH}} entries "
+                          "(the checkpoints merged into base_model)")
+    if not d.get("base_model"):
+        raise RecipeError(f"{where}: missing 'base_model' (the checkpoint task vectors are "
+                          "measured from; System 1 in long-to-short merging)")
+    base = _resolve_path(d["base_model"], "base_model", relative_to, check_paths)
+    models = _model_specs(d, where, relative_to, check_paths)
+    method.check_models(len(models), where)
+    params = method.resolve(d.get("parameters") or {}, f"{where}: parameters")
+    notes += method.recipe_notes(params, [m.weight for m in models])
+    dtype = d.get("dtype") or "float32"
+    if dtype not in COMPUTE_DTYPES:
+        raise RecipeError(f"{where}: dtype (the compute dtype) must be one of {COMPUTE_DTYPES}, "
+                          f"got {dtype!r}")
+    out_dtype = d.get("out_dtype")
+    if out_dtype is not None and out_dtype not in OUT_DTYPES:
+        raise RecipeError(f"{where}: out_dtype must be one of {OUT_DTYPES}, got {out_dtype!r}")
+    config_keys = _sources(d, where, from_preset, relative_to, check_paths, notes)
     device = check_device(d.get("device") or "cpu", f"{where}: device")
     return Recipe(
         merge_method=method.name,

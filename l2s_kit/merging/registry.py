@@ -41,7 +41,7 @@ import inspect
 import math
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from l2s_kit.errors import RecipeError
 
@@ -94,6 +94,33 @@ class Search:
 
 
 @dataclass(frozen=True)
+class MergekitName:
+    """How mergekit names a parameter, beside the method's own name for it: ``name`` (e.g.
+    ``lambda`` for ``alpha``, ``density`` for TIES' ``k``), its value passed through ``convert``
+    (a number, or each number of a layer schedule: ``density`` → ``k = 1 − density``), and the
+    note a recipe records (``{old}``, ``{new}``: the values). A mergekit recipe is translated
+    with these, so a method's mergekit vocabulary lives next to its function."""
+
+    name: str
+    convert: Callable[[float], float] | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Mergekit:
+    """What a mergekit recipe of this method says beyond its parameters.
+
+    ``fixed``: mergekit options whose value this method always has: option → (that value, why),
+    e.g. TIES' ``normalize: true`` (the disjoint mean); another value is refused with the why.
+    ``adapt(d, notes)``: rewrites the recipe mapping ``d`` before its parameters are translated
+    (mergekit's ``linear`` without a base takes the first model as base). The method's aliases
+    are its mergekit names (``linear``, ``dare_linear``)."""
+
+    fixed: dict = field(default_factory=dict)
+    adapt: Callable[[dict, list], None] | None = None
+
+
+@dataclass(frozen=True)
 class Param:
     name: str
     type: type
@@ -102,6 +129,7 @@ class Param:
     range: Range | None = None
     help: str = ""
     search: Search | None = None  # slider and default search interval (numeric parameters)
+    mergekit: MergekitName | None = None  # what mergekit calls it, when another name
 
     def check(self, value: object, where: str, schedules: bool = False) -> object:
         """Return ``value`` converted to the parameter's type, or raise RecipeError naming
@@ -161,6 +189,11 @@ class MergeMethod:
     notes_fn: Callable[[dict, list[float]], list[str]] | None = None
     n_models: tuple[int, int | None] = (1, None)  # how many models it merges into the base
     fixed: tuple[str, ...] = ()  # float parameters that cannot be layer schedules (read globally)
+    mergekit: Mergekit = Mergekit()  # what its mergekit recipes say beyond its parameters
+    # layer_coefficients(paths, resolved params) -> {layer group: the coefficient it gives the
+    # (first) model there}, for methods that scale the task vector per layer; and its label
+    layer_coefficients: Callable[[list[str], dict], dict[str, float]] | None = None
+    coefficient_label: str = ""
 
     def check_models(self, n: int, where: str) -> None:
         """Refuse ``n`` models merged into the base when the method takes another number."""
@@ -249,7 +282,7 @@ def _param_from(p: inspect.Parameter, hints: dict, fn_name: str) -> Param:
     if p.default is inspect.Parameter.empty:
         raise TypeError(f"merge method {fn_name}: parameter '{p.name}' needs a default")
     hint = hints.get(p.name)
-    rng, help_, search = None, "", None
+    rng, help_, search, mk = None, "", None, None
     if typing.get_origin(hint) is typing.Annotated:
         hint, *meta = typing.get_args(hint)
         for m in meta:
@@ -257,6 +290,8 @@ def _param_from(p: inspect.Parameter, hints: dict, fn_name: str) -> Param:
                 rng = m
             elif isinstance(m, Search):
                 search = m
+            elif isinstance(m, MergekitName):
+                mk = m
             elif isinstance(m, str):
                 help_ = m
     choices = None
@@ -269,7 +304,7 @@ def _param_from(p: inspect.Parameter, hints: dict, fn_name: str) -> Param:
             (rng.lo is not None and search.lo < rng.lo) or (rng.hi is not None and search.hi > rng.hi))):
         raise TypeError(f"merge method {fn_name}: parameter '{p.name}': {search} must lie in its "
                         f"range {rng} and the parameter must be a number")
-    param = Param(p.name, hint, p.default, choices, rng, help_, search)
+    param = Param(p.name, hint, p.default, choices, rng, help_, search, mk)
     param.check(p.default, f"merge method {fn_name} (default)")
     return param
 
@@ -278,8 +313,10 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
                  elementwise: bool = True, wraps: bool = False, prepare: Callable | None = None,
                  check: Callable | None = None, calibrated: bool = False,
                  notes: Callable[[dict, list[float]], list[str]] | None = None,
-                 n_models: tuple[int, int | None] = (1, None), fixed: tuple[str, ...] = ()
-                 ) -> Callable[[Callable], Callable]:
+                 n_models: tuple[int, int | None] = (1, None), fixed: tuple[str, ...] = (),
+                 mergekit: Mergekit | None = None,
+                 layer_coefficients: Callable[[list[str], dict], dict[str, float]] | None = None,
+                 coefficient_label: str = "") -> Callable[[Callable], Callable]:
     """Register ``fn`` as merge method ``name``; its signature is checked and becomes the schema.
 
     ``elementwise=False``: the engine hands the method whole tensors (SVD methods).
@@ -288,6 +325,10 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
     ``n_models``: (fewest, most or None) models merged into the base.
     ``fixed``: float parameters that may not be layer schedules (a ``prepare`` hook or ``check``
     reads them once for the whole merge); every other float parameter may be one.
+    ``mergekit``: what a mergekit recipe of the method says beyond its parameters (:class:`Mergekit`).
+    ``layer_coefficients(paths, params)``: for a method that scales the task vector per layer
+    group, the coefficient of each group (``paths``: base first; ``params`` resolved), shown by
+    ``coefficient_label`` (e.g. "ACM (scale·c)") in the per-layer table and figure.
     """
 
     def decorate(fn: Callable) -> Callable:
@@ -313,7 +354,8 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
                             "hook that fills them")
         method = MergeMethod(name, fn, paper, doc_title, params, tuple(state_args), tuple(aliases),
                              elementwise, wraps, prepare, check, calibrated, notes, n_models,
-                             tuple(fixed))
+                             tuple(fixed), mergekit or Mergekit(), layer_coefficients,
+                             coefficient_label or name)
         for key in (name, *aliases):
             if key in _REGISTRY or key in _ALIASES:
                 raise TypeError(f"merge method name '{key}' registered twice")

@@ -52,40 +52,27 @@ def calibration_grid(explorer: Explorer, merges: Iterable[tuple[str, dict]],
 def sens_coefficients_table(family, params: dict | None = None) -> pd.DataFrame:
     """Sens-Merging's coefficient n·σ of System 2 per layer group on ``family`` (System 1 as the
     base), as ``group``, ``coefficient`` rows in model order (embedding, layers, norm, head)."""
-    from l2s_kit.merging import get_method
-    from l2s_kit.merging.methods.activation import sens_table
-
-    resolved = get_method("sens_merging").resolve(params or {}, "sens_coefficients_table")
-    table = sens_table([str(family.system1), str(family.system2)], resolved)
-    order = _group_order(family.system1)
-    rows = sorted(table.items(), key=lambda kv: order.get(kv[0], len(order)))
-    return pd.DataFrame([{"group": g, "coefficient": c[0]} for g, c in rows])
+    return layer_coefficients_table(family, "sens_merging", params)[["group", "coefficient"]]
 
 
 def layer_coefficients_table(family, method: str, params: dict | None = None) -> pd.DataFrame:
     """The per-layer coefficient a layer-adaptive merge gives System 2 on ``family`` (System 1 as
-    the base), as ``group``, ``coefficient``, ``method`` rows in model order: Sens-Merging's n·σ
-    (``sens_merging``), ACM's scale·c (``acm``), FIM-Merging's α before the gate factor
-    (``fim``). Statistics are cached, so asking again costs nothing."""
-    from l2s_kit.merging import get_method
-    from l2s_kit.merging.methods import layer_adaptive as la
+    the base), as ``group``, ``coefficient``, ``method``, ``label`` rows in model order: what the
+    method's own ``layer_coefficients`` declaration says (Sens-Merging's n·σ, ACM's scale·c,
+    FIM-Merging's α before the gate factor). Statistics are cached, so asking again costs
+    nothing."""
+    from l2s_kit.merging import get_method, list_methods
 
     m = get_method(method)
-    paths = [str(family.system1), str(family.system2)]
-    if m.name == "sens_merging":
-        return sens_coefficients_table(family, {k: v for k, v in (params or {}).items()
-                                                if k != "alpha"}).assign(method=m.name)
+    if m.layer_coefficients is None:
+        have = [x.name for x in list_methods() if x.layer_coefficients is not None]
+        raise ValueError(f"{method} has no per-layer coefficients; these have: {', '.join(have)}")
     resolved = m.resolve(params or {}, "layer_coefficients_table")
-    if m.name == "acm":
-        table = {g: resolved["scale"] * c for g, c in la.acm_table(paths, resolved).items()}
-    elif m.name == "fim":
-        table = {g: la.fim_coefficient(z, resolved["lo"], resolved["hi"], resolved["sharpness"])
-                 for g, z in la.fim_table(paths, resolved).items()}
-    else:
-        raise ValueError(f"{method} has no per-layer coefficients; use sens_merging, acm or fim")
+    table = m.layer_coefficients([str(family.system1), str(family.system2)], resolved)
     order = _group_order(family.system1)  # only groups the checkpoint has (no head when tied)
     rows = sorted(((g, c) for g, c in table.items() if g in order), key=lambda kv: order[kv[0]])
-    return pd.DataFrame([{"group": g, "coefficient": c, "method": m.name} for g, c in rows])
+    return pd.DataFrame([{"group": g, "coefficient": c, "method": m.name,
+                          "label": m.coefficient_label} for g, c in rows])
 
 
 def _group_order(path) -> dict[str, int]:

@@ -181,7 +181,8 @@ def sens_table(paths: list[str], params: dict, *, device: str = "cpu",
 
 
 @merge_method("sens_merging", paper=SENS_PAPER, aliases=("sens",), prepare=_sens_prepare,
-              calibrated=True, fixed=("temperature",),
+              calibrated=True, fixed=("temperature",), coefficient_label="Sens-Merging (n·σ)",
+              layer_coefficients=lambda paths, p: {g: c[0] for g, c in sens_table(paths, p).items()},
               check=lambda p, where: _check_calibration(p, where,
                                                         ("calib_parts", "calib_parts_base")))
 def sens_merging(base, models, weights, *, alpha: Alpha = 0.7,

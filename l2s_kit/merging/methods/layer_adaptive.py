@@ -104,7 +104,9 @@ def _acm_prepare(run, params):
 
 
 @merge_method("acm", paper=ACM_PAPER, wraps=True, prepare=_acm_prepare, calibrated=True,
-              check=lambda p, where: _check_calibration(p, where))
+              check=lambda p, where: _check_calibration(p, where), coefficient_label="ACM (scale·c)",
+              layer_coefficients=lambda paths, p: {
+                  g: p["scale"] * c for g, c in acm_table(paths, p).items()})
 def acm(base, models, weights, *,
         scale: Annotated[float, Range(0.0, 10.0), "multiplies every layer coefficient (their "
                          "mean is 1)"] = 1.0,
@@ -183,7 +185,10 @@ def _fim_prepare(run, params):
 
 
 @merge_method("fim", paper=FIM_PAPER, aliases=("fim_merging",), wraps=True, prepare=_fim_prepare,
-              calibrated=True, fixed=("fim_samples", "fim_tokens"))
+              calibrated=True, fixed=("fim_samples", "fim_tokens"),
+              coefficient_label="FIM-Merging (α)", layer_coefficients=lambda paths, p: {
+                  g: fim_coefficient(z, p["lo"], p["hi"], p["sharpness"])
+                  for g, z in fim_table(paths, p).items()})
 def fim(base, models, weights, *,
         lo: Annotated[float, Range(0.0, 10.0), "coefficient of the highest-scoring layers"] = 0.0,
         hi: Annotated[float, Range(0.0, 10.0), "coefficient of the lowest-scoring layers"] = 1.0,

@@ -31,7 +31,7 @@ from typing import Annotated
 import torch
 
 from l2s_kit.merging.methods.params import Alpha, Seed
-from l2s_kit.merging.registry import Range, RecipeError, State, merge_method
+from l2s_kit.merging.registry import Mergekit, MergekitName, Range, RecipeError, State, merge_method
 from l2s_kit.seeds import generator
 
 DELLA_PAPER = "https://arxiv.org/abs/2406.11617"
@@ -313,8 +313,27 @@ def nuslerp_tensors(t: float, v0: torch.Tensor, v1: torch.Tensor, row_wise: bool
     return res.reshape(shape)
 
 
-@merge_method("nuslerp", paper=NUSLERP_PAPER, elementwise=False, n_models=(1, 2))
-def nuslerp(base, models, weights, *, t: T = 0.5, row_wise: bool = False, flatten: bool = True):
+def _nuslerp_base(d: dict, notes: list[str]) -> None:
+    """mergekit's ``nuslerp`` of two models without a base: the first is the base (t = 0) and
+    t = w₂ / (w₁ + w₂)."""
+    models = d.get("models") or []
+    if d.get("base_model") or len(models) != 2 or not all(isinstance(m, dict) for m in models):
+        return
+    w = [float((m.get("parameters") or {}).get("weight", 1.0)) for m in models]
+    d["base_model"], d["models"] = models[0]["model"], [{"model": models[1]["model"]}]
+    t = 0.5 if abs(sum(w)) < 1e-6 else w[1] / sum(w)
+    d["parameters"].setdefault("t", t)
+    notes.append(f"mergekit nuslerp of two models without a base: the first is the base "
+                 f"(t = 0), t = w2 / (w1 + w2) = {t:g}")
+
+
+@merge_method("nuslerp", paper=NUSLERP_PAPER, elementwise=False, n_models=(1, 2),
+              mergekit=Mergekit(adapt=_nuslerp_base))
+def nuslerp(base, models, weights, *, t: T = 0.5,
+            row_wise: Annotated[bool, MergekitName("nuslerp_row_wise"),
+                                "interpolate each row (else each column)"] = False,
+            flatten: Annotated[bool, MergekitName("nuslerp_flatten"),
+                               "interpolate whole tensors"] = True):
     """NuSLERP: spherical interpolation of whole tensors, rows or columns (or of task vectors).
 
     With one model, from System 1 (t = 0) to System 2 (t = 1), of whole tensors (``flatten``)

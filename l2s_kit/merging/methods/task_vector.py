@@ -15,7 +15,15 @@ from typing import Annotated, Literal
 import torch
 from tqdm.auto import tqdm
 
-from l2s_kit.merging.methods.params import Alpha, DropRate, Seed, TrimRatio
+from l2s_kit.merging.methods.params import (
+    DARE_RESCALE,
+    DISJOINT_MEAN,
+    NO_NORMALIZE,
+    Alpha,
+    DropRate,
+    Seed,
+    TrimRatio,
+)
 from l2s_kit.merging.methods.sparsify import (
     DropMask,
     Trimmer,
@@ -25,7 +33,7 @@ from l2s_kit.merging.methods.sparsify import (
     task_vectors,
     weighted_sum,
 )
-from l2s_kit.merging.registry import Range, RecipeError, State, merge_method
+from l2s_kit.merging.registry import Mergekit, Range, RecipeError, State, merge_method
 
 TA_PAPER = "https://arxiv.org/abs/2212.04089"
 TIES_PAPER = "https://arxiv.org/abs/2306.01708"
@@ -146,7 +154,22 @@ def _plan(run, params: dict, *, drop: bool, trim: bool):
     return state
 
 
-@merge_method("average", paper=AVERAGE_PAPER, aliases=("linear",))
+def _linear_base(d: dict, notes: list[str]) -> None:
+    """mergekit's ``linear`` has no base: without one, its first model is the base, weighted by
+    its weight (``base_weight``)."""
+    models = d.get("models") or []
+    if d.get("base_model") or not models or not isinstance(models[0], dict):
+        return
+    first = models[0]
+    w = (first.get("parameters") or {}).get("weight", 1.0)
+    d["base_model"], d["models"] = first["model"], models[1:]
+    d["parameters"].setdefault("base_weight", w)
+    notes.append(f"mergekit linear: took the first model as base (base_weight = {w})")
+
+
+@merge_method("average", paper=AVERAGE_PAPER, aliases=("linear",), mergekit=Mergekit(
+    fixed={"normalize": (True, "l2s_kit's average always divides by the sum of weights")},
+    adapt=_linear_base))
 def average(base, models, weights, *,
             base_weight: Annotated[float, Range(0.0, None), "weight of the base model"] = 1.0):
     """Average Merging: the (weighted) mean of the base and the models."""
@@ -159,7 +182,8 @@ def average(base, models, weights, *,
     return out
 
 
-@merge_method("task_arithmetic", paper=TA_PAPER, aliases=("ta",))
+@merge_method("task_arithmetic", paper=TA_PAPER, aliases=("ta",),
+              mergekit=Mergekit(fixed=NO_NORMALIZE))
 def task_arithmetic(base, models, weights, *, alpha: Alpha = 1.0):
     """Task Arithmetic: θ₀ + α · Σᵢ wᵢ δᵢ."""
     return weighted_sum(task_vectors(base, models), weights).mul_(alpha).add_(base)
@@ -172,6 +196,7 @@ def _check_trim(params: dict, where: str) -> None:
 
 
 @merge_method("ties", paper=TIES_PAPER, aliases=("ties_merging",), check=_check_trim,
+              mergekit=Mergekit(fixed=DISJOINT_MEAN),
               prepare=lambda run, params: _plan(run, params, drop=False, trim=True))
 def ties(base, models, weights, *, k: TrimRatio = 0.8, alpha: Alpha = 1.0,
          trim: TrimRule = "topk", trimmers: State = None, zero_sign: State = 1.0):
@@ -186,6 +211,7 @@ def ties(base, models, weights, *, k: TrimRatio = 0.8, alpha: Alpha = 1.0,
 
 
 @merge_method("dare", paper=DARE_PAPER, aliases=("dare_ta", "dare_linear"),
+              mergekit=Mergekit(fixed={**NO_NORMALIZE, **DARE_RESCALE}),
               prepare=lambda run, params: _plan(run, params, drop=True, trim=False))
 def dare_ta(base, models, weights, *, p: DropRate = 0.3, alpha: Alpha = 1.0, seed: Seed = 0,
             masks: State = None):
@@ -195,6 +221,7 @@ def dare_ta(base, models, weights, *, p: DropRate = 0.3, alpha: Alpha = 1.0, see
 
 
 @merge_method("dare_ties", paper=DARE_PAPER, check=_check_trim,
+              mergekit=Mergekit(fixed={**DISJOINT_MEAN, **DARE_RESCALE}),
               prepare=lambda run, params: _plan(run, params, drop=True, trim=True))
 def dare_ties(base, models, weights, *, p: DropRate = 0.3, k: TrimRatio = 0.0, alpha: Alpha = 1.0,
               trim: TrimRule = "topk", seed: Seed = 0, masks: State = None,
