@@ -117,6 +117,24 @@ def plan_merge(inputs: Sequence, out_dtype: torch.dtype | None) -> tuple[list[Te
     """
     base, others = inputs[0], inputs[1:]
     notes: list[str] = []
+    _check_architectures(base, others)
+    embed = next((n for n in base.names if n.endswith(EMBED_SUFFIXES)), None)
+    untied_out = any(not _tied(s) for s in inputs)
+    names = _output_names(inputs, embed, untied_out, notes)
+    jobs = [_plan_tensor(name, inputs, _sources(inputs, name, embed), out_dtype, notes)
+            for name in names]
+    changes: dict = {}
+    if embed is not None:
+        changes["tie_word_embeddings"] = not untied_out
+        vocab = next((j.out.shape[0] for j in jobs if j.name == embed), None)
+        if vocab is not None and vocab != base.config.get("vocab_size", vocab):
+            changes["vocab_size"] = vocab
+    if out_dtype is not None:
+        changes["torch_dtype"] = str(out_dtype).removeprefix("torch.")
+    return jobs, changes, notes
+
+
+def _check_architectures(base, others) -> None:
     for m in others:
         for key in ("model_type", "architectures"):
             a, b = base.config.get(key), m.config.get(key)
@@ -125,8 +143,13 @@ def plan_merge(inputs: Sequence, out_dtype: torch.dtype | None) -> tuple[list[Te
                     f"different architectures: base {_label(base)} has {key} = {a}, but "
                     f"{_label(m)} has {key} = {b}; merging needs models of one architecture."
                 )
-    embed = next((n for n in base.names if n.endswith(EMBED_SUFFIXES)), None)
-    untied_out = any(not _tied(s) for s in inputs)
+
+
+def _output_names(inputs: Sequence, embed: str | None, untied_out: bool,
+                  notes: list[str]) -> list[str]:
+    """The output's tensors: the base's, with lm_head.weight added when any input unties it
+    and dropped when every input ties it; a tensor only a model has is refused."""
+    base, others = inputs[0], inputs[1:]
     if untied_out and embed is not None:
         tied_inputs = [_label(s) for s in inputs if LM_HEAD not in s]
         if tied_inputs:
@@ -134,12 +157,6 @@ def plan_merge(inputs: Sequence, out_dtype: torch.dtype | None) -> tuple[list[Te
                 "output has an untied lm_head.weight; inputs with tied embeddings ("
                 + ", ".join(tied_inputs) + f") contribute their {embed} as lm_head"
             )
-
-    def source_name(src, name: str) -> str:
-        if name == LM_HEAD and LM_HEAD not in src and embed in src:
-            return embed
-        return name
-
     names = list(base.names)
     if untied_out and embed is not None and LM_HEAD not in base:
         names.append(LM_HEAD)
@@ -153,56 +170,59 @@ def plan_merge(inputs: Sequence, out_dtype: torch.dtype | None) -> tuple[list[Te
                 f"tensor {extra[0]} is in {_label(m)} but not in base {_label(base)} "
                 f"({len(extra)} such tensors); the checkpoints are of different architectures."
             )
-    jobs: list[TensorJob] = []
-    for name in names:
-        srcs = []
-        for s in inputs:
-            sn = source_name(s, name)
-            if sn not in s:
-                raise IncompatibleModelsError(
-                    f"tensor {name} is missing from {_label(s)} (present in "
-                    f"{_label(base) if s is not base else _label(others[0])}); "
-                    "the checkpoints are of different architectures or one is incomplete."
-                )
-            srcs.append(sn)
-        infos = [s.info(sn) for s, sn in zip(inputs, srcs)]
-        shapes = [i.shape for i in infos]
-        b = infos[0]
-        floating = b.dtype.is_floating_point
-        shared, extra_from, out_shape = (b.shape[0] if b.shape else 1), None, b.shape
-        if any(sh != b.shape for sh in shapes):
-            i_bad = next(i for i, sh in enumerate(shapes) if sh != b.shape)
-            rows_ok = (is_embedding(name) and all(len(sh) == 2 for sh in shapes)
-                       and all(sh[1:] == b.shape[1:] for sh in shapes))
-            if not rows_ok:
-                raise IncompatibleModelsError(
-                    f"tensor {name}: shape {tuple(b.shape)} in base {_label(base)} but "
-                    f"{tuple(shapes[i_bad])} in {_label(inputs[i_bad])}; the models differ in "
-                    "size or architecture and cannot be merged tensor by tensor."
-                )
-            rows = [sh[0] for sh in shapes]
-            shared, top = min(rows), max(rows)
-            extra_from = rows.index(top)
-            out_shape = (top, *b.shape[1:])
-            notes.append(
-                f"{name}: rows 0..{shared - 1} merged; rows {shared}..{top - 1} (present only in "
-                f"{_label(inputs[extra_from])}, e.g. added tokens) copied from it"
+    return names
+
+
+def _sources(inputs: Sequence, name: str, embed: str | None) -> list[str]:
+    """The tensor each input gives for output tensor ``name`` (a tied input's embedding for
+    lm_head.weight); a missing one is refused."""
+    base, others = inputs[0], inputs[1:]
+    srcs = []
+    for s in inputs:
+        sn = embed if (name == LM_HEAD and LM_HEAD not in s and embed in s) else name
+        if sn not in s:
+            raise IncompatibleModelsError(
+                f"tensor {name} is missing from {_label(s)} (present in "
+                f"{_label(base) if s is not base else _label(others[0])}); "
+                "the checkpoints are of different architectures or one is incomplete."
             )
-        if floating and not all(i.dtype.is_floating_point for i in infos):
-            raise IncompatibleModelsError(f"tensor {name} is floating point in base but not in "
-                                          "every model")
-        dtype = out_dtype if (out_dtype is not None and floating) else b.dtype
-        jobs.append(TensorJob(TensorInfo(name, dtype, tuple(out_shape)), srcs, shared, extra_from,
-                              floating))
-    changes: dict = {}
-    if embed is not None:
-        changes["tie_word_embeddings"] = not untied_out
-        vocab = next((j.out.shape[0] for j in jobs if j.name == embed), None)
-        if vocab is not None and vocab != base.config.get("vocab_size", vocab):
-            changes["vocab_size"] = vocab
-    if out_dtype is not None:
-        changes["torch_dtype"] = str(out_dtype).removeprefix("torch.")
-    return jobs, changes, notes
+        srcs.append(sn)
+    return srcs
+
+
+def _plan_tensor(name: str, inputs: Sequence, srcs: list[str], out_dtype: torch.dtype | None,
+                 notes: list[str]) -> TensorJob:
+    """One output tensor: its shape and dtype, and for an embedding whose inputs differ in rows
+    (added tokens), the rows merged and the input the extra rows come from."""
+    base = inputs[0]
+    infos = [s.info(sn) for s, sn in zip(inputs, srcs)]
+    shapes = [i.shape for i in infos]
+    b = infos[0]
+    floating = b.dtype.is_floating_point
+    shared, extra_from, out_shape = (b.shape[0] if b.shape else 1), None, b.shape
+    if any(sh != b.shape for sh in shapes):
+        i_bad = next(i for i, sh in enumerate(shapes) if sh != b.shape)
+        rows_ok = (is_embedding(name) and all(len(sh) == 2 for sh in shapes)
+                   and all(sh[1:] == b.shape[1:] for sh in shapes))
+        if not rows_ok:
+            raise IncompatibleModelsError(
+                f"tensor {name}: shape {tuple(b.shape)} in base {_label(base)} but "
+                f"{tuple(shapes[i_bad])} in {_label(inputs[i_bad])}; the models differ in "
+                "size or architecture and cannot be merged tensor by tensor."
+            )
+        rows = [sh[0] for sh in shapes]
+        shared, top = min(rows), max(rows)
+        extra_from = rows.index(top)
+        out_shape = (top, *b.shape[1:])
+        notes.append(
+            f"{name}: rows 0..{shared - 1} merged; rows {shared}..{top - 1} (present only in "
+            f"{_label(inputs[extra_from])}, e.g. added tokens) copied from it"
+        )
+    if floating and not all(i.dtype.is_floating_point for i in infos):
+        raise IncompatibleModelsError(f"tensor {name} is floating point in base but not in "
+                                      "every model")
+    dtype = out_dtype if (out_dtype is not None and floating) else b.dtype
+    return TensorJob(TensorInfo(name, dtype, tuple(out_shape)), srcs, shared, extra_from, floating)
 
 
 def _where(rows: slice | None) -> str:

@@ -178,6 +178,61 @@ def stratified_sample(rows: list[dict], n: int, seed: int = 0) -> tuple[list[dic
             [r for i, r in enumerate(rows) if i not in chosen])
 
 
+def _prompts(prompts: dict | None, benchmark: str | None, family_data: bool) -> dict:
+    """The prompt template of each role (None: the rows' own prompts), checked."""
+    if family_data:
+        used = {"system1": None, "system2": None}
+    elif benchmark is not None:
+        used = {**PAPER_PROMPTS, **(prompts or {})}
+    else:
+        used = {"system1": None, "system2": None, **(prompts or {})}
+    for role, template in used.items():
+        if role not in ROLES:
+            raise SetupError(f"prompts: unknown role {role!r}; roles: {', '.join(ROLES)}")
+        if template is not None:
+            try:
+                if get_prompt(template).needs_tokenizer:
+                    raise SetupError(f"prompt of {role}: 'chat' depends on each model's tokenizer; "
+                                     "use qwen25-math-cot or fewshot")
+            except (ValueError, KeyError) as e:
+                raise SetupError(f"prompt of {role}: {e}") from None
+            if benchmark is None:
+                raise SetupError(f"prompt of {role}: rows files carry their prompts; a template "
+                                 "applies to a benchmark's questions")
+    return used
+
+
+def _split(all_rows: list[dict], validation, limit: int | None, seed: int,
+           benchmark: str | None) -> tuple[list[dict], list[dict]]:
+    """(validation rows, test rows): ``limit`` problems at most (stratified by level), then a
+    seeded stratified split of ``validation`` problems, or a separate validation file that shares
+    no problem with the test rows."""
+    if limit is not None:
+        all_rows, _ = stratified_sample(all_rows, int(limit), seed)
+    if isinstance(validation, (str, os.PathLike)) and not str(validation).isdigit():
+        val = Path(os.path.expanduser(str(validation)))
+        if not val.is_file():
+            raise SetupError(f"validation: {val} does not exist; give a number of problems or a "
+                             "file of validation rows")
+        in_layout = benchmark is not None and val.suffix == ".jsonl" and val.parent.name == benchmark
+        val_rows = (load_benchmark(benchmark, val.parent.parent, prompt=None, split=val.stem)
+                    if in_layout else load_rows(val))
+        test_rows = all_rows
+        shared = {(str(r.get("dataset")), str(r["id"])) for r in val_rows} & \
+            {(str(r.get("dataset")), str(r["id"])) for r in test_rows}
+        if shared:
+            raise SetupError(f"validation: {val} shares {len(shared)} problem ids with the test "
+                             f"data (e.g. {sorted(shared)[0][1]!r}); choosing on test problems "
+                             "would leak them")
+    else:
+        n_val = int(validation) if validation is not None else max(1, round(0.2 * len(all_rows)))
+        if n_val >= len(all_rows):
+            raise SetupError(f"validation: {n_val} problems leave none to report on "
+                             f"({len(all_rows)} in all); give fewer")
+        val_rows, test_rows = stratified_sample(all_rows, n_val, seed)
+    return val_rows, test_rows
+
+
 def pair_setup(base, model, *, benchmark: str | None = None, data_dir=None, rows=None,
                validation: int | str | os.PathLike | None = None, limit: int | None = None,
                seed: int = 0, prompts: dict | None = None, max_new_tokens: int | str | None = None,
@@ -211,48 +266,8 @@ def pair_setup(base, model, *, benchmark: str | None = None, data_dir=None, rows
         all_rows = load_rows(rows)
         title = Path(rows).name
 
-    if family_data:
-        used = {"system1": None, "system2": None}
-    elif benchmark is not None:
-        used = {**PAPER_PROMPTS, **(prompts or {})}
-    else:
-        used = {"system1": None, "system2": None, **(prompts or {})}
-    for role, template in used.items():
-        if role not in ROLES:
-            raise SetupError(f"prompts: unknown role {role!r}; roles: {', '.join(ROLES)}")
-        if template is not None:
-            try:
-                if get_prompt(template).needs_tokenizer:
-                    raise SetupError(f"prompt of {role}: 'chat' depends on each model's tokenizer; "
-                                     "use qwen25-math-cot or fewshot")
-            except (ValueError, KeyError) as e:
-                raise SetupError(f"prompt of {role}: {e}") from None
-            if benchmark is None:
-                raise SetupError(f"prompt of {role}: rows files carry their prompts; a template "
-                                 "applies to a benchmark's questions")
-    if limit is not None:
-        all_rows, _ = stratified_sample(all_rows, int(limit), seed)
-    if isinstance(validation, (str, os.PathLike)) and not str(validation).isdigit():
-        val = Path(os.path.expanduser(str(validation)))
-        if not val.is_file():
-            raise SetupError(f"validation: {val} does not exist; give a number of problems or a "
-                             "file of validation rows")
-        in_layout = benchmark is not None and val.suffix == ".jsonl" and val.parent.name == benchmark
-        val_rows = (load_benchmark(benchmark, val.parent.parent, prompt=None, split=val.stem)
-                    if in_layout else load_rows(val))
-        test_rows = all_rows
-        shared = {(str(r.get("dataset")), str(r["id"])) for r in val_rows} & \
-            {(str(r.get("dataset")), str(r["id"])) for r in test_rows}
-        if shared:
-            raise SetupError(f"validation: {val} shares {len(shared)} problem ids with the test "
-                             f"data (e.g. {sorted(shared)[0][1]!r}); choosing on test problems "
-                             "would leak them")
-    else:
-        n_val = int(validation) if validation is not None else max(1, round(0.2 * len(all_rows)))
-        if n_val >= len(all_rows):
-            raise SetupError(f"validation: {n_val} problems leave none to report on "
-                             f"({len(all_rows)} in all); give fewer")
-        val_rows, test_rows = stratified_sample(all_rows, n_val, seed)
+    used = _prompts(prompts, benchmark, family_data)
+    val_rows, test_rows = _split(all_rows, validation, limit, seed, benchmark)
     data = {"validation": [{**r, "split": "validation"} for r in val_rows],
             "test": [{**r, "split": "test"} for r in test_rows]}
 

@@ -220,17 +220,7 @@ def _summary(df: pd.DataFrame, weights: dict[str, float] | None = None) -> dict:
             "problems": len(per)}
 
 
-def tune(method: str, *, setup=None, space: dict | None = None, schedules=(),
-         objective: str = "shortest", tolerance: float = 3.0, trials: int = 30,
-         subset: float = 0.25, sampler: str = "tpe", seed: int = 0, warm_start: bool = True,
-         workdir: str | os.PathLike = "data/runs/tune", out: str | os.PathLike | None = None,
-         n_per_level: int = 20, progress: bool = True) -> TuneResult:
-    """Search ``method``'s parameters on the validation split of ``setup`` (default: the
-    built-in family, ``n_per_level`` problems per level); see the module docstring."""
-    import optuna
-    import transformers
-
-    transformers.logging.disable_progress_bar()
+def _check_settings(objective: str, sampler: str, trials: int, subset: float) -> None:
     if objective not in OBJECTIVES:
         raise TuneError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if sampler not in SAMPLERS:
@@ -239,6 +229,99 @@ def tune(method: str, *, setup=None, space: dict | None = None, schedules=(),
         raise TuneError(f"trials must be at least 1, got {trials}")
     if not 0 < subset <= 1:
         raise TuneError(f"subset is a fraction of the validation problems in (0, 1], got {subset}")
+
+
+def _open_study(db: Path, key: str, objective: str, sampler: str, seed: int):
+    """The Optuna study in ``db`` (resumed when it exists), and whether trials carry their own
+    constraint (``Trial.set_constraint``, Optuna >= 5; else the samplers' constraints_func)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # the accuracy deficit is the constraint
+    per_trial = hasattr(optuna.trial.Trial, "set_constraint")
+    kw = {} if per_trial else {"constraints_func": lambda t: (t.user_attrs.get("deficit", 0.0),)}
+    if objective == "shortest":
+        samp = (optuna.samplers.TPESampler(seed=seed, multivariate=True, **kw)
+                if sampler == "tpe" else optuna.samplers.NSGAIISampler(seed=seed, **kw))
+        study = optuna.create_study(
+            study_name=key, storage=f"sqlite:///{db}", load_if_exists=True, sampler=samp,
+            direction="minimize")
+    else:
+        samp = (optuna.samplers.TPESampler(seed=seed, multivariate=True) if sampler == "tpe"
+                else optuna.samplers.NSGAIISampler(seed=seed))
+        study = optuna.create_study(study_name=key, storage=f"sqlite:///{db}",
+                                    load_if_exists=True, sampler=samp,
+                                    directions=["maximize", "minimize"])
+    return study, per_trial
+
+
+class _Trials:
+    """One trial: the merge tried on the informative subset first, then (if promising) on the
+    whole validation split; its numbers kept as the trial's user attributes."""
+
+    def __init__(self, study, val: Explorer, method: str, ranges: dict, ids, weights: dict,
+                 floor: float, objective: str, tolerance: float, per_trial: bool):
+        self.study, self.val, self.method, self.ranges = study, val, method, ranges
+        self.ids, self.weights, self.floor = ids, weights, floor
+        self.objective, self.tolerance, self.per_trial = objective, tolerance, per_trial
+        self.slack = 100.0 * max(weights.values())  # one subset problem, in accuracy points
+
+    def penalized(self, s: dict) -> float:  # length, plus 10 tokens per point missed
+        return s["mean_tokens"] + 10.0 * max(0.0, self.floor - s["accuracy"])
+
+    def promising(self, sub: dict) -> bool:
+        """Worth the whole split: its accuracy estimated from the subset within the tolerance
+        (give or take one problem) and shorter on the subset than the best merge found so far
+        was there."""
+        if sub["accuracy"] < self.floor - self.slack:
+            return False
+        best = [x.user_attrs["subset"] for x in self.study.get_trials(deepcopy=False)
+                if "full" in x.user_attrs and x.user_attrs["full"]["accuracy"] >= self.floor]
+        return not best or sub["mean_tokens"] < min(b["mean_tokens"] for b in best)
+
+    def __call__(self, t) -> float | tuple[float, float]:
+        import optuna
+
+        values = {k: round(t.suggest_float(k, lo, hi, step=GRID), 6)
+                  for k, (lo, hi) in self.ranges.items()}
+        params = merge_params(values)
+        t.set_user_attr("model", model_name(self.method, params))
+        t.set_user_attr("recipe_hash", self.val.recipe(self.method, **params).hash)
+        sub = _summary(self.val.responses(self.method, subset=self.ids, **params), self.weights)
+        t.set_user_attr("subset", sub)
+        if self.objective == "shortest":
+            t.report(self.penalized(sub), step=1)
+            if not self.promising(sub):
+                t.set_user_attr("deficit", max(0.0, self.floor - sub["accuracy"]))
+                raise optuna.TrialPruned()
+        else:
+            done = [x.user_attrs["subset"] for x in self.study.get_trials(deepcopy=False)
+                    if x.number != t.number and "subset" in x.user_attrs]
+            if any(d["accuracy"] - self.tolerance > sub["accuracy"] and
+                   d["mean_tokens"] < sub["mean_tokens"] for d in done):
+                raise optuna.TrialPruned()
+        full = _summary(self.val.responses(self.method, **params))
+        t.set_user_attr("full", full)
+        deficit = max(0.0, self.floor - full["accuracy"])
+        t.set_user_attr("deficit", deficit)
+        if self.per_trial and self.objective == "shortest":
+            t.set_constraint("accuracy_deficit", deficit)
+        if self.objective == "shortest":
+            return full["mean_tokens"]
+        return full["accuracy"], full["mean_tokens"]
+
+
+def tune(method: str, *, setup=None, space: dict | None = None, schedules=(),
+         objective: str = "shortest", tolerance: float = 3.0, trials: int = 30,
+         subset: float = 0.25, sampler: str = "tpe", seed: int = 0, warm_start: bool = True,
+         workdir: str | os.PathLike = "data/runs/tune", out: str | os.PathLike | None = None,
+         n_per_level: int = 20, progress: bool = True) -> TuneResult:
+    """Search ``method``'s parameters on the validation split of ``setup`` (default: the
+    built-in family, ``n_per_level`` problems per level); see the module docstring."""
+    import transformers
+
+    transformers.logging.disable_progress_bar()
+    _check_settings(objective, sampler, trials, subset)
     ranges = search_space(method, space, tuple(schedules))
     workdir = Path(workdir)
     val = Explorer(setup, split="validation", n_per_level=n_per_level, workdir=workdir)
@@ -260,68 +343,9 @@ def tune(method: str, *, setup=None, space: dict | None = None, schedules=(),
                                     default=str).encode()).hexdigest()[:12]
     db = workdir / val.setup.name / f"tune-{method}-{key}.db"
     db.parent.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    # the accuracy deficit is the constraint: Trial.set_constraint (Optuna >= 5), else the
-    # samplers' constraints_func
-    per_trial = hasattr(optuna.trial.Trial, "set_constraint")
-    kw = {} if per_trial else {"constraints_func": lambda t: (t.user_attrs.get("deficit", 0.0),)}
-    if objective == "shortest":
-        samp = (optuna.samplers.TPESampler(seed=seed, multivariate=True, **kw)
-                if sampler == "tpe" else optuna.samplers.NSGAIISampler(seed=seed, **kw))
-        study = optuna.create_study(
-            study_name=key, storage=f"sqlite:///{db}", load_if_exists=True, sampler=samp,
-            direction="minimize")
-    else:
-        samp = (optuna.samplers.TPESampler(seed=seed, multivariate=True) if sampler == "tpe"
-                else optuna.samplers.NSGAIISampler(seed=seed))
-        study = optuna.create_study(study_name=key, storage=f"sqlite:///{db}",
-                                    load_if_exists=True, sampler=samp,
-                                    directions=["maximize", "minimize"])
-
-    def penalized(s: dict) -> float:  # length, plus 10 tokens per point missed
-        return s["mean_tokens"] + 10.0 * max(0.0, floor["full"] - s["accuracy"])
-
-    slack = 100.0 * max(weights.values())  # one subset problem, in estimated accuracy points
-
-    def promising(sub: dict) -> bool:
-        """Worth the whole split: its accuracy estimated from the subset within the tolerance
-        (give or take one problem) and shorter on the subset than the best merge found so far
-        was there."""
-        if sub["accuracy"] < floor["full"] - slack:
-            return False
-        best = [x.user_attrs["subset"] for x in study.get_trials(deepcopy=False)
-                if "full" in x.user_attrs and x.user_attrs["full"]["accuracy"] >= floor["full"]]
-        return not best or sub["mean_tokens"] < min(b["mean_tokens"] for b in best)
-
-    def run_trial(t) -> float | tuple[float, float]:
-        values = {k: round(t.suggest_float(k, lo, hi, step=GRID), 6)
-                  for k, (lo, hi) in ranges.items()}
-        params = merge_params(values)
-        t.set_user_attr("model", model_name(method, params))
-        t.set_user_attr("recipe_hash", val.recipe(method, **params).hash)
-        sub = _summary(val.responses(method, subset=ids, **params), weights)
-        t.set_user_attr("subset", sub)
-        if objective == "shortest":
-            t.report(penalized(sub), step=1)
-            if not promising(sub):
-                t.set_user_attr("deficit", max(0.0, floor["full"] - sub["accuracy"]))
-                raise optuna.TrialPruned()
-        else:
-            done = [x.user_attrs["subset"] for x in study.get_trials(deepcopy=False)
-                    if x.number != t.number and "subset" in x.user_attrs]
-            if any(d["accuracy"] - tolerance > sub["accuracy"] and
-                   d["mean_tokens"] < sub["mean_tokens"] for d in done):
-                raise optuna.TrialPruned()
-        full = _summary(val.responses(method, **params))
-        t.set_user_attr("full", full)
-        deficit = max(0.0, floor["full"] - full["accuracy"])
-        t.set_user_attr("deficit", deficit)
-        if per_trial and objective == "shortest":
-            t.set_constraint("accuracy_deficit", deficit)
-        if objective == "shortest":
-            return full["mean_tokens"]
-        return full["accuracy"], full["mean_tokens"]
-
+    study, per_trial = _open_study(db, key, objective, sampler, seed)
+    run_trial = _Trials(study, val, method, ranges, ids, weights, floor["full"], objective,
+                        tolerance, per_trial)
     if warm_start and not study.get_trials(deepcopy=False):
         for params in start_points(method, val.setup, ranges)[:trials]:
             study.enqueue_trial(params)

@@ -168,14 +168,16 @@ def causal_masks(config, h: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor)
     return masks
 
 
-class LayerStream:
-    """One checkpoint's hidden states over calibration batches, advanced one decoder layer at a
-    time: each layer's tensors are read into a transformers decoder layer built from the config
-    (rotary position embeddings, the model's own causal mask with padding), every batch's hidden
-    states pass through it, and the layer is dropped. ``hidden`` holds the states after the
-    last layer run (the embeddings at first), one (B, T, H) tensor per batch, on ``device``."""
+class Decoder:
+    """A checkpoint's Qwen2/Llama-style decoder built on the meta device, whose parts are read
+    one at a time: :meth:`layer` loads decoder layer i (float32, on ``device``), :meth:`drop`
+    gives its memory back, :meth:`norm` loads the final norm; :meth:`context` is what a layer
+    needs for one batch (the model's own causal masks with padding, rotary position embeddings,
+    position ids) and :meth:`run` passes hidden states through layer i. The layer-by-layer
+    statistics (:class:`LayerStream`) and sensitivities
+    (:func:`~l2s_kit.merging.calibration.sensitivity.sensitivities_layerwise`) both stand on it."""
 
-    def __init__(self, path, batches, device: str = "cpu"):
+    def __init__(self, path, device: str = "cpu"):
         from transformers import AutoModelForCausalLM
 
         self.path, self.ckpt, self.device = path, Checkpoint(path), device
@@ -186,47 +188,77 @@ class LayerStream:
                                          for a in ("layers", "norm", "rotary_emb")):
             raise CheckpointError(f"{path}: layer-by-layer statistics support Qwen2/Llama-style "
                                   f"decoders; {type(skel).__name__} is not one")
-        cfg = skel.config
-        rotary = type(self.inner.rotary_emb)(config=cfg).to(device)  # real buffers, not meta
+        self.config = skel.config
+        self.rotary = type(self.inner.rotary_emb)(config=self.config).to(device)  # real buffers
+        self.n_layers = self.config.num_hidden_layers
+        self.types = getattr(self.config, "layer_types", None) or ["full_attention"] * self.n_layers
+        self.padding_idx = getattr(self.inner.embed_tokens, "padding_idx", None)
+
+    def context(self, h: torch.Tensor, mask: torch.Tensor) -> tuple:
+        """(masks by layer type, position embeddings, position ids) of one batch."""
+        pos = torch.arange(h.shape[1], device=self.device).unsqueeze(0)
+        return causal_masks(self.config, h, mask, pos), self.rotary(h, pos), pos
+
+    def layer(self, i: int) -> torch.nn.Module:
+        mod = self.inner.layers[i]
+        _load(mod, self.ckpt, f"model.layers.{i}")
+        return mod.to(self.device)
+
+    def run(self, mod: torch.nn.Module, i: int, h: torch.Tensor, ctx: tuple) -> torch.Tensor:
+        """Hidden states ``h`` through decoder layer ``mod`` (layer ``i``) with a batch's ``ctx``."""
+        masks, pe, pos = ctx
+        out = mod(h, attention_mask=masks[self.types[i]], position_embeddings=pe,
+                  position_ids=pos)
+        return out[0] if isinstance(out, tuple) else out
+
+    def drop(self, i: int) -> None:
+        """Layer i's weights given back (the module returns to the meta device)."""
+        self.inner.layers[i] = self.inner.layers[i].to("meta")
+        _release_memory()
+
+    def norm(self) -> torch.nn.Module:
+        _load(self.inner.norm, self.ckpt, "model.norm")
+        return self.inner.norm.to(self.device)
+
+
+class LayerStream:
+    """One checkpoint's hidden states over calibration batches, advanced one decoder layer at a
+    time (:class:`Decoder`): each layer is read, every batch's hidden states pass through it, and
+    the layer is dropped. ``hidden`` holds the states after the last layer run (the embeddings at
+    first), one (B, T, H) tensor per batch, on ``device``."""
+
+    def __init__(self, path, batches, device: str = "cpu"):
+        self.decoder = Decoder(path, device)
+        self.path, self.ckpt, self.device = path, self.decoder.ckpt, device
         self.hidden = [h.to(device) for h in _embed(self.ckpt, batches)]
         self.masks = [mask.to(device) for _ids, mask in batches]
-        self.ctx = []  # per batch: masks by layer type, position embeddings, position ids
-        for mask, h in zip(self.masks, self.hidden):
-            pos = torch.arange(h.shape[1], device=device).unsqueeze(0)
-            self.ctx.append((causal_masks(cfg, h, mask, pos), rotary(h, pos), pos))
-        self.n_layers = cfg.num_hidden_layers
-        self.types = getattr(cfg, "layer_types", None) or ["full_attention"] * self.n_layers
+        self.ctx = [self.decoder.context(h, mask) for mask, h in zip(self.masks, self.hidden)]
+        self.n_layers = self.decoder.n_layers
 
     def layer(self, i: int, rec: Recorder | None = None) -> None:
         """Run decoder layer i over every batch (``rec``: hooks on its modules meanwhile)."""
-        mod = self.inner.layers[i]
-        _load(mod, self.ckpt, f"model.layers.{i}")
-        mod.to(self.device)
+        mod = self.decoder.layer(i)
         if rec is not None:
             rec.attach(mod, f"model.layers.{i}")
-        for b, (masks, pe, pos) in enumerate(self.ctx):
+        for b, ctx in enumerate(self.ctx):
             if rec is not None:
                 rec.mask = self.masks[b]
-            out = mod(self.hidden[b], attention_mask=masks[self.types[i]],
-                      position_embeddings=pe, position_ids=pos)
-            self.hidden[b] = out[0] if isinstance(out, tuple) else out
+            self.hidden[b] = self.decoder.run(mod, i, self.hidden[b], ctx)
         if rec is not None:
             rec.detach()
-        self.inner.layers[i] = mod.to("meta")  # drop the layer's weights
         del mod
-        _release_memory()
+        self.decoder.drop(i)
 
     def normed(self, rec: Recorder | None = None) -> list[torch.Tensor]:
         """The final norm of every batch's hidden states (``rec``: hooked on the norm)."""
-        _load(self.inner.norm, self.ckpt, "model.norm")
-        self.inner.norm.to(self.device)
+        norm = self.decoder.norm()
         if rec is not None:
-            rec.attach(self.inner.norm, "model.norm")
+            rec.attach(norm, "model.norm")
         out = []
         for mask, h in zip(self.masks, self.hidden):
             if rec is not None:
                 rec.mask = mask
-            out.append(self.inner.norm(h))
+            out.append(norm(h))
         if rec is not None:
             rec.detach()
         return out

@@ -156,103 +156,109 @@ def sensitivities_layerwise(path, batches, *, chunk: int = 8, device: str = "cpu
     twice per chunk. Equal to the whole-model
     result (a test checks it). ``score="fisher"`` sums (∂L/∂θ)² instead of |θ ⊙ ∂L/∂θ|
     (:func:`fisher_diagonal`)."""
-    import torch.nn.functional as F
-    from transformers import AutoModelForCausalLM
+    from l2s_kit.merging.calibration.activations import Decoder
 
-    from l2s_kit.io import Checkpoint
-    from l2s_kit.merging.calibration.activations import (
-        _config,
-        _load,
-        _release_memory,
-        causal_masks,
-    )
-
-    ckpt = Checkpoint(path)
-    cfg = _config(path)
-    with torch.device("meta"):
-        skel = AutoModelForCausalLM.from_config(cfg)
-    inner = skel.model
-    rotary = type(inner.rotary_emb)(config=skel.config).to(device)  # real buffers, not meta
-    tied = bool(getattr(skel.config, "tie_word_embeddings", False)) or "lm_head.weight" not in ckpt
-    embed = ckpt.read("model.embed_tokens.weight").float().to(device)
-    head_w = embed if tied else ckpt.read("lm_head.weight").float().to(device)
-    _load(inner.norm, ckpt, "model.norm")
-    inner.norm.to(device)
-    n_layers = skel.config.num_hidden_layers
-    types = getattr(skel.config, "layer_types", None) or ["full_attention"] * n_layers
-    pad = getattr(inner.embed_tokens, "padding_idx", None)
-    totals: dict[str, torch.Tensor] = {}
-    embed_group = layer_group("model.embed_tokens.weight")
-    head_group = embed_group if tied else layer_group("lm_head.weight")
-
-    def layer(i):
-        m = inner.layers[i]
-        _load(m, ckpt, f"model.layers.{i}")
-        return m.to(device)
-
-    def drop(i):
-        inner.layers[i] = inner.layers[i].to("meta")
-        _release_memory()
-
+    dec = Decoder(path, device)
+    tied = bool(getattr(dec.config, "tie_word_embeddings", False)) or "lm_head.weight" not in dec.ckpt
+    embed = dec.ckpt.read("model.embed_tokens.weight").float().to(device)
+    run = _Sweep(dec, embed, embed if tied else dec.ckpt.read("lm_head.weight").float().to(device),
+                 tied, score)
     samples = [(ids.to(device), mask.to(device)) for ids, mask in batches]
     bar = tqdm(total=len(samples), desc=f"{score} of {path} (layer by layer)",
                disable=not progress)
     for a in range(0, len(samples), chunk):
         part = samples[a:a + chunk]
+        ctx = run.forward(part)
+        grads = run.head(part, ctx)
+        grads = run.backward(ctx, grads)
+        run.embedding(part, ctx, grads)
+        bar.update(len(part))
+    bar.close()
+    return {g: (t / len(samples)).reshape(1).cpu() for g, t in run.totals.items()}
+
+
+class _Sweep:
+    """The sweeps of :func:`sensitivities_layerwise` over one chunk of samples, adding to
+    ``totals`` (layer group → summed score)."""
+
+    def __init__(self, dec, embed: torch.Tensor, head_w: torch.Tensor, tied: bool, score: str):
+        self.dec, self.embed, self.head_w, self.tied, self.score = dec, embed, head_w, tied, score
+        self.norm = dec.norm()
+        self.totals: dict[str, torch.Tensor] = {}
+        self.embed_group = layer_group("model.embed_tokens.weight")
+        self.head_group = self.embed_group if tied else layer_group("lm_head.weight")
+
+    def forward(self, part) -> list[dict]:
+        """Every sample's hidden states at every layer boundary (no gradients), each layer read
+        once."""
+        import torch.nn.functional as F
+
         ctx = []
         for ids, mask in part:
-            pos = torch.arange(ids.shape[1], device=device).unsqueeze(0)
-            h = F.embedding(ids, embed)
-            ctx.append({"masks": causal_masks(skel.config, h, mask, pos), "pe": rotary(h, pos),
-                        "pos": pos, "hs": [h]})
-        with torch.no_grad():  # forward sweep: keep every layer boundary
-            for i in range(n_layers):
-                mod = layer(i)
+            h = F.embedding(ids, self.embed)
+            ctx.append({"ctx": self.dec.context(h, mask), "hs": [h]})
+        with torch.no_grad():
+            for i in range(self.dec.n_layers):
+                mod = self.dec.layer(i)
                 for c in ctx:
-                    out = mod(c["hs"][-1], attention_mask=c["masks"][types[i]],
-                              position_embeddings=c["pe"], position_ids=c["pos"])
-                    c["hs"].append(out[0] if isinstance(out, tuple) else out)
-                drop(i)
+                    c["hs"].append(self.dec.run(mod, i, c["hs"][-1], c["ctx"]))
+                del mod
+                self.dec.drop(i)
+        return ctx
+
+    def head(self, part, ctx: list[dict]) -> list[torch.Tensor]:
+        """The loss (final norm, head, next-token cross-entropy) of each sample: the norm's and
+        the head's scores added, and the gradient of the last hidden states returned."""
+        import torch.nn.functional as F
+
         grads = []
-        for (ids, _), c in zip(part, ctx):  # the loss: final norm, head, next-token CE
+        for (ids, _), c in zip(part, ctx):
             x = c["hs"][-1].detach().requires_grad_()
-            hn = inner.norm(x)
-            logits = F.linear(hn, head_w)  # the head's weight gets its gradient by blocks below
+            hn = self.norm(x)
+            logits = F.linear(hn, self.head_w)  # the head's weight gets its gradient by blocks
             logits.retain_grad()
             F.cross_entropy(logits[0, :-1].float(), ids[0, 1:]).backward()
-            _group_sum(inner.norm, "model.norm", totals, score)
+            _group_sum(self.norm, "model.norm", self.totals, self.score)
             dz, h = logits.grad[0], hn.detach()[0]  # ∂L/∂logits (T × V), the head's input (T × H)
-            rows = _head_rows(head_w, dz, h, score)  # per row, ∂L/∂W = dzᵀ h by blocks
-            if tied:  # one shared matrix: rows no token of the sample used are final now, the
-                # used ones wait for the embedding's gradient
+            rows = _head_rows(self.head_w, dz, h, self.score)  # per row, ∂L/∂W = dzᵀ h by blocks
+            if self.tied:  # one shared matrix: rows no token of the sample used are final now,
+                # the used ones wait for the embedding's gradient
                 uniq = torch.unique(ids[0])
-                _add(totals, embed_group, rows.sum() - rows[uniq].sum())
+                _add(self.totals, self.embed_group, rows.sum() - rows[uniq].sum())
                 c["head_rows"] = dz[:, uniq].T @ h
             else:
-                _add(totals, head_group, rows.sum())
+                _add(self.totals, self.head_group, rows.sum())
             grads.append(x.grad)
             c["hs"].pop()
-        for i in reversed(range(n_layers)):  # backward sweep, one layer at a time
-            mod = layer(i)
+        return grads
+
+    def backward(self, ctx: list[dict], grads: list[torch.Tensor]) -> list[torch.Tensor]:
+        """One decoder layer at a time, top down: its forward recomputed with gradients per
+        sample, its scores added, the gradient passed down; returns the embeddings' gradients."""
+        for i in reversed(range(self.dec.n_layers)):
+            mod = self.dec.layer(i)
             for k, c in enumerate(ctx):
                 x = c["hs"].pop().detach().requires_grad_()
-                out = mod(x, attention_mask=c["masks"][types[i]], position_embeddings=c["pe"],
-                          position_ids=c["pos"])
-                (out[0] if isinstance(out, tuple) else out).backward(grads[k])
-                _group_sum(mod, f"model.layers.{i}", totals, score)
+                self.dec.run(mod, i, x, c["ctx"]).backward(grads[k])
+                _group_sum(mod, f"model.layers.{i}", self.totals, self.score)
                 grads[k] = x.grad
-            drop(i)
-        for (ids, _), c, g in zip(part, ctx, grads):  # the embedding rows the tokens used
+            del mod
+            self.dec.drop(i)
+        return grads
+
+    def embedding(self, part, ctx: list[dict], grads: list[torch.Tensor]) -> None:
+        """The embedding rows the samples' tokens used (with a tied head's gradient of them)."""
+        pad = self.dec.padding_idx
+        for (ids, _), c, g in zip(part, ctx, grads):
             uniq, inv = torch.unique(ids[0], return_inverse=True)
             if pad is not None:  # the model's embedding never updates its padding row
                 g = g.masked_fill((ids == pad)[..., None], 0)
-            rows = torch.zeros(len(uniq), embed.shape[1], device=device).index_add_(0, inv, g[0])
-            if tied:
+            rows = torch.zeros(len(uniq), self.embed.shape[1],
+                               device=self.embed.device).index_add_(0, inv, g[0])
+            if self.tied:
                 rows += c.pop("head_rows")
-            _add(totals, embed_group, entry_score(embed[uniq], rows, score).sum().double())
-        bar.update(len(part))
-    bar.close()
-    return {g: (t / len(samples)).reshape(1).cpu() for g, t in totals.items()}
+            _add(self.totals, self.embed_group,
+                 entry_score(self.embed[uniq], rows, self.score).sum().double())
 
 
 def logit_distance(path_i, path_j, spec_j: CalibrationSpec, *, device: str = "cpu",
