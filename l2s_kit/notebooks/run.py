@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -244,11 +245,39 @@ def _effective(declared: dict, given: dict) -> dict:
     return {**out, **given}
 
 
+TIMEOUT_TRIES = 2  # a notebook whose cell times out runs again once, in a new kernel
+
+
+def _execute(path: Path, executed: Path, params: dict, progress: bool,
+             timeout: int | None) -> str | None:
+    """Run the notebook with papermill into ``executed``; the error of the cell that failed, or
+    None. A cell that times out (its kernel's reply never came: now and then with a cell that
+    displays widgets, jupyter/nbclient#312) runs the notebook again in a new kernel, once."""
+    import papermill
+    from nbclient.exceptions import CellTimeoutError
+    from papermill.exceptions import PapermillExecutionError
+
+    for attempt in range(1, TIMEOUT_TRIES + 1):
+        try:
+            papermill.execute_notebook(str(path), str(executed), parameters=params,
+                                       cwd=str(path.parent), kernel_name="python3",
+                                       progress_bar=progress, execution_timeout=timeout,
+                                       extra_arguments=KERNEL_ARGUMENTS)
+            return None
+        except PapermillExecutionError as e:
+            return f"cell {e.exec_count}: {e.ename}: {e.evalue}"
+        except CellTimeoutError as e:
+            if attempt == TIMEOUT_TRIES:
+                return (f"a cell did not finish in {timeout} s, {TIMEOUT_TRIES} times "
+                        f"({str(e).splitlines()[0]})")
+            print(f"{path.stem}: a cell did not finish in {timeout} s; running the notebook "
+                  "again in a new kernel", file=sys.stderr)
+    return None
+
+
 def _run_one(path: Path, params: dict, declared: dict, folder: Path, overwrite: bool,
              png: bool, progress: bool, timeout: int | None) -> dict:
     import nbformat
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
 
     from l2s_kit.io import atomic_folder, runs
 
@@ -259,13 +288,7 @@ def _run_one(path: Path, params: dict, declared: dict, folder: Path, overwrite: 
         executed = tmp / path.name
         if "out_dir" in declared:
             params = {**params, "out_dir": str(tmp.resolve())}
-        try:
-            papermill.execute_notebook(str(path), str(executed), parameters=params,
-                                       cwd=str(path.parent), kernel_name="python3",
-                                       progress_bar=progress, execution_timeout=timeout,
-                                       extra_arguments=KERNEL_ARGUMENTS)
-        except PapermillExecutionError as e:
-            error = f"cell {e.exec_count}: {e.ename}: {e.evalue}"
+        error = _execute(path, executed, params, progress, timeout)
         nb = nbformat.read(executed, as_version=4)
         render_html(nb, tmp / f"{path.stem}.html")
         pngs = export_pngs(nb, tmp) if png and error is None else []
