@@ -470,10 +470,9 @@ def _check(args) -> int:
           f"{int((table['verdict'] == 'takes').sum())} taken from one side, {hidden} harmless"
           + (" (--all shows them)" if hidden and not args.all else ""))
     if args.csv:
-        from l2s_kit.io import atomic_file
+        from l2s_kit.io import write_csv
 
-        with atomic_file(args.csv) as tmp:
-            table.to_csv(tmp, index=False)
+        write_csv(table, args.csv)
     return 1 if blocks else 0
 
 

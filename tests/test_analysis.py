@@ -88,3 +88,15 @@ def test_param_grid_is_each_methods_own_product():
         param_grid({"aim": {"inner": ["ties", "twin"], "k": [0.8]}})
     assert param_grid({"aim": {"inner": ["twin"], "lam": [0.3]}}) == [
         ("aim", {"inner": "twin", "lam": 0.3})]
+
+
+def test_shortest_takes_fewest_tokens_and_breaks_ties_by_accuracy():
+    from l2s_kit.analysis import shortest
+
+    c = pd.DataFrame({"method": ["ta", "ta", "ta", "ties", "ties"],
+                      "model": ["a", "b", "c", "d", "e"],
+                      "mean_tokens": [300.0, 200.0, 200.0, 500.0, 400.0],
+                      "accuracy": [0.9, 0.5, 0.7, 0.9, 0.8]})
+    assert shortest(c)["model"].tolist() == ["c"]
+    per = shortest(c, by="method")
+    assert dict(zip(per["method"], per["model"])) == {"ta": "c", "ties": "e"}

@@ -12,5 +12,5 @@ from l2s_kit.faces import hand_on
 __getattr__, __dir__, __all__ = hand_on(__name__, {
     "outputs": ("AnalysisError", "length_column", "read_outputs"),
     "summary": ("SummaryError", "by_level", "format_table1", "full_summary", "level_or_dataset",
-                "model_summary", "pareto_front", "summarize", "table1"),
+                "model_summary", "pareto_front", "shortest", "summarize", "table1"),
 })

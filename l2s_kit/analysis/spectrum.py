@@ -259,7 +259,7 @@ def check_table_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
 def save_table(df: pd.DataFrame, path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Write ``df`` as .csv or .parquet (needs pyarrow: ``pip install l2s_kit[parquet]``), atomically;
     an existing file is only replaced with ``overwrite``."""
-    from l2s_kit.io import atomic_file
+    from l2s_kit.io import atomic_file, write_csv
 
     path = check_table_path(path, overwrite)
     if path.suffix == ".parquet":
@@ -268,11 +268,10 @@ def save_table(df: pd.DataFrame, path: str | os.PathLike, overwrite: bool = Fals
         except ImportError as e:
             raise L2SError(f"{path}: parquet needs pyarrow (pip install 'l2s_kit[parquet]'); "
                            "or save as .csv") from e
+    if path.suffix == ".csv":
+        return write_csv(df, path)
     with atomic_file(path) as tmp:
-        if path.suffix == ".csv":
-            df.to_csv(tmp, index=False)
-        else:
-            df.to_parquet(tmp, index=False)
+        df.to_parquet(tmp, index=False)
     return path
 
 

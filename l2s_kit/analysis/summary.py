@@ -226,3 +226,11 @@ def pareto_front(df: pd.DataFrame, x: str = "mean_tokens", y: str = "accuracy") 
             keep.append(i)
             best = yv
     return d.loc[keep]
+
+
+def shortest(candidates: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
+    """The shortest of ``candidates`` (fewest ``mean_tokens``; a tie goes to the more accurate),
+    one row per ``by`` group or one in all: the choice rule of the study and of ``l2s tune``,
+    applied to the candidates within their tolerance."""
+    ranked = candidates.sort_values(["mean_tokens", "accuracy"], ascending=[True, False])
+    return ranked.head(1) if by is None else ranked.groupby(by, as_index=False).first()

@@ -156,3 +156,11 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def write_csv(df, path: str | os.PathLike, **to_csv) -> Path:
+    """``df`` as CSV at ``path`` (no index; ``to_csv``: pandas' options, e.g. ``float_format``),
+    written through :func:`atomic_file`: complete or not at all."""
+    with atomic_file(path) as tmp:
+        df.to_csv(tmp, index=False, **to_csv)
+    return Path(path)

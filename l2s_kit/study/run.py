@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from l2s_kit.analysis import format_table1, full_summary, reflection, stats, table1
+from l2s_kit.analysis import format_table1, full_summary, reflection, shortest, stats, table1
 from l2s_kit.errors import FigureExportError, L2SError
 from l2s_kit.evaluate import load_responses
-from l2s_kit.io import atomic_file, check_apart
+from l2s_kit.io import atomic_file, check_apart, write_csv
 from l2s_kit.study.explorer import model_name
 from l2s_kit.study.runner import Job, choose_merge_in, run_jobs
 from l2s_kit.study.setup import StudySetup, family_setup
@@ -168,9 +168,7 @@ def choose_on_validation(val: pd.DataFrame, tolerance: float = 3.0) -> pd.DataFr
     """Per method, the shortest model whose accuracy is within ``tolerance`` points of the
     reference. ``val``: the candidates' :func:`l2s_kit.analysis.model_summary` with ``reference``, plus a
     ``method`` column."""
-    ok = val[val["accuracy_change"] >= -tolerance]
-    best = ok.sort_values(["mean_tokens", "accuracy"], ascending=[True, False])
-    return best.groupby("method", as_index=False).first()[["method", "model"]]
+    return shortest(val[val["accuracy_change"] >= -tolerance], by="method")[["method", "model"]]
 
 
 def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.PathLike = "figures/study",
@@ -370,9 +368,7 @@ def record_run(r: StudyResult, parameters: dict, started: str, seconds: float,
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> Path:
-    with atomic_file(path) as tmp:
-        df.to_csv(tmp, index=False, float_format="%.4g")
-    return path
+    return write_csv(df, path, float_format="%.4g")  # the study's tables: 4 significant digits
 
 
 def _write_text(text: str, path: Path) -> Path:

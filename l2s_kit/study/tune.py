@@ -395,14 +395,13 @@ def trials_table(study, ranges: dict, n_subset: int, n_full: int) -> pd.DataFram
 def choose(table: pd.DataFrame, objective: str, floor: float) -> pd.DataFrame:
     """The shortest feasible merge (``shortest``) or the Pareto front (``pareto``) among trials
     evaluated on the whole validation split."""
-    from l2s_kit.analysis import pareto_front
+    from l2s_kit.analysis import pareto_front, shortest
 
     full = table[table["accuracy"].notna()] if len(table) else table
     if not len(full):
         return full
     if objective == "shortest":
-        ok = full[full["accuracy"] >= floor]
-        return ok.sort_values(["mean_tokens", "accuracy"], ascending=[True, False]).head(1)
+        return shortest(full[full["accuracy"] >= floor])
     return pareto_front(full.drop_duplicates("model"))
 
 
