@@ -36,8 +36,8 @@ def main() -> int:
     import pandas as pd
     import transformers
 
+    from l2s_kit.merging.methods.settings import GRID
     from l2s_kit.study.explorer import Explorer
-    from l2s_kit.study.run import GRID
     from l2s_kit.study.setup import family_setup
     from l2s_kit.study.tune import tune
 

@@ -803,7 +803,7 @@ def _study_parser(sub) -> None:
     p.add_argument("--grid", default=None,
                    help="YAML grid: [[method, {param: value}], ...] or {method: {param: [values]}} "
                    "(default: the paper's settings for a pair; for the family those and a sweep of "
-                   "α / k / p, l2s_kit.study.run.GRID)")
+                   "α / k / p, l2s_kit.merging.methods.settings.GRID)")
     p.add_argument("--tolerance", type=float, default=3.0,
                    help="accuracy points below System 2 a chosen merge may lose (default 3)")
     _sampling_arguments(p)

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from l2s_kit.cli import main
-from l2s_kit.merging import load_recipe
-from l2s_kit.merging.recipe import PRESETS
+from l2s_kit.merging import PRESETS, load_recipe
 
 FOLDER = Path(__file__).resolve().parents[1] / "examples"
 EXAMPLES = sorted(p for p in FOLDER.glob("*.yaml") if not p.name.startswith("sweep"))

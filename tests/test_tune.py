@@ -40,7 +40,7 @@ def test_search_space_defaults_ranges_and_schedules():
 
 
 def test_a_search_starts_from_the_grids_settings_inside_its_ranges(family):
-    from l2s_kit.study.run import GRID, PAIR_GRID
+    from l2s_kit.merging.methods.settings import GRID, PAIR_GRID
     from l2s_kit.study.setup import family_setup
 
     fam = family_setup(family, 4)

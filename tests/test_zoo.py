@@ -145,8 +145,8 @@ def test_statistics_of_the_shipped_family_are_never_cached_inside_the_package(mo
 @pytest.fixture(scope="session")
 def study(tmp_path_factory):
     """The study on the shipped default family, task arithmetic over the study's α grid."""
+    from l2s_kit.merging.methods.settings import GRID
     from l2s_kit.study import run_study
-    from l2s_kit.study.run import GRID
 
     grid = [(m, p) for m, p in GRID if m == "task_arithmetic"]
     out = tmp_path_factory.mktemp("study")

@@ -14,6 +14,7 @@ __getattr__, __dir__, __all__ = hand_on(__name__, {
     "run": ("MERGE_INFO", "MergeResult", "input_hashes", "merge", "merge_in_memory", "merge_key",
             "merge_once", "merged_config", "pair_check_notes", "read_merge_info", "recipe_inputs"),
     "engine": ("merge_state_dicts", "plan_merge"),
-    "recipe": ("PRESETS", "ModelSpec", "Recipe", "load_recipe"),
+    "recipe": ("ModelSpec", "Recipe", "load_recipe"),
+    "methods.settings": ("GRID", "PAIR_GRID", "PRESETS"),
     "registry": ("get_method", "list_methods", "merge_method"),
 })

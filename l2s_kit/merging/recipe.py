@@ -42,6 +42,7 @@ import yaml
 
 from l2s_kit.errors import RecipeError
 from l2s_kit.io import DTYPES
+from l2s_kit.merging.methods.settings import PRESETS
 from l2s_kit.merging.registry import get_method
 
 COMPUTE_DTYPES = ("float32", "float64")  # the maths runs in one of these
@@ -57,39 +58,6 @@ SOURCES = ("base", "model")  # or a folder
 MERGEKIT_IGNORED = {"chat_template"}  # refused with a message
 MERGEKIT_KEYS = {"int8_mask", "slices"}  # translated
 
-# The paper's published settings (its configuration table). ``trim: reference`` reproduces the
-# paper's own TIES code; pass trim: topk for the exact-count rule.
-PRESETS: dict[str, dict] = {
-    **{f"ta-{s}": {"merge_method": "task_arithmetic", "parameters": {"alpha": 0.7}}
-       for s in ("1.5b", "7b", "14b", "32b")},
-    "ties-1.5b": {"merge_method": "ties", "parameters": {"k": 0.8, "alpha": 1.0, "trim": "reference"}},
-    "ties-7b": {"merge_method": "ties", "parameters": {"k": 0.8, "alpha": 1.0, "trim": "reference"}},
-    "ties-14b": {"merge_method": "ties", "parameters": {"k": 0.2, "alpha": 0.5, "trim": "reference"}},
-    "ties-32b": {"merge_method": "ties", "parameters": {"k": 0.25, "alpha": 0.55, "trim": "reference"}},
-    "ties-qwen3-8b": {"merge_method": "ties", "parameters": {"k": 0.7, "alpha": 0.7, "trim": "reference"}},
-    "dare-1.5b": {"merge_method": "dare", "parameters": {"p": 0.3}},
-    "dare-7b": {"merge_method": "dare", "parameters": {"p": 0.3}},
-    "dare-14b": {"merge_method": "dare", "parameters": {"p": 0.4}},
-    # AIM-Ties: the paper's ω on its TIES setting, calibrated on 100 s1K samples (question + short)
-    **{f"aim-ties-{s}": {"merge_method": "aim", "parameters": {
-        "omega": 0.4, "inner": "ties", "k": 0.8, "alpha": 1.0, "trim": "reference",
-        "calib_source": "s1k", "calib_parts": "question+short", "calib_samples": 100}}
-       for s in ("1.5b", "7b")},
-    # Sens-Merging: the paper's α and T. Its System 1 calibration uses long answers, which the
-    # shared s1K file lacks: these presets use short answers for both; give calib_source (a file
-    # with long answers) and calib_parts_base: question+long to follow the paper.
-    **{f"sens-{s}": {"merge_method": "sens_merging", "parameters": {
-        "alpha": a, "temperature": t, "calib_source": "s1k", "calib_parts": "question+short",
-        "calib_parts_base": "question+short", "calib_samples": 100}}
-       for s, a, t in (("1.5b", 0.4, 3.0), ("7b", 0.7, 2.0), ("14b", 0.8, 6.0))},
-    # FIM-TIES: FIM-Merging's stated setting (arXiv 2603.21705): keep 20% of each task vector at
-    # 1.5B, 40% at 7B, gates at 0.7 α, System 1's Fisher on 8 random sequences of 64 tokens; the
-    # map from Fisher scores to coefficients is the kit's (see the fim method)
-    **{f"fim-ties-{s}": {"merge_method": "fim", "parameters": {
-        "inner": "ties", "k": k, "alpha": 1.0, "gate_scale": 0.7, "fim_samples": 8,
-        "fim_tokens": 64}}
-       for s, k in (("1.5b", 0.8), ("7b", 0.6))},
-}
 
 
 def parse_size(value: int | str, where: str = "shard_size") -> int:
@@ -198,7 +166,7 @@ class Recipe:
 def override_parameters(method, old: dict, new: dict) -> dict:
     """``old`` parameters updated by ``new``; when ``new`` gives a wrapping method (AIM) another
     inner merge, the old inner merge's parameters are dropped (they belong to the old one)."""
-    if method.wraps and new.get("inner", old.get("inner")) != old.get("inner"):
+    if method.wraps and method.inner_of({**old, **new}) != method.inner_of(old):
         old = {k: v for k, v in old.items() if k in method.params}
     return {**old, **new}
 
@@ -258,7 +226,7 @@ def _translate_mergekit(d: dict, notes: list[str]) -> None:
             notes.append(f"merge_method {given}: {method.name}")
         if method.mergekit.adapt is not None:
             method.mergekit.adapt(d, notes)
-        declared = _declared_params(method, params)
+        declared = method.accepts(params)
         renamed = {}  # mergekit name -> the parameter it gives (the first one that declares it)
         for p in declared.values():
             if p.mergekit is not None and p.mergekit.name not in declared:
@@ -285,18 +253,6 @@ def _translate_mergekit(d: dict, notes: list[str]) -> None:
         d["dtype"] = "float32"
     for key in sorted(MERGEKIT_IGNORED & set(d)):
         raise RecipeError(f"'{key}' (mergekit) is not supported by l2s_kit; remove it")
-
-
-def _declared_params(method, params: dict) -> dict:
-    """The parameters a recipe of ``method`` may give: its own, and a wrapping method's inner
-    merge's (named by ``inner``, or its default)."""
-    if not method.wraps:
-        return dict(method.params)
-    try:
-        inner = get_method(params.get("inner", method.params["inner"].default))
-    except RecipeError:
-        return dict(method.params)  # resolve names the unknown inner merge
-    return {**inner.params, **method.params}
 
 
 def _pull_model_param(d: dict, key: str, notes: list[str]) -> None:

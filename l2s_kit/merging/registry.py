@@ -229,6 +229,23 @@ class MergeMethod:
             self.check(out, where)
         return out
 
+    def accepts(self, params: dict | None = None) -> dict[str, Param]:
+        """The parameters a recipe of this method may give, by name: its own, and for a wrapping
+        method those of the inner merge ``params`` names (or its default inner merge). An
+        unknown inner merge gives the method's own only (:meth:`resolve` names it)."""
+        if not self.wraps:
+            return dict(self.params)
+        try:
+            inner = get_method(self.inner_of(params or {}))
+        except RecipeError:
+            return dict(self.params)
+        return {**inner.params, **self.params}
+
+    def inner_of(self, params: dict) -> str | None:
+        """The merge a wrapping method applies on top of, as ``params`` name it (or its default);
+        None for a method that wraps none."""
+        return params.get("inner", self.params["inner"].default) if self.wraps else None
+
     def split(self, params: dict) -> tuple[MergeMethod, dict, dict]:
         """A wrapping method's resolved parameters -> (inner method, its parameters, own ones)."""
         inner = get_method(params["inner"])
@@ -236,8 +253,7 @@ class MergeMethod:
                 {k: v for k, v in params.items() if k in self.params})
 
     def _resolve_wrapped(self, params: dict, where: str) -> dict:
-        inner_name = params.get("inner", self.params["inner"].default)
-        inner = get_method(self.params["inner"].check(inner_name, where))
+        inner = get_method(self.params["inner"].check(self.inner_of(params), where))
         if inner.wraps or inner.calibrated:
             raise RecipeError(f"{where}: {self.name} cannot wrap '{inner.name}'; the inner merge "
                               "must be a plain method such as ties or task_arithmetic")

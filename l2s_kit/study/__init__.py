@@ -15,6 +15,6 @@ work; sweeps run locally or as Ray tasks.
 from l2s_kit.faces import hand_on
 
 __getattr__, __dir__, __all__ = hand_on(__name__, {
-    "run": ("GRID", "PAIR_GRID", "StudyResult", "print_result", "run_study", "study_jobs"),
+    "run": ("StudyResult", "print_result", "run_study", "study_jobs"),
     "setup": ("SetupError", "StudySetup", "family_setup", "pair_setup", "study_setup"),
 })

@@ -172,13 +172,10 @@ def param_grid(spec: dict[str, dict[str, Sequence]]) -> list[tuple[str, dict]]:
         names = list(values)
         for combo in itertools.product(*values.values()):
             params = dict(zip(names, combo))
-            own = dict(method.params)
-            if method.wraps:  # AIM: its own parameters and those of this combination's inner merge
-                own.update(get_method(params.get("inner", own["inner"].default)).params)
+            own = method.accepts(params)  # AIM: its own and this combination's inner merge's
             unknown = [k for k in params if k not in own]
             if unknown:
-                inner = f" wrapping {params.get('inner', own['inner'].default)}" \
-                    if method.wraps else ""
+                inner = f" wrapping {method.inner_of(params)}" if method.wraps else ""
                 raise ValueError(f"{m}{inner} has no parameter {', '.join(unknown)}; it takes "
                                  f"{', '.join(own)}")
             out.append((m, params))

@@ -29,35 +29,12 @@ from l2s_kit.analysis import format_table1, full_summary, reflection, shortest, 
 from l2s_kit.errors import FigureExportError, L2SError
 from l2s_kit.evaluate import load_responses
 from l2s_kit.io import atomic_file, check_apart, write_csv
+from l2s_kit.merging.methods.settings import GRID, PAIR_GRID
 from l2s_kit.study.explorer import model_name
 from l2s_kit.study.runner import Job, choose_merge_in, run_jobs
 from l2s_kit.study.setup import StudySetup, family_setup
 from l2s_kit.zoo import DEFAULT, FamilySpec, build_family
 
-# The merges of the study, every method of the paper: its settings for the 7B pair (TA α = 0.7,
-# TIES k = 0.8 α = 1.0, DARE p = 0.3, AIM-Ties ω = 0.4, Sens-Merging α = 0.7 T = 2), then a
-# sweep that reaches the small scales this family needs. AIM and Sens-Merging calibrate on the
-# family's own task (100 samples); Twin and LoRE are the SVD-based methods.
-GRID: list[tuple[str, dict]] = [
-    ("average", {}),
-    *[("task_arithmetic", {"alpha": a}) for a in (0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.7)],
-    *[("ties", {"k": k, "alpha": a}) for k in (0.5, 0.8) for a in (0.3, 0.5, 1.0)],
-    *[("dare", {"p": 0.3, "alpha": a}) for a in (0.2, 0.3, 0.5, 1.0)],
-    *[("dare_ties", {"p": 0.3, "alpha": a}) for a in (0.3, 0.5, 1.0)],
-    *[("aim", {"omega": 0.4, "inner": "ties", "k": 0.8, "alpha": a}) for a in (0.5, 1.0)],
-    *[("sens_merging", {"alpha": a, "temperature": 2.0}) for a in (0.2, 0.3, 0.7)],
-    ("twin", {}),
-    *[("lore", {"alpha": a, "tau": 0.05, "tau_relative": True}) for a in (0.2, 0.3, 0.7)],
-]
-# For a researcher's pair: the paper's settings for the 7B pair and a few around them (the
-# calibrated methods need a calibration source for a real pair: add them with --grid).
-PAIR_GRID: list[tuple[str, dict]] = [
-    ("average", {}),
-    *[("task_arithmetic", {"alpha": a}) for a in (0.5, 0.7, 1.0)],
-    *[("ties", {"k": 0.8, "alpha": a}) for a in (0.7, 1.0)],
-    *[("dare", {"p": 0.3, "alpha": a}) for a in (0.7, 1.0)],
-    ("dare_ties", {"p": 0.3, "alpha": 1.0}),
-]
 REFERENCE = "system2"
 
 

@@ -77,9 +77,7 @@ def search_space(method: str, space: dict | None, schedules=()) -> dict[str, tup
     from l2s_kit.merging import get_method
 
     m = get_method(method)
-    params = dict(m.params)
-    if m.wraps:
-        params.update(get_method(m.params["inner"].default).params)
+    params = m.accepts()
     floats = {k: p for k, p in params.items() if p.type is float}
     if space:
         unknown = sorted(set(space) - set(floats))
@@ -187,7 +185,7 @@ def informative_subset(explorer: Explorer, fraction: float, seed: int = 0,
 def start_points(method: str, setup, ranges: dict) -> list[dict]:
     """The study grid's settings of ``method`` (the family's ``GRID``, a pair's ``PAIR_GRID``: the
     paper's settings) inside the searched ranges, as trial values: where the search starts."""
-    from l2s_kit.study.run import GRID, PAIR_GRID
+    from l2s_kit.merging.methods.settings import GRID, PAIR_GRID
 
     grid = GRID if getattr(setup, "family", None) is not None else PAIR_GRID
     out = []
