@@ -472,20 +472,20 @@ def sensitivity(summary: pd.DataFrame, param: str, others: tuple[str, ...] = ("a
 def calibration_sensitivity(grid: pd.DataFrame, title: str = "Sensitivity to the calibration set"
                             ) -> go.Figure:  # noqa: F821
     """Accuracy and mean length against the number of calibration samples (log axis), a line per
-    method and calibration parts. ``grid``: one row per merge with ``method``, ``calib_parts`` and
-    ``calib_samples`` columns (:func:`l2s_kit.study.calibration.calibration_grid`); System 1
+    method and calibration parts. ``grid``: one row per merge with ``method``,
+    ``calibration_parts`` and ``calibration_samples`` columns (:func:`l2s_kit.study.calibration.calibration_grid`); System 1
     and System 2 are drawn as dotted reference lines."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    d = grid.dropna(subset=["calib_samples"]).sort_values("calib_samples")
+    d = grid.dropna(subset=["calibration_samples"]).sort_values("calibration_samples")
     fig = make_subplots(rows=1, cols=2, subplot_titles=["accuracy (%)", "mean generated tokens"])
-    label = d["method"].astype(str) + " " + d["calib_parts"].astype(str)
+    label = d["method"].astype(str) + " " + d["calibration_parts"].astype(str)
     look = styles(label)
     for name, t in d.groupby(label, sort=False):
         c, sym = look[name]
         for col, y in enumerate(("accuracy", "mean_tokens"), 1):
-            fig.add_trace(go.Scatter(x=t["calib_samples"], y=t[y], name=str(name),
+            fig.add_trace(go.Scatter(x=t["calibration_samples"], y=t[y], name=str(name),
                                      legendgroup=str(name), showlegend=col == 1,
                                      mode="lines+markers", line=dict(color=c),
                                      marker=dict(symbol=sym), hovertext=t.get("model")),
@@ -497,7 +497,7 @@ def calibration_sensitivity(grid: pd.DataFrame, title: str = "Sensitivity to the
                 fig.add_hline(y=float(r[y].iloc[0]), line_dash=dash, line_color="grey",
                               annotation_text=ref, row=1, col=col)
     fig.update_xaxes(title_text="calibration samples", type="log",
-                     tickvals=sorted(d["calib_samples"].unique()))
+                     tickvals=sorted(d["calibration_samples"].unique()))
     return _style(fig, title)
 
 

@@ -139,3 +139,32 @@ def test_mergekit_vocabulary_is_read_from_the_declarations(tiny_pair):
     finally:
         registry._REGISTRY.pop("strength_merge", None)
         registry._ALIASES.pop("mk_strength", None)
+
+
+def test_a_method_declares_how_a_calibration_set_is_chosen():
+    """A calibration sweep asks each method which parameters pick a calibration set."""
+    from l2s_kit.study.calibration import calibration_merges
+
+    got = calibration_merges([("aim", {"omega": 0.4}), ("sens", {"alpha": 0.7})],
+                             parts=["question+long"], samples=[10, 20], source="family", seed=3)
+    assert got == [
+        ("aim", {"omega": 0.4, "calib_source": "family", "calib_parts": "question+long",
+                 "calib_samples": n, "calib_seed": 3}) for n in (10, 20)] + [
+        ("sens", {"alpha": 0.7, "calib_source": "family", "calib_parts": "question+long",
+                  "calib_samples": n, "calib_seed": 3, "calib_parts_base": "question+long"})
+        for n in (10, 20)]
+    for method, params in got:  # every parameter it sets is the method's own
+        get_method(method).resolve(params, "test")
+
+    def picky(base, models, weights, *, texts: str = "a", count: int = 1):
+        return base
+
+    merge_method("picky", paper="-", calibration_set=lambda source, parts, n, seed: {
+        "texts": f"{source}:{parts}", "count": n})(picky)
+    try:
+        assert calibration_merges([("picky", {})], parts=["p"], samples=[5], source="s") == [
+            ("picky", {"texts": "s:p", "count": 5})]
+        with pytest.raises(ValueError, match="ties does not calibrate on texts"):
+            calibration_merges([("ties", {})])
+    finally:
+        registry._REGISTRY.pop("picky", None)

@@ -194,6 +194,9 @@ class MergeMethod:
     # (first) model there}, for methods that scale the task vector per layer; and its label
     layer_coefficients: Callable[[list[str], dict], dict[str, float]] | None = None
     coefficient_label: str = ""
+    # calibration_set(source, parts, samples, seed) -> the parameters that choose that calibration
+    # set, for methods that calibrate on texts (a calibration sweep varies them)
+    calibration_set: Callable[[str, str, int, int], dict] | None = None
 
     def check_models(self, n: int, where: str) -> None:
         """Refuse ``n`` models merged into the base when the method takes another number."""
@@ -332,7 +335,9 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
                  n_models: tuple[int, int | None] = (1, None), fixed: tuple[str, ...] = (),
                  mergekit: Mergekit | None = None,
                  layer_coefficients: Callable[[list[str], dict], dict[str, float]] | None = None,
-                 coefficient_label: str = "") -> Callable[[Callable], Callable]:
+                 coefficient_label: str = "",
+                 calibration_set: Callable[[str, str, int, int], dict] | None = None
+                 ) -> Callable[[Callable], Callable]:
     """Register ``fn`` as merge method ``name``; its signature is checked and becomes the schema.
 
     ``elementwise=False``: the engine hands the method whole tensors (SVD methods).
@@ -345,6 +350,8 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
     ``layer_coefficients(paths, params)``: for a method that scales the task vector per layer
     group, the coefficient of each group (``paths``: base first; ``params`` resolved), shown by
     ``coefficient_label`` (e.g. "ACM (scale·c)") in the per-layer table and figure.
+    ``calibration_set(source, parts, samples, seed)``: for a method that calibrates on texts, the
+    parameters that pick that calibration set (what a calibration sweep varies).
     """
 
     def decorate(fn: Callable) -> Callable:
@@ -371,7 +378,7 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
         method = MergeMethod(name, fn, paper, doc_title, params, tuple(state_args), tuple(aliases),
                              elementwise, wraps, prepare, check, calibrated, notes, n_models,
                              tuple(fixed), mergekit or Mergekit(), layer_coefficients,
-                             coefficient_label or name)
+                             coefficient_label or name, calibration_set)
         for key in (name, *aliases):
             if key in _REGISTRY or key in _ALIASES:
                 raise TypeError(f"merge method name '{key}' registered twice")

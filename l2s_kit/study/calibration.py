@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 
 from l2s_kit.merging.calibration.sets import PARTS
-from l2s_kit.study.explorer import Explorer
+from l2s_kit.study.explorer import Explorer, model_name
 
 __all__ = ["PARTS", "calibration_grid", "calibration_merges", "layer_coefficients_table",
            "sens_coefficients_table"]
@@ -26,17 +26,23 @@ __all__ = ["PARTS", "calibration_grid", "calibration_merges", "layer_coefficient
 def calibration_merges(merges: Iterable[tuple[str, dict]], parts: Sequence[str] = PARTS,
                        samples: Sequence[int] = (10, 20, 100), source: str = "family",
                        seed: int = 0) -> list[tuple[str, dict]]:
-    """Every ``(method, params)`` of ``merges`` once per calibration set (parts × samples).
-    Sens-Merging calibrates every model on the same parts here (``calib_parts_base`` too)."""
+    """Every ``(method, params)`` of ``merges`` once per calibration set (parts × samples), with
+    the parameters each method declares for choosing one (``calibration_set``; Sens-Merging
+    calibrates every model on the same parts here)."""
+    return [(m, p) for m, p, _, _ in _calibrated(merges, parts, samples, source, seed)]
+
+
+def _calibrated(merges, parts, samples, source, seed) -> list[tuple[str, dict, str, int]]:
+    from l2s_kit.merging import get_method
+
     out = []
     for method, params in merges:
-        for part in parts:
-            for n in samples:
-                p = {**params, "calib_source": source, "calib_parts": part, "calib_samples": n,
-                     "calib_seed": seed}
-                if method in ("sens_merging", "sens"):
-                    p["calib_parts_base"] = part
-                out.append((method, p))
+        choose = get_method(method).calibration_set
+        if choose is None:
+            raise ValueError(f"{method} does not calibrate on texts: a calibration sweep needs a "
+                             "method that does (e.g. aim, sens_merging, acm)")
+        out += [(method, {**params, **choose(source, part, n, seed)}, part, n)
+                for part in parts for n in samples]
     return out
 
 
@@ -44,9 +50,15 @@ def calibration_grid(explorer: Explorer, merges: Iterable[tuple[str, dict]],
                      parts: Sequence[str] = PARTS, samples: Sequence[int] = (10, 20, 100),
                      source: str = "family", seed: int = 0) -> pd.DataFrame:
     """One row per model (System 1, System 2, then each merge × calibration set): accuracy,
-    mean_tokens, length_change, reflection_ratio and the ``calib_parts`` / ``calib_samples``
-    columns (:meth:`Explorer.sweep`)."""
-    return explorer.sweep(calibration_merges(merges, parts, samples, source, seed))
+    mean_tokens, length_change, reflection_ratio, each merge's parameters
+    (:meth:`Explorer.sweep`) and its calibration set as ``calibration_parts`` and
+    ``calibration_samples`` (empty for System 1 and 2)."""
+    jobs = _calibrated(merges, parts, samples, source, seed)
+    grid = explorer.sweep([(m, p) for m, p, _, _ in jobs])
+    sets = {model_name(m, p): (part, n) for m, p, part, n in jobs}
+    grid["calibration_parts"] = grid["model"].map(lambda m: sets.get(m, (None, None))[0])
+    grid["calibration_samples"] = grid["model"].map(lambda m: sets.get(m, (None, None))[1])
+    return grid
 
 
 def sens_coefficients_table(family, params: dict | None = None) -> pd.DataFrame:

@@ -50,6 +50,17 @@ def calibration_spec(params: dict, parts: str | None = None) -> CalibrationSpec:
                            fields=params["calib_fields"], max_tokens=params["calib_max_tokens"])
 
 
+def calibration_set(source: str, parts: str, samples: int, seed: int) -> dict:
+    """The parameters that pick a calibration set (every calibrated method's ``calib_*``)."""
+    return {"calib_source": source, "calib_parts": parts, "calib_samples": samples,
+            "calib_seed": seed}
+
+
+def _sens_calibration_set(source: str, parts: str, samples: int, seed: int) -> dict:
+    """Sens-Merging's: System 1 calibrated on the same parts as the models."""
+    return {**calibration_set(source, parts, samples, seed), "calib_parts_base": parts}
+
+
 def _check_calibration(params: dict, where: str, parts_keys=("calib_parts",)) -> None:
     for key in parts_keys:
         try:
@@ -111,6 +122,7 @@ def _aim_prepare(run, params):
 
 
 @merge_method("aim", paper=AIM_PAPER, wraps=True, prepare=_aim_prepare, calibrated=True,
+              calibration_set=calibration_set,
               check=lambda p, where: _check_calibration(p, where))
 def aim(base, models, weights, *,
         omega: Annotated[float, Range(0.0, 1.0), "balance factor: 1 = no relaxation"] = 0.4,
@@ -182,6 +194,7 @@ def sens_table(paths: list[str], params: dict, *, device: str = "cpu",
 
 @merge_method("sens_merging", paper=SENS_PAPER, aliases=("sens",), prepare=_sens_prepare,
               calibrated=True, fixed=("temperature",), coefficient_label="Sens-Merging (n·σ)",
+              calibration_set=_sens_calibration_set,
               layer_coefficients=lambda paths, p: {g: c[0] for g, c in sens_table(paths, p).items()},
               check=lambda p, where: _check_calibration(p, where,
                                                         ("calib_parts", "calib_parts_base")))

@@ -35,6 +35,7 @@ from l2s_kit.merging.methods.activation import (
     Source,
     _check_calibration,
     _path_of,
+    calibration_set,
     calibration_spec,
 )
 from l2s_kit.merging.methods.params import Seed
@@ -104,6 +105,7 @@ def _acm_prepare(run, params):
 
 
 @merge_method("acm", paper=ACM_PAPER, wraps=True, prepare=_acm_prepare, calibrated=True,
+              calibration_set=calibration_set,
               check=lambda p, where: _check_calibration(p, where), coefficient_label="ACM (scale·c)",
               layer_coefficients=lambda paths, p: {
                   g: p["scale"] * c for g, c in acm_table(paths, p).items()})
