@@ -53,6 +53,10 @@ def test_a_throwaway_method_is_merged_everywhere(throwaway, tiny_pair, tmp_path)
     # where the tuner searches, and the explorer's slider
     assert search_space("throwaway", None) == {"beta": (0.1, 2.0)}
     assert throwaway.params["beta"].search == Search(0.1, 2.0, 0.1)
+    from l2s_kit.study.widget import slider_methods
+
+    offered = slider_methods()
+    assert "throwaway" in offered and "aim" not in offered  # a wrapping merge has no sliders
 
 
 def test_a_search_interval_outside_the_range_fails_at_import():

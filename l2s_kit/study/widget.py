@@ -12,7 +12,15 @@ from l2s_kit import plots
 from l2s_kit.analysis import by_level, model_summary
 from l2s_kit.study.explorer import REFERENCE, Explorer, model_name
 
-METHODS = ("task_arithmetic", "ties", "dare", "dare_ties", "average", "sens_merging", "twin")
+
+def slider_methods() -> list[str]:
+    """The methods the explorer offers by default: those whose every float parameter declares
+    where to search it (a slider each), that merge one model into the base (System 2 into
+    System 1) and wrap no other merge."""
+    from l2s_kit.merging import list_methods
+
+    return [m.name for m in list_methods() if not m.wraps and m.n_models[0] == 1 and all(
+        p.search is not None for p in m.params.values() if p.type is float)]
 
 
 def _round(v):
@@ -29,7 +37,7 @@ def explorer_widget(ex: Explorer, method: str = "task_arithmetic",
 
     from l2s_kit.merging import get_method
 
-    methods = list(methods or METHODS)
+    methods = list(methods or slider_methods())
     if method not in methods:
         methods.insert(0, method)
     dropdown = w.Dropdown(options=methods, value=method, description="method")
@@ -57,7 +65,11 @@ def explorer_widget(ex: Explorer, method: str = "task_arithmetic",
         return m, {n: _round(controls[n].value) for n, p in own.items() if n in controls
                    and (p.search is not None or controls[n].value != p.default)}
 
+    held = [False]
+
     def refresh(*_):
+        if held[0]:
+            return
         m, p = current()
         own = get_method(m).params
         for n, c in controls.items():
@@ -77,7 +89,20 @@ def explorer_widget(ex: Explorer, method: str = "task_arithmetic",
                         f"reflective {100 * s.reflection_ratio:.0f}% "
                         f"({time.perf_counter() - t:.1f} s)")
 
-    dropdown.observe(refresh, "value")
+    def switch(change):
+        """A parameter the new method shares with the old one keeps its slider's value; one it
+        adds starts at the new method's default (or the value given to this call)."""
+        old, new = get_method(change["old"]).params, get_method(change["new"]).params
+        held[0] = True  # one merge for the switch, not one per slider set here
+        try:
+            for n, p in new.items():
+                if n in controls and n not in old:
+                    controls[n].value = params.get(n, p.default)
+        finally:
+            held[0] = False
+        refresh()
+
+    dropdown.observe(switch, "value")
     for c in controls.values():
         c.observe(refresh, "value")
     box = w.VBox([w.HBox([dropdown, *controls.values()], layout=w.Layout(flex_flow="row wrap")),

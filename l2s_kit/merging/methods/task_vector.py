@@ -33,7 +33,7 @@ from l2s_kit.merging.methods.sparsify import (
     task_vectors,
     weighted_sum,
 )
-from l2s_kit.merging.registry import Mergekit, Range, RecipeError, State, merge_method
+from l2s_kit.merging.registry import Mergekit, Range, RecipeError, Search, State, merge_method
 
 TA_PAPER = "https://arxiv.org/abs/2212.04089"
 TIES_PAPER = "https://arxiv.org/abs/2306.01708"
@@ -171,7 +171,8 @@ def _linear_base(d: dict, notes: list[str]) -> None:
     fixed={"normalize": (True, "l2s_kit's average always divides by the sum of weights")},
     adapt=_linear_base))
 def average(base, models, weights, *,
-            base_weight: Annotated[float, Range(0.0, None), "weight of the base model"] = 1.0):
+            base_weight: Annotated[float, Range(0.0, None), Search(0.0, 1.0, 0.05),
+                                   "weight of the base model"] = 1.0):
     """Average Merging: the (weighted) mean of the base and the models."""
     total = base_weight + sum(weights)
     if total == 0:
