@@ -8,6 +8,7 @@ Each function takes a tidy table as :func:`l2s_kit.analysis.summarize` or
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 
 import pandas as pd
@@ -141,12 +142,17 @@ def accuracy_vs_length(summary: pd.DataFrame, color: str = "method", label: str 
     return _style(fig, title)
 
 
-SHORT = {"alpha": "α", "omega": "ω", "lambda": "λ", "tau": "τ", "temperature": "T"}
+def _symbol(name: str) -> str:
+    """A parameter named after a Greek letter is written as that letter ("alpha" → "α")."""
+    try:
+        return unicodedata.lookup(f"GREEK SMALL LETTER {name.upper().replace('LAMBDA', 'LAMDA')}")
+    except KeyError:
+        return name
 
 
-def _compact(parameters: str) -> str:
-    """"k=0.8, alpha=1.0" → "k 0.8 α 1.0": a merge's numeric settings, short enough to sit by
-    its point (switches and names, such as ``inner=ties``, are left to the hover text)."""
+def _numeric_settings(parameters: str) -> list[tuple[str, str]]:
+    """"k=0.8, alpha=1.0, trim=global" → [("k", "0.8"), ("alpha", "1.0")]: a merge's numeric
+    settings (switches and names, such as ``inner=ties``, are left to the hover text)."""
     parts = [p.strip().split("=", 1) for p in str(parameters or "").split(",") if "=" in p]
     out = []
     for k, v in parts:
@@ -154,8 +160,14 @@ def _compact(parameters: str) -> str:
             float(v)
         except ValueError:
             continue
-        out.append(f"{SHORT.get(k, k)} {v}")
-    return " ".join(out)
+        out.append((k, v))
+    return out
+
+
+def _compact(parameters: str) -> str:
+    """"k=0.8, alpha=1.0" → "k 0.8 α 1.0": a merge's numeric settings, short enough to sit by
+    its point."""
+    return " ".join(f"{_symbol(k)} {v}" for k, v in _numeric_settings(parameters))
 
 
 def _spot_tags(merges: pd.DataFrame, refs: pd.DataFrame, labelled: str | None) -> dict:
@@ -443,18 +455,21 @@ def level_panels(table: pd.DataFrame, title: str = "By difficulty level",
     return _style(fig, title)
 
 
-def sensitivity(summary: pd.DataFrame, param: str, others: tuple[str, ...] = ("alpha", "k", "p"),
+def sensitivity(summary: pd.DataFrame, param: str, others: tuple[str, ...] | None = None,
                 title: str | None = None) -> go.Figure:  # noqa: F821
     """Accuracy and mean length against one merge parameter: a line per method and setting of
-    the ``others`` parameters. ``summary``: one row per model with ``method`` and parameter
-    columns (:meth:`l2s_kit.study.explorer.Explorer.sweep`)."""
+    its other numeric parameters (or of the ``others`` columns only). ``summary``: one row per
+    model with ``method``, ``parameters`` and parameter columns
+    (:meth:`l2s_kit.study.explorer.Explorer.sweep`)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     d = summary.dropna(subset=[param]).sort_values(param)
-    fixed = [o for o in others if o != param and o in d.columns]
     label = d["method"].astype(str)
-    for o in fixed:
+    if others is None and "parameters" in d:
+        label = label + d["parameters"].map(lambda s: "".join(
+            f" {k}={float(v):g}" for k, v in _numeric_settings(s) if k != param))
+    for o in [o for o in others or () if o != param and o in d.columns]:
         label = label + d[o].map(lambda v, o=o: "" if pd.isna(v) else f" {o}={v:g}")
     fig = make_subplots(rows=1, cols=2, subplot_titles=["accuracy (%)", "mean generated tokens"])
     look = styles(label)

@@ -240,3 +240,24 @@ def test_run_study_from_python_writes_its_own_record(tmp_path):
     metrics = json.loads((r.out / runs.METRICS).read_text())["metrics"]
     accuracy = r.summary.set_index(["split", "model"]).loc[("test", "system2"), "accuracy"]
     assert metrics["test.system2.accuracy"] == pytest.approx(accuracy)
+
+
+def test_figure_labels_name_parameters_without_a_table_of_names():
+    """Greek-letter parameters are written as letters; a sensitivity line is a method and its
+    other numeric settings, whatever the method's parameters are called."""
+    import pandas as pd
+
+    from l2s_kit import plots
+
+    assert plots._compact("k=0.8, alpha=1.0, lambda=0.3, trim=global, beta2=4") == \
+        "k 0.8 α 1.0 λ 0.3 beta2 4"
+    s = pd.DataFrame({"method": ["ties"] * 4 + ["task_arithmetic"],
+                      "parameters": ["k=0.5, alpha=0.3", "k=0.5, alpha=0.5", "k=0.8, alpha=0.3",
+                                     "k=0.8, alpha=0.5, trim=global", "alpha=0.3"],
+                      "k": [0.5, 0.5, 0.8, 0.8, None], "alpha": [0.3, 0.5, 0.3, 0.5, 0.3],
+                      "accuracy": [10, 20, 30, 40, 50], "mean_tokens": [5, 4, 3, 2, 1]})
+    fig = plots.sensitivity(s, "alpha")
+    lines = {t.name: list(t.y) for t in fig.data if t.showlegend}
+    assert lines == {"ties k=0.5": [10, 20], "ties k=0.8": [30, 40], "task_arithmetic": [50]}
+    fig = plots.sensitivity(s, "k")
+    assert {t.name for t in fig.data if t.showlegend} == {"ties alpha=0.3", "ties alpha=0.5"}
