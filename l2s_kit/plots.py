@@ -404,16 +404,18 @@ def false_reflection(summary: pd.DataFrame, title: str = "False reflection (%)")
     return _style(fig, title)
 
 
-def layer_coefficients(table: pd.DataFrame, title: str = "Sens-Merging: System 2's coefficient "
-                       "per layer") -> go.Figure:  # noqa: F821
+def layer_coefficients(table: pd.DataFrame, title: str | None = None) -> go.Figure:  # noqa: F821
     """A bar per layer group of a merge's per-layer coefficient (columns ``group``,
     ``coefficient``; with a ``method`` column, one bar per method side by side, named by its
     ``label`` when given: :func:`l2s_kit.study.calibration.layer_coefficients_table`). A dotted
-    line marks 1, the inner merge unchanged."""
+    line marks 1, the inner merge unchanged. The title names the method when there is one."""
     import plotly.express as px
 
     if "method" in table and "label" in table:
         table = table.assign(method=table["label"])
+    if title is None:
+        names = table["method"].unique() if "method" in table else []
+        title = (f"{names[0]}: " if len(names) == 1 else "") + "System 2's coefficient per layer"
     fig = px.bar(table, x="group", y="coefficient", barmode="group",
                  color="method" if "method" in table else None,
                  labels={"group": "layer group", "method": "method"})

@@ -507,7 +507,7 @@ def test_activation_notebook_numbers_match_the_package(smoke, family, tmp_path):
     import plotly.graph_objects as go
     import yaml
 
-    from l2s_kit.study.calibration import calibration_grid, sens_coefficients_table
+    from l2s_kit.study.calibration import calibration_grid, layer_coefficients_table
     from l2s_kit.study.explorer import Explorer
 
     p = yaml.safe_load(SMOKE.read_text())
@@ -515,15 +515,15 @@ def test_activation_notebook_numbers_match_the_package(smoke, family, tmp_path):
             for f in plotly_figs(smoke, "activation_merging")}
     # Sens-Merging's coefficients per layer: the package's table for the first Sens merge
     sens = next(q for m, q in p["compared"] if m == "sens_merging")
-    want = sens_coefficients_table(family, {k: v for k, v in sens.items() if k != "alpha"})
-    bar = figs["Sens-Merging: System 2's coefficient per layer"].data[0]
+    want = layer_coefficients_table(family, "sens_merging", sens)
+    bar = figs["Sens-Merging (n·σ): System 2's coefficient per layer"].data[0]
     assert list(bar.x) == list(want["group"]) and len(want) == 6  # embedding, 4 layers, norm
     assert list(bar.y) == pytest.approx(list(want["coefficient"]))
     # the calibration grid, re-evaluated here from scratch
     ex = Explorer(family, split="test", n_per_level=p["n_per_level"], workdir=tmp_path)
     aim = {"omega": 0.4, "inner": "ties", "k": 0.8, "alpha": 1.0}
     grid = calibration_grid(ex, [("aim", aim)], parts=p["calib_parts"], samples=p["calib_samples"])
-    grid = grid.dropna(subset=["calib_samples"])
+    grid = grid.dropna(subset=["calibration_samples"])
     fig = figs["AIM: sensitivity to the calibration set"]
     lines = [t for t in fig.data if t.name == "aim question+short"]
     assert len(lines) == 2 and list(lines[0].x) == p["calib_samples"]

@@ -4,7 +4,7 @@ result depends on the calibration set (which parts of the answers, how many samp
 >>> ex = Explorer(family, split="test", n_per_level=100)
 >>> grid = calibration_grid(ex, [("aim", {"omega": 0.4, "inner": "ties", "k": 0.8})],
 ...                         parts=PARTS, samples=(10, 20, 100))   # one row per calibration set
->>> sens_coefficients_table(family)                               # Sens-Merging's n·σ per layer
+>>> layer_coefficients_table(family, "sens_merging")              # Sens-Merging's n·σ per layer
 
 Statistics are cached next to the checkpoints (or in ``$L2S_CACHE``), responses in the
 explorer's file, so asking again costs nothing.
@@ -19,8 +19,7 @@ import pandas as pd
 from l2s_kit.merging.calibration.sets import PARTS
 from l2s_kit.study.explorer import Explorer, model_name
 
-__all__ = ["PARTS", "calibration_grid", "calibration_merges", "layer_coefficients_table",
-           "sens_coefficients_table"]
+__all__ = ["PARTS", "calibration_grid", "calibration_merges", "layer_coefficients_table"]
 
 
 def calibration_merges(merges: Iterable[tuple[str, dict]], parts: Sequence[str] = PARTS,
@@ -59,12 +58,6 @@ def calibration_grid(explorer: Explorer, merges: Iterable[tuple[str, dict]],
     grid["calibration_parts"] = grid["model"].map(lambda m: sets.get(m, (None, None))[0])
     grid["calibration_samples"] = grid["model"].map(lambda m: sets.get(m, (None, None))[1])
     return grid
-
-
-def sens_coefficients_table(family, params: dict | None = None) -> pd.DataFrame:
-    """Sens-Merging's coefficient n·σ of System 2 per layer group on ``family`` (System 1 as the
-    base), as ``group``, ``coefficient`` rows in model order (embedding, layers, norm, head)."""
-    return layer_coefficients_table(family, "sens_merging", params)[["group", "coefficient"]]
 
 
 def layer_coefficients_table(family, method: str, params: dict | None = None) -> pd.DataFrame:
