@@ -4,7 +4,7 @@
 >>> ex = Explorer(study_setup(base=..., model=..., benchmark="math500", data_dir=..., limit=100))
 >>> ex.responses("task_arithmetic", alpha=0.2)          # responses DataFrame, graded, annotated
 >>> ex.sweep([("ties", {"k": 0.8, "alpha": a}) for a in (0.3, 0.5, 1.0)])  # one row per merge
->>> explorer_widget(ex)      # l2s_kit.study.widget: sliders; the figure updates in place
+>>> explorer_widget(ex, "ties")   # l2s_kit.study.widget: sliders; the figure updates in place
 
 It works on any :class:`l2s_kit.study.setup.StudySetup` (the built-in family when none is given):
 System 1 is loaded once and each merge's weights are swapped into it

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from l2s_kit import seeds
 from l2s_kit.choices import BACKENDS, GRADERS
 from l2s_kit.errors import L2SError
 from l2s_kit.evaluate import (
@@ -168,7 +168,7 @@ def stratified_sample(rows: list[dict], n: int, seed: int = 0) -> tuple[list[dic
     take = {k: int(q) for k, q in quotas.items()}
     for k in sorted(groups, key=lambda k: (-(quotas[k] - take[k]), str(k)))[:n - sum(take.values())]:
         take[k] += 1
-    rng = random.Random(f"stratified|{seed}")
+    rng = seeds.rng("stratified", seed)
     chosen = set()
     for k in sorted(groups, key=str):
         idx = list(groups[k])

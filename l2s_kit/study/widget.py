@@ -27,11 +27,11 @@ def _round(v):
     return round(v, 4) if isinstance(v, float) else v
 
 
-def explorer_widget(ex: Explorer, method: str = "task_arithmetic",
-                    methods: Sequence[str] | None = None, **params):
-    """Sliders and a dropdown for the method and its parameters; each change merges, evaluates
-    and redraws the by-level figure in place. Returns the ipywidgets box (its
-    ``.figure_output`` holds the figure, ``.status`` the last result)."""
+def explorer_widget(ex: Explorer, method: str, methods: Sequence[str] | None = None, **params):
+    """Sliders and a dropdown for the method (starting at ``method``; the others offered:
+    ``methods``, or :func:`slider_methods`) and its parameters (``params``: their first values);
+    each change merges, evaluates and redraws the by-level figure in place. Returns the
+    ipywidgets box (its ``.figure_output`` holds the figure, ``.status`` the last result)."""
     import ipywidgets as w
     from IPython.display import display
 

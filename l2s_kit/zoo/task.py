@@ -33,6 +33,8 @@ import random
 import re
 from dataclasses import dataclass
 
+from l2s_kit import seeds
+
 LEVELS = (1, 2, 3, 4, 5)
 SLOTS = 5
 OPS: tuple[str, ...] = tuple(f"+{d}" for d in range(1, 10)) + tuple(f"*{d}" for d in range(2, 10))
@@ -150,7 +152,7 @@ def problems(split: str, n_per_level: int, seed: int = 0,
              levels: tuple[int, ...] = LEVELS) -> list[Problem]:
     """Up to ``n_per_level`` distinct problems per level from ``split`` (level 1 has only
     ~170 problems in all, so its evaluation splits are smaller)."""
-    rng = random.Random(f"{seed}|{split}")
+    rng = seeds.rng(seed, split)
     out = []
     for level in levels:
         if level == 1:  # enumerate: the space is small

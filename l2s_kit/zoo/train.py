@@ -11,6 +11,7 @@ import random
 
 import torch
 
+from l2s_kit import seeds
 from l2s_kit.zoo import task
 from l2s_kit.zoo.spec import FamilySpec
 
@@ -137,8 +138,8 @@ def train_system1(spec: FamilySpec, progress: bool = True):
     over ``base_cooldown`` steps. Returns the model, its losses and the steps taken."""
     torch.set_num_threads(spec.threads)
     model = new_model(spec)
-    rng = random.Random(f"{spec.seed}|pretrain")
-    probe_rng = random.Random(f"{spec.seed}|probe")
+    rng = seeds.rng(spec.seed, "pretrain")
+    probe_rng = seeds.rng(spec.seed, "probe")
     probe = [task.sample(probe_rng, "train", lv) for lv in task.LEVELS for _ in range(40)]
     chunk: dict[int, list] = {}
 
@@ -176,7 +177,7 @@ def train_system2(system1, spec: FamilySpec, progress: bool = True):
     import copy
 
     torch.set_num_threads(spec.threads)
-    rng = random.Random(f"{spec.seed}|system2")
+    rng = seeds.rng(spec.seed, "system2")
     probs = [task.sample(rng, "train", rng.choice(task.LEVELS))
              for _ in range(spec.s2_steps * spec.batch)]
     docs = [_document(p.prompt, f"{p.prompt} {task.reflective(p)}") for p in probs]
