@@ -564,7 +564,7 @@ def _compare_runs(args) -> int:
         return Path(run)
 
     a, b = folder(args.run_a), folder(args.run_b)
-    c = runs.compare(a, b, rtol=args.rtol, atol=args.atol)
+    c = runs.compare_runs(a, b, rtol=args.rtol, atol=args.atol)
     print(f"{args.notebook}: {a} → {b}")
     print(c.format())
     return 1 if c.moved else 0

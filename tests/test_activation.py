@@ -11,9 +11,10 @@ import torch
 import yaml
 
 from l2s_kit.errors import RecipeError
+from l2s_kit.io.identity import cache_dir
 from l2s_kit.merging import get_method, load_recipe, merge, merge_in_memory, merge_state_dicts
 from l2s_kit.merging.calibration import activations
-from l2s_kit.merging.calibration.cache import cache_dir, cache_file, fingerprint
+from l2s_kit.merging.calibration.cache import cache_file, checkpoint_key
 from l2s_kit.merging.calibration.sensitivity import layer_group, sens_coefficients
 from l2s_kit.merging.calibration.sets import CalibrationError, CalibrationSpec, texts
 from l2s_kit.merging.methods.activation import aim_importance, aim_relax, sens_table
@@ -167,14 +168,14 @@ def test_cache_key_follows_file_contents_and_checkpoint(tmp_path, small_pair):
     key = CalibrationSpec(str(f), samples=1).key()
     f.write_text(json.dumps({"question": "a", "short": "c"}) + "\n")
     assert CalibrationSpec(str(f), samples=1).key() != key
-    assert fingerprint(small_pair[0]) != fingerprint(small_pair[1])
+    assert checkpoint_key(small_pair[0]) != checkpoint_key(small_pair[1])
     a, b = make_pair(tmp_path / "p", "tiny", seed=0, delta_std=0.02)
-    fp = fingerprint(a)
+    fp = checkpoint_key(a)
     from safetensors.torch import load_file, save_file
     w = load_file(a / "model.safetensors")
     w["model.norm.weight"][0] += 1.0  # same header and size, one value changed
     save_file(w, a / "model.safetensors", metadata={"format": "pt"})
-    assert fingerprint(a) != fp
+    assert checkpoint_key(a) != fp
 
 
 def test_cache_lives_next_to_the_checkpoint_unless_read_only(tmp_path, monkeypatch):

@@ -97,14 +97,14 @@ def test_compare_names_changed_parameters_inputs_and_numbers_beyond_the_toleranc
     b = _run(tmp_path, "nb", "b", started="2026-01-02T00:00:00", parameters={"alpha": 0.5, "n": 4},
              inputs={"system2": "weights:aa"},
              metrics={"acc": 90.05, "tokens": 120.0, "same": 1.0, "new": 3.0})
-    c = runs.compare(a, b)
+    c = runs.compare_runs(a, b)
     assert c.parameters == [("alpha", 0.2, 0.5)] and c.inputs == []
     # 90 → 90.05 is within rtol 1e-3 (0.09); 100 → 120 is not
     assert c.numbers[["name", "a", "b", "change"]].values.tolist() == [["tokens", 100.0, 120.0, 20.0]]
     assert c.added == ["new"] and c.removed == ["gone"] and c.moved and not c.unexplained
     text = c.format()
     assert "alpha: 0.2 → 0.5" in text and "tokens: 100 → 120 (+20)" in text
-    tight = runs.compare(a, b, rtol=0, atol=1e-6)
+    tight = runs.compare_runs(a, b, rtol=0, atol=1e-6)
     assert set(tight.numbers["name"]) == {"acc", "tokens"}
     assert runs.moved(None, 1.0) and not runs.moved(None, None) and not runs.moved(1.0, 1.0)
 

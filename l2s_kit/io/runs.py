@@ -11,7 +11,7 @@ A notebook states its key numbers and inputs with one helper, its last cell::
                               inputs=setup.fingerprints())
 
 which shows them as a table and tags them (mimetype ``application/vnd.l2s.metrics+json``) so that
-the runner finds them in the executed notebook. :func:`compare` tells what changed between two
+the runner finds them in the executed notebook. :func:`compare_runs` tells what changed between two
 runs: parameters, inputs, code, and the numbers that moved beyond a tolerance.
 """
 
@@ -312,7 +312,7 @@ def compare_records(a: dict, b: dict, rtol: float = RTOL, atol: float = ATOL) ->
         added=sorted(set(mb) - set(ma)), removed=sorted(set(ma) - set(mb)))
 
 
-def compare(a: str | os.PathLike, b: str | os.PathLike, rtol: float = RTOL,
+def compare_runs(a: str | os.PathLike, b: str | os.PathLike, rtol: float = RTOL,
             atol: float = ATOL) -> Comparison:
     """Compare the run folders ``a`` (earlier) and ``b``."""
     return compare_records(read_record(a), read_record(b), rtol, atol)

@@ -90,7 +90,7 @@ def _special_tokens(cfg: dict | None) -> dict:
     return out
 
 
-def compare(base: str | os.PathLike, model: str | os.PathLike, *, config_source: str = "base",
+def pair_differences(base: str | os.PathLike, model: str | os.PathLike, *, config_source: str = "base",
             tokenizer_source: str = "model", config_keys: dict | None = None,
             opened: tuple | None = None, plan: bool = True) -> list[Difference]:
     """Every difference between ``base`` and ``model`` (see the module docstring).
@@ -200,14 +200,14 @@ def _tokenizer_differences(b: Path, m: Path, tok_from: str) -> list[Difference]:
 
 def check_pair(base: str | os.PathLike, models, *, config_source: str = "base",
                tokenizer_source: str = "model", config_keys: dict | None = None) -> pd.DataFrame:  # noqa: F821
-    """:func:`compare` of ``base`` with every model as a table: model, area, item, base, model
+    """:func:`pair_differences` of ``base`` with every model as a table: model, area, item, base, model
     value, verdict, note (verdicts ``blocks`` first)."""
     import pandas as pd  # only here: `l2s merge` stays free of pandas
 
     models = [models] if isinstance(models, (str, os.PathLike)) else list(models)
     rows = []
     for mod in models:
-        for d in compare(base, mod, config_source=config_source,
+        for d in pair_differences(base, mod, config_source=config_source,
                          tokenizer_source=tokenizer_source, config_keys=config_keys):
             rows.append({"model": str(mod), "area": d.area, "item": d.item,
                          "base_value": _short(d.base), "model_value": _short(d.model),

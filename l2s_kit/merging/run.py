@@ -124,15 +124,15 @@ def merged_config(r: Recipe, inputs: list | None = None) -> tuple[dict, list[str
 
 
 def pair_check_notes(r: Recipe, inputs: list) -> list[str]:
-    """What :func:`l2s_kit.merging.compat.compare` finds between the base and each model that is
+    """What :func:`l2s_kit.merging.compat.pair_differences` finds between the base and each model that is
     not harmless, as card notes (``inputs``: the opened checkpoints, base first; the architecture's
     own notes come from the merge plan, and the config keys of ``config_keys`` from
     :func:`merged_config`)."""
-    from l2s_kit.merging.compat import HARMLESS, compare
+    from l2s_kit.merging.compat import HARMLESS, pair_differences
 
     out = []
     for m, opened in zip(r.models, inputs[1:]):
-        for d in compare(r.base_model, m.model, config_source=r.config_source,
+        for d in pair_differences(r.base_model, m.model, config_source=r.config_source,
                          tokenizer_source=r.tokenizer_source, config_keys=r.config_keys,
                          opened=(inputs[0], opened), plan=False):
             if d.area == "config" and d.item in r.config_keys:

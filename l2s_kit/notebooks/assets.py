@@ -33,7 +33,7 @@ class AssetError(L2SError):
     """A JavaScript asset for rendered notebooks is missing and cannot be fetched."""
 
 
-def cache_dir() -> Path:
+def assets_dir() -> Path:
     """``$L2S_ASSETS``, else ``$XDG_CACHE_HOME/l2s_kit`` (default ``~/.cache/l2s_kit``)."""
     if os.environ.get("L2S_ASSETS"):
         return Path(os.environ["L2S_ASSETS"])
@@ -43,7 +43,7 @@ def cache_dir() -> Path:
 def widget_renderer(fetch: bool = True) -> Path:
     """The path of html-manager's ``embed.js`` in the cache, fetching it first if needed."""
     a = HTML_MANAGER
-    path = cache_dir() / f"html-manager-{a['version']}" / "embed.js"
+    path = assets_dir() / f"html-manager-{a['version']}" / "embed.js"
     if path.is_file():
         return path
     if not fetch:

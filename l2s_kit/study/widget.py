@@ -41,20 +41,7 @@ def explorer_widget(ex: Explorer, method: str, methods: Sequence[str] | None = N
     if method not in methods:
         methods.insert(0, method)
     dropdown = w.Dropdown(options=methods, value=method, description="method")
-    controls: dict[str, w.Widget] = {}
-    for m in methods:
-        for name, p in get_method(m).params.items():
-            value = params.get(name, p.default)
-            if name in controls:
-                continue
-            if p.search is not None:  # the method's own search interval
-                lo, hi, step = p.search.lo, p.search.hi, p.search.step
-                controls[name] = w.FloatSlider(value=value, min=lo, max=hi, step=step,
-                                               description=name, continuous_update=False,
-                                               readout_format=".2f")
-            elif p.choices:
-                controls[name] = w.Dropdown(options=list(p.choices), value=value,
-                                            description=name)
+    controls = _controls([method, *methods], params)  # the first method's controls first
     status = w.HTML()
     out = w.Output()
     base = ex.compare()  # System 1 and System 2, evaluated once
@@ -110,3 +97,28 @@ def explorer_widget(ex: Explorer, method: str, methods: Sequence[str] | None = N
     box.controls, box.method, box.figure_output, box.status = controls, dropdown, out, status
     refresh()
     return box
+
+
+def _controls(methods: Sequence[str], params: dict) -> dict:
+    """One control per parameter name of ``methods``: a slider over the method's own search
+    interval, a dropdown for a parameter with choices; first values from ``params``, else the
+    first method's default."""
+    import ipywidgets as w
+
+    from l2s_kit.merging import get_method
+
+    controls: dict[str, w.Widget] = {}
+    for m in methods:
+        for name, p in get_method(m).params.items():
+            value = params.get(name, p.default)
+            if name in controls:
+                continue
+            if p.search is not None:
+                lo, hi, step = p.search.lo, p.search.hi, p.search.step
+                controls[name] = w.FloatSlider(value=value, min=lo, max=hi, step=step,
+                                               description=name, continuous_update=False,
+                                               readout_format=".2f")
+            elif p.choices:
+                controls[name] = w.Dropdown(options=list(p.choices), value=value,
+                                            description=name)
+    return controls

@@ -5,11 +5,11 @@ take minutes to hours on a real model, and a sweep over ω or T reuses them. The
 ``<checkpoint>/.l2s_cache/<kind>-<key>.safetensors`` (in ``~/.cache/l2s_kit/stats/`` when the
 checkpoint folder is read-only, and in ``$L2S_CACHE`` whenever that is set), written atomically. The key hashes:
 
-- each checkpoint's *fingerprint*: its config.json and the SHA-256 of every safetensors file's
-  whole content, so any change of tensor data gives another key. A file is hashed once (about a
-  minute for a 15 GB model read from the page cache); the digest is remembered in
-  ``fingerprints.json`` beside the entries, keyed by the file's size, modification time and inode,
-  and computed again whenever one of them changes;
+- each checkpoint's config.json and weights hash (:func:`l2s_kit.io.checkpoint_hash`, the hash
+  every response row carries), so any change of tensor data gives another key. The weights are
+  hashed once (about a minute for a 15 GB model read from the page cache); the hash is remembered
+  beside the entries, keyed by each file's size, modification time and inode, and computed again
+  whenever one of them changes;
 - the calibration settings (``CalibrationSpec.key()``: source, parts, samples, seed, fields,
   token limit, and the content hash of a file source);
 - the kind of statistic and the cache format version.
@@ -32,44 +32,17 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from l2s_kit.io import atomic_file
-from l2s_kit.io.identity import CACHE_DIR, cache_dir  # noqa: F401  (cache_dir: part of this API)
+from l2s_kit.io.identity import cache_dir, checkpoint_hash
 
-FORMAT = 2  # 2: whole-file fingerprints and checksummed entries
-BLOCK = 1 << 22  # bytes read at a time while hashing
-
-
-def _file_digest(f: Path, memo: dict) -> str:
-    st = f.stat()
-    stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
-    known = memo.get(f.name)
-    if known and known["stamp"] == stamp:
-        return known["sha256"]
-    h = hashlib.sha256()
-    with open(f, "rb") as fh:
-        while block := fh.read(BLOCK):
-            h.update(block)
-    memo[f.name] = {"stamp": stamp, "sha256": h.hexdigest()}
-    return memo[f.name]["sha256"]
+FORMAT = 3  # 3: checkpoints by config and weights hash; entries checksummed
 
 
-def fingerprint(path: str | os.PathLike) -> str:
-    """A hash of a checkpoint folder's config.json and weights (see the module docstring)."""
+def checkpoint_key(path: str | os.PathLike) -> str:
+    """A checkpoint folder's identity for the cache: its config.json's bytes and its weights hash
+    (:func:`l2s_kit.io.checkpoint_hash`, remembered across runs)."""
     path = Path(path)
-    memo_file = cache_dir(path) / "fingerprints.json"
-    try:
-        memo = json.loads(memo_file.read_text())
-    except (OSError, ValueError):
-        memo = {}
-    before = json.dumps(memo, sort_keys=True)
     h = hashlib.sha256((path / "config.json").read_bytes())
-    for f in sorted(path.glob("*.safetensors")):
-        h.update(f"{f.name}|{_file_digest(f, memo)}|".encode())
-    if json.dumps(memo, sort_keys=True) != before:
-        try:
-            with atomic_file(memo_file) as tmp:
-                tmp.write_text(json.dumps(memo, indent=1, sort_keys=True))
-        except OSError:
-            pass  # a read-only cache only costs hashing again next time
+    h.update(f"|{checkpoint_hash(path)}".encode())
     return h.hexdigest()
 
 
@@ -83,7 +56,7 @@ def _checksum(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def cache_key(kind: str, paths: Sequence, settings: dict) -> str:
-    blob = json.dumps({"kind": kind, "format": FORMAT, "checkpoints": [fingerprint(p) for p in paths],
+    blob = json.dumps({"kind": kind, "format": FORMAT, "checkpoints": [checkpoint_key(p) for p in paths],
                        "settings": settings}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
