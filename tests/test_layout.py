@@ -199,3 +199,23 @@ def test_every_function_is_under_80_lines():
                 if n >= 80:
                     long.append(f"{path.relative_to(PKG.parent)}:{node.lineno} {node.name} ({n})")
     assert not long, "functions of 80 lines or more:\n" + "\n".join(long)
+
+
+def test_decoder_tensor_names_have_one_home():
+    """The names of a decoder's embedding, head, norm and layers are written in io/names.py
+    only (docstrings aside)."""
+    names = ("lm_head", "model.embed_tokens", "model.norm", "model.layers")
+    found = []
+    for path in PKG.rglob("*.py"):
+        if path == PKG / "io" / "names.py":
+            continue
+        tree = ast.parse(path.read_text())
+        docs = {id(n.body[0].value) for n in ast.walk(tree)
+                if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+                and n.body and isinstance(n.body[0], ast.Expr)
+                and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and id(node) not in docs and any(x in node.value for x in names):
+                found.append(f"{path.relative_to(PKG.parent)}:{node.lineno} {node.value!r}")
+    assert not found, found

@@ -235,17 +235,17 @@ def test_spectrum_refuses_a_bad_out_extension_before_the_work(w, tmp_path, capsy
     assert "save spectrum tables as .csv or .parquet" in capsys.readouterr().err
 
 
-def test_rewriting_weights_in_place_changes_the_fingerprint(w):
-    from l2s_kit.merging.calibration.cache import fingerprint
+def test_rewriting_weights_in_place_changes_the_checkpoint_key(w):
+    from l2s_kit.merging.calibration.cache import checkpoint_key
 
     root, _ = w
     f = root / "base" / "model.safetensors"
-    before = fingerprint(root / "base")
-    assert fingerprint(root / "base") == before  # remembered, not re-read
+    before = checkpoint_key(root / "base")
+    assert checkpoint_key(root / "base") == before  # remembered, not re-read
     data = bytearray(f.read_bytes())
     data[-64:] = bytes(64)  # the last weight bytes; header and size unchanged
     f.write_bytes(bytes(data))
-    assert fingerprint(root / "base") != before
+    assert checkpoint_key(root / "base") != before
 
 
 def test_a_damaged_cache_entry_is_computed_again_naming_the_file(w):

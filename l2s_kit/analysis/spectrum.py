@@ -40,11 +40,12 @@ import torch
 from tqdm.auto import tqdm
 
 from l2s_kit.errors import L2SError
+from l2s_kit.io.names import HEAD
 from l2s_kit.merging.methods.lowrank import singular_values, svd_algorithm
 
 MODULES = {"q_proj": "q", "k_proj": "k", "v_proj": "v", "o_proj": "o", "gate_proj": "gate",
            "up_proj": "up", "down_proj": "down", "embed_tokens": "embedding", "wte": "embedding",
-           "lm_head": "head"}
+           HEAD: "head"}
 MODULE_ORDER = ["embedding", "q", "k", "v", "o", "gate", "up", "down", "head", "other"]
 ENERGY_TARGET = 0.9  # a matrix is low-rank at the budget when its top `rank` values hold this
 SHARE_TARGET = 0.75  # ... and the pair is when such matrices hold this share of the parameters

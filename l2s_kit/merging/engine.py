@@ -21,13 +21,12 @@ from tqdm.auto import tqdm
 
 from l2s_kit.errors import IncompatibleModelsError, L2SError, NonFiniteError
 from l2s_kit.io import DTYPES, Checkpoint, StateDictSource, TensorInfo
+from l2s_kit.io.names import EMBED_SUFFIXES, LM_HEAD
 from l2s_kit.merging.recipe import check_device
 from l2s_kit.merging.registry import MergeMethod, get_method
 
 BLOCK_ELEMS = 1 << 22  # entries per block when a tensor is streamed in blocks of rows (16 MB
 # in float32: the heap reuses freed blocks of this size without fragmenting into GBs)
-LM_HEAD = "lm_head.weight"
-EMBED_SUFFIXES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight")
 
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
@@ -154,15 +153,15 @@ def _output_names(inputs: Sequence, embed: str | None, untied_out: bool,
         tied_inputs = [_label(s) for s in inputs if LM_HEAD not in s]
         if tied_inputs:
             notes.append(
-                "output has an untied lm_head.weight; inputs with tied embeddings ("
-                + ", ".join(tied_inputs) + f") contribute their {embed} as lm_head"
+                f"output has an untied {LM_HEAD}; inputs with tied embeddings ("
+                + ", ".join(tied_inputs) + f") contribute their {embed} as {LM_HEAD}"
             )
     names = list(base.names)
     if untied_out and embed is not None and LM_HEAD not in base:
         names.append(LM_HEAD)
     if not untied_out and LM_HEAD in names:
         names.remove(LM_HEAD)  # every input ties it: the output does too
-        notes.append("all inputs tie lm_head to the embedding; the stored lm_head.weight is dropped")
+        notes.append(f"all inputs tie the head to the embedding; the stored {LM_HEAD} is dropped")
     for m in others:
         extra = [n for n in m.names if n not in names and n != LM_HEAD]
         if extra:

@@ -25,6 +25,7 @@ from pathlib import Path
 from l2s_kit.choices import MERGE_IN, RUNNERS
 from l2s_kit.errors import L2SError
 from l2s_kit.evaluate import GenerationSettings, render_prompt
+from l2s_kit.io.names import LM_HEAD
 
 
 class RunnerError(L2SError, ValueError):
@@ -87,7 +88,7 @@ def merge_into_base(recipe: dict, device: str = "cpu"):
     state = merge_in_memory(r, device=device)
     digest = weights_hash(StateDictSource(state))
     missing, unexpected = backend.model.load_state_dict(state, strict=False)
-    tied = {"lm_head.weight"} if backend.model.config.tie_word_embeddings else set()
+    tied = {LM_HEAD} if backend.model.config.tie_word_embeddings else set()
     if unexpected or set(missing) - tied:
         raise RunnerError(f"merged state does not fit System 1's model ({r.base_model}): "
                           f"missing {missing}, unexpected {unexpected}")

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from l2s_kit.io import CheckpointWriter, TensorInfo, natural_key
+from l2s_kit.io.names import EMBED, LM_HEAD
 from l2s_kit.seeds import generator
 
 SHAPES: dict[str, dict] = {
@@ -61,7 +62,7 @@ def tensor_infos(config: dict, dtype: torch.dtype) -> list[TensorInfo]:
         model = Qwen2ForCausalLM(Qwen2Config(**config))
     sd = model.state_dict()
     if config.get("tie_word_embeddings"):
-        sd.pop("lm_head.weight", None)
+        sd.pop(LM_HEAD, None)
     return [TensorInfo(n, dtype, tuple(sd[n].shape)) for n in sorted(sd, key=natural_key)]
 
 
@@ -119,9 +120,9 @@ def make_pair(out_dir: str | Path, shape: str | dict = "tiny", *, seed: int = 0,
         for name in tqdm(sorted(by_name, key=natural_key), desc="synthetic pair",
                          disable=not progress):
             info = by_name[name]
-            is_vocab = name in ("lm_head.weight", "model.embed_tokens.weight")
+            is_vocab = name in (LM_HEAD, EMBED)
             # an lm_head fine-tuned from a tied embedding starts from the embedding's values
-            src = TensorInfo("model.embed_tokens.weight", dtype, info.shape) if is_vocab else info
+            src = TensorInfo(EMBED, dtype, info.shape) if is_vocab else info
             base = _base_value(src, seed, vocab if is_vocab else None)
             if name in b_names:
                 wb.write(name, base.to(dtype))

@@ -31,10 +31,10 @@ from tqdm.auto import tqdm
 
 from l2s_kit.errors import CheckpointError
 from l2s_kit.io import Checkpoint
+from l2s_kit.io.names import EMBED, EMBED_MODULE, HEAD, LAYERS, NORM, layer
 from l2s_kit.merging.calibration.cache import cached_tensors
 from l2s_kit.merging.calibration.sets import CalibrationSpec, texts
 
-EMBED = "model.embed_tokens.weight"
 BLOCK_ELEMS = 1 << 24
 ATTENTION = "sdpa"
 
@@ -79,7 +79,7 @@ class Recorder:
         except the output head."""
         for n, mod in module.named_modules():
             full = ".".join(p for p in (prefix, n) if p)
-            if full == "lm_head" or full.endswith(".lm_head"):
+            if full == HEAD or full.endswith(f".{HEAD}"):
                 continue
             if isinstance(mod, torch.nn.Linear) or type(mod).__name__.endswith(("RMSNorm",
                                                                                  "LayerNorm")):
@@ -119,7 +119,7 @@ def _embed(ckpt: Checkpoint, batches) -> list[torch.Tensor]:
     """Embeddings of the batches' tokens, reading only the needed rows (in blocks)."""
     if EMBED not in ckpt:
         raise CheckpointError(f"{ckpt.path} has no {EMBED}; layer-by-layer activation statistics "
-                              "need a Qwen2/Llama-style decoder (model.embed_tokens, model.layers)")
+                              f"need a Qwen2/Llama-style decoder ({EMBED_MODULE}, {LAYERS})")
     vocab, hidden = ckpt.info(EMBED).shape
     ids = torch.cat([b[0].flatten() for b in batches])
     uniq = torch.unique(ids)
@@ -201,7 +201,7 @@ class Decoder:
 
     def layer(self, i: int) -> torch.nn.Module:
         mod = self.inner.layers[i]
-        _load(mod, self.ckpt, f"model.layers.{i}")
+        _load(mod, self.ckpt, layer(i))
         return mod.to(self.device)
 
     def run(self, mod: torch.nn.Module, i: int, h: torch.Tensor, ctx: tuple) -> torch.Tensor:
@@ -217,7 +217,7 @@ class Decoder:
         _release_memory()
 
     def norm(self) -> torch.nn.Module:
-        _load(self.inner.norm, self.ckpt, "model.norm")
+        _load(self.inner.norm, self.ckpt, NORM)
         return self.inner.norm.to(self.device)
 
 
@@ -239,7 +239,7 @@ class LayerStream:
         """Run decoder layer i over every batch (``rec``: hooks on its modules meanwhile)."""
         mod = self.decoder.layer(i)
         if rec is not None:
-            rec.attach(mod, f"model.layers.{i}")
+            rec.attach(mod, layer(i))
         for b, ctx in enumerate(self.ctx):
             if rec is not None:
                 rec.mask = self.masks[b]
@@ -253,7 +253,7 @@ class LayerStream:
         """The final norm of every batch's hidden states (``rec``: hooked on the norm)."""
         norm = self.decoder.norm()
         if rec is not None:
-            rec.attach(norm, "model.norm")
+            rec.attach(norm, NORM)
         out = []
         for mask, h in zip(self.masks, self.hidden):
             if rec is not None:

@@ -22,6 +22,7 @@ import os
 import torch
 from tqdm.auto import tqdm
 
+from l2s_kit.io.names import EMBED_MODULE, HEAD, NORM, layer
 from l2s_kit.merging.calibration.cache import cached_tensors
 from l2s_kit.merging.calibration.sets import CalibrationSpec, texts
 
@@ -80,13 +81,13 @@ def paired_states(base, model, batches, progress: bool = False, device: str = "c
         raise IncompatibleModelsError(f"{base} has {a.n_layers} decoder layers but {model} has "
                                       f"{b.n_layers}; ACM compares them layer by layer")
     with torch.no_grad():
-        yield "model.embed_tokens", list(a.hidden), list(b.hidden)
+        yield EMBED_MODULE, list(a.hidden), list(b.hidden)
         for i in tqdm(range(a.n_layers), desc="ACM activations (layer by layer)",
                       disable=not progress):
             a.layer(i)
             b.layer(i)
-            yield f"model.layers.{i}", list(a.hidden), list(b.hidden)
-        yield "model.norm", a.normed(), b.normed()
+            yield layer(i), list(a.hidden), list(b.hidden)
+        yield NORM, a.normed(), b.normed()
 
 
 def _positions(batches, hidden: int, pairs: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,5 +129,5 @@ def layer_nmi(base: str | os.PathLike, model: str | os.PathLike, spec: Calibrati
     settings = {**spec.key(), "bins": bins, "pairs": pairs, "pair_seed": seed}
     out = cached_tensors("acm-nmi", [base, model], settings, compute) if cache else compute()
     table = {g: float(t) for g, t in out.items()}
-    table["lm_head"] = table["model.norm"]
+    table[HEAD] = table[NORM]
     return table

@@ -29,6 +29,7 @@ import re
 import torch
 from tqdm.auto import tqdm
 
+from l2s_kit.io.names import EMBED, LM_HEAD, NORM, layer
 from l2s_kit.merging.calibration.activations import tokenize
 from l2s_kit.merging.calibration.cache import cached_tensors
 from l2s_kit.merging.calibration.sets import CalibrationSpec, texts
@@ -159,9 +160,9 @@ def sensitivities_layerwise(path, batches, *, chunk: int = 8, device: str = "cpu
     from l2s_kit.merging.calibration.activations import Decoder
 
     dec = Decoder(path, device)
-    tied = bool(getattr(dec.config, "tie_word_embeddings", False)) or "lm_head.weight" not in dec.ckpt
-    embed = dec.ckpt.read("model.embed_tokens.weight").float().to(device)
-    run = _Sweep(dec, embed, embed if tied else dec.ckpt.read("lm_head.weight").float().to(device),
+    tied = bool(getattr(dec.config, "tie_word_embeddings", False)) or LM_HEAD not in dec.ckpt
+    embed = dec.ckpt.read(EMBED).float().to(device)
+    run = _Sweep(dec, embed, embed if tied else dec.ckpt.read(LM_HEAD).float().to(device),
                  tied, score)
     samples = [(ids.to(device), mask.to(device)) for ids, mask in batches]
     bar = tqdm(total=len(samples), desc=f"{score} of {path} (layer by layer)",
@@ -185,8 +186,8 @@ class _Sweep:
         self.dec, self.embed, self.head_w, self.tied, self.score = dec, embed, head_w, tied, score
         self.norm = dec.norm()
         self.totals: dict[str, torch.Tensor] = {}
-        self.embed_group = layer_group("model.embed_tokens.weight")
-        self.head_group = self.embed_group if tied else layer_group("lm_head.weight")
+        self.embed_group = layer_group(EMBED)
+        self.head_group = self.embed_group if tied else layer_group(LM_HEAD)
 
     def forward(self, part) -> list[dict]:
         """Every sample's hidden states at every layer boundary (no gradients), each layer read
@@ -218,7 +219,7 @@ class _Sweep:
             logits = F.linear(hn, self.head_w)  # the head's weight gets its gradient by blocks
             logits.retain_grad()
             F.cross_entropy(logits[0, :-1].float(), ids[0, 1:]).backward()
-            _group_sum(self.norm, "model.norm", self.totals, self.score)
+            _group_sum(self.norm, NORM, self.totals, self.score)
             dz, h = logits.grad[0], hn.detach()[0]  # ∂L/∂logits (T × V), the head's input (T × H)
             rows = _head_rows(self.head_w, dz, h, self.score)  # per row, ∂L/∂W = dzᵀ h by blocks
             if self.tied:  # one shared matrix: rows no token of the sample used are final now,
@@ -240,7 +241,7 @@ class _Sweep:
             for k, c in enumerate(ctx):
                 x = c["hs"].pop().detach().requires_grad_()
                 self.dec.run(mod, i, x, c["ctx"]).backward(grads[k])
-                _group_sum(mod, f"model.layers.{i}", self.totals, self.score)
+                _group_sum(mod, layer(i), self.totals, self.score)
                 grads[k] = x.grad
             del mod
             self.dec.drop(i)

@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 import torch
 
 from l2s_kit.errors import RecipeError
+from l2s_kit.io.names import HEAD
 from l2s_kit.merging.calibration.activations import activation_stats
 from l2s_kit.merging.calibration.sensitivity import (
     layer_group,
@@ -154,7 +155,7 @@ def _sens_prepare(run, params):
 
     def state(job):
         g = layer_group(job.name)
-        if g not in table and g == "lm_head":  # an untied output of tied inputs: the embedding's
+        if g not in table and g == HEAD:  # an untied output of tied inputs: the embedding's
             g = layer_group(job.sources[0])
         coefficients = {"coefficients": table.get(g)}
         return lambda rows: coefficients

@@ -25,6 +25,7 @@ from typing import Annotated
 
 import torch
 
+from l2s_kit.io.names import HEAD
 from l2s_kit.merging.calibration.fisher import delta_norms, fisher_diagonal
 from l2s_kit.merging.calibration.mutual_info import layer_nmi
 from l2s_kit.merging.calibration.sensitivity import layer_group
@@ -78,7 +79,7 @@ def acm_coefficients(nmi: dict[str, float]) -> dict[str, float]:
 
     Hand check: NMI = [0.8, 0.6, 0.2] → w = [0.2, 0.4, 0.8], mean 7/15 → c = [3/7, 6/7, 12/7].
     """
-    groups = [g for g in nmi if g != "lm_head"]  # the head reads the norm's states: counted once
+    groups = [g for g in nmi if g != HEAD]  # the head reads the norm's states: counted once
     w = {g: 1.0 - nmi[g] for g in nmi}
     mean = sum(w[g] for g in groups) / len(groups)
     return {g: (w[g] / mean if mean > 0 else 1.0) for g in nmi}
