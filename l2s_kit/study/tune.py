@@ -42,6 +42,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from l2s_kit.analysis import summarize
 from l2s_kit.choices import OBJECTIVES, SAMPLERS
 from l2s_kit.errors import L2SError
 from l2s_kit.study.explorer import REFERENCE, Explorer, model_name
@@ -208,9 +209,10 @@ def start_points(method: str, setup, ranges: dict) -> list[dict]:
 def _summary(df: pd.DataFrame, weights: dict[str, float] | None = None) -> dict:
     """Accuracy (%), mean tokens and problems of responses; with ``weights`` (a subset's), the
     accuracy and length are estimates for the whole split (see :func:`subset_weights`)."""
-    if weights is None:
-        return {"accuracy": 100.0 * float(df["correct"].mean()),
-                "mean_tokens": float(df["n_tokens"].mean()), "problems": int(df["id"].nunique())}
+    if weights is None:  # one model's responses: the summary every table gives
+        s = summarize(df, by=["model"]).iloc[0]
+        return {"accuracy": float(s["accuracy"]), "mean_tokens": float(s["mean_tokens"]),
+                "problems": int(df["id"].nunique())}
     per = df.groupby(df["id"].astype(str))[["correct", "n_tokens"]].mean()
     w = per.index.map(weights).to_numpy(dtype=float)
     return {"accuracy": 100.0 * float((per["correct"] * w).sum() / w.sum()),
