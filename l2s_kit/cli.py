@@ -780,16 +780,29 @@ def _tune_parser(sub) -> None:
     p.add_argument("--sampler", choices=list(SAMPLERS), default="tpe")
     p.add_argument("--no-warm-start", dest="warm_start", action="store_false",
                    help="start from scratch, not from the study grid's settings of the method")
-    p.add_argument("--tolerance", type=float, default=3.0,
-                   help="accuracy points below System 2 the merge may lose (default 3)")
+    _tolerance(p, "the merge")
     _pair_arguments(p)
-    p.add_argument("--n-per-level", dest="n_per_level", type=int, default=20,
-                   help="the family's problems per level and split (default 20)")
-    p.add_argument("--workdir", default="data/runs/tune",
-                   help="responses and the search's state (reused by later runs)")
-    p.add_argument("--out", default=None, help="write trials.csv, chosen.csv and test.csv here")
+    _family_size(p, 20)
+    _folders(p, "data/runs/tune", "responses and the search's state (reused by later runs)",
+             "write trials.csv, chosen.csv and test.csv here")
     _quiet(p, "no progress bars")
     p.set_defaults(func=_tune)
+
+
+def _tolerance(p, who: str) -> None:
+    p.add_argument("--tolerance", type=float, default=3.0,
+                   help=f"accuracy points below System 2 {who} may lose (default 3)")
+
+
+def _family_size(p, default: int) -> None:
+    p.add_argument("--n-per-level", dest="n_per_level", type=int, default=default,
+                   help=f"the family's problems per level and split (default {default}; level 1 "
+                   "has fewer)")
+
+
+def _folders(p, workdir: str, workdir_help: str, out_help: str) -> None:
+    p.add_argument("--workdir", default=workdir, help=workdir_help)
+    p.add_argument("--out", default=None, help=out_help)
 
 
 def _study_parser(sub) -> None:
@@ -804,8 +817,7 @@ def _study_parser(sub) -> None:
                    help="YAML grid: [[method, {param: value}], ...] or {method: {param: [values]}} "
                    "(default: the paper's settings for a pair; for the family those and a sweep of "
                    "α / k / p, l2s_kit.merging.methods.settings.GRID)")
-    p.add_argument("--tolerance", type=float, default=3.0,
-                   help="accuracy points below System 2 a chosen merge may lose (default 3)")
+    _tolerance(p, "a chosen merge")
     _sampling_arguments(p)
     p.add_argument("--merge-in", dest="merge_in", choices=list(MERGE_IN),
                    default="auto", help="merges swapped into a loaded System 1 (memory) or "
@@ -816,11 +828,9 @@ def _study_parser(sub) -> None:
                    help="GPUs per Ray task (> 0 evaluates on CUDA)")
     p.add_argument("--ray-address", dest="ray_address", default=None,
                    help="a running Ray cluster (default: a local Ray)")
-    p.add_argument("--workdir", default="data/runs/study", help="merges and responses")
-    p.add_argument("--out", default=None, help="tables and figures (default: figures/study for the "
-                   "family, figures/study-<pair> for a pair)")
-    p.add_argument("--n-per-level", dest="n_per_level", type=int, default=100,
-                   help="the family: problems per level and split (level 1 has fewer)")
+    _folders(p, "data/runs/study", "merges and responses", "tables and figures (default: "
+             "figures/study for the family, figures/study-<pair> for a pair)")
+    _family_size(p, 100)
     p.add_argument("--png", action="store_true", help="also export PNGs (kaleido + Chromium)")
     p.add_argument("--gallery", default=None,
                    help="the folder whose index.html lists this run with the notebooks' runs "
