@@ -572,6 +572,17 @@ def _compare_runs(args) -> int:
 
 # ---- the parser: shared options once, one small builder per subcommand -----------------------
 
+def _runs(p: argparse.ArgumentParser, func, overwrite: str | None = None,
+          quiet: str | None = None) -> None:
+    """The subcommand runs ``func``; with ``overwrite`` / ``quiet`` (their help) it takes
+    ``--overwrite`` / ``--quiet``."""
+    if overwrite is not None:
+        _overwrite(p, overwrite)
+    if quiet is not None:
+        _quiet(p, quiet)
+    p.set_defaults(func=func)
+
+
 def _quiet(p: argparse.ArgumentParser, what: str = "no progress bar") -> None:
     p.add_argument("--quiet", action="store_true", help=what)
 
@@ -609,14 +620,12 @@ def _merge_parser(sub) -> None:
                    "default; presets: base), base, or a folder")
     p.add_argument("--shard-size", default=None, help="largest shard, e.g. 2GB (default 2GB)")
     _device(p, None)
-    _overwrite(p, "replace an existing output folder")
-    _quiet(p)
-    p.set_defaults(func=_merge)
+    _runs(p, _merge, overwrite="replace an existing output folder", quiet="no progress bar")
 
 
 def _methods_parser(sub) -> None:
     p = sub.add_parser("methods", help="list merge methods, their parameters and presets")
-    p.set_defaults(func=_methods)
+    _runs(p, _methods)
 
 
 def _eval_parser(sub) -> None:
@@ -651,8 +660,7 @@ def _eval_parser(sub) -> None:
     p.add_argument("--tensor-parallel", dest="tensor_parallel", type=int, default=1,
                    help="GPUs per model with --backend vllm (default 1)")
     p.add_argument("--model-name", dest="model_name", help="name in the results (default: folder)")
-    _quiet(p)
-    p.set_defaults(func=_eval)
+    _runs(p, _eval, quiet="no progress bar")
 
 
 def _grader_arguments(p, default: str | None) -> None:
@@ -678,9 +686,7 @@ def _regrade_parser(sub) -> None:
     p.add_argument("responses", help="a responses.jsonl written by l2s eval or l2s study")
     p.add_argument("--out", required=True, help="the new responses file to write")
     _grader_arguments(p, "math-verify")
-    _overwrite(p, "replace an existing --out (never the input)")
-    _quiet(p)
-    p.set_defaults(func=_regrade)
+    _runs(p, _regrade, overwrite="replace an existing --out (never the input)", quiet="no progress bar")
 
 
 def _spectrum_parser(sub) -> None:
@@ -710,9 +716,7 @@ def _spectrum_parser(sub) -> None:
     p.add_argument("--k", type=int, default=None,
                    help="values the randomized SVD computes (default max(2 x budget, 64))")
     _device(p)
-    _overwrite(p, "replace existing output files")
-    _quiet(p)
-    p.set_defaults(func=_spectrum)
+    _runs(p, _spectrum, overwrite="replace existing output files", quiet="no progress bar")
 
 
 def _sweep_parser(sub) -> None:
@@ -723,8 +727,7 @@ def _sweep_parser(sub) -> None:
     p.add_argument("file", help="sweep YAML (recipes, models, benchmarks, data_dir, runner, ...)")
     p.add_argument("--runner", choices=list(RUNNERS), default=None,
                    help="override the file's runner")
-    _quiet(p, "no progress bars")
-    p.set_defaults(func=_sweep)
+    _runs(p, _sweep, quiet="no progress bars")
 
 
 def _pair_arguments(p) -> None:
@@ -785,8 +788,7 @@ def _tune_parser(sub) -> None:
     _family_size(p, 20)
     _folders(p, "data/runs/tune", "responses and the search's state (reused by later runs)",
              "write trials.csv, chosen.csv and test.csv here")
-    _quiet(p, "no progress bars")
-    p.set_defaults(func=_tune)
+    _runs(p, _tune, quiet="no progress bars")
 
 
 def _tolerance(p, who: str) -> None:
@@ -835,8 +837,7 @@ def _study_parser(sub) -> None:
     p.add_argument("--gallery", default=None,
                    help="the folder whose index.html lists this run with the notebooks' runs "
                    "(default: the folder holding --out, e.g. figures)")
-    _quiet(p, "no progress bars")
-    p.set_defaults(func=_study)
+    _runs(p, _study, quiet="no progress bars")
 
 
 def _check_parser(sub) -> None:
@@ -856,8 +857,7 @@ def _check_parser(sub) -> None:
                    "base or a folder")
     p.add_argument("--all", action="store_true", help="also list harmless differences")
     p.add_argument("--csv", default=None, help="also write the table as CSV")
-    _overwrite(p, "replace an existing --csv file")
-    p.set_defaults(func=_check)
+    _runs(p, _check, overwrite="replace an existing --csv file")
 
 
 def _zoo_parser(sub) -> None:
@@ -912,7 +912,7 @@ def _notebooks_parser(sub) -> None:
     c.add_argument("--atol", type=float, default=1e-9, help="absolute tolerance (default 1e-9)")
     g = nsub.add_parser("gallery", help="rewrite OUT/index.html, the page listing every run")
     g.add_argument("--out", default="figures", help="the folder of the runs")
-    p.set_defaults(func=_notebooks)
+    _runs(p, _notebooks)
 
 
 def build_parser() -> argparse.ArgumentParser:
