@@ -122,6 +122,12 @@ def _methods(args) -> int:
 
 
 def _eval(args) -> int:
+    """generate responses for a data file, grade and summarize
+
+    Generate responses of a checkpoint for the rows of a jsonl file (fields id, prompt, gold,
+    optional dataset and level), extract and grade the answers, append one line per sample to
+    --out and print accuracy and mean length. Rerunning resumes: samples already in --out are
+    kept."""
     from l2s_kit.evaluate import (
         GenerationSettings,
         MathGrader,
@@ -206,6 +212,11 @@ def _print_summary(df, ks) -> None:
 
 
 def _regrade(args) -> int:
+    """grade saved responses again into a new file (no generation)
+
+    Grade every row of a responses file again with another grader (or the same one), writing a
+    new file: the input is never changed. The new rows name their grader, so `l2s eval` treats
+    the new file as another run."""
     import pandas as pd
 
     from l2s_kit.analysis import summarize
@@ -225,6 +236,14 @@ def _regrade(args) -> int:
 
 
 def _spectrum(args) -> int:
+    """singular values of a pair's task vector, per weight matrix
+
+    Stream the task vector MODEL - BASE (a System 1 / System 2 pair, or a merge and its base)
+    one 2-D weight at a time, compute its singular values (exact for small matrices, a seeded
+    randomized SVD with a stated error bound for large ones), and write one row per matrix:
+    energy at the rank budget, rank for 90% / 99% of the energy, effective and stable rank,
+    layer and module type. Prints whether the pair is low-rank enough for SVD merging (the rule
+    is in l2s_kit.analysis.spectrum)."""
     from l2s_kit.analysis.spectrum import (
         check_table_path,
         low_rank_verdict,
@@ -262,6 +281,11 @@ def _int_or_name(value: str) -> int | str:
 
 
 def _sweep(args) -> int:
+    """merge and evaluate a grid of recipes × datasets (local or Ray)
+
+    Run a sweep file: every recipe merged and evaluated (and every listed model evaluated) on
+    every dataset, in this process or as Ray tasks, then print the summary and Table 1. Merges
+    and responses are reused."""
     from l2s_kit.analysis import format_table1
     from l2s_kit.study.sweep import load_sweep, run_sweep
 
@@ -309,6 +333,12 @@ def _pair_setup(args):
 
 
 def _study(args) -> int:
+    """the L2S study of a pair (the built-in family by default)
+
+    Merge System 1 (--base) with System 2 (--model) by a grid of methods, evaluate every model,
+    choose each method's setting on the validation problems and report on the test problems,
+    with tables and figures. With no pair, the built-in family (built or reused). Re-runs reuse
+    merges and responses."""
     from l2s_kit.study import print_result, run_study
     from l2s_kit.study.run import load_grid
 
@@ -399,6 +429,13 @@ def _sampling_arguments(p) -> None:
 
 
 def _tune(args) -> int:
+    """choose a merge automatically on the validation split (Optuna)
+
+    Search one method's parameters (Optuna TPE or NSGA-II) for the shortest merge within
+    --tolerance points of System 2, or for the accuracy-against-length Pareto front; candidates
+    are tried on a small informative subset first and only promising ones on the whole
+    validation split; the chosen merge(s) are evaluated on test. Resumable: run it again to
+    continue."""
     import pandas as pd
     import yaml
 
@@ -442,6 +479,13 @@ def _tune(args) -> int:
 
 
 def _check(args) -> int:
+    """do the checkpoints fit together? every difference, with a verdict
+
+    Compare System 1 (BASE) with each MODEL before any tensor is read: architecture and
+    tensors, every config.json key, tokenizers (vocabulary, tokens at the same id, special
+    tokens, chat template), generation_config.json, dtypes. Each difference gets a verdict:
+    blocks, takes (the merge takes it from one side), harmless. Exit status 1 when anything
+    blocks the merge, 0 otherwise."""
     from l2s_kit.merging.compat import BLOCKS, HARMLESS, check_pair
 
     for what, folder in (("base", args.base), *(("model", m) for m in args.models)):
@@ -508,6 +552,11 @@ def _zoo(args) -> int:
 
 
 def _notebooks(args) -> int:
+    """run the parameterized notebooks headless and render them
+
+    Run notebooks with papermill into OUT/<notebook>/<run>/: the executed .ipynb, an offline
+    .html and a .png per plotly figure. A failing notebook keeps its executed copy; the others
+    still run; the exit code is 1."""
     import yaml
 
     from l2s_kit.notebooks import find_notebooks, notebook_parameters, run_notebooks
@@ -572,6 +621,13 @@ def _compare_runs(args) -> int:
 
 # ---- the parser: shared options once, one small builder per subcommand -----------------------
 
+def _command(sub, name: str, handler) -> argparse.ArgumentParser:
+    """The subcommand ``name``: its one-line help and its description are ``handler``'s
+    docstring (first line; the rest)."""
+    head, _, rest = (handler.__doc__ or "").strip().partition("\n")
+    return sub.add_parser(name, help=head.strip(), description=" ".join(rest.split()) or None)
+
+
 def _runs(p: argparse.ArgumentParser, func, overwrite: str | None = None,
           quiet: str | None = None) -> None:
     """The subcommand runs ``func``; with ``overwrite`` / ``quiet`` (their help) it takes
@@ -629,11 +685,7 @@ def _methods_parser(sub) -> None:
 
 
 def _eval_parser(sub) -> None:
-    p = sub.add_parser("eval", help="generate responses for a data file, grade and summarize",
-                       description="Generate responses of a checkpoint for the rows of a jsonl "
-                       "file (fields id, prompt, gold, optional dataset and level), extract and "
-                       "grade the answers, append one line per sample to --out and print accuracy "
-                       "and mean length. Rerunning resumes: samples already in --out are kept.")
+    p = _command(sub, "eval", _eval)
     p.add_argument("model", help="checkpoint folder")
     p.add_argument("--data", help="jsonl rows with id, prompt, gold[, dataset, level]")
     p.add_argument("--benchmark", action="append", metavar="NAME",
@@ -678,11 +730,7 @@ def _grader_arguments(p, default: str | None) -> None:
 
 
 def _regrade_parser(sub) -> None:
-    p = sub.add_parser("regrade", help="grade saved responses again into a new file (no generation)",
-                       description="Grade every row of a responses file again with another grader "
-                       "(or the same one), writing a new file: the input is never changed. The "
-                       "new rows name their grader, so `l2s eval` treats the new file as another "
-                       "run.")
+    p = _command(sub, "regrade", _regrade)
     p.add_argument("responses", help="a responses.jsonl written by l2s eval or l2s study")
     p.add_argument("--out", required=True, help="the new responses file to write")
     _grader_arguments(p, "math-verify")
@@ -690,14 +738,7 @@ def _regrade_parser(sub) -> None:
 
 
 def _spectrum_parser(sub) -> None:
-    p = sub.add_parser("spectrum", help="singular values of a pair's task vector, per weight matrix",
-                       description="Stream the task vector MODEL - BASE (a System 1 / System 2 "
-                       "pair, or a merge and its base) one 2-D weight at a time, compute its "
-                       "singular values (exact for small matrices, a seeded randomized SVD with "
-                       "a stated error bound for large ones), and write one row per matrix: "
-                       "energy at the rank budget, rank for 90%% / 99%% of the energy, effective "
-                       "and stable rank, layer and module type. Prints whether the pair is "
-                       "low-rank enough for SVD merging (the rule is in l2s_kit.analysis.spectrum).")
+    p = _command(sub, "spectrum", _spectrum)
     p.add_argument("base", help="base checkpoint folder (System 1)")
     p.add_argument("model", help="checkpoint folder whose task vector is inspected (System 2)")
     p.add_argument("--out", required=True, help="per-matrix table, .csv or .parquet")
@@ -720,10 +761,7 @@ def _spectrum_parser(sub) -> None:
 
 
 def _sweep_parser(sub) -> None:
-    p = sub.add_parser("sweep", help="merge and evaluate a grid of recipes × datasets (local or Ray)",
-                       description="Run a sweep file: every recipe merged and evaluated (and every "
-                       "listed model evaluated) on every dataset, in this process or as Ray tasks, "
-                       "then print the summary and Table 1. Merges and responses are reused.")
+    p = _command(sub, "sweep", _sweep)
     p.add_argument("file", help="sweep YAML (recipes, models, benchmarks, data_dir, runner, ...)")
     p.add_argument("--runner", choices=list(RUNNERS), default=None,
                    help="override the file's runner")
@@ -763,13 +801,7 @@ def _pair_arguments(p) -> None:
 
 
 def _tune_parser(sub) -> None:
-    p = sub.add_parser("tune", help="choose a merge automatically on the validation split (Optuna)",
-                       description="Search one method's parameters (Optuna TPE or NSGA-II) for "
-                       "the shortest merge within --tolerance points of System 2, or for the "
-                       "accuracy-against-length Pareto front; candidates are tried on a small "
-                       "informative subset first and only promising ones on the whole "
-                       "validation split; the chosen merge(s) are evaluated on test. Resumable: "
-                       "run it again to continue.")
+    p = _command(sub, "tune", _tune)
     p.add_argument("--method", required=True, help="the merge method to tune, e.g. ties")
     p.add_argument("--space", action="append", metavar="NAME=LOW:HIGH",
                    help="a parameter's range (repeatable; default: every float parameter in "
@@ -808,12 +840,7 @@ def _folders(p, workdir: str, workdir_help: str, out_help: str) -> None:
 
 
 def _study_parser(sub) -> None:
-    p = sub.add_parser("study", help="the L2S study of a pair (the built-in family by default)",
-                       description="Merge System 1 (--base) with System 2 (--model) by a grid of "
-                       "methods, evaluate every model, choose each method's setting on the "
-                       "validation problems and report on the test problems, with tables and "
-                       "figures. With no pair, the built-in family (built or reused). Re-runs "
-                       "reuse merges and responses.")
+    p = _command(sub, "study", _study)
     _pair_arguments(p)
     p.add_argument("--grid", default=None,
                    help="YAML grid: [[method, {param: value}], ...] or {method: {param: [values]}} "
@@ -841,13 +868,7 @@ def _study_parser(sub) -> None:
 
 
 def _check_parser(sub) -> None:
-    p = sub.add_parser("check", help="do the checkpoints fit together? every difference, with a verdict",
-                       description="Compare System 1 (BASE) with each MODEL before any tensor is "
-                       "read: architecture and tensors, every config.json key, tokenizers "
-                       "(vocabulary, tokens at the same id, special tokens, chat template), "
-                       "generation_config.json, dtypes. Each difference gets a verdict: blocks, "
-                       "takes (the merge takes it from one side), harmless. Exit status 1 when "
-                       "anything blocks the merge, 0 otherwise.")
+    p = _command(sub, "check", _check)
     p.add_argument("base", help="System 1 checkpoint folder")
     p.add_argument("models", nargs="+", help="System 2 (and further) checkpoint folders")
     p.add_argument("--config-source", dest="config_source", default="base",
@@ -879,10 +900,7 @@ def _zoo_parser(sub) -> None:
 
 
 def _notebooks_parser(sub) -> None:
-    p = sub.add_parser("notebooks", help="run the parameterized notebooks headless and render them",
-                       description="Run notebooks with papermill into OUT/<notebook>/<run>/: the "
-                       "executed .ipynb, an offline .html and a .png per plotly figure. A failing "
-                       "notebook keeps its executed copy; the others still run; the exit code is 1.")
+    p = _command(sub, "notebooks", _notebooks)
     nsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     r = nsub.add_parser("run", help="execute and render notebooks (all by default)")
     r.add_argument("names", nargs="*", help="notebook names (default: every notebook in --dir)")
