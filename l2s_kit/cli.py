@@ -60,8 +60,6 @@ command that makes them again is printed); 130 interrupted.
 def _merge(args) -> int:
     import dataclasses
 
-    import yaml
-
     from l2s_kit.merging import load_recipe, merge
 
     if args.recipe and (args.preset or args.method):
@@ -71,7 +69,7 @@ def _merge(args) -> int:
         key, eq, val = kv.partition("=")
         if not eq:
             raise L2SError(f"--param {kv!r}: write it as NAME=VALUE, e.g. --param alpha=0.7")
-        params[key] = yaml.safe_load(val)
+        params[key] = _yaml_value(f"--param {kv}", val)
     if args.recipe:
         recipe = load_recipe(args.recipe)
     elif (args.preset or args.method) and args.base and args.model:
@@ -439,6 +437,7 @@ def _tune(args) -> int:
     import pandas as pd
     import yaml
 
+    from l2s_kit.io.yamlfile import safe_load
     from l2s_kit.study.tune import tune
 
     space = {}
@@ -448,7 +447,7 @@ def _tune(args) -> int:
         try:
             if not (eq and colon):
                 raise ValueError
-            space[name] = (float(yaml.safe_load(lo)), float(yaml.safe_load(hi)))
+            space[name] = (float(safe_load(lo)), float(safe_load(hi)))
         except (ValueError, TypeError, yaml.YAMLError):
             raise L2SError(f"--space {item!r}: give NAME=LOW:HIGH, e.g. --space k=0.5:0.95") from None
     setup = _pair_setup(args)
@@ -557,7 +556,6 @@ def _notebooks(args) -> int:
     Run notebooks with papermill into OUT/<notebook>/<run>/: the executed .ipynb, an offline
     .html and a .png per plotly figure. A failing notebook keeps its executed copy; the others
     still run; the exit code is 1."""
-    import yaml
 
     from l2s_kit.notebooks import find_notebooks, notebook_parameters, run_notebooks
     from l2s_kit.notebooks.assets import widget_renderer
@@ -579,7 +577,7 @@ def _notebooks(args) -> int:
             for k, v in notebook_parameters(path).items():
                 print(f"    {k} = {v['default']}  # {v['help']}")
         return 0
-    params = {k: yaml.safe_load(v) for k, v in args.param or []}
+    params = {k: _yaml_value(f"--param {k}={v}", v) for k, v in args.param or []}
     df = run_notebooks(args.names or None, params, parameters_file=args.file, run=args.run,
                        notebooks=args.dir, out=args.out, overwrite=args.overwrite,
                        png=not args.no_png, progress=not args.quiet)
@@ -620,6 +618,18 @@ def _compare_runs(args) -> int:
 
 
 # ---- the parser: shared options once, one small builder per subcommand -----------------------
+
+def _yaml_value(where: str, text: str):
+    """A value given on the command line, read as YAML (``0.7``, ``[0.2, 0.9]``, ``true``)."""
+    import yaml
+
+    from l2s_kit.io.yamlfile import safe_load
+
+    try:
+        return safe_load(text)
+    except yaml.YAMLError as e:
+        raise L2SError(f"{where}: not a YAML value ({' '.join(str(e).split())})") from None
+
 
 def _command(sub, name: str, handler) -> argparse.ArgumentParser:
     """The subcommand ``name``: its one-line help and its description are ``handler``'s

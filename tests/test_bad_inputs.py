@@ -420,3 +420,66 @@ def test_good_recipe_leaves_only_the_output(pair, tmp_path):
     assert saved["parameters"] == {"alpha": 0.5}
     assert read_merge_info(result)["weights_hash"] == result.weights_hash
     assert leftovers(out) == ["out"]
+
+
+# -- YAML as every file of the kit is read ----------------------------------------------------------
+def _yaml_recipe(pair, tmp_path, body: str) -> Path:
+    base, model = pair
+    f = tmp_path / "recipe.yaml"
+    f.write_text(f"merge_method: task_arithmetic\nbase_model: {base}\nmodels:\n  - model: {model}\n"
+                 + body)
+    return f
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(pair, tmp_path):
+    import time
+
+    laughs = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 12))
+    f = _yaml_recipe(pair, tmp_path, "l0: &l0 [ha, ha, ha, ha, ha, ha, ha, ha, ha]\n" + laughs
+                     + "name: *l11\n")
+    start = time.perf_counter()
+    msg = merge_fails(RecipeError, f, tmp_path / "out")
+    assert time.perf_counter() - start < 5  # 9**11 nodes were it expanded
+    assert "aliases (*l0) are not accepted" in msg and str(f) in msg
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(pair, tmp_path):
+    f = _yaml_recipe(pair, tmp_path, "parameters:\n  alpha: 0.3\n  alpha: 0.7\n")
+    msg = merge_fails(RecipeError, f, tmp_path / "out")
+    assert "the key 'alpha' is given twice (first on line 6); keep one" in msg
+    assert "line 7" in msg
+
+
+def test_a_number_in_exponent_form_is_a_number(pair, tmp_path):
+    from l2s_kit.merging import load_recipe
+
+    f = _yaml_recipe(pair, tmp_path, "parameters: {alpha: 1e-1}\n")
+    assert load_recipe(f).parameters == {"alpha": 0.1}
+    assert yaml.safe_load("alpha: 1e-1") == {"alpha": "1e-1"}  # what PyYAML alone reads
+
+
+def test_bad_yaml_in_a_sweep_or_a_notebook_parameters_file_is_one_line_exit_2(tmp_path, capsys):
+    from l2s_kit.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("recipes: {a: 1\n")
+    assert main(["sweep", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "Traceback" not in err
+    bad.write_text("a: &x 1\nb: *x\n")
+    assert main(["notebooks", "run", "-f", str(bad), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert f"parameters file {bad}" in err and "aliases" in err and "Traceback" not in err
+    assert main(["merge", "--method", "task_arithmetic", "--param", "alpha=[1", "--base", "x",
+                 "--model", "y", "--out", str(tmp_path / "o")]) == 2
+    assert "--param alpha=[1: not a YAML value" in capsys.readouterr().err
+
+
+def test_every_yaml_file_is_read_through_one_loader():
+    import re
+    from pathlib import Path as P
+
+    pkg = P(__file__).resolve().parents[1] / "l2s_kit"
+    direct = [str(f.relative_to(pkg)) for f in pkg.rglob("*.py")
+              if f.name != "yamlfile.py" and re.search(r"yaml\.(safe_)?load\(", f.read_text())]
+    assert not direct, f"read YAML with l2s_kit.io.yamlfile.safe_load: {direct}"

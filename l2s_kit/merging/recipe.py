@@ -42,6 +42,7 @@ import yaml
 
 from l2s_kit.errors import RecipeError
 from l2s_kit.io import DTYPES
+from l2s_kit.io.yamlfile import safe_load
 from l2s_kit.merging.methods.settings import PRESETS
 from l2s_kit.merging.registry import get_method
 
@@ -337,7 +338,7 @@ def _read_mapping(source) -> tuple[dict, Path | None, str]:
         else:
             text = str(source)
         try:
-            d = yaml.safe_load(text)
+            d = safe_load(text)
         except yaml.YAMLError as e:
             raise RecipeError(f"{where} is not valid YAML: {e}") from e
     if not isinstance(d, dict):

@@ -76,10 +76,15 @@ def _literal_type(default: str, inferred: str) -> str:
 def _load_params_file(path: str | os.PathLike) -> dict:
     import yaml
 
+    from l2s_kit.io.yamlfile import safe_load
+
     path = Path(path)
     if not path.is_file():
         raise NotebookError(f"parameters file {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise NotebookError(f"parameters file {path}: {' '.join(str(e).split())}") from None
     if not isinstance(data, dict):
         raise NotebookError(f"parameters file {path} must map parameter names to values")
     return data

@@ -64,6 +64,7 @@ def load_grid(source: str | os.PathLike | list | dict) -> list[tuple[str, dict]]
     :func:`l2s_kit.study.explorer.param_grid`). Errors name the file and the entry."""
     import yaml
 
+    from l2s_kit.io.yamlfile import safe_load
     from l2s_kit.study.explorer import param_grid
     from l2s_kit.study.setup import SetupError
 
@@ -74,7 +75,7 @@ def load_grid(source: str | os.PathLike | list | dict) -> list[tuple[str, dict]]
             raise SetupError(f"grid file {path} does not exist")
         where = str(path)
         try:
-            source = yaml.safe_load(path.read_text())
+            source = safe_load(path.read_text())
         except yaml.YAMLError as e:
             raise SetupError(f"{where}: not valid YAML ({e})") from None
     if isinstance(source, dict):

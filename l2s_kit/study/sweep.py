@@ -146,6 +146,7 @@ def load_sweep(source: str | os.PathLike | dict) -> dict:
         load_benchmark,
         load_rows,
     )
+    from l2s_kit.io.yamlfile import safe_load
 
     where, rel = "sweep", Path(".")
     if isinstance(source, dict):
@@ -155,7 +156,10 @@ def load_sweep(source: str | os.PathLike | dict) -> dict:
         if not path.is_file():
             raise SweepError(f"sweep file {path} does not exist")
         where, rel = str(path), path.resolve().parent
-        d = yaml.safe_load(path.read_text()) or {}
+        try:
+            d = safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise SweepError(f"{path}: {' '.join(str(e).split())}") from None
     if not isinstance(d, dict):
         raise SweepError(f"{where}: a sweep file is a mapping (recipes, benchmarks, ...)")
     unknown = sorted(set(d) - SWEEP_KEYS)
