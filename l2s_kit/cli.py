@@ -4,6 +4,7 @@ spectra, run the study."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from pathlib import Path
@@ -992,6 +993,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; no partial output was left behind", file=sys.stderr)
         return 130
+    except OSError as e:  # disk full, read-only folder, a file where a folder should be, ...
+        where = f" ({e.filename})" if e.filename else ""
+        what = e.strerror or str(e)
+        if isinstance(e, (FileExistsError, NotADirectoryError)) and e.filename \
+                and os.path.isfile(e.filename):
+            what, where = f"{e.filename} is a file where a folder is needed", ""
+        print(f"error: l2s {args.command}: {what}{where}; nothing half-written was left behind",
+              file=sys.stderr)
+        return 2
+    except Exception as e:  # one line, never a traceback (L2S_DEBUG=1 shows it)
+        if os.environ.get("L2S_DEBUG"):
+            raise
+        print(f"error: l2s {args.command}: {type(e).__name__}: {' '.join(str(e).split())} "
+              "(an input the kit does not check yet, or a bug; L2S_DEBUG=1 shows where)",
+              file=sys.stderr)
+        return 2
     finally:
         if sys.stderr is not stderr:
             sys.stderr.close()  # a progress line it still held

@@ -483,3 +483,69 @@ def test_every_yaml_file_is_read_through_one_loader():
     direct = [str(f.relative_to(pkg)) for f in pkg.rglob("*.py")
               if f.name != "yamlfile.py" and re.search(r"yaml\.(safe_)?load\(", f.read_text())]
     assert not direct, f"read YAML with l2s_kit.io.yamlfile.safe_load: {direct}"
+
+
+@pytest.mark.parametrize("body, extra, message", [
+    ("merge_method: task_arithmetic\n{head}", ["--shard-size", "infGB"],
+     "shard_size must be a positive size such as '2GB'"),
+    ("merge_method: [ties]\n{head}", [], "merge_method must be a name such as ties, got ['ties']"),
+    ("merge_method: ties\nparameters: [1]\n{head}", [],
+     "parameters must be a mapping such as {alpha: 0.7}, got [1]"),
+    ("merge_method: average\nbase_model: {base}\nmodels: [{{model: {model}, parameters: "
+     "{{weight: -1}}}}]\n", [], "base_weight and the models' weights sum to 0"),
+    ("slices:\n  - sources:\n      - model: {base}\n        layer_range: 2\n"
+     "merge_method: task_arithmetic\nbase_model: {base}\n", [],
+     "slices[0].sources[0].layer_range must be [first, end], got 2"),
+])
+def test_a_recipe_of_the_wrong_shape_is_one_line_exit_2(pair, tmp_path, capsys, body, extra,
+                                                        message):
+    from l2s_kit.cli import main
+
+    base, model = pair
+    f = tmp_path / "r.yaml"
+    f.write_text(body.format(head=f"base_model: {base}\nmodels: [{{model: {model}}}]\n",
+                             base=base, model=model))
+    out = tmp_path / "out"
+    assert main(["merge", str(f), "--out", str(out), "--quiet", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert_nothing_left(out)
+
+
+def test_a_recipe_that_is_a_folder_or_not_utf8_is_named(tmp_path, capsys):
+    from l2s_kit.cli import main
+
+    f = tmp_path / "latin.yaml"
+    f.write_bytes("merge_method: ties\nname: caf\xe9\n".encode("latin-1"))
+    assert main(["merge", str(f), "--out", str(tmp_path / "o")]) == 2
+    assert f"{f} is not UTF-8 text (byte 28)" in capsys.readouterr().err
+    assert main(["merge", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert f"{tmp_path} is a folder; give the recipe's YAML file" in capsys.readouterr().err
+
+
+def test_an_output_under_a_file_or_an_unforeseen_error_is_one_line(pair, tmp_path, capsys,
+                                                                   monkeypatch):
+    from l2s_kit import cli
+
+    base, model = pair
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    argv = ["merge", "--method", "task_arithmetic", "--base", str(base), "--model", str(model),
+            "--quiet"]
+    assert cli.main([*argv, "--out", str(afile / "merged")]) == 2
+    err = capsys.readouterr().err
+    assert f"{afile} is a file where a folder is needed" in err and "Traceback" not in err
+    assert afile.read_text() == "mine"
+
+    def boom(args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(cli, "_methods", boom)
+    monkeypatch.delenv("L2S_DEBUG", raising=False)
+    assert cli.main(["methods"]) == 2
+    err = capsys.readouterr().err
+    assert "error: l2s methods: ZeroDivisionError: division by zero" in err
+    assert "L2S_DEBUG=1" in err and "Traceback" not in err
+    monkeypatch.setenv("L2S_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["methods"])

@@ -75,7 +75,7 @@ def parse_size(value: int | str, where: str = "shard_size") -> int:
                     n = float(s[: -len(u)])
                 except ValueError:
                     break
-                if n > 0:
+                if n > 0 and math.isfinite(n):
                     return int(n * mult)
                 break
         if s.isdigit() and int(s) > 0:
@@ -186,6 +186,8 @@ def _translate_slices(d: dict, notes: list[str]) -> None:
         if not isinstance(src, dict) or "model" not in src:
             raise RecipeError(f"slices[0].sources[{i}] must be a mapping with 'model'")
         lr = src.get("layer_range")
+        if lr is not None and not (isinstance(lr, list) and len(lr) == 2):
+            raise RecipeError(f"slices[0].sources[{i}].layer_range must be [first, end], got {lr!r}")
         n = _num_layers(src["model"])
         if lr is not None and n is not None and list(lr) != [0, n]:
             raise RecipeError(f"slices[0].sources[{i}].layer_range {lr}: l2s_kit merges whole "
@@ -334,7 +336,14 @@ def _read_mapping(source) -> tuple[dict, Path | None, str]:
         if p is not None:
             if not p.exists():
                 raise RecipeError(f"recipe file {p} does not exist")
-            text, relative_to, where = p.read_text(), p.resolve().parent, str(p)
+            if p.is_dir():
+                raise RecipeError(f"{p} is a folder; give the recipe's YAML file")
+            try:
+                text = p.read_text(encoding="utf-8")
+            except UnicodeDecodeError as e:
+                raise RecipeError(f"{p} is not UTF-8 text (byte {e.start}); save the recipe as "
+                                  "UTF-8") from None
+            relative_to, where = p.resolve().parent, str(p)
         else:
             text = str(source)
         try:
@@ -343,6 +352,12 @@ def _read_mapping(source) -> tuple[dict, Path | None, str]:
             raise RecipeError(f"{where} is not valid YAML: {e}") from e
     if not isinstance(d, dict):
         raise RecipeError(f"{where}: a recipe is a mapping with merge_method, base_model, models")
+    for key, kind, example in (("merge_method", str, "a name such as ties"),
+                               ("preset", str, "a name such as ties-7b"),
+                               ("parameters", dict, "a mapping such as {alpha: 0.7}"),
+                               ("models", list, "a list such as [{model: path}]")):
+        if d.get(key) is not None and not isinstance(d[key], kind):
+            raise RecipeError(f"{where}: {key} must be {example}, got {d[key]!r}")
     unknown = sorted(set(d) - TOP_KEYS - MERGEKIT_IGNORED - MERGEKIT_KEYS)
     if unknown:
         raise RecipeError(f"{where}: unknown field '{unknown[0]}'; valid fields: "

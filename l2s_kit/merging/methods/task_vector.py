@@ -176,7 +176,8 @@ def average(base, models, weights, *,
     """Average Merging: the (weighted) mean of the base and the models."""
     total = base_weight + sum(weights)
     if total == 0:
-        raise ValueError("average: base_weight and model weights sum to 0")
+        raise RecipeError("average: base_weight and the models' weights sum to 0; give weights "
+                          "with a non-zero sum")
     out = base * (base_weight / total)
     for w, m in zip(weights, models):
         out.add_(m, alpha=w / total)
