@@ -503,3 +503,25 @@ def test_the_same_weights_under_a_recipe_spelled_otherwise_resume(backend, tmp_p
     with pytest.raises(ResponsesError, match="other weights"):
         evaluate(None, ROWS[:2], out, backend=backend, settings=SETTINGS, model_name="merge",
                  recipe_hash="bbbb", weights_hash="v" * 64, progress=False)
+
+
+@pytest.mark.parametrize("gold", [None, "", "  ", [], ["3", ""], float("nan"), True, {"a": 1}])
+def test_a_row_without_a_gradable_gold_is_refused_naming_its_line(tmp_path, gold):
+    from l2s_kit.errors import L2SError
+    from l2s_kit.evaluate.run import load_rows
+
+    f = tmp_path / "rows.jsonl"
+    f.write_text(json.dumps({"id": 1, "prompt": "1+1", "gold": "2"}) + "\n"
+                 + json.dumps({"id": 2, "prompt": "2+2", "gold": gold}) + "\n")
+    with pytest.raises(L2SError, match=r"rows.jsonl, line 2: field 'gold' must be the answer"):
+        load_rows(f)
+
+
+def test_golds_that_can_be_graded_are_taken(tmp_path):
+    from l2s_kit.evaluate.run import load_rows
+
+    f = tmp_path / "rows.jsonl"
+    golds = ["2", 4, 0.5, ["3", "4"], "\\frac{1}{2}"]
+    f.write_text("".join(json.dumps({"id": i, "prompt": "q", "gold": g}) + "\n"
+                         for i, g in enumerate(golds)))
+    assert [r["gold"] for r in load_rows(f)] == golds

@@ -47,6 +47,12 @@ def _row_problem(row: dict) -> str | None:
             return f"missing field {field!r} (each row needs {', '.join(REQUIRED)})"
     if not isinstance(row["prompt"], str) or not row["prompt"].strip():
         return f"field 'prompt' must be a non-empty string, got {row['prompt']!r}"
+    gold = row["gold"]
+    golds = gold if isinstance(gold, list) else [gold]
+    if not golds or any(isinstance(g, bool) or not isinstance(g, (str, int, float))
+                        or not str(g).strip() or g != g for g in golds):
+        return (f"field 'gold' must be the answer (a non-empty string or a number, or a list of "
+                f"them), got {gold!r}; a problem without an answer cannot be graded")
     return None
 
 
