@@ -93,7 +93,7 @@ def _merge(args) -> int:
     for note in recipe.notes:
         print(f"note: {note}", file=sys.stderr)
     out = merge(recipe, args.out, overwrite=args.overwrite, shard_size=args.shard_size,
-                device=args.device, progress=not args.quiet)
+                device=args.device, progress=not args.quiet, force=args.force)
     for note in out.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"merged {recipe.merge_method} -> {out}")
@@ -686,6 +686,8 @@ def _merge_parser(sub) -> None:
                    help="tokenizer and generation_config.json from: model (System 2, the "
                    "default; presets: base), base, or a folder")
     p.add_argument("--shard-size", default=None, help="largest shard, e.g. 2GB (default 2GB)")
+    p.add_argument("--force", action="store_true",
+                   help="merge even what `l2s check` says blocks (the card records it)")
     _device(p, None)
     _runs(p, _merge, overwrite="replace an existing output folder", quiet="no progress bar")
 

@@ -93,6 +93,17 @@ def test_different_tokens_at_the_same_id_block(pair, capsys):
     assert r.verdict == "blocks" and r.base_value == "2 differ"
     assert main(["check", str(base), str(model)]) == 1
     assert "1 block the merge" in capsys.readouterr().out
+    # and l2s merge refuses what l2s check says blocks, unless forced
+    out = base.parent / "merged"
+    argv = ["merge", "--method", "task_arithmetic", "--base", str(base), "--model", str(model),
+            "--out", str(out), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "l2s check finds what blocks this merge: check (blocks): tokenizer tokens at the same " \
+        "id differs" in err and "--force" in err
+    assert not out.exists()
+    assert main([*argv, "--force"]) == 0
+    assert "check (blocks): tokenizer tokens at the same id" in (out / "README.md").read_text()
 
 
 def test_special_tokens_chat_template_and_generation_config(pair):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from l2s_kit.errors import CheckpointError
+from l2s_kit.errors import CheckpointError, RecipeError
 from l2s_kit.io import (
     DTYPES,
     VOCABULARY_FILES,
@@ -41,14 +41,15 @@ def _recipe(recipe) -> Recipe:
 
 def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
           overwrite: bool = False, shard_size: int | str | None = None, device: str | None = None,
-          progress: bool = True) -> MergeResult:
+          progress: bool = True, force: bool = False) -> MergeResult:
     """Merge the checkpoints of ``recipe`` into the folder ``out`` and return its path.
 
     The recipe is validated and the checkpoints' headers are checked for compatibility before any
     tensor is read. Tensors stream one at a time (large ones in blocks of rows); the output folder
     (sharded safetensors + index, config.json, tokenizer files, generation_config.json, README.md
     model card, l2s_recipe.yaml, l2s_merge.json) appears complete or not at all. An existing
-    ``out`` is only replaced with ``overwrite=True``.
+    ``out`` is only replaced with ``overwrite=True``. What :func:`pair_check_notes` says blocks
+    the merge (``l2s check``'s verdict) refuses it unless ``force=True``.
     """
     r = _recipe(recipe)
     if device is not None:
@@ -57,6 +58,13 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
     inputs = [Checkpoint(r.base_model), *[Checkpoint(m.model) for m in r.models]]
     jobs, changes, notes = plan_merge(inputs, DTYPES.get(r.out_dtype))
     notes += pair_check_notes(r, inputs)
+    from l2s_kit.merging.compat import BLOCKS
+
+    blocks = [n for n in notes if n.startswith(f"check ({BLOCKS})")]
+    if blocks and not force:
+        raise RecipeError("l2s check finds what blocks this merge: " + "; ".join(blocks)
+                          + ". Fix the pair, or merge anyway with force=True (--force); the card "
+                          "then records it")
     config, choices = merged_config(r, inputs)
     notes += choices
     tok_dir = Path(r.source_path(r.tokenizer_source))
