@@ -137,3 +137,37 @@ def test_tune_writes_nothing_into_the_pair(family, capsys):
                  "--out", str(family.system2 / "tune"), "--quiet"]) == 2
     assert "System 2" in capsys.readouterr().err
     assert sorted(p.name for p in family.system2.iterdir()) == before
+
+
+@pytest.mark.slow
+def test_a_search_stopped_mid_trial_reruns_that_trial_and_chooses_as_if_never_stopped(
+        family, searched, tmp_path, monkeypatch):
+    """Trial 4 of 6 is interrupted (Ctrl-C, or a process killed while it ran); the resumed search
+    tries it again and ends with the trials and the choice of the uninterrupted one."""
+    import optuna
+
+    from l2s_kit.study import tune as tune_mod
+
+    whole, _ = searched
+    judge = tune_mod._Trials.promising
+    calls = []
+
+    def stop_in_the_fourth(self, sub):  # after its parameters were drawn and tried on the subset
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return judge(self, sub)
+
+    monkeypatch.setattr(tune_mod._Trials, "promising", stop_in_the_fourth)
+    with pytest.raises(KeyboardInterrupt):
+        tune("ties", trials=6, n_per_level=N, workdir=tmp_path, progress=False)
+    monkeypatch.setattr(tune_mod._Trials, "promising", judge)
+    db = next(tmp_path.rglob("tune-ties-*.db"))
+    study = optuna.load_study(study_name=db.stem.split("-")[-1], storage=f"sqlite:///{db}")
+    stopped = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert [(t.number, t.params) for t in stopped] == [(3, {"k": 0.8, "alpha": 0.3})]
+    again = tune("ties", trials=6, n_per_level=N, workdir=tmp_path, progress=False)
+    kept = again.trials[again.trials["state"] != "fail"]
+    assert sorted(kept["model"]) == sorted(whole.trials["model"])
+    assert "ties k=0.8 alpha=0.3" in set(kept["model"])  # the stopped trial's, rerun
+    assert again.chosen["model"].tolist() == whole.chosen["model"].tolist()

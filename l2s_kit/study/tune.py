@@ -252,7 +252,53 @@ def _open_study(db: Path, key: str, objective: str, sampler: str, seed: int):
         study = optuna.create_study(study_name=key, storage=f"sqlite:///{db}",
                                     load_if_exists=True, sampler=samp,
                                     directions=["maximize", "minimize"])
+    _seed_per_trial(samp, seed)
+    _rerun_killed_trials(study)
     return study, per_trial
+
+
+def _done(study) -> int:
+    """Trials whose result counts (complete or pruned)."""
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+
+
+def _seed_per_trial(sampler, seed: int) -> None:
+    """Each trial draws from a stream fixed by (seed, trials done before it), not by what this
+    process drew before: a search stopped and resumed suggests what an uninterrupted one does."""
+    from l2s_kit.seeds import seed_from
+
+    before = sampler.before_trial
+
+    def before_trial(study, trial):
+        s = seed_from(seed, "trial", _done(study)) % 2**32
+        for owner in (sampler, getattr(sampler, "_random_sampler", None)):
+            rng = getattr(getattr(owner, "_rng", None), "rng", None)
+            if rng is not None:
+                rng.seed(s)
+        return before(study, trial)
+
+    sampler.before_trial = before_trial
+
+
+def _rerun_killed_trials(study) -> None:
+    """A trial that an interruption stopped (failed, or left running by a killed process: a
+    search runs one trial at a time, so any running trial found on opening is one) is queued to
+    be tried again, unless its parameters have a result or wait already."""
+    from optuna.trial import TrialState
+
+    stopped = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.FAIL)):
+        if t.state == TrialState.RUNNING:
+            study.tell(t.number, state=TrialState.FAIL)
+        stopped.append(t.params or t.system_attrs.get("fixed_params") or {})  # enqueued: fixed
+    have = [t.params for t in study.get_trials(deepcopy=False, states=(
+        TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING))]
+    for params in stopped:
+        if params and params not in have:
+            study.enqueue_trial(params)
+            have.append(params)
 
 
 class _Trials:
@@ -349,7 +395,7 @@ def tune(method: str, *, setup=None, space: dict | None = None, schedules=(),
     if warm_start and not study.get_trials(deepcopy=False):
         for params in start_points(method, val.setup, ranges)[:trials]:
             study.enqueue_trial(params)
-    left = trials - len([t for t in study.get_trials(deepcopy=False) if t.state.is_finished()])
+    left = trials - _done(study)
     if left > 0:
         study.optimize(run_trial, n_trials=left, show_progress_bar=progress)
     table = trials_table(study, ranges, len(ids), len(val.rows))
