@@ -252,3 +252,22 @@ def test_every_notebook_ends_by_recording_its_key_numbers_and_inputs(path):
     last = nbformat.read(path, as_version=4).cells[-1]
     assert last.cell_type == "code" and "l2s_kit.notebooks.metrics(" in last.source
     assert "inputs=" in last.source
+
+
+@pytest.mark.parametrize("damage", [
+    ("metrics.json", "{not json"), ("metrics.json", "[]"), ("metrics.json", '{"metrics": [1]}'),
+    ("run.json", "[1, 2]"), ("run.json", "\xff garbage")])
+def test_a_damaged_run_file_is_named_skipped_by_listings_and_one_line_for_compare(
+        tmp_path, capsys, damage):
+    same = dict(parameters={"alpha": 0.2}, inputs={"data": "sha256:d"}, metrics={"acc": 90.0})
+    _run(tmp_path, "nb", "a", started="2026-01-01T00:00:00", **same)
+    _run(tmp_path, "nb", "b", started="2026-01-02T00:00:00", **same)
+    name, text = damage
+    bad = tmp_path / "nb" / "b" / name
+    bad.write_bytes(text.encode("latin-1"))
+    # listings leave it out: the previous run, the gallery
+    assert runs.previous_run(tmp_path / "nb", {"run": "c", "started": "2026-01-03"})["run"] == "a"
+    assert [r["run"] for r in find_runs(tmp_path)] == ["a"]
+    assert main(["notebooks", "compare", "nb", "a", "b", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: " in err and "damaged" in err and "Traceback" not in err

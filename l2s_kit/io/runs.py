@@ -193,14 +193,28 @@ def read_record(folder: str | os.PathLike) -> dict:
     if not path.is_file():
         raise RunError(f"{folder} is not a run folder: it has no {RECORD} (runs made by "
                        "`l2s notebooks run` or `l2s study` have one)")
-    try:
-        record = json.loads(path.read_text())
-        m = folder / METRICS
-        record["metrics"] = json.loads(m.read_text()).get("metrics", {}) if m.is_file() else {}
-    except (OSError, json.JSONDecodeError) as e:
-        raise RunError(f"{path}: cannot read it ({e})") from e
+    record = _json_mapping(path)
+    m = folder / METRICS
+    metrics = _json_mapping(m).get("metrics", {}) if m.is_file() else {}
+    if not isinstance(metrics, dict):
+        raise RunError(f"{m}: 'metrics' must map names to numbers; the file is damaged (delete "
+                       "the run folder, or run the notebook again)")
+    record["metrics"] = metrics
     record["folder"] = str(folder)
     return record
+
+
+def _json_mapping(path: Path) -> dict:
+    """A JSON object file of a run folder; a damaged one is a :class:`RunError` naming it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunError(f"{path}: cannot read it ({e}); the file is damaged (delete the run "
+                       "folder, or run the notebook again)") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: expected a JSON object, got {type(data).__name__}; the file is "
+                       "damaged (delete the run folder, or run the notebook again)")
+    return data
 
 
 def runs_of(folder: str | os.PathLike) -> list[dict]:
@@ -212,7 +226,7 @@ def runs_of(folder: str | os.PathLike) -> list[dict]:
                 out.append(read_record(d))
             except RunError:
                 continue
-    return sorted(out, key=lambda r: r.get("started", ""))
+    return sorted(out, key=lambda r: str(r.get("started", "")))
 
 
 def previous_run(folder: str | os.PathLike, record: dict) -> dict | None:

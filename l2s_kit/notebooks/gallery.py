@@ -62,8 +62,8 @@ def find_runs(root: str | os.PathLike) -> list[dict]:
             continue
         r["path"] = folder.relative_to(root).as_posix()
         out.append(r)
-    return sorted(out, key=lambda r: (r.get("notebook") or r.get("kind", ""),
-                                      _neg(r.get("started", ""))))
+    return sorted(out, key=lambda r: (str(r.get("notebook") or r.get("kind", "")),
+                                      _neg(str(r.get("started", "")))))
 
 
 def _neg(s: str) -> str:
