@@ -525,3 +525,20 @@ def test_golds_that_can_be_graded_are_taken(tmp_path):
     f.write_text("".join(json.dumps({"id": i, "prompt": "q", "gold": g}) + "\n"
                          for i, g in enumerate(golds)))
     assert [r["gold"] for r in load_rows(f)] == golds
+
+
+def test_levels_are_one_kind_and_digit_strings_are_numbers(tmp_path):
+    from l2s_kit.errors import L2SError
+    from l2s_kit.evaluate.run import load_rows
+
+    f = tmp_path / "rows.jsonl"
+    f.write_text("".join(json.dumps({"id": i, "prompt": "q", "gold": "1", "level": lv}) + "\n"
+                         for i, lv in enumerate([1, "1", " 2", None])))
+    assert [r["level"] for r in load_rows(f)] == [1, 1, 2, None]
+    f.write_text("".join(json.dumps({"id": i, "prompt": "q", "gold": "1", "level": lv}) + "\n"
+                         for i, lv in enumerate([1, "hard"])))
+    with pytest.raises(L2SError, match=r"levels mix numbers and names \(row 1: 1, row 2: 'hard'\)"):
+        load_rows(f)
+    f.write_text(json.dumps({"id": 0, "prompt": "q", "gold": "1", "level": 1.5}) + "\n")
+    with pytest.raises(L2SError, match="row 1: field 'level' must be a whole number or a name"):
+        load_rows(f)

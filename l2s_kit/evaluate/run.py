@@ -85,7 +85,28 @@ def load_rows(path: str | os.PathLike) -> list[dict]:
     if not rows:
         raise ResponsesError(f"{path} holds no rows; give a jsonl file with one object per line "
                              f"({', '.join(REQUIRED)})")
+    _same_kind_of_level(rows, path)
     return rows
+
+
+def _same_kind_of_level(rows: list[dict], path: Path) -> None:
+    """Levels are numbers (``"3"`` is taken as 3) or names, one kind per file: 1 and "1" are one
+    level, and numbers and names cannot be ordered together."""
+    kinds = {}
+    for lineno, row in enumerate(rows, 1):
+        level = row.get("level")
+        if isinstance(level, str) and level.strip().lstrip("-").isdigit():
+            row["level"] = level = int(level)
+        if level is None:
+            continue
+        if isinstance(level, bool) or not isinstance(level, (int, str)):
+            raise ResponsesError(f"{path}, row {lineno}: field 'level' must be a whole number or "
+                                 f"a name, got {level!r}")
+        kinds.setdefault(type(level), (lineno, level))
+    if len(kinds) > 1:
+        (a, va), (b, vb) = kinds.values()
+        raise ResponsesError(f"{path}: levels mix numbers and names (row {a}: {va!r}, row {b}: "
+                             f"{vb!r}); give every level as a number, or every one as a name")
 
 
 def _read_lines(path: Path, repair: bool) -> list[dict]:
