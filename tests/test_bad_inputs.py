@@ -549,3 +549,11 @@ def test_an_output_under_a_file_or_an_unforeseen_error_is_one_line(pair, tmp_pat
     monkeypatch.setenv("L2S_DEBUG", "1")
     with pytest.raises(ZeroDivisionError):
         cli.main(["methods"])
+
+
+def test_a_schedule_filter_that_matches_no_tensor_is_refused(pair, tmp_path):
+    r = recipe(*pair, alpha=[{"filter": "self_atn", "value": 0.5}, {"value": 0.2}])
+    msg = merge_fails(RecipeError, r, tmp_path / "out")
+    assert "parameters.alpha: the filter 'self_atn' occurs in no tensor name" in msg
+    ok = recipe(*pair, alpha=[{"filter": "self_attn", "value": 0.5}, {"value": 0.2}])
+    merge(ok, tmp_path / "ok", progress=False)

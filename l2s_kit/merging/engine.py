@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from l2s_kit.errors import IncompatibleModelsError, L2SError, NonFiniteError
+from l2s_kit.errors import IncompatibleModelsError, L2SError, NonFiniteError, RecipeError
 from l2s_kit.io import DTYPES, Checkpoint, StateDictSource, TensorInfo
 from l2s_kit.io.names import EMBED_SUFFIXES, LM_HEAD
 from l2s_kit.merging.recipe import check_device
@@ -264,9 +264,13 @@ class MergeRun:
             self.outer = method
             method, params, self.outer_params = method.split(params)
         self.method, self.params = method, params
-        from l2s_kit.merging.schedule import count_layers
+        from l2s_kit.merging.schedule import count_layers, unmatched_filters
 
         self.n_layers = count_layers(j.name for j in jobs)
+        for name, f in unmatched_filters({**params, **self.outer_params}, (j.name for j in jobs)):
+            raise RecipeError(f"parameters.{name}: the filter {f!r} occurs in no tensor name of "
+                              "the merge, so it would change nothing; use a part of a tensor "
+                              "name such as self_attn, mlp or layers.0.")
         self.state = method.prepare(self, params) if method.prepare is not None else None
         self.outer_state = (self.outer.prepare(self, self.outer_params)
                             if self.outer is not None and self.outer.prepare is not None else None)

@@ -111,3 +111,12 @@ def describe(params: dict) -> list[str]:
         else:
             out.append(f"{k} over the layers: {v} (first layer → last)")
     return out
+
+
+def unmatched_filters(params: dict, names) -> list[tuple[str, str]]:
+    """``(parameter, filter)`` of every schedule condition whose filter occurs in none of
+    ``names`` (the tensors merged): most likely a typo, since it would change nothing."""
+    names = list(names)
+    return [(k, c["filter"]) for k, v in params.items() if is_schedule(v)
+            for c in v if isinstance(c, dict) and c.get("filter")
+            and not any(c["filter"] in n for n in names)]
