@@ -256,6 +256,9 @@ def _spectrum(args) -> int:
     except ValueError:
         raise L2SError(f"--rank {args.rank!r}: give a fraction such as 0.1 or a rank such as "
                        "64") from None
+    if args.values and os.path.realpath(args.values) == os.path.realpath(args.out):
+        raise L2SError(f"--values {args.values} is --out: the per-matrix table and the singular "
+                       "values are two tables; give them two files")
     for path in (args.out, args.values):  # refuse before the work, not after
         if path:
             check_table_path(path, args.overwrite)

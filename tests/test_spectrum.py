@@ -192,3 +192,13 @@ def test_cli_spectrum(tiny_pair, tmp_path, capsys):
     assert main(["spectrum", str(base), str(model), "--out", str(tmp_path / "x.csv"),
                  "--rank", "lots"]) == 2
     assert "--rank 'lots'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_cli_spectrum_refuses_one_file_for_both_tables(tiny_pair, tmp_path, capsys, overwrite):
+    base, model = tiny_pair
+    same = tmp_path / "x.csv"
+    assert main(["spectrum", str(base), str(model), "--out", str(same), "--values",
+                 str(tmp_path / "." / "x.csv"), "--quiet", *overwrite]) == 2
+    assert f"--values {same} is --out" in capsys.readouterr().err
+    assert not same.exists()
