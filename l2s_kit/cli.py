@@ -623,6 +623,17 @@ def _compare_runs(args) -> int:
 
 # ---- the parser: shared options once, one small builder per subcommand -----------------------
 
+def _count(value: str) -> int:
+    """A command-line count (problems, trials, GPUs, prompts per batch): a whole number >= 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
+    return n
+
+
 def _yaml_value(where: str, text: str):
     """A value given on the command line, read as YAML (``0.7``, ``[0.2, 0.9]``, ``true``)."""
     import yaml
@@ -710,7 +721,7 @@ def _eval_parser(sub) -> None:
     p.add_argument("--data-dir", dest="data_dir", help="folder with <benchmark>/test.jsonl")
     p.add_argument("--prompt", default="qwen25-math-cot",
                    help="prompt template for --benchmark: qwen25-math-cot (default), fewshot, chat")
-    p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
+    p.add_argument("--limit", type=_count, default=None, help="first N problems of each benchmark")
     _grader_arguments(p, None)
     p.add_argument("--out", required=True, help="responses.jsonl to write (appended to, resumed)")
     p.add_argument("--max-new-tokens", dest="max_new_tokens", default=None,
@@ -720,12 +731,12 @@ def _eval_parser(sub) -> None:
     p.add_argument("--stop", action="append", metavar="STR",
                    help="stop string, kept in the response (repeatable; default with "
                    "--benchmark: the prompt template's)")
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=None,
+    p.add_argument("--batch-size", dest="batch_size", type=_count, default=None,
                    help="prompts per generate call (default 32)")
     _device(p, note=" (transformers)")
     p.add_argument("--backend", default="transformers", choices=list(BACKENDS),
                    help="generation backend (vllm: GPUs, pip install 'l2s_kit[vllm]')")
-    p.add_argument("--tensor-parallel", dest="tensor_parallel", type=int, default=1,
+    p.add_argument("--tensor-parallel", dest="tensor_parallel", type=_count, default=1,
                    help="GPUs per model with --backend vllm (default 1)")
     p.add_argument("--model-name", dest="model_name", help="name in the results (default: folder)")
     _runs(p, _eval, quiet="no progress bar")
@@ -798,7 +809,7 @@ def _pair_arguments(p) -> None:
     p.add_argument("--validation", default=None,
                    help="N problems chosen (seeded, stratified by level) for choosing settings, "
                    "the rest for reporting; or a file of validation rows (default: 20%%)")
-    p.add_argument("--limit", type=int, default=None,
+    p.add_argument("--limit", type=_count, default=None,
                    help="keep N problems of the benchmark or rows (stratified by level), for quick "
                    "runs; a --validation file is used whole")
     p.add_argument("--seed", type=int, default=0, help="seed of the splits (default 0)")
@@ -811,7 +822,7 @@ def _pair_arguments(p) -> None:
     p.add_argument("--grader", choices=list(GRADERS), default=None,
                    help="default: math-verify for a pair's benchmark")
     p.add_argument("--backend", choices=list(BACKENDS), default="transformers")
-    p.add_argument("--tensor-parallel", dest="tensor_parallel", type=int, default=1,
+    p.add_argument("--tensor-parallel", dest="tensor_parallel", type=_count, default=1,
                    help="GPUs per model with --backend vllm")
     _device(p)
 
@@ -825,7 +836,7 @@ def _tune_parser(sub) -> None:
     p.add_argument("--schedule", action="append", metavar="NAME",
                    help="search NAME as a layer schedule: its first- and last-layer values")
     p.add_argument("--objective", choices=list(OBJECTIVES), default="shortest")
-    p.add_argument("--trials", type=int, default=30, help="trials in all (default 30)")
+    p.add_argument("--trials", type=_count, default=30, help="trials in all (default 30)")
     p.add_argument("--subset", type=float, default=0.25,
                    help="share of the validation problems each candidate is tried on first")
     p.add_argument("--sampler", choices=list(SAMPLERS), default="tpe")
@@ -845,7 +856,7 @@ def _tolerance(p, who: str) -> None:
 
 
 def _family_size(p, default: int) -> None:
-    p.add_argument("--n-per-level", dest="n_per_level", type=int, default=default,
+    p.add_argument("--n-per-level", dest="n_per_level", type=_count, default=default,
                    help=f"the family's problems per level and split (default {default}; level 1 "
                    "has fewer)")
 
@@ -909,7 +920,7 @@ def _zoo_parser(sub) -> None:
     e = zsub.add_parser("export", help="write the family's task as a benchmark folder "
                         "(DIR/l2s_family/test.jsonl, validation.jsonl)")
     e.add_argument("dir", help="the data folder to write l2s_family/ into")
-    e.add_argument("--n-per-level", dest="n_per_level", type=int, default=100,
+    e.add_argument("--n-per-level", dest="n_per_level", type=_count, default=100,
                    help="problems per level and split (level 1 has fewer)")
     _overwrite(e, "replace an existing l2s_family folder")
     e.set_defaults(func=_zoo)

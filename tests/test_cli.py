@@ -177,3 +177,17 @@ def test_param_overrides_bring_their_own_notes_and_inner_merge(pair, tmp_path, c
                  "--quiet"]) == 0
     params = read_merge_info(tmp_path / "aim")["recipe"]["parameters"]
     assert params["inner"] == "twin" and "k" not in params and params["lam"] == 0.3
+
+
+@pytest.mark.parametrize("argv", [
+    ["eval", "m", "--data", "d.jsonl", "--out", "o.jsonl", "--limit", "-1"],
+    ["eval", "m", "--data", "d.jsonl", "--out", "o.jsonl", "--batch-size", "0"],
+    ["tune", "--method", "ties", "--trials", "zero"],
+    ["study", "--n-per-level", "0"],
+])
+def test_counts_below_one_are_refused_by_the_parser(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "is not a whole number of at least 1" in err and "Traceback" not in err
