@@ -557,3 +557,30 @@ def test_a_schedule_filter_that_matches_no_tensor_is_refused(pair, tmp_path):
     assert "parameters.alpha: the filter 'self_atn' occurs in no tensor name" in msg
     ok = recipe(*pair, alpha=[{"filter": "self_attn", "value": 0.5}, {"value": 0.2}])
     merge(ok, tmp_path / "ok", progress=False)
+
+
+@pytest.mark.parametrize("how", ["same", "slash", "dotdot", "symlink", "hardlink"])
+def test_a_model_that_is_the_base_is_refused_however_it_is_reached(pair, tmp_path, how):
+    import os
+
+    base, model = pair
+    if how == "same":
+        other = str(base)
+    elif how == "slash":
+        other = str(base) + "/"
+    elif how == "dotdot":
+        other = str(base / ".." / base.name)
+    elif how == "symlink":
+        (tmp_path / "link").symlink_to(base, target_is_directory=True)
+        other = str(tmp_path / "link")
+    else:
+        copy = tmp_path / "copy"
+        copy.mkdir()
+        for f in base.iterdir():
+            if f.is_file():
+                (os.link if f.suffix == ".safetensors" else shutil.copy)(f, copy / f.name)
+        other = str(copy)
+    r = {"merge_method": "task_arithmetic", "base_model": str(base), "models": [{"model": other}]}
+    msg = merge_fails(RecipeError, r, tmp_path / "out")
+    assert ("is the base_model" in msg and "give System 2's folder" in msg) or \
+        ("every model is the base_model" in msg and how == "same"), msg

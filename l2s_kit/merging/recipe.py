@@ -218,6 +218,9 @@ def _translate_mergekit(d: dict, notes: list[str]) -> None:
     base = d.get("base_model")
     if base and any(isinstance(m, dict) and m.get("model") == base for m in models):
         d["models"] = [m for m in models if not (isinstance(m, dict) and m.get("model") == base)]
+        if not d["models"]:
+            raise RecipeError(f"models: every model is the base_model {base}; give the folder of "
+                              "the checkpoint to merge into it (System 2) as a model")
         notes.append("base_model listed among models (mergekit style): taken as the base only")
     try:
         method = get_method(d.get("merge_method"))
@@ -413,6 +416,17 @@ def _model_specs(d: dict, where: str, relative_to: Path | None, check_paths: boo
     return models
 
 
+def _same_checkpoint(a: str, b: str) -> bool:
+    """Whether two checkpoint folders are one: the same folder (through ``..``, a trailing slash
+    or a symlink), or folders whose weight files are the same files (hard links)."""
+    pa, pb = Path(a), Path(b)
+    if pa.resolve() == pb.resolve():
+        return True
+    fa, fb = sorted(pa.glob("*.safetensors")), sorted(pb.glob("*.safetensors"))
+    return bool(fa) and [f.name for f in fa] == [f.name for f in fb] and all(
+        os.path.samefile(x, y) for x, y in zip(fa, fb))
+
+
 def _sources(d: dict, where: str, from_preset: bool, relative_to: Path | None,
              check_paths: bool, notes: list[str]) -> dict[str, str]:
     """Where the tokenizer, config.json and each generation key come from, set in ``d``
@@ -464,6 +478,11 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
                           "measured from; System 1 in long-to-short merging)")
     base = _resolve_path(d["base_model"], "base_model", relative_to, check_paths)
     models = _model_specs(d, where, relative_to, check_paths)
+    for i, m in enumerate(models):
+        if check_paths and _same_checkpoint(base, m.model):
+            raise RecipeError(f"{where}: models[{i}] {m.model} is the base_model {base} (the same "
+                              "folder or the same weight files): merging a checkpoint with itself "
+                              "gives it back; give System 2's folder")
     method.check_models(len(models), where)
     params = method.resolve(d.get("parameters") or {}, f"{where}: parameters")
     notes += method.recipe_notes(params, [m.weight for m in models])
