@@ -562,3 +562,16 @@ def test_a_cell_that_times_out_runs_the_notebook_again_once(monkeypatch, tmp_pat
     err = nbrun._execute(nb, tmp_path / "out.ipynb", {}, False, 30)
     assert calls == [30, 30] and err == ("a cell did not finish in 30 s, 2 times (Cell execution "
                                          "timed out)")
+
+
+def test_auto_run_names_never_collide_within_a_second(tmp_path, monkeypatch):
+    from l2s_kit.notebooks import run as run_mod
+
+    monkeypatch.setattr(run_mod.time, "strftime", lambda fmt: "20260101-000000")
+    a, ra = run_mod._auto_run_name(tmp_path, ["nb"])
+    b, rb = run_mod._auto_run_name(tmp_path, ["nb"])  # a second run while the first holds its name
+    assert (a, b) == ("20260101-000000", "20260101-000000-2")
+    ra.rmdir()
+    (tmp_path / "nb" / a).mkdir(parents=True)  # the first run's folder, published
+    c, _ = run_mod._auto_run_name(tmp_path, ["nb"])
+    assert c == "20260101-000000-3"

@@ -219,22 +219,48 @@ def run_notebooks(names: Iterable[str] | None = None, parameters: Mapping | None
     params = _per_notebook(names, declared, given, strict=(parameters or {}).keys())
     for n in names:
         _check_pair(n, params[n], declared[n], found[n].parent.resolve())
-    run = time.strftime("%Y%m%d-%H%M%S") if run in (None, "", "auto") else check_run_name(run)
     out = Path(out)
+    reserved = None
+    if run in (None, "", "auto"):
+        run, reserved = _auto_run_name(out, names)
+    else:
+        run = check_run_name(run)
     from l2s_kit.io import check_out
 
-    for n in names:  # fail before running anything when an output folder is in the way
-        check_out(out / n / run, overwrite)
-
-    rows = []
-    for n in tqdm(names, desc="notebooks", unit="notebook", disable=not progress):
-        rows.append(_run_one(found[n], params[n], declared[n], out / n / run,
-                             overwrite, png, progress, timeout))
+    try:
+        for n in names:  # fail before running anything when an output folder is in the way
+            check_out(out / n / run, overwrite)
+        rows = []
+        for n in tqdm(names, desc="notebooks", unit="notebook", disable=not progress):
+            rows.append(_run_one(found[n], params[n], declared[n], out / n / run,
+                                 overwrite, png, progress, timeout))
+    finally:
+        if reserved is not None:
+            reserved.rmdir()
     from l2s_kit.notebooks.gallery import write_gallery
 
     write_gallery(out)
     return pd.DataFrame(rows, columns=["notebook", "status", "seconds", "folder", "html", "pngs",
                                        "error", "compared_with", "moved", "unexplained"])
+
+
+def _auto_run_name(out: Path, names) -> tuple[str, Path]:
+    """The time (``YYYYmmdd-HHMMSS``, then ``-2``, ``-3``, ... when taken) as a run name no
+    notebook of ``names`` has yet, reserved by an atomic ``mkdir`` of ``out/.auto-<name>`` so that
+    two runs started in the same second never take the same one (the reservation is removed
+    when the run ends)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 1000):
+        name = stamp if i == 1 else f"{stamp}-{i}"
+        if any((out / n / name).exists() for n in names):
+            continue
+        try:
+            (out / f".auto-{name}").mkdir()
+        except FileExistsError:
+            continue
+        return name, out / f".auto-{name}"
+    raise NotebookError(f"{out}: no free run name for {stamp}; give --run NAME")
 
 
 def _effective(declared: dict, given: dict) -> dict:
