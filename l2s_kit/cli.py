@@ -646,7 +646,7 @@ def _yaml_value(where: str, text: str):
         raise L2SError(f"{where}: not a YAML value ({' '.join(str(e).split())})") from None
 
 
-def _command(sub, name: str, handler) -> argparse.ArgumentParser:
+def _subcommand(sub, name: str, handler) -> argparse.ArgumentParser:
     """The subcommand ``name``: its one-line help and its description are ``handler``'s
     docstring (first line; the rest)."""
     head, _, rest = (handler.__doc__ or "").strip().partition("\n")
@@ -712,7 +712,7 @@ def _methods_parser(sub) -> None:
 
 
 def _eval_parser(sub) -> None:
-    p = _command(sub, "eval", _eval)
+    p = _subcommand(sub, "eval", _eval)
     p.add_argument("model", help="checkpoint folder")
     p.add_argument("--data", help="jsonl rows with id, prompt, gold[, dataset, level]")
     p.add_argument("--benchmark", action="append", metavar="NAME",
@@ -757,7 +757,7 @@ def _grader_arguments(p, default: str | None) -> None:
 
 
 def _regrade_parser(sub) -> None:
-    p = _command(sub, "regrade", _regrade)
+    p = _subcommand(sub, "regrade", _regrade)
     p.add_argument("responses", help="a responses.jsonl written by l2s eval or l2s study")
     p.add_argument("--out", required=True, help="the new responses file to write")
     _grader_arguments(p, "math-verify")
@@ -765,7 +765,7 @@ def _regrade_parser(sub) -> None:
 
 
 def _spectrum_parser(sub) -> None:
-    p = _command(sub, "spectrum", _spectrum)
+    p = _subcommand(sub, "spectrum", _spectrum)
     p.add_argument("base", help="base checkpoint folder (System 1)")
     p.add_argument("model", help="checkpoint folder whose task vector is inspected (System 2)")
     p.add_argument("--out", required=True, help="per-matrix table, .csv or .parquet")
@@ -788,7 +788,7 @@ def _spectrum_parser(sub) -> None:
 
 
 def _sweep_parser(sub) -> None:
-    p = _command(sub, "sweep", _sweep)
+    p = _subcommand(sub, "sweep", _sweep)
     p.add_argument("file", help="sweep YAML (recipes, models, benchmarks, data_dir, runner, ...)")
     p.add_argument("--runner", choices=list(RUNNERS), default=None,
                    help="override the file's runner")
@@ -828,7 +828,7 @@ def _pair_arguments(p) -> None:
 
 
 def _tune_parser(sub) -> None:
-    p = _command(sub, "tune", _tune)
+    p = _subcommand(sub, "tune", _tune)
     p.add_argument("--method", required=True, help="the merge method to tune, e.g. ties")
     p.add_argument("--space", action="append", metavar="NAME=LOW:HIGH",
                    help="a parameter's range (repeatable; default: every float parameter in "
@@ -867,7 +867,7 @@ def _folders(p, workdir: str, workdir_help: str, out_help: str) -> None:
 
 
 def _study_parser(sub) -> None:
-    p = _command(sub, "study", _study)
+    p = _subcommand(sub, "study", _study)
     _pair_arguments(p)
     p.add_argument("--grid", default=None,
                    help="YAML grid: [[method, {param: value}], ...] or {method: {param: [values]}} "
@@ -895,7 +895,7 @@ def _study_parser(sub) -> None:
 
 
 def _check_parser(sub) -> None:
-    p = _command(sub, "check", _check)
+    p = _subcommand(sub, "check", _check)
     p.add_argument("base", help="System 1 checkpoint folder")
     p.add_argument("models", nargs="+", help="System 2 (and further) checkpoint folders")
     p.add_argument("--config-source", dest="config_source", default="base",
@@ -927,7 +927,7 @@ def _zoo_parser(sub) -> None:
 
 
 def _notebooks_parser(sub) -> None:
-    p = _command(sub, "notebooks", _notebooks)
+    p = _subcommand(sub, "notebooks", _notebooks)
     nsub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     r = nsub.add_parser("run", help="execute and render notebooks (all by default)")
     r.add_argument("names", nargs="*", help="notebook names (default: every notebook in --dir)")
