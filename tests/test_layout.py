@@ -219,3 +219,16 @@ def test_decoder_tensor_names_have_one_home():
                     and id(node) not in docs and any(x in node.value for x in names):
                 found.append(f"{path.relative_to(PKG.parent)}:{node.lineno} {node.value!r}")
     assert not found, found
+
+
+def test_no_module_defines_a_name_twice():
+    """A second ``def`` of a name silently replaces the first for every caller."""
+    twice = []
+    for path in PKG.rglob("*.py"):
+        seen = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                if node.name in seen:
+                    twice.append(f"{path.relative_to(PKG.parent)}:{node.lineno} {node.name}")
+                seen.add(node.name)
+    assert not twice, twice
