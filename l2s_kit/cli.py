@@ -349,13 +349,14 @@ def _study(args) -> int:
     setup = _pair_setup(args)
     if args.out is None:  # a pair's study never replaces the family's (the demo's) in the gallery
         args.out = "figures/study" if setup.family is not None else f"figures/study-{setup.name}"
-    skip = {"func", "command", "quiet"}
+    skip = {"func", "command", "quiet", "overwrite"}
     r = run_study(args.workdir, args.out, setup=setup, grid=grid, tolerance=args.tolerance,
                   png=args.png, progress=not args.quiet, runner=args.runner,
                   merge_in=args.merge_in, num_gpus=args.num_gpus, ray_address=args.ray_address,
                   sampling=_sampling(args), ks=_ks(args),
                   parameters={k: v for k, v in vars(args).items() if k not in skip and v is not None},
-                  given={k: v for k, v in given.items() if k not in skip})
+                  given={k: v for k, v in given.items() if k not in skip},
+                  overwrite=args.overwrite)
     print_result(r)
     from l2s_kit.notebooks.gallery import write_gallery
 
@@ -458,7 +459,8 @@ def _tune(args) -> int:
     r = tune(args.method, setup=setup, space=space or None, schedules=args.schedule or (),
              objective=args.objective, tolerance=args.tolerance, trials=args.trials,
              subset=args.subset, sampler=args.sampler, seed=args.seed, workdir=args.workdir,
-             out=args.out, progress=not args.quiet, warm_start=args.warm_start)
+             out=args.out, progress=not args.quiet, warm_start=args.warm_start,
+             overwrite=args.overwrite)
     cols = [c for c in ("trial", "state", "model", "rung", "accuracy", "mean_tokens",
                         "subset_accuracy", "subset_mean_tokens", "problems") if c in r.trials]
     with pd.option_context("display.width", 200, "display.max_rows", 500,
@@ -668,6 +670,11 @@ def _quiet(p: argparse.ArgumentParser, what: str = "no progress bar") -> None:
     p.add_argument("--quiet", action="store_true", help=what)
 
 
+def _results_overwrite(kind: str) -> str:
+    return (f"replace an --out folder that holds files of the user's (an earlier {kind}'s folder "
+            "is replaced without it)")
+
+
 def _overwrite(p: argparse.ArgumentParser, what: str = "replace an existing output") -> None:
     p.add_argument("--overwrite", action="store_true", help=what)
 
@@ -847,7 +854,7 @@ def _tune_parser(sub) -> None:
     _family_size(p, 20)
     _folders(p, "data/runs/tune", "responses and the search's state (reused by later runs)",
              "write trials.csv, chosen.csv and test.csv here")
-    _runs(p, _tune, quiet="no progress bars")
+    _runs(p, _tune, overwrite=_results_overwrite("search"), quiet="no progress bars")
 
 
 def _tolerance(p, who: str) -> None:
@@ -891,7 +898,7 @@ def _study_parser(sub) -> None:
     p.add_argument("--gallery", default=None,
                    help="the folder whose index.html lists this run with the notebooks' runs "
                    "(default: the folder holding --out, e.g. figures)")
-    _runs(p, _study, quiet="no progress bars")
+    _runs(p, _study, overwrite=_results_overwrite("study"), quiet="no progress bars")
 
 
 def _check_parser(sub) -> None:

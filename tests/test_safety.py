@@ -326,11 +326,11 @@ def test_a_resume_with_other_weights_grader_or_rows_is_refused(w, tmp_path):
 
 def test_two_evaluations_cannot_write_one_file_at_once(tmp_path):
     from l2s_kit.evaluate import ResponsesError, evaluate
-    from l2s_kit.evaluate.run import _Lock
+    from l2s_kit.io import exclusive
 
     out = tmp_path / "r.jsonl"
-    with _Lock(out):  # another evaluation holds the file
-        with pytest.raises(ResponsesError, match="another evaluation is writing this file"):
+    with exclusive(out, "evaluation"):  # another evaluation holds the file
+        with pytest.raises(ResponsesError, match="another evaluation is writing this now"):
             evaluate(None, ROWS, out, backend=_Echo(), weights_hash="x", progress=False)
     assert not out.exists()
     df = evaluate(None, ROWS, out, backend=_Echo(), weights_hash="x", progress=False)
@@ -338,8 +338,8 @@ def test_two_evaluations_cannot_write_one_file_at_once(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl"]  # and no lock file is left
     # a symlink to the file is the same file: it takes the same lock
     (tmp_path / "link.jsonl").symlink_to(out)
-    with _Lock(out):
-        with pytest.raises(ResponsesError, match="another evaluation is writing this file"):
+    with exclusive(out, "evaluation"):
+        with pytest.raises(ResponsesError, match="another evaluation is writing this now"):
             evaluate(None, ROWS, tmp_path / "link.jsonl", backend=_Echo(), weights_hash="x",
                      progress=False)
 
@@ -429,3 +429,88 @@ def test_eval_never_appends_responses_to_its_input_data(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "nomodel"), "--data", str(data), "--out", str(data)]) == 2
     assert data.read_bytes() == before
     assert "choose an output folder apart from every input" in capsys.readouterr().err
+
+
+def _tiny_study(tmp_path, out, **kw):
+    from l2s_kit.study import run_study
+
+    return run_study(tmp_path / "runs", out, n_per_level=2, progress=False,
+                     grid=[("task_arithmetic", {"alpha": 0.3})], **kw)
+
+
+def test_a_study_never_writes_over_the_users_files_nor_beside_an_earlier_study(
+        tmp_path, monkeypatch, capsys):
+    """An --out holding the user's own files is refused before any work (exit 2) unless
+    --overwrite; a study into an earlier study's folder replaces it as a whole, so no figure of
+    the earlier run is left beside the new tables."""
+    from l2s_kit import plots
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.csv").write_text("my own table\n")
+    assert main(["study", "--n-per-level", "2", "--workdir", str(tmp_path / "runs"), "--out",
+                 str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "holds files no earlier study wrote there (summary.csv)" in err and "--overwrite" in err
+    assert (out / "summary.csv").read_text() == "my own table\n"
+    assert not (tmp_path / "runs").exists()  # refused before any work
+
+    def fake_png(fig, path, tries=None):  # a PNG without kaleido: what the first run left
+        path.write_bytes(b"png")
+
+    monkeypatch.setattr(plots, "export_png", fake_png)
+    again = tmp_path / "again"
+    first = _tiny_study(tmp_path, again, png=True)
+    assert (again / "by_level.png").is_file() and first.out == again
+    second = _tiny_study(tmp_path, again)  # an earlier study's folder: replaced without asking
+    assert not list(again.glob("*.png")), "the first run's PNGs were left beside the new tables"
+    assert {p.name for p in second.files} == {p.name for p in again.iterdir()} - {
+        "run.json", "metrics.json", ".l2s-output.json", "plotly.min.js"}
+    assert all(p.parent == again for p in second.files)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporaries
+
+    mine = _tiny_study(tmp_path, out, overwrite=True)  # asked: the folder is replaced
+    assert not (out / "summary.csv").read_text().startswith("my own") and mine.out == out
+
+
+def test_two_studies_into_one_folder_at_once_are_refused(tmp_path):
+    from l2s_kit.io import exclusive
+
+    out = tmp_path / "out"
+    with exclusive(out, "study"):  # another study is running into out
+        with pytest.raises(OutputExistsError, match="another study is writing this now"):
+            _tiny_study(tmp_path, out)
+    assert not out.exists()
+
+
+def test_tune_out_holds_only_the_searchs_tables(tmp_path):
+    import pandas as pd
+
+    from l2s_kit.study.tune import TuneResult, write
+
+    r = TuneResult("ties", "shortest", 3.0, pd.DataFrame({"trial": [0]}), pd.DataFrame(),
+                   pd.DataFrame(), {"accuracy": 1.0, "mean_tokens": 2.0})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match=r"no earlier tune wrote there \(notes.txt\)"):
+        write(r, out)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    (out / "notes.txt").unlink()
+    assert [p.name for p in write(r, out)] == ["trials.csv", "chosen.csv", "test.csv"]
+    write(r, out)  # its own earlier tables: replaced
+    assert pd.read_csv(out / "trials.csv")["trial"].tolist() == [0]
+
+
+def test_replacing_an_output_reached_by_a_symlink_leaves_no_old_link(w, tmp_path):
+    """--overwrite of an output that is a symbolic link replaces the link; what it pointed at is
+    left as it is, and no '.old' entry stays behind."""
+    folder, _ = w
+    recipe = {"merge_method": "task_arithmetic", "base_model": str(folder / "base"),
+              "models": [{"model": str(folder / "model")}], "parameters": {"alpha": 0.5}}
+    merge(recipe, tmp_path / "first", progress=False)
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "first")
+    merge(recipe, link, overwrite=True, progress=False)
+    assert link.is_dir() and not link.is_symlink() and (tmp_path / "first" / "config.json").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -205,38 +205,6 @@ def grader_name(grader) -> str:
     return str(name or type(grader).__name__)
 
 
-class _Lock:
-    """An exclusive lock on a responses file (a hidden ``.<name>.lock`` beside the file it
-    resolves to, so a symlink to the file takes the same lock), refused at once, naming the file,
-    while another evaluation holds it; the lock file is removed when the evaluation ends."""
-
-    def __init__(self, out: Path):
-        real = Path(out).resolve()
-        self.path = real.parent / f".{real.name}.lock"
-        self.out = out
-
-    def __enter__(self):
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.f = open(self.path, "a")
-        try:
-            fcntl.flock(self.f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # the file locked must still be the one at the path (an ending evaluation unlinks it)
-            if os.stat(self.path).st_ino != os.fstat(self.f.fileno()).st_ino:
-                raise OSError
-        except OSError:
-            self.f.close()
-            raise ResponsesError(
-                f"{self.out}: another evaluation is writing this file now; wait for it to "
-                "finish, or write to another output path") from None
-        return self
-
-    def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)  # while still held: no one can take a stale inode
-        self.f.close()  # closing releases the lock
-
-
 def _resume_problem(r: dict, *, out: Path, model_name: str, gen: dict, weights: str | None,
                     recipe_hash: str | None, grader: str, rows: dict) -> str | None:
     """Why a row of ``out`` cannot be resumed by this evaluation (None when it can)."""
@@ -314,7 +282,9 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
     by_id = {(str(r["dataset"]), str(r["id"])): r for r in todo_rows}
     done: set[tuple] = set()
     mine: list[dict] = []  # this model's rows already in the file
-    with _Lock(out):
+    from l2s_kit.io.atomic import exclusive
+
+    with exclusive(out, "evaluation", ResponsesError):
         if out.exists():
             for r in _read_lines(out, repair=True):
                 if r.get("model") != model_name:

@@ -8,8 +8,8 @@
 from l2s_kit.faces import hand_on
 
 __getattr__, __dir__, __all__ = hand_on(__name__, {
-    "atomic": ("atomic_file", "atomic_folder", "check_apart", "check_out", "publish", "temp_sibling",
-               "write_csv"),
+    "atomic": ("atomic_file", "atomic_folder", "check_apart", "check_out", "check_results_folder",
+               "exclusive", "publish", "results_folder", "temp_sibling", "write_csv"),
     "checkpoint": ("Checkpoint", "StateDictSource", "TensorInfo", "WeightHasher", "natural_key",
                    "tensor_bytes", "weights_hash"),
     "files": ("GENERATION_CONFIG", "INDEX_FILE", "SINGLE_FILE", "TOKENIZER_FILES", "VOCABULARY_FILES"),

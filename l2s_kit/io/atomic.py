@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from l2s_kit.errors import OutputExistsError
+from l2s_kit.errors import L2SError, OutputExistsError
 
 
 def _umask() -> int:
@@ -117,13 +117,13 @@ def publish(tmp: Path, out_dir: Path, overwrite: bool = False) -> None:
                 "overwrite=True (--overwrite) to replace it.") from e
         return
     old = None
-    if out_dir.exists():
+    if out_dir.exists() or out_dir.is_symlink():
         old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
         os.rmdir(old)
         os.rename(out_dir, old)
     os.rename(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if old is not None:  # a symbolic link is removed itself: what it points at is not ours
+        old.unlink() if old.is_symlink() or not old.is_dir() else shutil.rmtree(old, ignore_errors=True)
 
 
 @contextmanager
@@ -164,3 +164,111 @@ def write_csv(df, path: str | os.PathLike, **to_csv) -> Path:
     with atomic_file(path) as tmp:
         df.to_csv(tmp, index=False, **to_csv)
     return Path(path)
+
+
+class exclusive:
+    """An exclusive lock on the output ``path`` (a hidden ``.<name>.lock`` beside what the path
+    resolves to, so a symbolic link to it takes the same lock), refused at once while another
+    run holds it: ``error`` is raised with "<path>: another <what> is writing this now; ...".
+    The lock file is removed when the block ends."""
+
+    def __init__(self, path: str | os.PathLike, what: str = "run", error: type = L2SError):
+        real = Path(path).resolve()
+        self.path = real.parent / f".{real.name}.lock"
+        self.out, self.what, self.error = Path(path), what, error
+
+    def __enter__(self):
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(self.path, "a")
+        try:
+            fcntl.flock(self.f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # the file locked must still be the one at the path (an ending run unlinks it)
+            if os.stat(self.path).st_ino != os.fstat(self.f.fileno()).st_ino:
+                raise OSError
+        except OSError:
+            self.f.close()
+            raise self.error(f"{self.out}: another {self.what} is writing this now; wait for it "
+                             "to finish, or write to another output path") from None
+        return self
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)  # while still held: no one can take a stale inode
+        self.f.close()  # closing releases the lock
+
+
+OWNER = ".l2s-output.json"  # in a results folder: which kind of run wrote it, and its files
+# A notebook run's own folder (new, and published as a whole by that run), set while its kernel
+# runs: a results folder that is this one is written into directly.
+RUN_FOLDER = "L2S_RUN_FOLDER"
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if (p.is_file() or p.is_symlink()) and p.name != OWNER)
+
+
+def _earlier(out: Path, kind: str) -> list[str] | None:
+    """The files of ``out`` that no earlier ``kind`` run wrote there (None when ``out`` holds
+    only its own earlier output, or nothing)."""
+    import json
+
+    present = _files(out)
+    try:
+        owner = json.loads((out / OWNER).read_text())
+        written = set(owner["files"]) if owner.get("kind") == kind else set()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        written = set()
+    foreign = [f for f in present if f not in written]
+    return foreign or None
+
+
+def check_results_folder(out: str | os.PathLike, kind: str, overwrite: bool = False) -> None:
+    """Refuse, unless ``overwrite``, an existing ``out`` that holds anything an earlier ``kind``
+    run did not write there (the user's own files): a results folder is replaced as a whole
+    (see :func:`results_folder`)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"output path {out} is a file, not a folder; choose another path")
+    if overwrite or not out.is_dir():
+        return
+    foreign = _earlier(out, kind)
+    if foreign:
+        shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+        raise OutputExistsError(
+            f"output folder {out} holds files no earlier {kind} wrote there ({shown}); choose "
+            "another output folder, or pass --overwrite (overwrite=True) to replace the folder "
+            "with this run's results")
+
+
+@contextmanager
+def results_folder(out: str | os.PathLike, kind: str, overwrite: bool = False
+                   ) -> Iterator[Path]:
+    """A temporary sibling folder to fill with a ``kind`` run's results (tables, figures); it
+    replaces ``out`` as a whole when the block succeeds, so ``out`` holds only this run's files
+    (never an earlier run's figures beside new tables), and is removed otherwise.
+
+    Checked on entry and again before the replacement: ``out`` may be replaced when it holds only
+    an earlier ``kind`` run's output (recorded in ``.l2s-output.json``), or with ``overwrite``;
+    anything else is the user's and is refused. Another run into the same ``out`` is refused
+    while this one holds its lock. A notebook run's own folder (``$L2S_RUN_FOLDER``, new and
+    published as a whole by that run) is written into directly."""
+    out = Path(out)
+    if os.environ.get(RUN_FOLDER) and out.resolve() == Path(os.environ[RUN_FOLDER]).resolve():
+        yield out
+        return
+    with exclusive(out, kind, OutputExistsError):
+        check_results_folder(out, kind, overwrite)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
+        tmp = Path(tempfile.mkdtemp(prefix=_prefix(out), dir=out.parent))
+        try:
+            yield tmp
+            import json
+
+            (tmp / OWNER).write_text(json.dumps({"kind": kind, "files": _files(tmp)}, indent=1))
+            check_results_folder(out, kind, overwrite)  # nothing of the user's appeared meanwhile
+            publish(tmp, out, overwrite=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

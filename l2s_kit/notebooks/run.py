@@ -280,10 +280,22 @@ TIMEOUT_TRIES = 2  # a notebook whose cell times out runs again once, in a new k
 
 
 def _execute(path: Path, executed: Path, params: dict, progress: bool,
-             timeout: int | None) -> str | None:
+             timeout: int | None, folder: Path) -> str | None:
     """Run the notebook with papermill into ``executed``; the error of the cell that failed, or
     None. A cell that times out (its kernel's reply never came: now and then with a cell that
-    displays widgets, jupyter/nbclient#312) runs the notebook again in a new kernel, once."""
+    displays widgets, jupyter/nbclient#312) runs the notebook again in a new kernel, once. The
+    kernel knows ``folder`` as this run's own (``$L2S_RUN_FOLDER``: results written there go
+    straight in, see :func:`l2s_kit.io.results_folder`)."""
+    from unittest import mock
+
+    from l2s_kit.io.atomic import RUN_FOLDER
+
+    with mock.patch.dict(os.environ, {RUN_FOLDER: str(folder.resolve())}):
+        return _execute_tries(path, executed, params, progress, timeout)
+
+
+def _execute_tries(path: Path, executed: Path, params: dict, progress: bool,
+                   timeout: int | None) -> str | None:
     import papermill
     from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
@@ -319,7 +331,7 @@ def _run_one(path: Path, params: dict, declared: dict, folder: Path, overwrite: 
         executed = tmp / path.name
         if "out_dir" in declared:
             params = {**params, "out_dir": str(tmp.resolve())}
-        error = _execute(path, executed, params, progress, timeout)
+        error = _execute(path, executed, params, progress, timeout, tmp)
         nb = nbformat.read(executed, as_version=4)
         render_html(nb, tmp / f"{path.stem}.html")
         pngs = export_pngs(nb, tmp) if png and error is None else []

@@ -28,7 +28,7 @@ import pandas as pd
 from l2s_kit.analysis import format_table1, full_summary, reflection, shortest, stats, table1
 from l2s_kit.errors import FigureExportError, L2SError
 from l2s_kit.evaluate import load_responses
-from l2s_kit.io import atomic_file, check_apart, write_csv
+from l2s_kit.io import atomic_file, check_apart, results_folder, write_csv
 from l2s_kit.merging.methods.settings import GRID, PAIR_GRID
 from l2s_kit.study.explorer import model_name
 from l2s_kit.study.runner import Job, choose_merge_in, run_jobs
@@ -155,7 +155,8 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
               tolerance: float = 3.0, png: bool = False, progress: bool = True,
               runner: str = "local", merge_in: str = "auto", num_gpus: float = 0,
               ray_address: str | None = None, sampling: dict | None = None,
-              ks: Sequence[int] | None = None, parameters: dict | None = None, given: dict | None = None) -> StudyResult:
+              ks: Sequence[int] | None = None, parameters: dict | None = None, given: dict | None = None,
+              overwrite: bool = False) -> StudyResult:
     """The study of ``setup`` (default: the built-in family of ``spec``, ``n_per_level``
     problems per level and split) into ``workdir/<setup name>`` (merges, responses) and ``out``
     (tables, figures, and the run's record: ``run.json`` and ``metrics.json``). ``grid``:
@@ -164,6 +165,10 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
     "auto", "memory" or "disk" (see :func:`l2s_kit.study.runner.choose_merge_in`).
     ``sampling``: generation settings for every model (``n``, ``temperature``, ``top_p``; default
     greedy, one sample); ``ks``: the k of pass@k and maj@k (each at most ``n``).
+
+    ``out`` holds this run's files only: it is replaced as a whole at the end when it holds an
+    earlier study's, refused before any work when it holds anything else unless ``overwrite``,
+    and refused while another study writes it (:func:`l2s_kit.io.results_folder`).
 
     ``parameters`` and ``given``: what the run record says was set and given (default: this
     call's settings, all given). ``l2s study`` is this function plus the gallery page
@@ -190,12 +195,15 @@ def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.Path
                       "ray_address": ray_address, "sampling": sampling,
                       "ks": list(ks) if ks else None}
         parameters = {k: v for k, v in parameters.items() if v is not None}
-    result = _run_models(setup, grid, Path(workdir) / setup.name, Path(out), progress=progress,
-                         runner=runner, merge_in=merge_in, num_gpus=num_gpus,
-                         ray_address=ray_address)
-    chosen = _summarize(result, tolerance, ks)
-    _write_files(result, chosen, tolerance, png)
-    record_run(result, parameters, started, time.perf_counter() - t0, given=given)
+    with results_folder(out, "study", overwrite) as folder:
+        result = _run_models(setup, grid, Path(workdir) / setup.name, Path(out),
+                             progress=progress, runner=runner, merge_in=merge_in,
+                             num_gpus=num_gpus, ray_address=ray_address)
+        chosen = _summarize(result, tolerance, ks)
+        _write_files(result, chosen, tolerance, png, folder)
+        record_run(result, parameters, started, time.perf_counter() - t0, given=given,
+                   folder=folder)
+    result.files = [result.out / p.relative_to(folder) for p in result.files]
     return result
 
 
@@ -271,12 +279,13 @@ def _summarize(result: StudyResult, tolerance: float, ks) -> pd.DataFrame:
     return chosen
 
 
-def _write_files(result: StudyResult, chosen: pd.DataFrame, tolerance: float, png: bool) -> None:
-    """The study's tables, report and figures in ``result.out`` (PNGs with ``png``; a PNG that
+def _write_files(result: StudyResult, chosen: pd.DataFrame, tolerance: float, png: bool,
+                 out: Path) -> None:
+    """The study's tables, report and figures in ``out`` (PNGs with ``png``; a PNG that
     cannot be made is noted in ``result.missing_pngs``, the rest stands)."""
     from l2s_kit import plots
 
-    out, summary, test = result.out, result.summary, result.responses["test"]
+    summary, test = result.summary, result.responses["test"]
     group = "level" if result.setup.has_levels else "dataset"
     keep = ["system1", "system2", *chosen["model"]]
     out.mkdir(parents=True, exist_ok=True)
@@ -307,7 +316,7 @@ def _write_files(result: StudyResult, chosen: pd.DataFrame, tolerance: float, pn
                 plots.export_png(fig, out / f"{name}.png")
                 files.append(out / f"{name}.png")
             except FigureExportError as e:  # the study is done: its tables and HTML stand
-                result.missing_pngs.append(str(e))
+                result.missing_pngs.append(str(e).replace(str(out), str(result.out)))
     result.files, result.figures = files, figs
 
 
@@ -324,15 +333,17 @@ def key_numbers(r: StudyResult) -> dict[str, float]:
 
 
 def record_run(r: StudyResult, parameters: dict, started: str, seconds: float,
-               given: dict | None = None) -> Path:
-    """``run.json`` and ``metrics.json`` in the study's ``out`` folder (see
-    :mod:`l2s_kit.io.runs`), so it can be listed in a gallery and compared. ``parameters``: every
-    setting of the run; ``given``: those the user gave (default: all)."""
+               given: dict | None = None, folder: Path | None = None) -> Path:
+    """``run.json`` and ``metrics.json`` in the study's ``out`` folder (or ``folder``, where it
+    is being written; see :mod:`l2s_kit.io.runs`), so it can be listed in a gallery and
+    compared. ``parameters``: every setting of the run; ``given``: those the user gave
+    (default: all)."""
     from l2s_kit.io import runs
 
+    folder = r.out if folder is None else folder
     names = sorted({p.name for p in r.files})
     html = [n for n in names if n.endswith(".html")]
-    runs.write_json({"metrics": key_numbers(r)}, r.out / runs.METRICS)
+    runs.write_json({"metrics": key_numbers(r)}, folder / runs.METRICS)
     first = [f"{k}.html" for k in r.figures if f"{k}.html" in html]
     return runs.write_json({
         "kind": "study", "notebook": None, "run": r.out.name, "status": "ok", "error": None,
@@ -342,7 +353,7 @@ def record_run(r: StudyResult, parameters: dict, started: str, seconds: float,
         "files": {"html": first[0] if first else None, "notebook": None,
                   "pngs": [f"{k}.png" for k in r.figures if f"{k}.png" in names],
                   "other": [n for n in names if not n.endswith(".png") and n not in first[:1]]},
-        "comparison": None}, r.out / runs.RECORD)
+        "comparison": None}, folder / runs.RECORD)
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> Path:

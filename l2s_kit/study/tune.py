@@ -361,9 +361,11 @@ def tune(method: str, *, setup=None, space: dict | None = None, schedules=(),
          objective: str = "shortest", tolerance: float = 3.0, trials: int = 30,
          subset: float = 0.25, sampler: str = "tpe", seed: int = 0, warm_start: bool = True,
          workdir: str | os.PathLike = "data/runs/tune", out: str | os.PathLike | None = None,
-         n_per_level: int = 20, progress: bool = True) -> TuneResult:
+         n_per_level: int = 20, progress: bool = True, overwrite: bool = False) -> TuneResult:
     """Search ``method``'s parameters on the validation split of ``setup`` (default: the
-    built-in family, ``n_per_level`` problems per level); see the module docstring."""
+    built-in family, ``n_per_level`` problems per level); see the module docstring. ``out``
+    (the tables) holds this run's files only: an earlier tune's folder is replaced, one holding
+    anything else refused before any work unless ``overwrite``."""
     import transformers
 
     transformers.logging.disable_progress_bar()
@@ -371,12 +373,14 @@ def tune(method: str, *, setup=None, space: dict | None = None, schedules=(),
     ranges = search_space(method, space, tuple(schedules))
     workdir = Path(workdir)
     val = Explorer(setup, split="validation", n_per_level=n_per_level, workdir=workdir)
-    from l2s_kit.io import check_apart
+    from l2s_kit.io import check_apart, check_results_folder
 
     pair = {"System 1": val.setup.system1, "System 2": val.setup.system2}
     for folder in (workdir, out):  # nothing is written into, around or over the pair
         if folder is not None:
             check_apart(folder, pair)
+    if out is not None:
+        check_results_folder(out, "tune", overwrite)
     ref_df = val.responses(REFERENCE)
     ref = _summary(ref_df)
     gap = _gap(val)  # read System 1's and System 2's responses once
@@ -408,7 +412,7 @@ def tune(method: str, *, setup=None, space: dict | None = None, schedules=(),
     result = TuneResult(method, objective, tolerance, table, chosen, test,
                         {"accuracy": ref["accuracy"], "mean_tokens": ref["mean_tokens"]})
     if out is not None:
-        result.files = write(result, Path(out))
+        result.files = write(result, Path(out), overwrite)
     return result
 
 
@@ -451,9 +455,14 @@ def choose(table: pd.DataFrame, objective: str, floor: float) -> pd.DataFrame:
     return pareto_front(full.drop_duplicates("model"))
 
 
-def write(r: TuneResult, out: Path) -> list[Path]:
+def write(r: TuneResult, out: Path, overwrite: bool = False) -> list[Path]:
+    """The search's tables in ``out`` (trials.csv, chosen.csv, test.csv), which then holds them
+    only (:func:`l2s_kit.io.results_folder`)."""
+    from l2s_kit.io import results_folder
     from l2s_kit.study.run import _write_csv
 
-    out.mkdir(parents=True, exist_ok=True)
-    return [_write_csv(df, out / f"{name}.csv")
-            for name, df in (("trials", r.trials), ("chosen", r.chosen), ("test", r.test))]
+    names = ("trials", r.trials), ("chosen", r.chosen), ("test", r.test)
+    with results_folder(out, "tune", overwrite) as folder:
+        for name, df in names:
+            _write_csv(df, folder / f"{name}.csv")
+    return [out / f"{name}.csv" for name, _ in names]
