@@ -991,6 +991,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # a kill cleans up as Ctrl-C does
+        # past a file size limit (ulimit -f) a write fails with EFBIG, said in one line below,
+        # instead of the process being killed without a word
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -514,3 +514,125 @@ def test_replacing_an_output_reached_by_a_symlink_leaves_no_old_link(w, tmp_path
     merge(recipe, link, overwrite=True, progress=False)
     assert link.is_dir() and not link.is_symlink() and (tmp_path / "first" / "config.json").is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def _recipe(folder):
+    return {"merge_method": "task_arithmetic", "base_model": str(folder / "base"),
+            "models": [{"model": str(folder / "model")}], "parameters": {"alpha": 0.5}}
+
+
+@pytest.mark.parametrize("how", ["rewritten", "truncated"])
+def test_an_input_changed_during_a_merge_stops_it_naming_the_file(w, tmp_path, monkeypatch, how):
+    """A shard rewritten or truncated while the merge reads it: exit 2 naming the file, no output
+    (it gave exit 0 and weights matching neither version, or a bus error)."""
+    import os
+
+    from l2s_kit.io.checkpoint import Checkpoint as C
+
+    folder, hashes = w
+    shard = folder / "model" / "model.safetensors"
+    original = C.read
+    calls = []
+
+    def read(self, name, rows=None):
+        if self.path.name == "model":
+            calls.append(name)
+        if len(calls) == 2 and self.path.name == "model":
+            data = shard.read_bytes()
+            if how == "truncated":
+                with open(shard, "r+b") as f:
+                    f.truncate(len(data) // 2)
+            else:
+                tmp = shard.with_suffix(".new")
+                tmp.write_bytes(data)
+                os.replace(tmp, shard)  # the same bytes, another file: as a re-download does
+        return original(self, name, rows)
+
+    monkeypatch.setattr(C, "read", read)
+    (tmp_path / "r.yaml").write_text(__import__("yaml").safe_dump(_recipe(folder)))
+    assert main(["merge", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_file_truncated_inside_a_read_is_an_error_not_a_bus_error(w, monkeypatch):
+    """Reads use pread, not a memory map: a shard cut short under a read says so."""
+    from l2s_kit.errors import CheckpointError
+    from l2s_kit.io import checkpoint
+
+    folder, _ = w
+    ck = Checkpoint(folder / "model")
+    name = max(ck.names, key=lambda n: ck.info(n).numel)
+    full = ck.read(name)
+    assert torch_equal(ck.read(name, rows=slice(1, 3)), full[1:3])
+    monkeypatch.setattr(ck, "_check", lambda file: None)  # truncated after the check
+    start = ck._where[name][0]
+    with open(folder / "model" / "model.safetensors", "r+b") as f:
+        f.truncate(start + 8)
+    with pytest.raises(CheckpointError, match=r"model.safetensors ends inside tensor .*truncated"):
+        ck.read(name)
+    assert checkpoint.Checkpoint is Checkpoint
+
+
+def torch_equal(a, b):
+    import torch
+
+    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("index, message", [
+    ("[1, 2]", "has no 'weight_map' object"),
+    ('{"weight_map": []}', "has no 'weight_map' object"),
+    ('{"weight_map": {"x": 3}}', "tensor x is mapped to 3"),
+    ('{"weight_map": {"x": "../base/model.safetensors"}}', "mapped to '../base/model.safetensors'"),
+    ("{", "is not valid JSON"),
+    (b"\xff\xfe{}", "is not valid JSON"),
+])
+def test_a_malformed_index_is_named_before_any_work(w, tmp_path, capsys, index, message):
+    folder, hashes = w
+    p = folder / "model" / "model.safetensors.index.json"
+    p.write_bytes(index if isinstance(index, bytes) else index.encode())
+    (tmp_path / "r.yaml").write_text(__import__("yaml").safe_dump(_recipe(folder)))
+    assert main(["merge", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "model.safetensors.index.json" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_file_size_limit_is_one_line_with_exit_2_and_no_output(w, tmp_path):
+    """Past ``ulimit -f`` a write fails (EFBIG) and is said in one line; the process is not
+    killed by SIGXFSZ without a word (exit 153) and leaves no temporary."""
+    import resource
+    import subprocess
+    import sys
+
+    import yaml
+
+    folder, _ = w
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(_recipe(folder)))
+    out = tmp_path / "o" / "merged"
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+    p = subprocess.run([sys.executable, "-m", "l2s_kit.cli", "merge", str(tmp_path / "r.yaml"),
+                        "--out", str(out), "--quiet"], capture_output=True, text=True,
+                       preexec_fn=limit, env={**__import__("os").environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert p.returncode == 2, p.stderr
+    assert "File too large" in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert not out.exists() and list((tmp_path / "o").iterdir()) == []
+
+
+def test_an_output_without_room_is_refused_before_any_work(w, tmp_path, monkeypatch, capsys):
+    import collections
+    import shutil
+
+    folder, _ = w
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 1000, 1000))
+    (tmp_path / "r.yaml").write_text(__import__("yaml").safe_dump(_recipe(folder)))
+    assert main(["merge", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "needs about 0.00 GiB" in err and "has 0.00 GiB free" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml", "w"]

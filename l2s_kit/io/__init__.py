@@ -8,7 +8,7 @@
 from l2s_kit.faces import hand_on
 
 __getattr__, __dir__, __all__ = hand_on(__name__, {
-    "atomic": ("atomic_file", "atomic_folder", "check_apart", "check_out", "check_results_folder",
+    "atomic": ("atomic_file", "atomic_folder", "check_apart", "check_out", "check_results_folder", "check_room",
                "exclusive", "publish", "results_folder", "temp_sibling", "write_csv"),
     "checkpoint": ("Checkpoint", "StateDictSource", "TensorInfo", "WeightHasher", "natural_key",
                    "tensor_bytes", "weights_hash"),

@@ -54,6 +54,28 @@ def check_apart(out: str | os.PathLike, inputs: dict[str, str | os.PathLike | No
                 "with --overwrite)")
 
 
+ROOM = 1.05  # an output needs its bytes and a little more (headers, config, tokenizer files)
+
+
+def check_room(out: str | os.PathLike, nbytes: int) -> None:
+    """Refuse, before any work, an output of about ``nbytes`` bytes at ``out`` whose folder
+    cannot be written or whose disk has not the room (a write failing late, with the disk full,
+    costs the whole run)."""
+    out = Path(out).absolute()
+    where = next(p for p in out.parents if p.exists())
+    if not where.is_dir():
+        raise OutputExistsError(f"output {out}: {where} is a file where a folder is needed; "
+                                "choose another output folder")
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise OutputExistsError(f"output {out}: {where} cannot be written here (read-only, or "
+                                "not yours); choose another output folder")
+    free = shutil.disk_usage(where).free
+    if nbytes * ROOM > free:
+        raise OutputExistsError(
+            f"output {out} needs about {nbytes * ROOM / 2**30:.2f} GiB and the disk holding {where} "
+            f"has {free / 2**30:.2f} GiB free; free some space or choose an output on another disk")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

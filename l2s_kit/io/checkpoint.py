@@ -1,8 +1,13 @@
 """Read Hugging Face checkpoint folders lazily, one tensor (or block of rows) at a time.
 
-Reading goes through ``safetensors.safe_open`` one tensor (or one block of rows) at a time, and the
-file is closed again after each read, so that the pages of a multi-GB checkpoint do not pile up in
-the process's resident memory.
+Headers are read and checked with ``safetensors.safe_open``; tensors (or blocks of rows) are then
+read with ``pread`` at the offsets the header gives, into a buffer of their own: no file is
+memory-mapped, so the pages of a multi-GB checkpoint do not pile up in the process's resident
+memory, and a file truncated while it is read is an error naming it, not a bus error. Each
+read checks first that its file is still the one the checkpoint opened (size, modification time,
+inode), and :meth:`Checkpoint.check_unchanged` checks every file at once (a merge does so before
+its output appears): a checkpoint rewritten while it is read never gives an output matching
+neither version.
 """
 
 from __future__ import annotations
@@ -68,6 +73,48 @@ def _headers(path: Path):
                               "or corrupt: copy or download it again") from None
 
 
+def _stamp(path: Path) -> tuple[int, int, int]:
+    """What tells a file rewritten: size, modification time and inode ((-1, -1, -1): gone)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1, -1)
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _offsets(path: Path) -> dict[str, tuple[int, int]]:
+    """Each tensor's byte range in a safetensors file (8-byte little-endian header length, the
+    JSON header, then the data its ``data_offsets`` count from)."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n))
+        return {k: (8 + n + int(v["data_offsets"][0]), 8 + n + int(v["data_offsets"][1]))
+                for k, v in header.items() if k != "__metadata__"}
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); it is truncated "
+                              "or corrupt: copy or download it again") from None
+
+
+def _weight_map(index: Path) -> dict[str, str]:
+    """The ``weight_map`` of a sharded checkpoint's index: tensor name → a file name in the same
+    folder; anything else is named with what to do."""
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{index} is not valid JSON ({e}); copy or download it again") \
+            from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{index} has no 'weight_map' object (tensor name -> shard file); "
+                              "copy or download it again")
+    for name, file in weight_map.items():
+        if not isinstance(file, str) or Path(file).name != file or file in ("", ".", ".."):
+            raise CheckpointError(f"{index}: tensor {name} is mapped to {file!r}; each tensor "
+                                  "maps to a shard file name in the same folder")
+    return dict(weight_map)
+
+
 class Checkpoint:
     """A Hugging Face checkpoint folder, read lazily.
 
@@ -102,7 +149,12 @@ class Checkpoint:
                                   "model the weights came from")
         self._file_of = self._find_files()
         self._info: dict[str, TensorInfo] = {}
-        for file in sorted(set(self._file_of.values())):
+        self._where: dict[str, tuple[int, int]] = {}
+        files = sorted(set(self._file_of.values()))
+        kept = ["config.json", *([INDEX_FILE] if (self.path / INDEX_FILE).exists() else []), *files]
+        self._stamps = {f: _stamp(self.path / f) for f in kept}
+        for file in files:
+            self._where.update(_offsets(self.path / file))
             for name, sl in _headers(self.path / file):
                 if name not in self._file_of:
                     continue
@@ -124,17 +176,14 @@ class Checkpoint:
     def _find_files(self) -> dict[str, str]:
         index = self.path / INDEX_FILE
         if index.exists():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError) as e:
-                raise CheckpointError(f"{index} has no valid 'weight_map': {e}") from e
+            weight_map = _weight_map(index)
             for file in sorted(set(weight_map.values())):
-                if not (self.path / file).exists():
+                if not (self.path / file).is_file():
                     raise CheckpointError(
                         f"{index} names shard {file}, which is not in {self.path}; "
                         "the download may be incomplete."
                     )
-            return dict(weight_map)
+            return weight_map
         single = self.path / SINGLE_FILE
         files = [single] if single.exists() else sorted(self.path.glob("*.safetensors"))
         if not files:
@@ -176,12 +225,45 @@ class Checkpoint:
         return name in self._info
 
     def read(self, name: str, rows: slice | None = None) -> torch.Tensor:
-        """Read one tensor, or a block of its rows (first dimension), from disk."""
-        file = self.path / self._file_of[name]
-        with safe_open(file, framework="pt") as f:
-            if rows is None:
-                return f.get_tensor(name)
-            return f.get_slice(name)[rows]
+        """Read one tensor, or a block of its rows (first dimension, step 1), from disk."""
+        file = self._file_of[name]
+        info, (start, end) = self._info[name], self._where[name]
+        shape = list(info.shape)
+        if rows is not None:
+            first = shape[0] if shape else 1
+            lo, hi, step = rows.indices(first)
+            if step != 1:
+                raise ValueError(f"rows of {name}: a slice with step 1, got {rows}")
+            row = (end - start) // first if first else 0
+            hi = max(hi, lo)
+            start, end, shape[0] = start + lo * row, start + hi * row, hi - lo
+        self._check(file)
+        buffer = torch.empty(end - start, dtype=torch.uint8)
+        with open(self.path / file, "rb") as f:
+            view, done = memoryview(buffer.numpy()), 0
+            while done < len(view):
+                got = os.preadv(f.fileno(), [view[done:]], start + done)
+                if got <= 0:
+                    self._check(file)
+                    raise CheckpointError(f"{self.path / file} ends inside tensor {name}; it is "
+                                          "truncated: copy or download it again")
+                done += got
+        return buffer.view(info.dtype).reshape(shape)
+
+    def _check(self, file: str) -> None:
+        now = _stamp(self.path / file)
+        if now != self._stamps[file]:
+            was = self._stamps[file][0]
+            how = (f"{was} bytes, now {now[0]}" if now[0] != was else "replaced or rewritten")
+            raise CheckpointError(
+                f"{self.path / file} changed while it was being read ({how}): another program is "
+                "writing it. Nothing was written; run again once the checkpoint is complete")
+
+    def check_unchanged(self) -> None:
+        """Raise CheckpointError naming the first file of this checkpoint (config.json, the index
+        or a shard) that is no longer the one it read at the start."""
+        for file in self._stamps:
+            self._check(file)
 
     def __repr__(self) -> str:
         return f"Checkpoint({str(self.path)!r}, {len(self._info)} tensors)"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from l2s_kit.io.atomic import publish, temp_sibling
+from l2s_kit.io.atomic import check_room, publish, temp_sibling
 from l2s_kit.io.checkpoint import (
     GENERATION_CONFIG,
     INDEX_FILE,
@@ -132,6 +132,7 @@ class CheckpointWriter:
 
     # -- context management -------------------------------------------------------------------
     def __enter__(self) -> CheckpointWriter:
+        check_room(self.out_dir, sum(i.nbytes for i in self.infos))
         self.tmp = temp_sibling(self.out_dir, self.overwrite)
         self._thread = threading.Thread(target=self._worker, name="l2s-writer", daemon=True)
         self._thread.start()

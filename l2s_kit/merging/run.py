@@ -88,6 +88,8 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
             "weights_hash": writer.weights_hash,
             "notes": [*r.notes, *notes],
         })
+        for source in inputs:  # no output from a checkpoint rewritten while it was read
+            source.check_unchanged()
     result = MergeResult(out)
     result.weights_hash, result.recipe_hash = writer.weights_hash, r.hash
     result.notes = notes
