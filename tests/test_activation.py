@@ -179,13 +179,13 @@ def test_cache_key_follows_file_contents_and_checkpoint(tmp_path, small_pair):
 
 
 def test_cache_lives_next_to_the_checkpoint_unless_read_only(tmp_path, monkeypatch):
-    import l2s_kit.merging.calibration.cache as sc
+    import os
 
     monkeypatch.delenv("L2S_CACHE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     a, _ = make_pair(tmp_path / "p", "tiny", seed=0, delta_std=0.02)
     assert cache_dir(a) == a.resolve() / ".l2s_cache"
-    monkeypatch.setattr(sc.os, "access", lambda path, mode: False)  # a read-only folder
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # a read-only folder
     assert cache_dir(a).parent == tmp_path / "home" / ".cache" / "l2s_kit" / "stats"
 
 

@@ -106,7 +106,7 @@ def test_cli_sweep_local(tiny_pair, shared_data, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "4 responses of 2 models; 0 grading timeouts" in out
     assert "| ta | accuracy (%) |" in out
-    assert (tmp_path / "runs" / "responses" / "ta.jsonl").is_file()  # relative to the file
+    assert len(list((tmp_path / "runs" / "responses").glob("ta-*.jsonl"))) == 1  # relative to the file
     (tmp_path / "bad.yaml").write_text("recipes: {}\nbenchmark: [gsm8k]\n")
     assert main(["sweep", str(tmp_path / "bad.yaml")]) == 2
     assert "unknown key 'benchmark'" in capsys.readouterr().err

@@ -549,7 +549,7 @@ def test_a_cell_that_times_out_runs_the_notebook_again_once(monkeypatch, tmp_pat
 
     monkeypatch.setattr(papermill, "execute_notebook", flaky)
     nb = tmp_path / "x.ipynb"
-    assert nbrun._execute(nb, tmp_path / "out.ipynb", {}, False, 30) is None
+    assert nbrun._execute(nb, tmp_path / "out.ipynb", {}, False, 30, tmp_path) is None
     assert calls == [30, 30] and (tmp_path / "out.ipynb").read_text() == "{}"
     assert "x: a cell did not finish in 30 s; running the notebook again" in capsys.readouterr().err
 
@@ -559,7 +559,7 @@ def test_a_cell_that_times_out_runs_the_notebook_again_once(monkeypatch, tmp_pat
 
     calls.clear()
     monkeypatch.setattr(papermill, "execute_notebook", stuck)
-    err = nbrun._execute(nb, tmp_path / "out.ipynb", {}, False, 30)
+    err = nbrun._execute(nb, tmp_path / "out.ipynb", {}, False, 30, tmp_path)
     assert calls == [30, 30] and err == ("a cell did not finish in 30 s, 2 times (Cell execution "
                                          "timed out)")
 

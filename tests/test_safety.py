@@ -636,3 +636,60 @@ def test_an_output_without_room_is_refused_before_any_work(w, tmp_path, monkeypa
     err = capsys.readouterr().err
     assert "needs about 0.00 GiB" in err and "has 0.00 GiB free" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml", "w"]
+
+
+def _edit_config(folder, **changes):
+    import json
+
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, **changes}))
+
+
+def test_an_edited_config_gives_a_new_merge_and_is_not_resumed(w, tmp_path):
+    """System 2's config.json edited (eos_token_id): a new merge, not the stale one; responses
+    generated before the edit are not resumed as if they were the same model's."""
+    import shutil
+
+    from l2s_kit.evaluate import ResponsesError, evaluate
+    from l2s_kit.merging import merge_once
+
+    root, _ = w
+    s2 = tmp_path / "s2"
+    shutil.copytree(root / "model", s2)
+    recipe = {"merge_method": "task_arithmetic", "base_model": str(root / "base"),
+              "models": [{"model": str(s2)}], "parameters": {"alpha": 0.5}}
+    first, _ = merge_once(recipe, tmp_path / "merges", "ta")
+    out = tmp_path / "r.jsonl"
+    evaluate(s2, ROWS, out, backend=_Echo(), progress=False)
+    _edit_config(s2, eos_token_id=7)
+    second, _ = merge_once(recipe, tmp_path / "merges", "ta")
+    assert second != first
+    with pytest.raises(ResponsesError, match="config or tokenizer files were others"):
+        evaluate(s2, ROWS, out, backend=_Echo(), progress=False)
+
+
+def test_a_resumed_evaluation_reports_the_levels_the_data_has_now(tmp_path):
+    from l2s_kit.evaluate import evaluate
+
+    out = tmp_path / "r.jsonl"
+    rows = [{**r, "level": 1} for r in ROWS]
+    assert evaluate(None, rows, out, backend=_Echo(), weights_hash="x", progress=False)["level"] \
+        .tolist() == [1] * 4
+    rows[2]["level"] = 3  # the data's level corrected, then the evaluation resumed
+    df = evaluate(None, rows, out, backend=_Echo(), weights_hash="x", progress=False)
+    assert df.set_index("id")["level"].to_dict() == {0: 1, 1: 1, 2: 3, 3: 1}
+
+
+def test_a_study_rerun_with_other_settings_evaluates_anew_and_reuses_the_merges(tmp_path):
+    """Another --max-new-tokens (or sampling) in the same workdir is a new evaluation, not an
+    error telling the user to rename the model; the merges are reused, the earlier responses
+    stay."""
+    first = _tiny_study(tmp_path, tmp_path / "o1")
+    files = set(first.models["responses"])
+    second = _tiny_study(tmp_path, tmp_path / "o2", sampling={"n": 2, "temperature": 0.7}, ks=[1, 2])
+    assert second.models["weights_hash"].tolist() == first.models["weights_hash"].tolist()
+    assert not files & set(second.models["responses"])
+    assert all(__import__("os").path.exists(f) for f in files)
+    third = _tiny_study(tmp_path, tmp_path / "o3")  # the first settings again: all reused
+    assert list(third.models["responses"]) == list(first.models["responses"])
+    assert third.summary["accuracy"].tolist() == first.summary["accuracy"].tolist()

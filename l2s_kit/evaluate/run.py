@@ -30,8 +30,8 @@ from l2s_kit.evaluate.backends import (
 from l2s_kit.evaluate.extract import Extraction, extract_answer, final_part, grade
 from l2s_kit.io import atomic_file
 
-COLUMNS = ["model", "weights_hash", "recipe_hash", "dataset", "id", "level", "sample", "prompt",
-           "response", "n_tokens", "finish_reason", "answer", "gold", "correct", "generation",
+COLUMNS = ["model", "weights_hash", "recipe_hash", "files_hash", "dataset", "id", "level", "sample",
+           "prompt", "response", "n_tokens", "finish_reason", "answer", "gold", "correct", "generation",
            "grader", "row_hash", "answer_scope"]
 REQUIRED = ("id", "prompt", "gold")
 
@@ -206,12 +206,17 @@ def grader_name(grader) -> str:
 
 
 def _resume_problem(r: dict, *, out: Path, model_name: str, gen: dict, weights: str | None,
-                    recipe_hash: str | None, grader: str, rows: dict) -> str | None:
+                    recipe_hash: str | None, grader: str, rows: dict,
+                    files: str | None = None) -> str | None:
     """Why a row of ``out`` cannot be resumed by this evaluation (None when it can)."""
     again = "; give this model another name or write to another output path"
     if r.get("generation") != gen:
         return (f"{out} holds responses of model {model_name!r} generated with other settings "
                 f"({r.get('generation')}, now {gen}){again}")
+    if files is not None and r.get("files_hash") not in (None, files):
+        return (f"{out} holds responses of model {model_name!r} whose config or tokenizer files "
+                f"were others (config.json, generation_config.json, tokenizer files: hash "
+                f"{r['files_hash']}, now {files}): the checkpoint was edited{again}")
     if weights is not None and r.get("weights_hash") not in (None, weights):
         return (f"{out} holds responses of model {model_name!r} with other weights (weights hash "
                 f"{str(r['weights_hash'])[:12]}…, now {weights[:12]}…): another checkpoint under "
@@ -232,6 +237,20 @@ def _resume_problem(r: dict, *, out: Path, model_name: str, gen: dict, weights: 
                 "gold now than when its response was generated; give edited rows new ids, or "
                 "write to another output path")
     return None
+
+
+def _identity(model, backend, model_name, recipe_hash, weights_hash) -> tuple:
+    """(model name, recipe hash, weights hash, files hash) of what is evaluated, each the given
+    one or the folder's (no files hash for a backend without a folder)."""
+    from l2s_kit.io import checkpoint_hash, files_hash
+
+    if model_name is None:
+        model_name = Path(model).name if model is not None else backend.name
+    if recipe_hash is None:
+        recipe_hash = _recipe_hash(model)
+    if weights_hash is None and model is not None:
+        weights_hash = checkpoint_hash(model)
+    return model_name, recipe_hash, weights_hash, files_hash(model) if model is not None else None
 
 
 def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | os.PathLike, *,
@@ -255,22 +274,16 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
     (the default), a response with a closed ``<think>`` block is graded on the text after it;
     each row records ``answer_scope`` ("after_think" or "whole").
     Samples already in ``out`` for this model are kept and not generated again; ``out`` holding
-    this model's rows with other weights, settings, recipe or grader, or for an edited row, is
-    an error naming what differs.
+    this model's rows with other weights, config or tokenizer files, settings, recipe or grader,
+    or for an edited row, is an error naming what differs. A row's level is the one given now.
 
     Returns this model's rows of ``out`` for the given ``rows``, one per sample (columns:
     ``COLUMNS``); rows of other problems the file may hold (an earlier run) are left out.
     """
     if model is None and backend is None:
         raise ResponsesError("evaluate needs a checkpoint folder (model=...) or a backend")
-    if model_name is None:
-        model_name = Path(model).name if model is not None else backend.name
-    if recipe_hash is None:
-        recipe_hash = _recipe_hash(model)
-    if weights_hash is None and model is not None:
-        from l2s_kit.io import checkpoint_hash
-
-        weights_hash = checkpoint_hash(model)
+    model_name, recipe_hash, weights_hash, files = _identity(model, backend, model_name,
+                                                             recipe_hash, weights_hash)
     out = Path(out)
     if out.is_dir():
         raise ResponsesError(f"{out} is a folder; --out / out is the responses file to write, "
@@ -292,7 +305,7 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
                 mine.append(r)
                 problem = _resume_problem(r, out=out, model_name=model_name, gen=gen,
                                           weights=weights_hash, recipe_hash=recipe_hash,
-                                          grader=graded_by, rows=by_id)
+                                          grader=graded_by, rows=by_id, files=files)
                 if problem:
                     raise ResponsesError(problem)
                 done.add(_key(model_name, r["dataset"], r["id"], r["sample"]))
@@ -304,10 +317,13 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
             if backend is None:
                 backend = TransformersBackend(model, device=device, progress=False)
             ident = {"model": model_name, "weights_hash": weights_hash, "recipe_hash": recipe_hash,
-                     "gen": gen, "grader_name": graded_by, "after_think": after_think}
+                     "files_hash": files, "gen": gen, "grader_name": graded_by,
+                     "after_think": after_think}
             mine += _generate_into(out, todo, done, backend, settings, ident, extract, grader,
                                    progress)
-    return _frame([r for r in mine if (str(r.get("dataset")), str(r.get("id"))) in by_id])
+    # the rows as given now: a level edited since a response was generated is the new one
+    return _frame([{**r, "level": by_id[(str(r.get("dataset")), str(r.get("id")))]["level"]}
+                   for r in mine if (str(r.get("dataset")), str(r.get("id"))) in by_id])
 
 
 def _generate_into(out: Path, rows: list[dict], done: set[tuple], backend: Backend,
@@ -341,7 +357,8 @@ def _generate_into(out: Path, rows: list[dict], done: set[tuple], backend: Backe
                         extra["split"] = r["split"]
                     lines.append(json.dumps({
                         "model": model_name, "weights_hash": ident["weights_hash"],
-                        "recipe_hash": ident["recipe_hash"], "dataset": r["dataset"],
+                        "recipe_hash": ident["recipe_hash"], "files_hash": ident["files_hash"],
+                        "dataset": r["dataset"],
                         "id": r["id"], "level": r["level"], "sample": j, "prompt": r["prompt"],
                         "response": g.text, "n_tokens": g.n_tokens,
                         "finish_reason": g.finish_reason, "answer": answer, "gold": r["gold"],

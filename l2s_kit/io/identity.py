@@ -6,6 +6,11 @@ Computing it reads every weight byte once; the result is remembered in the folde
 (``weights_hash.json``, see :func:`cache_dir`) keyed by each weight file's size, modification time
 and inode, so a folder whose files change in any way is hashed again. Evaluations record it on
 every response row, so that two checkpoints in folders of one name never mix.
+
+``files_hash(folder)`` covers what a checkpoint is besides its weights: ``config.json``,
+``generation_config.json`` and the tokenizer files (a changed ``eos_token_id`` or chat template
+changes what the model generates); ``checkpoint_key(folder)`` is both, the identity a cached
+result (a merge, responses, a calibration statistic) is reused by.
 """
 
 from __future__ import annotations
@@ -68,3 +73,22 @@ def checkpoint_hash(path: str | os.PathLike) -> str:
     except OSError:
         pass  # a read-only cache only costs hashing again next time
     return digest
+
+
+def files_hash(path: str | os.PathLike) -> str:
+    """SHA-256 (16 hex digits) of the checkpoint folder's config, generation config and
+    tokenizer files (those present, by name and bytes)."""
+    from l2s_kit.io.files import GENERATION_CONFIG, TOKENIZER_FILES
+
+    path, h = Path(path), hashlib.sha256()
+    for name in ("config.json", GENERATION_CONFIG, *TOKENIZER_FILES, "chat_template.json"):
+        if (path / name).is_file():
+            h.update(f"{name}|{(path / name).stat().st_size}|".encode())
+            h.update((path / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def checkpoint_key(path: str | os.PathLike) -> str:
+    """A checkpoint folder's whole identity: :func:`files_hash` and :func:`checkpoint_hash`
+    (remembered across runs), as ``files:<16 hex>|weights:<64 hex>``."""
+    return f"files:{files_hash(path)}|weights:{checkpoint_hash(path)}"

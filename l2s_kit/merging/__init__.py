@@ -11,7 +11,7 @@ from l2s_kit.faces import hand_on
 from l2s_kit.merging import methods  # noqa: F401  (registers every method family)
 
 __getattr__, __dir__, __all__ = hand_on(__name__, {
-    "run": ("MERGE_INFO", "MergeResult", "input_hashes", "merge", "merge_in_memory", "merge_key",
+    "run": ("MERGE_INFO", "MergeResult", "merge", "merge_in_memory", "merge_key",
             "merge_once", "merged_config", "pair_check_notes", "read_merge_info", "recipe_inputs"),
     "engine": ("merge_state_dicts", "plan_merge"),
     "recipe": ("ModelSpec", "Recipe", "load_recipe"),

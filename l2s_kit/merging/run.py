@@ -154,21 +154,18 @@ def pair_check_notes(r: Recipe, inputs: list) -> list[str]:
     return out
 
 
-def input_hashes(recipe: Recipe | dict | str | os.PathLike) -> dict[str, str]:
-    """The weights hash of every checkpoint a recipe reads, by role ("base model", "model 1",
-    ...; see :func:`l2s_kit.io.checkpoint_hash`, remembered across runs)."""
-    from l2s_kit.io import checkpoint_hash
-
-    r = _recipe(recipe)
-    paths = {"base model": r.base_model, **{f"model {i + 1}": m.model for i, m in enumerate(r.models)}}
-    return {role: checkpoint_hash(p) for role, p in paths.items()}
-
-
 def merge_key(recipe: Recipe | dict | str | os.PathLike) -> str:
-    """What identifies a merge before it is made: the recipe hash and its inputs' weights hashes
-    (so a checkpoint replaced in its folder gives another key). 12 hex digits."""
+    """What identifies a merge before it is made: the recipe hash and the identity of everything
+    it reads (:func:`l2s_kit.io.checkpoint_key` of each checkpoint: weights, config and tokenizer
+    files; the files of a separate config or tokenizer source), so a checkpoint replaced or edited
+    in its folder gives another key. 12 hex digits."""
+    from l2s_kit.io import checkpoint_key, files_hash
+
     r = _recipe(recipe)
-    blob = json.dumps({"recipe": r.hash, "inputs": input_hashes(r)}, sort_keys=True)
+    checkpoints = {r.base_model, *(m.model for m in r.models)}
+    inputs = {role: checkpoint_key(p) if p in checkpoints else files_hash(p)
+              for role, p in recipe_inputs(r).items()}
+    blob = json.dumps({"recipe": r.hash, "inputs": inputs}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

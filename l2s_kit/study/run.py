@@ -5,7 +5,7 @@
    given, the built-in family (built or reused).
 2. Merge System 1 (base) with System 2 by every method of the grid, in memory when the model fits
    or on disk once per merge (:mod:`l2s_kit.study.runner`), locally or as Ray tasks.
-3. Evaluate every model on validation and test (one resumable ``responses/<model>.jsonl`` each;
+3. Evaluate every model on validation and test (one resumable ``responses/<model>-<key>.jsonl`` each;
    every row names the model's weights hash).
 4. Choose each method's setting on validation: the shortest merge within ``tolerance`` accuracy
    points of System 2. Report everything on test.
@@ -41,7 +41,7 @@ REFERENCE = "system2"
 @dataclass
 class StudyResult:
     setup: StudySetup
-    workdir: Path                            # merges/ and responses/<model>.jsonl
+    workdir: Path                            # merges/ and responses/<model>-<key>.jsonl
     out: Path                                # tables and figures
     models: pd.DataFrame                     # model, method, parameters, weights_hash, folder, ...
     responses: dict[str, pd.DataFrame] = field(default_factory=dict)  # split → responses
@@ -236,8 +236,11 @@ def _run_models(setup: StudySetup, grid, workdir: Path, out: Path, *, progress: 
     # this run's problems only, each in this run's split: a responses file may also hold rows
     # of an earlier run on other problems (another --limit) or another split (another --seed)
     split_of = {(name, str(r["id"])): r["split"] for name, rows in datasets.items() for r in rows}
+    level_of = {(name, str(r["id"])): r.get("level") for name, rows in datasets.items() for r in rows}
     allr = load_responses(models["responses"].tolist())
-    allr["split"] = [split_of.get((str(d), str(i))) for d, i in zip(allr["dataset"], allr["id"])]
+    keys = list(zip(allr["dataset"].astype(str), allr["id"].astype(str)))
+    allr["split"] = [split_of.get(k) for k in keys]
+    allr["level"] = [level_of.get(k) for k in keys]  # the data's levels now, not when generated
     allr = reflection.annotate(allr[allr["split"].notna()])
     for split in ("validation", "test"):
         result.responses[split] = allr[allr["split"] == split].reset_index(drop=True)
@@ -491,5 +494,5 @@ def print_result(r: StudyResult) -> None:
         print(t.to_string(index=False))
     print("\n" + (r.out / "table1.md").read_text())
     print(f"pair:      {r.setup.system1} + {r.setup.system2}")
-    print(f"responses: {r.workdir}/responses/<model>.jsonl")
+    print(f"responses: {r.workdir}/responses/<model>-<key>.jsonl")
     print(f"results:   {r.out}/ (" + ", ".join(sorted({p.name for p in r.files})) + ")")

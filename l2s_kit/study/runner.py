@@ -9,8 +9,11 @@ named and recorded one way whatever asked for it:
   model that fits); a job with a ``model`` is a checkpoint evaluated as it is;
 - every response row names the model's weights hash (the merged state's, the same whether it
   was merged in memory or on disk), its recipe hash, the settings and the grader;
-- responses go to ``workdir/responses/<name>.jsonl``: each job writes only its own file, so jobs
-  run in any order and in parallel, and a killed run resumes.
+- responses go to ``workdir/responses/<name>-<evaluation key>.jsonl``: each job writes only its
+  own file, so jobs run in any order and in parallel, and a killed run resumes; the key
+  (:func:`evaluation_key`) covers the model's weights, config and tokenizer files, the
+  settings, the grader and the prompt, so a rerun with any of them changed never mixes with or
+  trips over the earlier responses.
 """
 
 from __future__ import annotations
@@ -56,9 +59,26 @@ def file_name(name: str) -> str:
     return slug
 
 
-def responses_file(workdir: str | os.PathLike, name: str) -> Path:
-    """``workdir/responses/<name>.jsonl`` (the name made a file name by :func:`file_name`)."""
-    return Path(workdir) / "responses" / f"{file_name(name)}.jsonl"
+def responses_file(workdir: str | os.PathLike, name: str, key: str | None = None) -> Path:
+    """``workdir/responses/<name>-<key>.jsonl`` (the name made a file name by
+    :func:`file_name`; ``key``: :func:`evaluation_key`)."""
+    return Path(workdir) / "responses" / f"{file_name(name)}{'-' + key if key else ''}.jsonl"
+
+
+def evaluation_key(job: Job, settings: GenerationSettings, grader: str) -> str:
+    """What the job's responses depend on: the model (:func:`l2s_kit.merging.merge_key` of its
+    recipe, or :func:`l2s_kit.io.checkpoint_key` of its folder: weights, config and tokenizer
+    files), the generation settings, the grader and the prompt template. 10 hex digits: a rerun
+    with anything else evaluates into a file of its own (and the earlier one stays for going
+    back), a rerun with the same reuses every response."""
+    import json
+
+    from l2s_kit.io import checkpoint_key
+    from l2s_kit.merging import merge_key
+
+    model = merge_key(job.recipe) if job.recipe is not None else checkpoint_key(job.model)
+    blob = json.dumps([model, settings.to_dict(), grader, job.prompt], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
 _LOADED: dict = {}  # (System 1 folder, device) → backend, reused by in-memory merges
@@ -117,8 +137,8 @@ def run_job(job: Job, datasets: Mapping[str, list[dict]], workdir: str, *,
     from l2s_kit.merging import merge_once
 
     workdir = Path(workdir)
-    out = responses_file(workdir, job.name)
     settings = job.settings or settings
+    out = responses_file(workdir, job.name, evaluation_key(job, settings, grader))
     weights = None
     gen_backend = None
     if job.recipe is not None and merge_in == "memory":

@@ -12,7 +12,7 @@ process or as Ray tasks (many GPUs, many machines), gathered into one set of tab
 
 A job merges its recipe into ``workdir/merges/<name>-<recipe hash>`` (reused when it exists: a
 merge folder appears complete or not at all), then evaluates the merged model (or a given
-checkpoint) on every dataset into ``workdir/responses/<name>.jsonl`` (resumed when interrupted).
+checkpoint) on every dataset into ``workdir/responses/<name>-<key>.jsonl`` (resumed when interrupted; the key is :func:`l2s_kit.study.runner.evaluation_key`).
 Each job writes only its own files, so jobs run in any order and in parallel. With
 ``runner="ray"`` each job is one Ray task asking for ``num_cpus`` CPUs and ``num_gpus`` GPUs
 (it then evaluates on CUDA; with ``backend="vllm"``, tensor-parallel over its GPUs); ``workdir``

@@ -5,8 +5,9 @@ take minutes to hours on a real model, and a sweep over ω or T reuses them. The
 ``<checkpoint>/.l2s_cache/<kind>-<key>.safetensors`` (in ``~/.cache/l2s_kit/stats/`` when the
 checkpoint folder is read-only, and in ``$L2S_CACHE`` whenever that is set), written atomically. The key hashes:
 
-- each checkpoint's config.json and weights hash (:func:`l2s_kit.io.checkpoint_hash`, the hash
-  every response row carries), so any change of tensor data gives another key. The weights are
+- each checkpoint's :func:`l2s_kit.io.checkpoint_key` (its config and tokenizer files and its
+  weights hash, the hash every response row carries), so any change of tensor data gives another
+  key. The weights are
   hashed once (about a minute for a 15 GB model read from the page cache); the hash is remembered
   beside the entries, keyed by each file's size, modification time and inode, and computed again
   whenever one of them changes;
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,18 +32,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from l2s_kit.io import atomic_file
-from l2s_kit.io.identity import cache_dir, checkpoint_hash
+from l2s_kit.io.identity import cache_dir, checkpoint_key
 
-FORMAT = 3  # 3: checkpoints by config and weights hash; entries checksummed
-
-
-def checkpoint_key(path: str | os.PathLike) -> str:
-    """A checkpoint folder's identity for the cache: its config.json's bytes and its weights hash
-    (:func:`l2s_kit.io.checkpoint_hash`, remembered across runs)."""
-    path = Path(path)
-    h = hashlib.sha256((path / "config.json").read_bytes())
-    h.update(f"|{checkpoint_hash(path)}".encode())
-    return h.hexdigest()
+FORMAT = 4  # 4: checkpoints by io.checkpoint_key (config, tokenizer and weights); checksummed
 
 
 def _checksum(tensors: dict[str, torch.Tensor]) -> str:
