@@ -693,3 +693,31 @@ def test_a_study_rerun_with_other_settings_evaluates_anew_and_reuses_the_merges(
     third = _tiny_study(tmp_path, tmp_path / "o3")  # the first settings again: all reused
     assert list(third.models["responses"]) == list(first.models["responses"])
     assert third.summary["accuracy"].tolist() == first.summary["accuracy"].tolist()
+
+
+@pytest.mark.parametrize("configs", [(False, False), (False, True), (None, None)])
+def test_the_cards_note_on_tied_embeddings_agrees_with_its_config(tmp_path, configs):
+    """Inputs storing no head are tied whatever their config says: the merged config, the stored
+    tensors and the card's notes tell one story (a config saying 'untied' with no head stored
+    gave an untied output and a note calling the inputs tied)."""
+    import json
+
+    base, model = make_pair(tmp_path / "p", "tiny", seed=1, base_tied=True, model_tied=True)
+    for folder, tie in zip((base, model), configs):
+        config = json.loads((folder / "config.json").read_text())
+        if tie is None:
+            config.pop("tie_word_embeddings", None)
+        else:
+            config["tie_word_embeddings"] = tie
+        (folder / "config.json").write_text(json.dumps(config))
+    assert "lm_head.weight" not in Checkpoint(base) and "lm_head.weight" not in Checkpoint(model)
+    out = merge({"merge_method": "task_arithmetic", "base_model": str(base),
+                 "models": [{"model": str(model)}], "parameters": {"alpha": 0.5}},
+                tmp_path / "out", progress=False)
+    config = json.loads((out / "config.json").read_text())
+    card = (out / "README.md").read_text()
+    assert config["tie_word_embeddings"] is True and "lm_head.weight" not in Checkpoint(out)
+    assert "untied" not in card.replace("tie_word_embeddings = false", "")
+    says_false = [f for f, t in zip((base, model), configs) if t is False]
+    for f in says_false:
+        assert f"{f}'s config says tie_word_embeddings = false but it stores no lm_head.weight" in card

@@ -105,7 +105,10 @@ def _label(src) -> str:
 
 
 def _tied(src) -> bool:
-    return bool(src.config.get("tie_word_embeddings", LM_HEAD not in src))
+    """Whether the input's head is its embedding: it stores no head (whatever its config says:
+    nothing else can be its head), or its config ties them (a stored head is then unused, as
+    transformers ties it on loading)."""
+    return LM_HEAD not in src or src.config.get("tie_word_embeddings") is True
 
 
 def plan_merge(inputs: Sequence, out_dtype: torch.dtype | None) -> tuple[list[TensorJob], dict, list[str]]:
@@ -149,6 +152,10 @@ def _output_names(inputs: Sequence, embed: str | None, untied_out: bool,
     """The output's tensors: the base's, with lm_head.weight added when any input unties it
     and dropped when every input ties it; a tensor only a model has is refused."""
     base, others = inputs[0], inputs[1:]
+    for s in inputs:
+        if embed is not None and LM_HEAD not in s and s.config.get("tie_word_embeddings") is False:
+            notes.append(f"{_label(s)}'s config says tie_word_embeddings = false but it stores no "
+                         f"{LM_HEAD}: its {embed} is taken as its head (as if tied)")
     if untied_out and embed is not None:
         tied_inputs = [_label(s) for s in inputs if LM_HEAD not in s]
         if tied_inputs:
