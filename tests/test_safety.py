@@ -721,3 +721,16 @@ def test_the_cards_note_on_tied_embeddings_agrees_with_its_config(tmp_path, conf
     says_false = [f for f, t in zip((base, model), configs) if t is False]
     for f in says_false:
         assert f"{f}'s config says tie_word_embeddings = false but it stores no lm_head.weight" in card
+
+
+@pytest.mark.parametrize("command", ["study", "tune"])
+def test_an_out_under_a_file_is_one_line_before_any_work(tmp_path, capsys, command):
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    argv = [command, *(["--method", "ties", "--trials", "1"] if command == "tune" else []), "--n-per-level",
+            "2", "--workdir", str(tmp_path / "runs"), "--out", str(afile / "out"), "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{afile} is a file where a folder is needed" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and afile.read_text() == "mine"
+    assert not (tmp_path / "runs").exists()

@@ -253,6 +253,7 @@ def check_results_folder(out: str | os.PathLike, kind: str, overwrite: bool = Fa
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"output path {out} is a file, not a folder; choose another path")
+    check_room(out, 0)  # under a folder that can be written
     if overwrite or not out.is_dir():
         return
     foreign = _earlier(out, kind)

@@ -370,17 +370,19 @@ def tune(method: str, *, setup=None, space: dict | None = None, schedules=(),
 
     transformers.logging.disable_progress_bar()
     _check_settings(objective, sampler, trials, subset)
+    if out is not None:
+        from l2s_kit.io import check_results_folder
+
+        check_results_folder(out, "tune", overwrite)  # before any work
     ranges = search_space(method, space, tuple(schedules))
     workdir = Path(workdir)
     val = Explorer(setup, split="validation", n_per_level=n_per_level, workdir=workdir)
-    from l2s_kit.io import check_apart, check_results_folder
+    from l2s_kit.io import check_apart
 
     pair = {"System 1": val.setup.system1, "System 2": val.setup.system2}
     for folder in (workdir, out):  # nothing is written into, around or over the pair
         if folder is not None:
             check_apart(folder, pair)
-    if out is not None:
-        check_results_folder(out, "tune", overwrite)
     ref_df = val.responses(REFERENCE)
     ref = _summary(ref_df)
     gap = _gap(val)  # read System 1's and System 2's responses once
