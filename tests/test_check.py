@@ -48,7 +48,8 @@ def test_config_keys_that_govern_generation_are_named_with_where_the_merge_takes
     t = check_pair(base, model)
     r = rows(t, "max_position_embeddings").iloc[0]
     assert (r.base_value, r.model_value, r.verdict) == ("4096", "131072", "takes")
-    assert f"takes the value of model ({model})" in r.note  # generation: System 2's by default
+    assert f"from model ({model})" in r.note  # generation: System 2's by default
+    assert "context length, rope and sliding window are one choice" in r.note
     assert f"takes the value of base ({base})" in rows(t, "initializer_range").iloc[0].note
     assert set(t["item"]) >= {"rope_theta", "sliding_window"}
     # the merge takes them so, and its card lists every choice
@@ -64,11 +65,16 @@ def test_config_keys_that_govern_generation_are_named_with_where_the_merge_takes
     assert "config.json max_position_embeddings: 131072 from System 2 (the first model) " \
            "(System 1 has 4096)" in card
     assert "config.json initializer_range differs (base 0.01, model 0.03)" in card
-    # per key, overridable
+    # overridable; the context keys as one choice: the length and its rope from one side
     out = l2s_kit.merge({**recipe, "config_keys": {"max_position_embeddings": "base"}},
                         base.parent / "merged-2", progress=False)
     cfg = json.loads((out / "config.json").read_text())
-    assert (cfg["max_position_embeddings"], cfg["rope_theta"]) == (4096, 1e6)
+    base_cfg = json.loads((base / "config.json").read_text())
+    assert (cfg["max_position_embeddings"], cfg.get("rope_theta")) == (4096, base_cfg.get("rope_theta"))
+    assert cfg.get("sliding_window") == base_cfg.get("sliding_window")
+    with pytest.raises(ValueError, match="one choice"):
+        l2s_kit.load_recipe({**recipe, "config_keys": {"max_position_embeddings": "base",
+                                                       "rope_theta": "model"}})
     # the paper's presets keep the paper's choice (System 1's), with a note saying so
     preset = l2s_kit.load_recipe({"preset": "ta-7b", "base_model": str(base),
                                   "models": [{"model": str(model)}]})
@@ -155,3 +161,65 @@ def test_architecture_and_dtype(tmp_path, capsys):
     shutil.rmtree(d)
     assert main(["check", str(c), str(d)]) == 2  # not a checkpoint folder: named, exit 2
     assert f"model {d}: not a checkpoint folder" in capsys.readouterr().err
+
+
+def test_the_papers_pair_shape_think_tokens_a_jinja_template_and_one_context_choice(tmp_path,
+                                                                                    capsys):
+    """System 2 adds <think> / </think> (two embedding rows) and ships its chat template as
+    chat_template.jinja, with a longer context and its own rope_parameters: the check names both
+    tokens and the templates' difference, and the merge takes the context length with System
+    2's rope, never System 1's rope beside System 2's length."""
+    base, model = make_pair(tmp_path / "p", "tiny", seed=5, tokenizer=False, extra_rows=2)
+    for f in (base, model):
+        save_tokenizer(f)
+    tok = json.loads((base / "tokenizer.json").read_text())
+    vocab = 1 + max([*tok["model"]["vocab"].values(), *(a["id"] for a in tok["added_tokens"])])
+
+    def think(d):
+        for i, content in enumerate(("<think>", "</think>")):
+            d["added_tokens"].append({"id": vocab + i, "content": content, "single_word": False,
+                                      "lstrip": False, "rstrip": False, "normalized": False,
+                                      "special": False})
+
+    edit_json(model / "tokenizer.json", think)
+    edit_json(base / "tokenizer_config.json", lambda d: d.update(
+        chat_template="{% for m in messages %}{{ m['content'] }}{% endfor %}"))
+    (model / "chat_template.jinja").write_text(
+        "{% for m in messages %}{{ m['content'] }}{% endfor %}<think>\n")
+    edit_json(base / "config.json", lambda d: d.update(
+        max_position_embeddings=4096, rope_parameters={"rope_theta": 10000.0, "rope_type": "default"}))
+    edit_json(model / "config.json", lambda d: d.update(
+        max_position_embeddings=131072,
+        rope_parameters={"rope_theta": 1000000.0, "rope_type": "default"}))
+    t = check_pair(base, model)
+    tokens = rows(t, "tokens only one side has").iloc[0]
+    assert f"<think> ({vocab})" in tokens.model_value and f"</think> ({vocab + 1})" in tokens.model_value
+    assert tokens.base_value == "none"
+    ct = rows(t, "chat_template").iloc[0]
+    assert ct.base_value.startswith("tokenizer_config.json: ")
+    assert ct.model_value.startswith("chat_template.jinja: ")
+    assert "different (line 1:" in ct.note
+    assert main(["check", str(base), str(model)]) == 0
+    printed = capsys.readouterr().out
+    assert "<think>" in printed and "</think>" in printed and "chat_template" in printed
+
+    import l2s_kit
+
+    recipe = {"merge_method": "task_arithmetic", "base_model": str(base),
+              "models": [{"model": str(model)}]}
+    out = l2s_kit.merge(recipe, tmp_path / "merged", progress=False)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["max_position_embeddings"] == 131072
+    assert cfg["rope_parameters"] == {"rope_theta": 1000000.0, "rope_type": "default"}
+    assert "are one choice, all from System 2" in (out / "README.md").read_text()
+    # System 2 without rope_parameters (rope_theta at the top level): none of System 1's is kept
+    edit_json(model / "config.json", lambda d: (d.pop("rope_parameters"), d.update(rope_theta=1e6)))
+    out = l2s_kit.merge(recipe, tmp_path / "merged-2", progress=False)
+    cfg = json.loads((out / "config.json").read_text())
+    assert "rope_parameters" not in cfg and cfg["rope_theta"] == 1e6
+
+
+def test_the_same_folder_as_base_and_model_says_so(pair, capsys):
+    base, _ = pair
+    assert main(["check", str(base), str(base) + "/"]) == 2
+    assert "is the base" in capsys.readouterr().err

@@ -9,9 +9,11 @@ vocabulary mismatches and tied embeddings. The check compares, base against each
 - **architecture and tensors**: the merge engine's own plan (``plan_merge``): model type, tensor
   names and shapes, tied embeddings, added vocabulary rows;
 - **config.json**: every key that differs (context length, rope, sliding window, bos / eos / pad
-  ids, vocabulary size, tying, ...);
-- **tokenizers** (``tokenizer.json`` / ``tokenizer_config.json``): vocabulary size, tokens that
-  differ at the same id (special and regular apart), special tokens, the chat template;
+  ids, vocabulary size, tying, ...); context length, rope and sliding window are one choice;
+- **tokenizers** (``tokenizer.json`` / ``tokenizer_config.json``): every token only one side has
+  (e.g. ``<think>``), tokens that differ at the same id (special and regular apart), special
+  tokens, the chat template wherever it lives (``chat_template.jinja``, ``chat_template.json``,
+  ``tokenizer_config.json``);
 - **generation_config.json** and the weights' **dtypes**.
 
 Verdicts: ``blocks`` (the merge refuses, or its rows would mix different tokens), ``takes`` (the
@@ -80,6 +82,45 @@ def _vocab(folder: Path) -> tuple[dict[int, str], set[int]] | None:
     return ids, special
 
 
+def _names(tokens, n: int = 12) -> str:
+    tokens = list(tokens)
+    shown = ", ".join(tokens[:n])
+    return shown + (f" and {len(tokens) - n} more" if len(tokens) > n else "") if tokens else "none"
+
+
+# where a chat template lives, in the order transformers reads them
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json", "tokenizer_config.json")
+
+
+def chat_template(folder: Path) -> tuple[str | None, str | None]:
+    """(the chat template's text, the file it is in) of a checkpoint folder: ``chat_template.jinja``,
+    else ``chat_template.json``, else ``tokenizer_config.json``'s ``chat_template`` (a list of
+    named templates is written as JSON); (None, None) without one."""
+    for name in CHAT_TEMPLATE_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        if name.endswith(".jinja"):
+            try:
+                return path.read_text(encoding="utf-8"), name
+            except UnicodeDecodeError as e:
+                raise L2SError(f"{path}: not UTF-8 text ({e})") from None
+        value = (_json(path) or {}).get("chat_template")
+        if value:
+            return (value if isinstance(value, str) else json.dumps(value, sort_keys=True)), name
+    return None, None
+
+
+def _first_difference(a: str, b: str) -> str:
+    """The first line where two texts differ, as 'line N: «a» / «b»'."""
+    la, lb = a.splitlines(), b.splitlines()
+    for i in range(max(len(la), len(lb))):
+        x, y = (la[i] if i < len(la) else "(end)"), (lb[i] if i < len(lb) else "(end)")
+        if x != y:
+            return f"line {i + 1}: {_short(x.strip(), 50)!r} / {_short(y.strip(), 50)!r}"
+    return "whitespace only"
+
+
 def _special_tokens(cfg: dict | None) -> dict:
     if not cfg:
         return {}
@@ -100,9 +141,14 @@ def pair_differences(base: str | os.PathLike, model: str | os.PathLike, *, confi
     two as ``Checkpoint`` objects already open (a merge passes its own); ``plan=False`` leaves
     out the architecture's rows (a merge has planned itself)."""
     from l2s_kit.merging.engine import plan_merge
-    from l2s_kit.merging.recipe import GENERATION_KEYS
+    from l2s_kit.merging.recipe import CONTEXT_KEYS, GENERATION_KEYS
 
     b, m = Path(base), Path(model)
+    from l2s_kit.merging.recipe import same_checkpoint
+
+    if same_checkpoint(str(b), str(m)):
+        raise L2SError(f"{model} is the base {base} (the same folder or the same weight files): "
+                       "give System 1 and System 2 as two checkpoints")
     if config_keys is None:
         config_keys = {k: "model" for k in GENERATION_KEYS}
 
@@ -127,6 +173,11 @@ def pair_differences(base: str | os.PathLike, model: str | os.PathLike, *, confi
             verdict, note = BLOCKS, "a different architecture: the tensors cannot be merged"
         elif key in DTYPE_KEYS:
             verdict, note = HARMLESS, "merges compute in float32 and write the recipe's out_dtype"
+        elif key in CONTEXT_KEYS:
+            verdict, note = TAKES, (
+                f"context length, rope and sliding window are one choice: the merged config.json "
+                f"takes all of {', '.join(CONTEXT_KEYS)} from "
+                f"{label(config_keys.get(key, config_source))}")
         elif key == "vocab_size":
             verdict, note = TAKES, (f"embedding rows beyond the smaller vocabulary come from the "
                                     f"larger model only; config.json from "
@@ -163,9 +214,22 @@ def _tokenizer_differences(b: Path, m: Path, tok_from: str) -> list[Difference]:
                               f"tokenizer of {tok_from}"))
     if vb is not None and vm is not None:
         (ib, sb), (im, sm) = vb, vm
-        if len(ib) != len(im):
-            out.append(Difference("tokenizer", "vocabulary size", len(ib), len(im), TAKES,
-                                  f"the merged folder takes the tokenizer of {tok_from}"))
+        only_b = [f"{ib[i]} ({i})" for i in sorted(set(ib) - set(im))]
+        only_m = [f"{im[i]} ({i})" for i in sorted(set(im) - set(ib))]
+        if only_b or only_m:
+            out.append(Difference(
+                "tokenizer", "tokens only one side has", _names(only_b), _names(only_m), TAKES,
+                f"vocabulary size {len(ib)} | {len(im)}; base only: {_names(only_b)}; model only: "
+                f"{_names(only_m)}. Their embedding rows come from the side that has them; the "
+                f"merged folder takes the tokenizer of {tok_from}"))
+        special_b, special_m = {ib[i] for i in sb}, {im[i] for i in sm}
+        if special_b != special_m:
+            out.append(Difference(
+                "tokenizer", "special tokens", _names(sorted(special_b - special_m)),
+                _names(sorted(special_m - special_b)), TAKES,
+                f"special tokens only in base: {_names(sorted(special_b - special_m))}; only in "
+                f"model: {_names(sorted(special_m - special_b))}. The merged folder takes the "
+                f"tokenizer of {tok_from}"))
         shared = sorted(set(ib) & set(im))
         differ = [i for i in shared if ib[i] != im[i]]
         special = [i for i in differ if i in sb or i in sm]
@@ -188,12 +252,13 @@ def _tokenizer_differences(b: Path, m: Path, tok_from: str) -> list[Difference]:
         if spb.get(k) != spm.get(k):
             out.append(Difference("tokenizer", k, spb.get(k), spm.get(k), TAKES,
                                   f"the merged folder takes {k} from {tok_from}"))
-    ctb, ctm = (tb or {}).get("chat_template"), (tm or {}).get("chat_template")
+    (ctb, wb), (ctm, wm) = chat_template(b), chat_template(m)
     if ctb != ctm:
         state = ("missing in base" if ctb is None else "missing in model" if ctm is None
-                 else "different")
-        out.append(Difference("tokenizer", "chat_template", _short(ctb or "(absent)", 30),
-                              _short(ctm or "(absent)", 30), TAKES,
+                 else f"different ({_first_difference(ctb, ctm)})")
+        out.append(Difference("tokenizer", "chat_template",
+                              f"{wb}: {_short(ctb, 30)}" if ctb else "(absent)",
+                              f"{wm}: {_short(ctm, 30)}" if ctm else "(absent)", TAKES,
                               f"chat template {state}; the merged folder takes the one of {tok_from}"))
     return out
 

@@ -52,9 +52,10 @@ TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_
             "tokenizer_source", "config_source", "config_keys", "preset", "shard_size", "device",
             "name"}
 # config.json keys that govern generation, not the tensors: taken from System 2 by default
-GENERATION_KEYS = ("max_position_embeddings", "rope_theta", "rope_scaling", "sliding_window",
-                   "use_sliding_window", "max_window_layers", "bos_token_id", "eos_token_id",
-                   "pad_token_id")
+# ... of which these go together (a context length is only right with its own rope): one source
+CONTEXT_KEYS = ("max_position_embeddings", "rope_theta", "rope_scaling", "rope_parameters",
+                "sliding_window", "use_sliding_window", "max_window_layers")
+GENERATION_KEYS = (*CONTEXT_KEYS, "bos_token_id", "eos_token_id", "pad_token_id")
 SOURCES = ("base", "model")  # or a folder
 MERGEKIT_IGNORED = {"chat_template"}  # refused with a message
 MERGEKIT_KEYS = {"int8_mask", "slices"}  # translated
@@ -416,7 +417,7 @@ def _model_specs(d: dict, where: str, relative_to: Path | None, check_paths: boo
     return models
 
 
-def _same_checkpoint(a: str, b: str) -> bool:
+def same_checkpoint(a: str, b: str) -> bool:
     """Whether two checkpoint folders are one: the same folder (through ``..``, a trailing slash
     or a symlink), or folders whose weight files are the same files (hard links)."""
     pa, pb = Path(a), Path(b)
@@ -454,6 +455,13 @@ def _sources(d: dict, where: str, from_preset: bool, relative_to: Path | None,
             raise RecipeError(f"{where}: config_keys.{k} must be base, model or a folder, got {v!r}")
         config_keys[str(k)] = v if v in SOURCES else _resolve_path(v, f"config_keys.{k}",
                                                                    relative_to, check_paths)
+    context = {config_keys[k] for k in CONTEXT_KEYS if k in given_keys}
+    if len(context) > 1:
+        raise RecipeError(f"{where}: config_keys give {', '.join(k for k in CONTEXT_KEYS if k in given_keys)} "
+                          "from different sources; context length, rope and sliding window are one "
+                          "choice (a context length is only right with its own rope): give them one")
+    for k in CONTEXT_KEYS:  # one given: all of them follow
+        config_keys[k] = next(iter(context), config_keys[k])
     return config_keys
 
 
@@ -479,7 +487,7 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
     base = _resolve_path(d["base_model"], "base_model", relative_to, check_paths)
     models = _model_specs(d, where, relative_to, check_paths)
     for i, m in enumerate(models):
-        if check_paths and _same_checkpoint(base, m.model):
+        if check_paths and same_checkpoint(base, m.model):
             raise RecipeError(f"{where}: models[{i}] {m.model} is the base_model {base} (the same "
                               "folder or the same weight files): merging a checkpoint with itself "
                               "gives it back; give System 2's folder")

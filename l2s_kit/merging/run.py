@@ -127,9 +127,17 @@ def merged_config(r: Recipe, inputs: list | None = None) -> tuple[dict, list[str
         src = config_of(source)
         if key in src:
             config[key] = src[key]
+        else:  # taken from its source, absence included (no System 1 rope beside System 2's length)
+            config.pop(key, None)
         if config.get(key, "(absent)") != base.get(key, "(absent)"):
             notes.append(f"config.json {key}: {config.get(key, '(absent)')} from "
                          f"{label.get(source, source)} (System 1 has {base.get(key, '(absent)')})")
+    from l2s_kit.merging.recipe import CONTEXT_KEYS
+
+    if any(n.startswith(tuple(f"config.json {k}:" for k in CONTEXT_KEYS)) for n in notes):
+        source = r.config_keys[CONTEXT_KEYS[0]]
+        notes.append(f"context length, rope and sliding window ({', '.join(CONTEXT_KEYS)}) are "
+                     f"one choice, all from {label.get(source, source)}")
     return config, notes
 
 
