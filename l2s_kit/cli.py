@@ -986,6 +986,26 @@ NEEDS: dict[str, tuple[str, ...]] = {"notebooks": ("notebooks",), "tune": ("tune
                                      "study": ("notebooks",)}
 
 
+# the options of each command that name checkpoints: a local folder or a hub id (l2s_kit.io.hub)
+CHECKPOINT_OPTIONS = {"merge": ("base", "model"), "check": ("base", "models"), "eval": ("model",),
+                      "spectrum": ("base", "model"), "study": ("base", "model"),
+                      "tune": ("base", "model")}
+
+
+def _resolve_hub_ids(args) -> None:
+    """Each checkpoint option given as a hub id (``Qwen/Qwen2.5-Math-7B[@rev]``) becomes the
+    folder of its snapshot in the hub cache, downloaded once when missing."""
+    from l2s_kit.io.hub import resolve_checkpoint
+
+    quiet = getattr(args, "quiet", False)
+    for name in CHECKPOINT_OPTIONS.get(args.command, ()):
+        value = getattr(args, name, None)
+        if isinstance(value, list):
+            setattr(args, name, [resolve_checkpoint(v, f"--{name}", not quiet) for v in value])
+        elif value:
+            setattr(args, name, resolve_checkpoint(value, f"--{name}", not quiet))
+
+
 def main(argv: list[str] | None = None) -> int:
     import signal
 
@@ -1007,6 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
         limit_threads()  # never more torch threads than the cores this process may use
         for extra in NEEDS.get(args.command, ()):
             require(extra)
+        _resolve_hub_ids(args)
         return args.func(args)
     except L2SError as e:
         print(f"error: {e}", file=sys.stderr)

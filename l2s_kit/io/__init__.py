@@ -14,6 +14,7 @@ __getattr__, __dir__, __all__ = hand_on(__name__, {
                    "tensor_bytes", "weights_hash"),
     "files": ("GENERATION_CONFIG", "INDEX_FILE", "SINGLE_FILE", "TOKENIZER_FILES", "VOCABULARY_FILES"),
     "dtypes": ("DTYPE_NAMES", "DTYPES", "SAFE_DTYPES"),
+    "hub": ("hub_id", "resolve_checkpoint"),
     "identity": ("cache_dir", "checkpoint_hash", "checkpoint_key", "files_hash"),
     "paths": ("reference_data_dir",),
     "writer": ("CheckpointWriter", "copy_side_files", "plan_shards"),

@@ -317,12 +317,17 @@ def _resolve_path(value: str, field_name: str, relative_to: Path | None, check: 
         alt = relative_to / p
         if alt.exists():
             p = alt
+    if check and not p.exists():
+        from l2s_kit.io.hub import hub_id, resolve_checkpoint
+
+        if hub_id(value) is not None:  # a hub id: its snapshot in the hub cache
+            p = Path(resolve_checkpoint(value, field_name))
     if check:
         if not p.exists():
             raise RecipeError(
                 f"{field_name}: checkpoint folder '{value}' does not exist (looked in the current "
-                f"folder{' and next to the recipe' if relative_to else ''}); models must be local "
-                "folders (download them first, e.g. with `huggingface-cli download`)"
+                f"folder{' and next to the recipe' if relative_to else ''}); give a local "
+                "checkpoint folder or a hub id (owner/name, e.g. Qwen/Qwen2.5-Math-7B)"
             )
         if not p.is_dir():
             raise RecipeError(f"{field_name}: '{value}' is not a folder")

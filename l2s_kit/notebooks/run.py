@@ -14,6 +14,7 @@ import pandas as pd
 
 from l2s_kit.choices import BACKENDS
 from l2s_kit.errors import L2SError
+from l2s_kit.io.hub import hub_id
 from l2s_kit.notebooks.render import export_pngs, render_html, use_renderer
 
 NOTEBOOKS = Path("notebooks")
@@ -153,6 +154,9 @@ def _check_pair(nb: str, params: dict, declared: dict, folder: Path) -> None:
             continue
         for item in given[k] if isinstance(given[k], list) else [given[k]]:
             p = Path(os.path.expanduser(str(item)))
+            if k in ("base", "model") and hub_id(str(item)) is not None \
+                    and not (folder / p).exists():
+                continue  # a hub id: resolved where the notebook reads it
             if not (p if p.is_absolute() else folder / p).exists():
                 raise NotebookError(f"parameter {k!r} of notebook {nb!r}: {item} does not exist"
                                     + ("" if p.is_absolute() else f" (read from {folder}, the "

@@ -147,9 +147,13 @@ def _limit(value) -> int:
 
 
 def _checkpoint(value, name: str) -> Path:
-    path = Path(os.path.expanduser(str(value)))
+    """A checkpoint folder given as a path or a hub id (its snapshot in the hub cache)."""
+    from l2s_kit.io.hub import resolve_checkpoint
+
+    path = Path(os.path.expanduser(resolve_checkpoint(str(value), name)))
     if not path.exists():
-        raise SetupError(f"{name}: {path} does not exist; give a local checkpoint folder")
+        raise SetupError(f"{name}: {path} does not exist; give a local checkpoint folder or a "
+                         "hub id (owner/name)")
     if not (path / "config.json").is_file():
         raise SetupError(f"{name}: {path} is not a checkpoint folder (no config.json)")
     return path
