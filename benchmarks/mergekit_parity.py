@@ -45,6 +45,10 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
     "della": ({"lambda": 1.0}, {"weight": 1.0, "density": 0.5, "epsilon": 0.1}),
     "della_linear": ({}, {"weight": 1.0, "density": 0.4, "epsilon": 0.2}),
     "dare_ties": ({}, {"weight": 1.0, "density": 0.7}),
+    # per-model weight gradients over the layers (mergekit's per-model tensor parameters)
+    "task_arithmetic (per-model weight gradient)": ({}, {"weight": [0.2, 0.9]}),
+    "ties (per-model weight gradient)": ({"lambda": 0.8}, {"weight": [1.0, 0.3], "density": 0.5}),
+    "linear (per-model weight gradient)": ({}, {"weight": [0.2, 0.9]}),
 }
 RANDOM = {"della", "della_linear", "dare_ties"}
 
@@ -55,6 +59,10 @@ def config(name: str, base: Path, model: Path) -> dict:
     if method == "nuslerp":  # mergekit's nuslerp of two models, no base: weights give t
         return {"merge_method": "nuslerp", "dtype": "float32",
                 "models": [{"model": str(base), "parameters": {"weight": 0.4}},
+                           {"model": str(model), "parameters": model_params}]}
+    if method == "linear":  # no base: both models weighted, System 1 by the complement
+        return {"merge_method": "linear", "dtype": "float32",
+                "models": [{"model": str(base), "parameters": {"weight": [0.8, 0.1]}},
                            {"model": str(model), "parameters": model_params}]}
     if method == "slerp":  # mergekit's usual slerp config: both models listed, base named
         return {"merge_method": "slerp", "base_model": str(base), "dtype": "float32",

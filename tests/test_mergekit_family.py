@@ -277,3 +277,40 @@ def test_a_gradient_merges_each_layer_at_its_own_value(paths, tmp_path):
     kept = (out[first] != base[first]).double().mean().item()
     assert kept == pytest.approx(0.1, abs=0.01)
     assert res.weights_hash
+
+
+def test_a_per_model_weight_gradient_merges_each_layer_at_its_own_weight(tiny_pair, tmp_path):
+    """mergekit's per-model ``weight: [0.2, 0.9]`` (it was refused: 'must be a finite number'):
+    each tensor of layer i of L takes the weight interpolated at i / (L - 1); tensors outside the
+    layers sit at position 0; the card writes the gradient."""
+    from safetensors.torch import load_file
+
+    def tensors(folder):
+        return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
+
+    base_dir, model_dir = tiny_pair
+    yaml_text = f"""
+merge_method: task_arithmetic
+base_model: {base_dir}
+models:
+  - model: {model_dir}
+    parameters: {{weight: [0.2, 0.9]}}
+parameters: {{lambda: 1.0}}
+"""
+    r = load_recipe(yaml_text)
+    assert r.models[0].weight == [0.2, 0.9]
+    merge(r, tmp_path / "m", progress=False)
+    base, model, out = tensors(base_dir), tensors(model_dir), tensors(tmp_path / "m")
+    n = count_layers(out)
+    for name, t in out.items():
+        w = 0.2 + 0.7 * position(name, n)
+        want = base[name].double() + w * (model[name].double() - base[name].double())
+        assert torch.allclose(t.double(), want, atol=1e-6), name
+    assert "weight over the layers: [0.2, 0.9]" in (tmp_path / "m" / "README.md").read_text()
+    # filter conditions per model too, and every number checked
+    load_recipe({"base_model": str(base_dir), "merge_method": "linear", "models": [
+        {"model": str(model_dir), "parameters": {"weight": [{"filter": "mlp", "value": [0, 1]},
+                                                           {"value": 0.5}]}}]})
+    with pytest.raises(RecipeError, match=r"models\[0\].parameters.weight must be a finite"):
+        load_recipe({"base_model": str(base_dir), "merge_method": "linear",
+                     "models": [{"model": str(model_dir), "parameters": {"weight": [0.2, math.nan]}}]})

@@ -21,7 +21,9 @@ def model_card(recipe, weights_hash: str, inputs: list, notes: list[str],
         wrapped = [f"- Applied on top of: `{inner.name}` ({inner.title}), {inner.paper}"]
     rows = [f"| base | `{recipe.base_model}` | {inputs[0].config.get('_name_or_path', '') or '-'} |"]
     for i, (m, src) in enumerate(zip(recipe.models, inputs[1:])):
-        rows.append(f"| model {i + 1} (weight {m.weight:g}) | `{m.model}` | "
+        weight = f"{m.weight:g}" if not isinstance(m.weight, list) else \
+            describe({"weight": m.weight})[0].removeprefix("weight ")
+        rows.append(f"| model {i + 1} (weight {weight}) | `{m.model}` | "
                     f"{src.config.get('_name_or_path', '') or '-'} |")
     lines = [
         "---",

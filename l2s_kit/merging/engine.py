@@ -274,7 +274,9 @@ class MergeRun:
         from l2s_kit.merging.schedule import count_layers, unmatched_filters
 
         self.n_layers = count_layers(j.name for j in jobs)
-        for name, f in unmatched_filters({**params, **self.outer_params}, (j.name for j in jobs)):
+        scheduled = {f"models[{i}].weight": w for i, w in enumerate(weights) if isinstance(w, list)}
+        for name, f in unmatched_filters({**params, **self.outer_params, **scheduled},
+                                         (j.name for j in jobs)):
             raise RecipeError(f"parameters.{name}: the filter {f!r} occurs in no tensor name of "
                               "the merge, so it would change nothing; use a part of a tensor "
                               "name such as self_attn, mlp or layers.0.")
@@ -294,6 +296,14 @@ class MergeRun:
         defaults = {k: p.default for k, p in method.params.items()} if method else {}
         return {k: value_at(v, job.name, self.n_layers, defaults.get(k)) if is_schedule(v) else v
                 for k, v in params.items()}
+
+    def weights_at(self, job: TensorJob) -> list[float]:
+        """The models' weights for tensor ``job``: a weight given as a layer schedule (mergekit's
+        per-model gradient, ``weight: [0.2, 0.9]``) takes its value there."""
+        from l2s_kit.merging.schedule import value_at
+
+        return [value_at(w, job.name, self.n_layers, 1.0) if isinstance(w, list) else w
+                for w in self.weights]
 
     def read(self, job: TensorJob, i: int, rows: slice | None) -> torch.Tensor:
         """Input i's block ``rows`` of tensor ``job`` (in the compute dtype, on the device)."""
@@ -360,15 +370,16 @@ class MergeRun:
         return (self.state(job) if self.state is not None else None,
                 self.outer_state(job) if self.outer_state is not None else None,
                 self.params_at(job),
-                self.params_at(job, self.outer_params) if self.outer is not None else {})
+                self.params_at(job, self.outer_params) if self.outer is not None else {},
+                self.weights_at(job))
 
     def _merge_block(self, job, rows, base, models, block_state, outer_state, params,
-                     outer_params, sink) -> None:
+                     outer_params, weights, sink) -> None:
         kw = block_state(rows) if block_state is not None else {}
-        merged = self.method.fn(base, models, self.weights, **params, **kw)
+        merged = self.method.fn(base, models, weights, **params, **kw)
         if self.outer is not None:
             kw = outer_state(rows) if outer_state is not None else {}
-            merged = self.outer.fn(base, models, self.weights, **outer_params,
+            merged = self.outer.fn(base, models, weights, **outer_params,
                                    merged=merged, **kw)
         out = merged.to(job.out.dtype).cpu()
         _check_finite(out, "merged", job.name, _where(rows))

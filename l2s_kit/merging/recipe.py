@@ -97,8 +97,11 @@ class ModelSpec:
     parameters: dict = field(default_factory=dict)
 
     @property
-    def weight(self) -> float:
-        return float(self.parameters.get("weight", 1.0))
+    def weight(self) -> float | list:
+        """The model's weight: a number, or a layer schedule (a gradient over the layers or
+        filter conditions, :mod:`l2s_kit.merging.schedule`) resolved per tensor by the merge."""
+        w = self.parameters.get("weight", 1.0)
+        return w if isinstance(w, list) else float(w)
 
 
 @dataclass
@@ -413,13 +416,36 @@ def _model_specs(d: dict, where: str, relative_to: Path | None, check_paths: boo
                               "per-model parameters: weight (method parameters go under "
                               "'parameters')")
         if "weight" in mp:
-            w = mp["weight"]
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
-                raise RecipeError(f"{where}: models[{i}].parameters.weight must be a finite "
-                                  f"number, got {w!r}")
+            mp["weight"] = _model_weight(mp["weight"], f"{where}: models[{i}]")
         models.append(ModelSpec(_resolve_path(m["model"], f"models[{i}].model", relative_to,
                                               check_paths), mp))
     return models
+
+
+def _mean(w) -> float:
+    from l2s_kit.merging.schedule import numbers
+
+    values = numbers(w) if isinstance(w, list) else [w]
+    return sum(values) / len(values)
+
+
+def _model_weight(w, where: str) -> float | list:
+    """A model's weight: a finite number, or a schedule of finite numbers (a gradient over the
+    layers, ``[0.2, 0.9]``, or ``{filter, value}`` conditions), as mergekit takes it."""
+    from l2s_kit.merging.schedule import canonical, is_schedule
+
+    def finite(x) -> float:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            raise RecipeError(f"{where}.parameters.weight must be a finite number or a gradient "
+                              f"of finite numbers ([0.2, 0.9] over the layers), got {x!r}")
+        return float(x)
+
+    if is_schedule(w):
+        try:
+            return canonical(w, finite, where, "weight")
+        except ValueError as e:
+            raise RecipeError(str(e)) from None
+    return finite(w)
 
 
 def same_checkpoint(a: str, b: str) -> bool:
@@ -498,7 +524,8 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
                               "gives it back; give System 2's folder")
     method.check_models(len(models), where)
     params = method.resolve(d.get("parameters") or {}, f"{where}: parameters")
-    notes += method.recipe_notes(params, [m.weight for m in models])
+    # a weight schedule enters the notes as its mean (the notes describe, the merge resolves)
+    notes += method.recipe_notes(params, [_mean(m.weight) for m in models])
     dtype = d.get("dtype") or "float32"
     if dtype not in COMPUTE_DTYPES:
         raise RecipeError(f"{where}: dtype (the compute dtype) must be one of {COMPUTE_DTYPES}, "

@@ -88,7 +88,7 @@ def _plan_global(run, delta, k: float) -> tuple[list[Trimmer], float]:
     for j in tqdm(fjobs, desc="global trim: majority sign", disable=not run.progress, leave=False):
         for rows in j.blocks():
             ds = [delta(j, rows, i) for i in range(run.n)]
-            stacked = torch.stack([w * t(d) for w, t, d in zip(run.weights, voting, ds)])
+            stacked = torch.stack([w * t(d) for w, t, d in zip(run.weights_at(j), voting, ds)])
             votes += int(elect_sign(stacked, 0.0).sum())
     return [Trimmer(*p) for p in plans], (1.0 if votes >= 0 else -1.0)
 
