@@ -49,7 +49,15 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
     "task_arithmetic (per-model weight gradient)": ({}, {"weight": [0.2, 0.9]}),
     "ties (per-model weight gradient)": ({"lambda": 0.8}, {"weight": [1.0, 0.3], "density": 0.5}),
     "linear (per-model weight gradient)": ({}, {"weight": [0.2, 0.9]}),
+    "nearswap": ({"t": 0.01}, {}),
+    "multislerp": ({}, {"weight": 0.6}),
+    "karcher": ({}, {}),
+    "arcee_fusion": ({}, {}),
+    "ram": ({"epsilon": 1e-3}, {}),
+    "ramplus_tl": ({"r": 0.2, "alpha": 0.3, "epsilon": 1e-3}, {}),
 }
+# mergekit configs that list System 1 as a model and name no base
+NO_BASE = {"multislerp": 0.4, "karcher": None}
 RANDOM = {"della", "della_linear", "dare_ties"}
 
 
@@ -60,6 +68,16 @@ def config(name: str, base: Path, model: Path) -> dict:
         return {"merge_method": "nuslerp", "dtype": "float32",
                 "models": [{"model": str(base), "parameters": {"weight": 0.4}},
                            {"model": str(model), "parameters": model_params}]}
+    if method in NO_BASE:
+        first = {"model": str(base)}
+        if NO_BASE[method] is not None:
+            first["parameters"] = {"weight": NO_BASE[method]}
+        second = {"model": str(model), **({"parameters": model_params} if model_params else {})}
+        return {"merge_method": method, "dtype": "float32", "models": [first, second],
+                **({"parameters": params} if params else {})}
+    if method == "nearswap":  # mergekit's example: both listed, the base named
+        return {"merge_method": method, "base_model": str(base), "dtype": "float32",
+                "models": [{"model": str(base)}, {"model": str(model)}], "parameters": params}
     if method == "linear":  # no base: both models weighted, System 1 by the complement
         return {"merge_method": "linear", "dtype": "float32",
                 "models": [{"model": str(base), "parameters": {"weight": [0.8, 0.1]}},

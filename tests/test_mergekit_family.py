@@ -314,3 +314,78 @@ parameters: {{lambda: 1.0}}
     with pytest.raises(RecipeError, match=r"models\[0\].parameters.weight must be a finite"):
         load_recipe({"base_model": str(base_dir), "merge_method": "linear",
                      "models": [{"model": str(model_dir), "parameters": {"weight": [0.2, math.nan]}}]})
+
+
+# ---- mergekit's further methods (hand-worked values; parity: benchmarks/mergekit_parity.py) ------
+
+def test_nearswap_takes_system_2_where_it_is_near_by_hand():
+    base, model = Z(3), torch.tensor([0.0005, 0.01, -0.1])
+    out = run("nearswap", base, [model], t=0.001)
+    # w = clamp(t / |d|, 0, 1): 1, 0.1, 0.01
+    assert torch.allclose(out, torch.tensor([0.0005, 0.001, -0.001], dtype=torch.double))
+
+
+def test_ram_and_ramplus_by_hand():
+    base = Z(4)
+    m1, m2 = torch.tensor([1.0, 0, 2, 0]), torch.tensor([3.0, 0, 0, 5])
+    # entry 0: both changed it, averaged; entries 2 and 3: one model each, kept whole
+    assert run("ram", base, [m1, m2]).tolist() == [2.0, 0.0, 2.0, 5.0]
+    # each model: 1 shared, 1 unique entry: rho 1, capped at alpha 1, lambda 1 + 0.5
+    assert run("ramplus_tl", base, [m1, m2], r=0.5, alpha=1.0).tolist() == [2.0, 0.0, 3.0, 7.5]
+    assert run("ramplus_tl", base, [m1, m2], r=0.5, alpha=0.2).tolist() == pytest.approx([2.0, 0.0, 2.2, 5.5])
+
+
+def test_karcher_and_multislerp_of_two_orthogonal_points_by_hand():
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    half = torch.tensor([0.5 ** 0.5] * 2, dtype=torch.double)
+    assert torch.allclose(run("karcher", a, [b]), half, atol=1e-6)  # base and model, equal
+    assert torch.allclose(run("multislerp", a, [b], [1.0], base_in_mean=True, base_weight=1.0),
+                          half, atol=1e-6)
+    # with the base as the origin and one model, mergekit's multislerp gives that model
+    assert torch.equal(run("multislerp", a, [b]), b.double())
+    # task vectors from the base: b - a and -a - a... the Karcher mean of [-1, 1] and [-2, 0]
+    out = run("karcher", a, [b, -a], base_in_mean=False)
+    want = karcher_naive([torch.tensor([-1.0, 1.0]), torch.tensor([-2.0, 0.0])])
+    assert torch.allclose(out, a.double() + want, atol=1e-5)
+
+
+def karcher_naive(points, steps=200):
+    """The Karcher mean by plain gradient steps on the circle (2-D points), scaled by the mean
+    norm."""
+    import math
+
+    angles = [math.atan2(p[1], p[0]) for p in points]
+    theta = sum(angles) / len(angles)
+    for _ in range(steps):
+        theta += sum(math.remainder(x - theta, 2 * math.pi) for x in angles) / len(angles)
+    scale = sum(float(torch.linalg.vector_norm(p)) for p in points) / len(points)
+    return torch.tensor([math.cos(theta), math.sin(theta)], dtype=torch.double) * scale
+
+
+def test_arcee_fusion_keeps_the_changes_above_median_plus_1_5_iqr():
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(8, 16, generator=g)
+    model = base + 0.1 * torch.randn(8, 16, generator=g) ** 3
+    out = run("arcee_fusion", base, [model])
+    b, m = base.double().numpy(), model.double().numpy()
+    sm = lambda x: np.exp(x - x.max(-1, keepdims=True)) / np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)  # noqa: E731
+    p, q = sm(m) + 1e-8, sm(b) + 1e-8
+    imp = np.abs(m - b) * (p * np.log(p / q)).sum(-1, keepdims=True)
+    s = np.sort(imp.reshape(-1))
+    q1, med, q3 = (s[int(f * (s.size - 1))] for f in (0.25, 0.5, 0.75))
+    keep = imp >= med + 1.5 * (q3 - q1)
+    assert 0 < keep.sum() < keep.size
+    assert np.allclose(out.numpy(), np.where(keep, m, b))
+
+
+def test_mergekit_configs_without_a_base_take_the_first_model_as_a_point(tiny_pair):
+    base, model = map(str, tiny_pair)
+    r = load_recipe({"merge_method": "multislerp",
+                     "models": [{"model": base, "parameters": {"weight": 0.4}},
+                                {"model": model, "parameters": {"weight": 0.6}}]})
+    assert r.base_model == base and [m.model for m in r.models] == [model]
+    assert r.parameters["base_in_mean"] is True and r.parameters["base_weight"] == 0.4
+    assert r.models[0].weight == 0.6
+    assert any("the first model is the base" in n for n in r.notes)

@@ -11,6 +11,8 @@
   or a data-free Fisher)
 - ``mergekit_family``: DELLA, Model Breadcrumbs, SCE, SLERP, NuSLERP, Model Stock (mergekit's
   conventions)
+- ``mergekit_more``: NearSwap, Multi-SLERP, Karcher mean, Arcee Fusion, RAM, RAM+ (mergekit's
+  conventions)
 
 Importing this package registers every family with :mod:`l2s_kit.merging.registry`;
 ``l2s_kit.merging`` imports it, so any entry point sees every method.
@@ -20,6 +22,7 @@ from l2s_kit.merging.methods import (  # noqa: F401  (register)
     activation,
     layer_adaptive,
     mergekit_family,
+    mergekit_more,
     svd,
     task_vector,
 )
