@@ -344,19 +344,25 @@ def test_two_evaluations_cannot_write_one_file_at_once(tmp_path):
                      progress=False)
 
 
-def test_a_changed_input_gives_a_new_merge_not_a_stale_one(w, tmp_path):
+def _own_system2(w, tmp_path):
+    """A copy of the pair's System 2 (to edit) and a task-arithmetic recipe merging it."""
     import shutil
+
+    root, _ = w
+    s2 = tmp_path / "s2"
+    shutil.copytree(root / "model", s2)
+    return s2, {"merge_method": "task_arithmetic", "base_model": str(root / "base"),
+                "models": [{"model": str(s2)}], "parameters": {"alpha": 0.5}}
+
+
+def test_a_changed_input_gives_a_new_merge_not_a_stale_one(w, tmp_path):
 
     import torch
     from safetensors.torch import load_file, save_file
 
     from l2s_kit.merging import merge_once
 
-    root, _ = w
-    s2 = tmp_path / "s2"
-    shutil.copytree(root / "model", s2)
-    recipe = {"merge_method": "task_arithmetic", "base_model": str(root / "base"),
-              "models": [{"model": str(s2)}], "parameters": {"alpha": 0.5}}
+    s2, recipe = _own_system2(w, tmp_path)
     first, r = merge_once(recipe, tmp_path / "merges", "ta")
     assert merge_once(recipe, tmp_path / "merges", "ta")[0] == first  # reused
     f = s2 / "model.safetensors"
@@ -648,16 +654,11 @@ def _edit_config(folder, **changes):
 def test_an_edited_config_gives_a_new_merge_and_is_not_resumed(w, tmp_path):
     """System 2's config.json edited (eos_token_id): a new merge, not the stale one; responses
     generated before the edit are not resumed as if they were the same model's."""
-    import shutil
 
     from l2s_kit.evaluate import ResponsesError, evaluate
     from l2s_kit.merging import merge_once
 
-    root, _ = w
-    s2 = tmp_path / "s2"
-    shutil.copytree(root / "model", s2)
-    recipe = {"merge_method": "task_arithmetic", "base_model": str(root / "base"),
-              "models": [{"model": str(s2)}], "parameters": {"alpha": 0.5}}
+    s2, recipe = _own_system2(w, tmp_path)
     first, _ = merge_once(recipe, tmp_path / "merges", "ta")
     out = tmp_path / "r.jsonl"
     evaluate(s2, ROWS, out, backend=_Echo(), progress=False)

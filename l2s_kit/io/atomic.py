@@ -7,6 +7,7 @@ by the next run writing the same output; a live run's temporary is never touched
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -234,8 +235,6 @@ def _files(folder: Path) -> list[str]:
 def _earlier(out: Path, kind: str) -> list[str] | None:
     """The files of ``out`` that no earlier ``kind`` run wrote there (None when ``out`` holds
     only its own earlier output, or nothing)."""
-    import json
-
     present = _files(out)
     try:
         owner = json.loads((out / OWNER).read_text())
@@ -288,8 +287,6 @@ def results_folder(out: str | os.PathLike, kind: str, overwrite: bool = False
         tmp = Path(tempfile.mkdtemp(prefix=_prefix(out), dir=out.parent))
         try:
             yield tmp
-            import json
-
             (tmp / OWNER).write_text(json.dumps({"kind": kind, "files": _files(tmp)}, indent=1))
             check_results_folder(out, kind, overwrite)  # nothing of the user's appeared meanwhile
             publish(tmp, out, overwrite=True)

@@ -59,10 +59,10 @@ def resolve_checkpoint(value: str | os.PathLike, what: str = "checkpoint",
         offline = "HF_HUB_OFFLINE=1 is set" if huggingface_hub.constants.HF_HUB_OFFLINE \
             else "the hub cannot be reached"
         raise CheckpointError(
-            f"{what} {value}: not in the local hub cache ({cache}) and {offline}; download it "
-            f"where the hub is reachable with `hf download {repo}"
-            f"{' --revision ' + revision if revision else ''}` (it lands in that cache), or give "
-            "a local checkpoint folder") from None
+            f"{what} {value}: not in the local hub cache ({cache}) and {offline}, and no local "
+            f"folder has that name; check the path, or download the hub id where the hub is "
+            f"reachable with `hf download {repo}"
+            f"{' --revision ' + revision if revision else ''}` (it lands in that cache)") from None
     except (HfHubHTTPError, OSError, ValueError) as e:
         raise CheckpointError(f"{what} {value}: could not be fetched from the hub "
                               f"({' '.join(str(e).split())[:200]}); check the id and revision, "

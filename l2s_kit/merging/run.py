@@ -134,7 +134,7 @@ def merged_config(r: Recipe, inputs: list | None = None) -> tuple[dict, list[str
                          f"{label.get(source, source)} (System 1 has {base.get(key, '(absent)')})")
     from l2s_kit.merging.recipe import CONTEXT_KEYS
 
-    if any(n.startswith(tuple(f"config.json {k}:" for k in CONTEXT_KEYS)) for n in notes):
+    if any(config.get(k, "(absent)") != base.get(k, "(absent)") for k in CONTEXT_KEYS):
         source = r.config_keys[CONTEXT_KEYS[0]]
         notes.append(f"context length, rope and sliding window ({', '.join(CONTEXT_KEYS)}) are "
                      f"one choice, all from {label.get(source, source)}")
