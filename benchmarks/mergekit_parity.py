@@ -31,7 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# method -> (method parameters, per-model parameters of System 2), mergekit's names
+# method -> (method parameters, per-model parameters of System 2 (or, for rows "two models", of
+# System 2 and of a second model: System 2 with other noise)), mergekit's names
 CONFIGS: dict[str, tuple[dict, dict]] = {
     "task_arithmetic": ({"lambda": 0.7}, {"weight": 1.0}),
     "ties": ({"normalize": True}, {"weight": 1.0, "density": 0.2}),
@@ -49,6 +50,11 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
     "task_arithmetic (per-model weight gradient)": ({}, {"weight": [0.2, 0.9]}),
     "ties (per-model weight gradient)": ({"lambda": 0.8}, {"weight": [1.0, 0.3], "density": 0.5}),
     "linear (per-model weight gradient)": ({}, {"weight": [0.2, 0.9]}),
+    # per-model values that differ between two models (mergekit's per-model tensor parameters)
+    "ties (per-model density, two models)": ({"normalize": True}, [
+        {"weight": 1.0, "density": 0.3}, {"weight": 0.5, "density": 0.6}]),
+    "breadcrumbs (per-model density and gamma, two models)": ({}, [
+        {"weight": 1.0, "density": 0.8, "gamma": 0.02}, {"weight": 0.7, "density": 0.6}]),
     "nearswap": ({"t": 0.01}, {}),
     "multislerp": ({}, {"weight": 0.6}),
     "karcher": ({}, {}),
@@ -61,9 +67,14 @@ NO_BASE = {"multislerp": 0.4, "karcher": None}
 RANDOM = {"della", "della_linear", "dare_ties"}
 
 
-def config(name: str, base: Path, model: Path) -> dict:
+def config(name: str, base: Path, model: Path, model2: Path) -> dict:
     method = name.split(" ")[0]
     params, model_params = CONFIGS[name]
+    if isinstance(model_params, list):
+        return {"merge_method": method, "base_model": str(base), "dtype": "float32",
+                "models": [{"model": str(m), "parameters": p}
+                           for m, p in zip((model, model2), model_params)],
+                **({"parameters": params} if params else {})}
     if method == "nuslerp":  # mergekit's nuslerp of two models, no base: weights give t
         return {"merge_method": "nuslerp", "dtype": "float32",
                 "models": [{"model": str(base), "parameters": {"weight": 0.4}},
@@ -143,12 +154,17 @@ def main() -> int:
     if not (pair / "model").exists():
         make_pair(pair, args.shape, seed=1, delta_std=0.02)
     base, model = (pair / "base").resolve(), (pair / "model").resolve()
+    model2 = (pair / "model2").resolve()
+    if not model2.exists():
+        make_pair(work / f"pair2-{args.shape}", args.shape, seed=1, delta_std=0.02,
+                  delta_seed=2)
+        (work / f"pair2-{args.shape}" / "model").rename(model2)
     tb, tm = tensors(base), tensors(model)
     rows = []
     for name in args.methods:
         slug = name.replace(" ", "-").replace("(", "").replace(")", "")
         cfg_path = work / f"{slug}.yaml"
-        cfg_path.write_text(yaml.safe_dump(config(name, base, model), sort_keys=False))
+        cfg_path.write_text(yaml.safe_dump(config(name, base, model, model2), sort_keys=False))
         mk_out, ours_out = work / f"mergekit-{slug}", work / f"l2s-{slug}"
         t0 = time.perf_counter()
         proc = subprocess.run([args.mergekit_python, "-m", "mergekit.scripts.run_yaml",

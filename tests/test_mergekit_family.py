@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from l2s_kit.errors import RecipeError
-from l2s_kit.merging import get_method, load_recipe, merge
+from l2s_kit.merging import get_method, load_recipe, merge, merge_state_dicts
 from l2s_kit.merging.schedule import count_layers, position, value_at
 
 Z = torch.zeros
@@ -389,3 +389,117 @@ def test_mergekit_configs_without_a_base_take_the_first_model_as_a_point(tiny_pa
     assert r.parameters["base_in_mean"] is True and r.parameters["base_weight"] == 0.4
     assert r.models[0].weight == 0.6
     assert any("the first model is the base" in n for n in r.notes)
+
+
+def _second_model(model_dir, folder, seed=5, std=0.02):
+    """A copy of ``model_dir`` with other weights (noise added): a third checkpoint of the pair's
+    architecture."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(model_dir, folder)
+    g = torch.Generator().manual_seed(seed)
+    for f in folder.glob("*.safetensors"):
+        sd = load_file(f)
+        save_file({k: (v + std * torch.randn(v.shape, generator=g).to(v.dtype)
+                       if v.is_floating_point() else v) for k, v in sd.items()}, f,
+                  metadata={"format": "pt"})
+    return folder
+
+
+def test_per_model_density_of_a_mergekit_ties_recipe_trims_each_model_at_its_own(tiny_pair,
+                                                                                 tmp_path):
+    """mergekit's per-model ``density`` (refused before: 'takes one density for the whole
+    merge'): each model's task vector keeps its own share (0.3 and, from the merge's parameters,
+    0.6), the disjoint mean then weighs them; checked against a naive TIES per tensor."""
+    from safetensors.torch import load_file
+
+    def tensors(folder):
+        return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
+
+    base_dir, model_dir = tiny_pair
+    other = _second_model(model_dir, tmp_path / "other")
+    r = load_recipe(f"""
+merge_method: ties
+base_model: {base_dir}
+models:
+  - model: {model_dir}
+    parameters: {{weight: 1.0, density: 0.3}}
+  - model: {other}
+    parameters: {{weight: 0.5}}
+parameters: {{density: 0.6, normalize: true, lambda: 1.0}}
+""")
+    assert r.models[0].parameters["k"] == 0.7 and "k" not in r.models[1].parameters
+    assert r.parameters["k"] == 0.4 and list(r.merge_parameters["k"]) == [0.7, 0.4]
+    merge(r, tmp_path / "m", progress=False)
+    base, m1, m2 = tensors(base_dir), tensors(model_dir), tensors(other)
+    out = tensors(tmp_path / "m")
+
+    def keep_top(d, density):  # keep n - floor((1 - density) n) of the largest magnitudes
+        flat = d.reshape(-1)
+        n_keep = flat.numel() - math.floor(round(1 - density, 12) * flat.numel())
+        idx = torch.argsort(flat.abs(), descending=True, stable=True)[:n_keep]
+        kept = torch.zeros_like(flat)
+        kept[idx] = flat[idx]
+        return kept.reshape(d.shape)
+
+    for name, t in out.items():
+        b = base[name].double()
+        t1 = keep_top(m1[name].double() - b, 0.3)
+        t2 = 0.5 * keep_top(m2[name].double() - b, 0.6)
+        sign = torch.where(t1 + t2 >= 0, 1.0, -1.0).double()
+        a1, a2 = (t1.sign() == sign) & (t1 != 0), (t2.sign() == sign) & (t2 != 0)
+        den = 1.0 * a1 + 0.5 * a2
+        want = b + torch.where(den > 0, (t1 * a1 + t2 * a2) / den.clamp(min=1e-300), 0.0)
+        assert torch.allclose(t.double(), want, atol=1e-6), name
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert "(weight 1, k 0.7)" in card and "replaces it for that model" in card
+
+
+def test_per_model_values_are_checked_and_refused_where_a_method_takes_one(tiny_pair, tmp_path):
+    base_dir, model_dir = map(str, tiny_pair)
+    other = str(_second_model(model_dir, tmp_path / "other"))
+
+    def recipe(method, p1, p2, params=None):
+        return {"merge_method": method, "base_model": base_dir, "parameters": params or {},
+                "models": [{"model": model_dir, "parameters": p1},
+                           {"model": other, "parameters": p2}]}
+
+    # della: each model's density ± epsilon checked
+    with pytest.raises(RecipeError, match=r"density 0.95, epsilon 0.1 for models\[1\]"):
+        load_recipe(recipe("della", {"density": 0.5}, {"density": 0.95}, {"epsilon": 0.1}))
+    # a parameter the method takes once: different values refused, naming both
+    with pytest.raises(RecipeError, match="takes one lambda for the whole merge"):
+        load_recipe(recipe("ties", {"lambda": 0.5}, {"lambda": 1.0}))
+    # l2s_kit's own names per model, and a schedule per model
+    r = load_recipe(recipe("dare_ties", {"p": 0.2}, {"p": [0.1, 0.5], "k": 0.3}))
+    assert list(r.merge_parameters["p"]) == [0.2, [0.1, 0.5]]
+    assert list(r.merge_parameters["k"]) == [0.0, 0.3]
+    with pytest.raises(RecipeError, match=r"models\[0\].parameters: unknown parameter 'alpha'; "
+                                          r"per-model parameters of ties: weight, k"):
+        load_recipe(recipe("ties", {"alpha": 0.5}, {}))
+    with pytest.raises(RecipeError, match=r"models\[1\].parameters: parameter 'density' = 1.5"):
+        load_recipe(recipe("breadcrumbs", {"density": 0.5}, {"density": 1.5}))
+    # in memory, a PerModel value merges as a recipe with per-model values does
+    from l2s_kit.merging.registry import PerModel
+
+    g = torch.Generator().manual_seed(3)
+    b, x, y = (torch.randn(4, 6, generator=g) for _ in range(3))
+    got = merge_state_dicts("breadcrumbs", {"w": b}, [{"w": x}, {"w": y}],
+                            density=PerModel([0.5, 1.0]), gamma=0.0)["w"]
+    from l2s_kit.merging.methods.mergekit_family import magnitude_outliers
+
+    want = b.double() + magnitude_outliers((x - b).double(), 0.5, 0.0) + (y - b).double()
+    assert torch.allclose(got.double(), want, atol=1e-6)
+
+
+def test_ties_normalize_false_sums_the_agreeing_entries_by_hand():
+    """mergekit's ``ties`` with ``normalize: false`` (its bio-merge example): the weighted
+    agreeing entries summed, not averaged."""
+    m1, m2 = torch.tensor([1.0, -2.0, 3.0]), torch.tensor([2.0, 2.0, -1.0])
+    # weighted: [1, -2, 3] and [1, 1, -0.5]; sum [2, -1, 2.5]: signs +, -, +
+    summed = run("ties", Z(3), [m1, m2], [1.0, 0.5], k=0.0, normalize=False)
+    assert summed.tolist() == [2.0, -2.0, 3.0]
+    mean = run("ties", Z(3), [m1, m2], [1.0, 0.5], k=0.0)
+    assert mean.tolist() == pytest.approx([2.0 / 1.5, -2.0, 3.0])

@@ -32,16 +32,16 @@ def test_yaml_file_with_paths_relative_to_the_recipe(tiny_pair, tmp_path, monkey
     monkeypatch.chdir("/")
     r = load_recipe(f)
     assert r.merge_method == "ties" and r.weights == [0.5]
-    assert r.parameters == {"k": 0.7, "alpha": 1.0, "trim": "topk"}
+    assert r.parameters == {"k": 0.7, "alpha": 1.0, "trim": "topk", "normalize": True}
     assert r.out_dtype == "bfloat16"
 
 
 def test_preset_fills_method_and_parameters_and_explicit_ones_win(paths):
     r = load_recipe({**paths, "preset": "ties-14b"})
     assert r.merge_method == "ties"
-    assert r.parameters == {"k": 0.2, "alpha": 0.5, "trim": "reference"}
+    assert r.parameters == {"k": 0.2, "alpha": 0.5, "trim": "reference", "normalize": True}
     r = load_recipe({**paths, "preset": "ties-7b", "parameters": {"alpha": 0.9}})
-    assert r.parameters == {"k": 0.8, "alpha": 0.9, "trim": "reference"}
+    assert r.parameters == {"k": 0.8, "alpha": 0.9, "trim": "reference", "normalize": True}
     assert any("preset ties-7b" in n for n in r.notes)
 
 
@@ -61,7 +61,7 @@ def test_mergekit_ties_is_translated(paths):
         "parameters": {"lambda": 1.0, "normalize": True},
         "dtype": "bfloat16",
     })
-    assert r.parameters == {"k": 0.8, "alpha": 1.0, "trim": "topk"}
+    assert r.parameters == {"k": 0.8, "alpha": 1.0, "trim": "topk", "normalize": True}
     assert r.dtype == "float32" and r.out_dtype == "bfloat16"
     notes = " | ".join(r.notes)
     assert "density 0.2 -> k = 1 - density = 0.8" in notes
@@ -97,12 +97,17 @@ def test_mergekit_density_gradients_become_trim_ratio_schedules(paths):
         load_recipe({**paths, "merge_method": "ties", "parameters": {"density": "high"}})
 
 
-def test_mergekit_differing_per_model_densities_are_refused(tiny_pair):
+def test_mergekit_differing_per_model_values_stay_per_model_where_the_method_takes_them(tiny_pair):
     base, model = map(str, tiny_pair)
-    with pytest.raises(RecipeError, match="one density for the whole merge"):
+    r = load_recipe({"merge_method": "ties", "base_model": base, "models": [
+        {"model": model, "parameters": {"density": 0.2}},
+        {"model": model, "parameters": {"density": 0.5}}]})
+    assert [m.parameters["k"] for m in r.models] == [0.8, 0.5]
+    assert "per-model density -> per-model k = 1 - density" in r.notes
+    with pytest.raises(RecipeError, match="one lambda for the whole merge"):
         load_recipe({"merge_method": "ties", "base_model": base, "models": [
-            {"model": model, "parameters": {"density": 0.2}},
-            {"model": model, "parameters": {"density": 0.5}}]})
+            {"model": model, "parameters": {"lambda": 0.2}},
+            {"model": model, "parameters": {"lambda": 0.5}}]})
 
 
 def test_recipe_hash_is_stable_and_parameter_sensitive(paths):

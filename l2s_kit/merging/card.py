@@ -21,9 +21,10 @@ def model_card(recipe, weights_hash: str, inputs: list, notes: list[str],
         wrapped = [f"- Applied on top of: `{inner.name}` ({inner.title}), {inner.paper}"]
     rows = [f"| base | `{recipe.base_model}` | {inputs[0].config.get('_name_or_path', '') or '-'} |"]
     for i, (m, src) in enumerate(zip(recipe.models, inputs[1:])):
-        weight = f"{m.weight:g}" if not isinstance(m.weight, list) else \
-            describe({"weight": m.weight})[0].removeprefix("weight ")
-        rows.append(f"| model {i + 1} (weight {weight}) | `{m.model}` | "
+        given = {"weight": m.weight, **{k: v for k, v in m.parameters.items() if k != "weight"}}
+        label = ", ".join(f"{k} {v:g}" if not isinstance(v, list) else
+                          describe({k: v})[0] for k, v in given.items())
+        rows.append(f"| model {i + 1} ({label}) | `{m.model}` | "
                     f"{src.config.get('_name_or_path', '') or '-'} |")
     lines = [
         "---",
@@ -37,7 +38,10 @@ def model_card(recipe, weights_hash: str, inputs: list, notes: list[str],
         "",
         f"- Method: `{method.name}`, {method.paper}",
         *wrapped,
-        f"- Parameters: {params}",
+        f"- Parameters: {params}" + ("; a value a model gives under its parameters (see "
+                                      "Inputs) replaces it for that model"
+                                      if any(set(m.parameters) - {"weight"}
+                                             for m in recipe.models) else ""),
         *schedules,
         f"- Compute dtype: {recipe.dtype}; stored dtype: {recipe.out_dtype or 'as the base'}",
         f"- Weights hash (SHA-256 over tensor names, dtypes, shapes and bytes): `{weights_hash}`",

@@ -23,7 +23,7 @@ from l2s_kit.errors import IncompatibleModelsError, L2SError, NonFiniteError, Re
 from l2s_kit.io import DTYPES, Checkpoint, StateDictSource, TensorInfo
 from l2s_kit.io.names import EMBED_SUFFIXES, LM_HEAD
 from l2s_kit.merging.recipe import check_device
-from l2s_kit.merging.registry import MergeMethod, get_method
+from l2s_kit.merging.registry import MergeMethod, PerModel, get_method
 
 BLOCK_ELEMS = 1 << 22  # entries per block when a tensor is streamed in blocks of rows (16 MB
 # in float32: the heap reuses freed blocks of this size without fragmenting into GBs)
@@ -274,10 +274,13 @@ class MergeRun:
         from l2s_kit.merging.schedule import count_layers, unmatched_filters
 
         self.n_layers = count_layers(j.name for j in jobs)
-        scheduled = {f"models[{i}].weight": w for i, w in enumerate(weights) if isinstance(w, list)}
+        scheduled = {f"models[{i}].parameters.weight": w for i, w in enumerate(weights) if isinstance(w, list)}
+        scheduled.update({f"models[{i}].parameters.{k}": x for k, v in {**params, **self.outer_params}.items()
+                          if isinstance(v, PerModel) for i, x in enumerate(v)})
         for name, f in unmatched_filters({**params, **self.outer_params, **scheduled},
                                          (j.name for j in jobs)):
-            raise RecipeError(f"parameters.{name}: the filter {f!r} occurs in no tensor name of "
+            where = name if name.startswith("models[") else f"parameters.{name}"
+            raise RecipeError(f"{where}: the filter {f!r} occurs in no tensor name of "
                               "the merge, so it would change nothing; use a part of a tensor "
                               "name such as self_attn, mlp or layers.0.")
         self.state = method.prepare(self, params) if method.prepare is not None else None
@@ -290,11 +293,14 @@ class MergeRun:
         from l2s_kit.merging.schedule import is_schedule, value_at
 
         params = self.params if params is None else params
-        if not any(is_schedule(v) for v in params.values()):
+        if not any(is_schedule(v) or isinstance(v, PerModel) for v in params.values()):
             return params
         method = self.method if params is self.params else self.outer
         defaults = {k: p.default for k, p in method.params.items()} if method else {}
-        return {k: value_at(v, job.name, self.n_layers, defaults.get(k)) if is_schedule(v) else v
+
+        def value(k, v):
+            return value_at(v, job.name, self.n_layers, defaults.get(k)) if is_schedule(v) else v
+        return {k: PerModel(value(k, x) for x in v) if isinstance(v, PerModel) else value(k, v)
                 for k, v in params.items()}
 
     def weights_at(self, job: TensorJob) -> list[float]:
@@ -434,8 +440,20 @@ def merge_state_dicts(method: str, base, models: Sequence, weights: Sequence[flo
     >>> s1_model.load_state_dict(sd)
     """
     m = get_method(method)
-    m.check_models(len(models), f"merge_state_dicts({method!r})")
-    resolved = m.resolve(params, f"merge_state_dicts({method!r})")
+    where = f"merge_state_dicts({method!r})"
+    m.check_models(len(models), where)
+    # a parameter given per model (PerModel): each model's value checked, the rest resolved
+    per_model = {k: v for k, v in params.items() if isinstance(v, PerModel)}
+    resolved = m.resolve({k: v for k, v in params.items() if k not in per_model}, where)
+    for k, v in per_model.items():
+        if k not in m.per_model_of(resolved) or len(v) != len(models):
+            raise RecipeError(f"{where}: {k} is given per model; {m.name} takes per-model values "
+                              f"of {', '.join(m.per_model_of(resolved)) or 'no parameter'}, one "
+                              f"per model ({len(models)})")
+        spec = m.accepts(resolved)[k]
+        resolved[k] = PerModel(spec.check(x, where, schedules=k not in m.fixed) for x in v)
+    if per_model:
+        m.check_resolved(resolved, where)
     inputs = as_sources([base, *models])
     weights = list(weights) if weights is not None else [1.0] * len(models)
     blocks: dict[str, list[torch.Tensor]] = {}

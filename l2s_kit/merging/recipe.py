@@ -44,7 +44,7 @@ from l2s_kit.errors import RecipeError
 from l2s_kit.io import DTYPES
 from l2s_kit.io.yamlfile import safe_load
 from l2s_kit.merging.methods.settings import PRESETS
-from l2s_kit.merging.registry import get_method
+from l2s_kit.merging.registry import PerModel, get_method
 
 COMPUTE_DTYPES = ("float32", "float64")  # the maths runs in one of these
 OUT_DTYPES = tuple(DTYPES)  # names of l2s_kit.io.DTYPES
@@ -129,6 +129,17 @@ class Recipe:
     @property
     def weights(self) -> list[float]:
         return [m.weight for m in self.models]
+
+    @property
+    def merge_parameters(self) -> dict:
+        """The parameters the merge runs with: ``parameters``, where a parameter some model gives
+        its own value of (``models[i].parameters``) is a :class:`PerModel` of every model's value
+        (the merge's value for the models that give none)."""
+        params = dict(self.parameters)
+        for k in self.method.per_model_of(params):
+            if any(k in m.parameters for m in self.models):
+                params[k] = PerModel(m.parameters.get(k, params[k]) for m in self.models)
+        return params
 
     def to_dict(self) -> dict:
         """The recipe in its canonical YAML/dict form (what the model card records)."""
@@ -242,8 +253,11 @@ def _translate_mergekit(d: dict, notes: list[str]) -> None:
             if p.mergekit is not None and p.mergekit.name not in declared:
                 renamed.setdefault(p.mergekit.name, p)
         mergekit_names = [n for n, p in declared.items() if p.mergekit is None]  # same in both
+        per_model = method.per_model_of(params)
         for key in (*mergekit_names, *renamed, *method.mergekit.fixed):
-            _pull_model_param(d, key, notes)
+            target = renamed.get(key) or declared.get(key)
+            _pull_model_param(d, key, notes, target if target is not None
+                              and target.name in per_model else None)
         for key, p in renamed.items():
             if key in params:
                 _rename_param(params, key, p, notes)
@@ -265,22 +279,49 @@ def _translate_mergekit(d: dict, notes: list[str]) -> None:
         raise RecipeError(f"'{key}' (mergekit) is not supported by l2s_kit; remove it")
 
 
-def _pull_model_param(d: dict, key: str, notes: list[str]) -> None:
-    """A per-model mergekit parameter that l2s_kit takes once for the whole merge, moved to the
-    merge's parameters (refused when the models give different values)."""
+def _pull_model_param(d: dict, key: str, notes: list[str], per_model=None) -> None:
+    """A mergekit parameter the models give (``models[i].parameters.key``). The same value from
+    every model, and none for the merge, is moved to the merge's parameters. Otherwise, for a
+    parameter the method takes per model (``per_model``: that :class:`Param`), each model keeps
+    its own value under the method's name (converted as it declares: mergekit's ``density`` is
+    TIES' ``k = 1 − density``) and a model without one takes the merge's, as in mergekit; for
+    any other parameter, different values are refused."""
     models = [m for m in d.get("models") or [] if isinstance(m, dict)]
-    vals = {json.dumps(m.get("parameters", {}).get(key)) for m in models
-            if key in (m.get("parameters") or {})}
-    if not vals:
+    given = [m for m in models if key in (m.get("parameters") or {})]
+    if not given:
         return
-    if len(vals) > 1 or key in d["parameters"]:
+    vals = {json.dumps(m["parameters"][key]) for m in given}
+    if len(vals) == 1 and len(given) == len(models) and key not in d["parameters"]:
+        d["parameters"][key] = json.loads(vals.pop())
+        for m in models:
+            m["parameters"].pop(key)
+        notes.append(f"moved per-model '{key}' to the merge's parameters")
+        return
+    if per_model is None:
         raise RecipeError(
             f"models[*].parameters.{key}: l2s_kit takes one {key} for the whole merge; "
-            f"give it once under 'parameters' (got different values: {sorted(vals)})")
-    d["parameters"][key] = json.loads(vals.pop())
-    for m in models:
-        (m.get("parameters") or {}).pop(key, None)
-    notes.append(f"moved per-model '{key}' to the merge's parameters")
+            f"give it once under 'parameters' (got {', '.join(sorted(vals))}"
+            + (f" and {json.dumps(d['parameters'][key])} under 'parameters'"
+               if key in d["parameters"] else "") + ")")
+    convert = per_model.mergekit.convert if key != per_model.name else None
+    for i, m in enumerate(models):
+        mp = m.get("parameters") or {}
+        if key not in mp:
+            continue
+        if key != per_model.name and per_model.name in mp:
+            raise RecipeError(f"models[{i}].parameters: give either '{key}' (mergekit) or "
+                              f"'{per_model.name}', not both")
+        value = mp.pop(key)
+        if convert is not None:
+            try:
+                value = _map_numbers(value, convert)
+            except TypeError:
+                raise RecipeError(f"models[{i}].parameters.{key} must be a number or a layer "
+                                  f"schedule, got {value!r}") from None
+        mp[per_model.name] = value
+    if key != per_model.name:
+        notes.append(f"per-model {key} -> per-model {per_model.name}"
+                     + (" = 1 - density" if convert is not None and key == "density" else ""))
 
 
 def _rename_param(params: dict, key: str, p, notes: list[str]) -> None:
@@ -396,10 +437,12 @@ def _apply_preset(d: dict, where: str, notes: list[str]) -> bool:
     return True
 
 
-def _model_specs(d: dict, where: str, relative_to: Path | None, check_paths: bool
+def _model_specs(d: dict, where: str, relative_to: Path | None, check_paths: bool, method
                  ) -> list[ModelSpec]:
     """The recipe's ``models`` (a non-empty list): each a folder with an optional per-model
-    ``weight``."""
+    ``weight`` and per-model values of the parameters the method takes per model."""
+    per_model = method.per_model_of(d.get("parameters") or {})
+    accepted = method.accepts(d.get("parameters") or {})
     models = []
     for i, m in enumerate(d["models"]):
         if isinstance(m, str):
@@ -409,14 +452,23 @@ def _model_specs(d: dict, where: str, relative_to: Path | None, check_paths: boo
         extra = sorted(set(m) - {"model", "parameters"})
         if extra:
             raise RecipeError(f"{where}: models[{i}] has unknown field '{extra[0]}'")
-        mp = dict(m.get("parameters") or {})
-        bad = sorted(set(mp) - {"weight"})
+        mp = m.get("parameters") or {}
+        if not isinstance(mp, dict):
+            raise RecipeError(f"{where}: models[{i}].parameters must be a mapping such as "
+                              f"{{weight: 0.5}}, got {mp!r}")
+        mp = dict(mp)
+        bad = sorted(set(mp) - {"weight", *per_model})
         if bad:
             raise RecipeError(f"{where}: models[{i}].parameters: unknown parameter '{bad[0]}'; "
-                              "per-model parameters: weight (method parameters go under "
+                              f"per-model parameters of {method.name}: "
+                              f"{', '.join(['weight', *per_model])} (the others go under "
                               "'parameters')")
         if "weight" in mp:
             mp["weight"] = _model_weight(mp["weight"], f"{where}: models[{i}]")
+        for k in per_model:
+            if k in mp:
+                mp[k] = accepted[k].check(mp[k], f"{where}: models[{i}].parameters",
+                                          schedules=k not in method.fixed)
         models.append(ModelSpec(_resolve_path(m["model"], f"models[{i}].model", relative_to,
                                               check_paths), mp))
     return models
@@ -516,7 +568,7 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
         raise RecipeError(f"{where}: missing 'base_model' (the checkpoint task vectors are "
                           "measured from; System 1 in long-to-short merging)")
     base = _resolve_path(d["base_model"], "base_model", relative_to, check_paths)
-    models = _model_specs(d, where, relative_to, check_paths)
+    models = _model_specs(d, where, relative_to, check_paths, method)
     for i, m in enumerate(models):
         if check_paths and same_checkpoint(base, m.model):
             raise RecipeError(f"{where}: models[{i}] {m.model} is the base_model {base} (the same "
@@ -535,7 +587,7 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
         raise RecipeError(f"{where}: out_dtype must be one of {OUT_DTYPES}, got {out_dtype!r}")
     config_keys = _sources(d, where, from_preset, relative_to, check_paths, notes)
     device = check_device(d.get("device") or "cpu", f"{where}: device")
-    return Recipe(
+    recipe = Recipe(
         merge_method=method.name,
         base_model=base,
         models=models,
@@ -550,3 +602,6 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
         name=d.get("name"),
         notes=notes,
     )
+    if recipe.merge_parameters != params:  # per-model values: the checks see every model's
+        method.check_resolved(recipe.merge_parameters, f"{where}: models[*].parameters")
+    return recipe

@@ -55,6 +55,21 @@ class _StateMarker:
 State = typing.Annotated[object, _StateMarker()]
 
 
+class PerModel(tuple):
+    """A parameter given per model (mergekit's per-model parameters: ``density`` 0.3 for one
+    model, 0.6 for another): one value per model, in the models' order, each a number or a
+    layer schedule. A method receives it, for the parameters it declares ``per_model``, in place
+    of the single value; :func:`at` reads model i's value from either."""
+
+    def __repr__(self) -> str:
+        return f"PerModel({list(self)!r})"
+
+
+def at(value, i: int):
+    """Model ``i``'s value of a parameter that may be given per model (:class:`PerModel`)."""
+    return value[i] if isinstance(value, PerModel) else value
+
+
 @dataclass(frozen=True)
 class Range:
     """Allowed interval of a numeric parameter; ``lo_open`` / ``hi_open`` exclude the ends."""
@@ -189,6 +204,7 @@ class MergeMethod:
     notes_fn: Callable[[dict, list[float]], list[str]] | None = None
     n_models: tuple[int, int | None] = (1, None)  # how many models it merges into the base
     fixed: tuple[str, ...] = ()  # float parameters that cannot be layer schedules (read globally)
+    per_model: tuple[str, ...] = ()  # float parameters each model may give its own value of
     mergekit: Mergekit = Mergekit()  # what its mergekit recipes say beyond its parameters
     # layer_coefficients(paths, resolved params) -> {layer group: the coefficient it gives the
     # (first) model there}, for methods that scale the task vector per layer; and its label
@@ -232,6 +248,15 @@ class MergeMethod:
             self.check(out, where)
         return out
 
+    def check_resolved(self, params: dict, where: str) -> None:
+        """The ``check`` hooks (the inner merge's too) on resolved parameters that may hold
+        per-model values (:class:`PerModel`), as a recipe with per-model parameters merges."""
+        if self.wraps:
+            inner, inner_params, _ = self.split(params)
+            inner.check_resolved(inner_params, where)
+        if self.check is not None:
+            self.check(params, where)
+
     def accepts(self, params: dict | None = None) -> dict[str, Param]:
         """The parameters a recipe of this method may give, by name: its own, and for a wrapping
         method those of the inner merge ``params`` names (or its default inner merge). An
@@ -243,6 +268,17 @@ class MergeMethod:
         except RecipeError:
             return dict(self.params)
         return {**inner.params, **self.params}
+
+    def per_model_of(self, params: dict | None = None) -> tuple[str, ...]:
+        """The parameters each model may give its own value of: the method's, and for a
+        wrapping method the inner merge's."""
+        if not self.wraps:
+            return self.per_model
+        try:
+            inner = get_method(self.inner_of(params or {}))
+        except RecipeError:
+            return self.per_model
+        return (*self.per_model, *inner.per_model)
 
     def inner_of(self, params: dict) -> str | None:
         """The merge a wrapping method applies on top of, as ``params`` name it (or its default);
@@ -333,7 +369,7 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
                  check: Callable | None = None, calibrated: bool = False,
                  notes: Callable[[dict, list[float]], list[str]] | None = None,
                  n_models: tuple[int, int | None] = (1, None), fixed: tuple[str, ...] = (),
-                 mergekit: Mergekit | None = None,
+                 per_model: tuple[str, ...] = (), mergekit: Mergekit | None = None,
                  layer_coefficients: Callable[[list[str], dict], dict[str, float]] | None = None,
                  coefficient_label: str = "",
                  calibration_set: Callable[[str, str, int, int], dict] | None = None
@@ -346,6 +382,9 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
     ``n_models``: (fewest, most or None) models merged into the base.
     ``fixed``: float parameters that may not be layer schedules (a ``prepare`` hook or ``check``
     reads them once for the whole merge); every other float parameter may be one.
+    ``per_model``: float parameters each model may give (``models[i].parameters``), as mergekit's
+    per-model parameters; the method then receives a :class:`PerModel` of the values (read with
+    :func:`at`) wherever it would receive one value.
     ``mergekit``: what a mergekit recipe of the method says beyond its parameters (:class:`Mergekit`).
     ``layer_coefficients(paths, params)``: for a method that scales the task vector per layer
     group, the coefficient of each group (``paths``: base first; ``params`` resolved), shown by
@@ -372,12 +411,17 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
         if wraps and ("inner" not in params or "merged" not in state_args):
             raise TypeError(f"merge method {name}: a wrapping method needs a parameter 'inner' "
                             "and the State argument 'merged'")
+        bad = [p for p in per_model if p not in params or params[p].type is not float]
+        if bad:
+            raise TypeError(f"merge method {name}: per_model names '{bad[0]}', which is not one "
+                            "of its float parameters")
         if state_args and prepare is None and state_args != ["merged"]:
             raise TypeError(f"merge method {name}: State arguments {state_args} need a prepare "
                             "hook that fills them")
         method = MergeMethod(name, fn, paper, doc_title, params, tuple(state_args), tuple(aliases),
                              elementwise, wraps, prepare, check, calibrated, notes, n_models,
-                             tuple(fixed), mergekit or Mergekit(), layer_coefficients,
+                             tuple(fixed), tuple(per_model), mergekit or Mergekit(),
+                             layer_coefficients,
                              coefficient_label or name, calibration_set)
         for key in (name, *aliases):
             if key in _REGISTRY or key in _ALIASES:

@@ -71,7 +71,7 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
     size = parse_size(shard_size) if shard_size is not None else r.shard_size
     with CheckpointWriter(out, [j.out for j in jobs], shard_size=size,
                           overwrite=overwrite) as writer:
-        notes += run_merge(inputs, r.method, r.parameters, r.weights, jobs, writer.write,
+        notes += run_merge(inputs, r.method, r.merge_parameters, r.weights, jobs, writer.write,
                            compute_dtype=r.dtype, device=r.device, progress=progress)
         writer.write_json("config.json", {**config, **changes})
         tok_files = copy_side_files(writer, tok_dir)
@@ -197,7 +197,7 @@ def merge_in_memory(recipe: Recipe | dict | str | os.PathLike, *, device: str | 
     r = _recipe(recipe)
     return merge_state_dicts(r.merge_method, r.base_model, [m.model for m in r.models], r.weights,
                              out_dtype=r.out_dtype, device=device or r.device, progress=progress,
-                             **r.parameters)
+                             **r.merge_parameters)
 
 
 def read_merge_info(path: str | os.PathLike) -> dict:

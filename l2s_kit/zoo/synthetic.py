@@ -92,11 +92,13 @@ def make_pair(out_dir: str | Path, shape: str | dict = "tiny", *, seed: int = 0,
               dtype: torch.dtype = torch.float32, delta_std: float = 0.005,
               base_tied: bool | None = None, model_tied: bool | None = None,
               extra_rows: int = 0, shard_size: int = 2 * 10**9, tokenizer: bool = True,
-              progress: bool = False) -> tuple[Path, Path]:
+              progress: bool = False, delta_seed: int | None = None) -> tuple[Path, Path]:
     """Write ``out_dir/base`` and ``out_dir/model`` (= base + δ) and return both paths.
 
     ``extra_rows`` adds rows to the model's embedding (and lm_head) as added tokens do;
-    ``base_tied`` / ``model_tied`` override ``tie_word_embeddings`` per checkpoint.
+    ``base_tied`` / ``model_tied`` override ``tie_word_embeddings`` per checkpoint;
+    ``delta_seed`` (default ``seed``) draws δ: pairs of one seed and other delta seeds share the
+    base, so their models are several fine-tunes of one base.
     """
     from tqdm.auto import tqdm
 
@@ -127,7 +129,8 @@ def make_pair(out_dir: str | Path, shape: str | dict = "tiny", *, seed: int = 0,
             if name in b_names:
                 wb.write(name, base.to(dtype))
             if name in m_names:
-                model = base + delta_std * torch.randn(base.shape, generator=generator(seed, "delta", name))
+                model = base + delta_std * torch.randn(base.shape, generator=generator(
+                    seed if delta_seed is None else delta_seed, "delta", name))
                 if is_vocab and extra_rows:
                     more = 0.02 * torch.randn((extra_rows, *info.shape[1:]),
                                               generator=generator(seed, "extra", name))

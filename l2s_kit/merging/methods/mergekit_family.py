@@ -31,7 +31,16 @@ from typing import Annotated
 import torch
 
 from l2s_kit.merging.methods.params import Alpha, Seed
-from l2s_kit.merging.registry import Mergekit, MergekitName, Range, RecipeError, State, merge_method
+from l2s_kit.merging.registry import (
+    Mergekit,
+    MergekitName,
+    PerModel,
+    Range,
+    RecipeError,
+    State,
+    at,
+    merge_method,
+)
 from l2s_kit.seeds import generator
 
 DELLA_PAPER = "https://arxiv.org/abs/2406.11617"
@@ -146,23 +155,27 @@ def gta(base: torch.Tensor, deltas: list[torch.Tensor], weights, *, consensus: b
 
 def _della(base, models, weights, density, epsilon, alpha, rescale, normalize, seed, tensor,
            consensus):
-    deltas = [della_magprune(m - base, density, epsilon, rescale, generator(seed, tensor, i))
-              for i, m in enumerate(models)]
+    deltas = [della_magprune(m - base, at(density, i), at(epsilon, i), rescale,
+                             generator(seed, tensor, i)) for i, m in enumerate(models)]
     return gta(base, deltas, weights, consensus=consensus, normalize=normalize, alpha=alpha)
 
 
 def _check_della(params: dict, where: str) -> None:
     from l2s_kit.merging.schedule import numbers
 
-    e = params["epsilon"]
-    for d in numbers(params["density"]):  # every value a layer schedule can take
-        if 0 < d < 1 and (d + e >= 1 or d - e <= 0):
-            raise RecipeError(f"{where}: density ± epsilon must lie in (0, 1) (DELLA's keep "
-                              f"probabilities); got density {d}, epsilon {e}")
+    density, epsilon = params["density"], params["epsilon"]
+    n = max(len(v) if isinstance(v, PerModel) else 1 for v in (density, epsilon))
+    for i in range(n):  # each model's values (given per model or not)
+        e = at(epsilon, i)
+        for d in numbers(at(density, i)):  # every value a layer schedule can take
+            if 0 < d < 1 and (d + e >= 1 or d - e <= 0):
+                raise RecipeError(f"{where}: density ± epsilon must lie in (0, 1) (DELLA's keep "
+                                  f"probabilities); got density {d}, epsilon {e}"
+                                  + (f" for models[{i}]" if n > 1 else ""))
 
 
 @merge_method("della", paper=DELLA_PAPER, elementwise=False, prepare=_tensor_name,
-              check=_check_della, fixed=("epsilon",))
+              check=_check_della, fixed=("epsilon",), per_model=("density", "epsilon"))
 def della(base, models, weights, *, density: Density = 1.0, epsilon: Epsilon = 0.15,
           alpha: Alpha = 1.0, rescale: bool = True, normalize: bool = True, seed: Seed = 0,
           tensor: State = ""):
@@ -175,7 +188,7 @@ def della(base, models, weights, *, density: Density = 1.0, epsilon: Epsilon = 0
 
 
 @merge_method("della_linear", paper=DELLA_PAPER, elementwise=False, prepare=_tensor_name,
-              check=_check_della, fixed=("epsilon",))
+              check=_check_della, fixed=("epsilon",), per_model=("density", "epsilon"))
 def della_linear(base, models, weights, *, density: Density = 1.0, epsilon: Epsilon = 0.15,
                  alpha: Alpha = 1.0, rescale: bool = True, normalize: bool = False,
                  seed: Seed = 0, tensor: State = ""):
@@ -186,22 +199,26 @@ def della_linear(base, models, weights, *, density: Density = 1.0, epsilon: Epsi
                   tensor, consensus=False)
 
 
-@merge_method("breadcrumbs", paper=BREADCRUMBS_PAPER, elementwise=False)
+@merge_method("breadcrumbs", paper=BREADCRUMBS_PAPER, elementwise=False,
+              per_model=("density", "gamma"))
 def breadcrumbs(base, models, weights, *, density: Density = 1.0, gamma: Gamma = 0.01,
                 alpha: Alpha = 1.0, rescale: bool = False, normalize: bool = False):
     """Model Breadcrumbs: drop each task vector's outliers and smallest entries, θ₀ + α · Σᵢ wᵢ δᵢ.
 
     The ``gamma`` share of the largest magnitudes and the smallest go, ``density`` is kept;
     mergekit's ``breadcrumbs``."""
-    deltas = [magnitude_outliers(m - base, density, gamma, rescale) for m in models]
+    deltas = [magnitude_outliers(m - base, at(density, i), at(gamma, i), rescale)
+              for i, m in enumerate(models)]
     return gta(base, deltas, weights, consensus=False, normalize=normalize, alpha=alpha)
 
 
-@merge_method("breadcrumbs_ties", paper=BREADCRUMBS_PAPER, elementwise=False)
+@merge_method("breadcrumbs_ties", paper=BREADCRUMBS_PAPER, elementwise=False,
+              per_model=("density", "gamma"))
 def breadcrumbs_ties(base, models, weights, *, density: Density = 1.0, gamma: Gamma = 0.01,
                      alpha: Alpha = 1.0, rescale: bool = False, normalize: bool = False):
     """Model Breadcrumbs with TIES' sign election; mergekit's ``breadcrumbs_ties``."""
-    deltas = [magnitude_outliers(m - base, density, gamma, rescale) for m in models]
+    deltas = [magnitude_outliers(m - base, at(density, i), at(gamma, i), rescale)
+              for i, m in enumerate(models)]
     return gta(base, deltas, weights, consensus=True, normalize=normalize, alpha=alpha)
 
 

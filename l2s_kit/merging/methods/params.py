@@ -29,6 +29,7 @@ DropRate = Annotated[
 Seed = Annotated[int, Range(0, 2**63 - 1), "seed of the method's random draws"]
 
 # mergekit options that these methods always have, and why (see registry.Mergekit)
-DISJOINT_MEAN = {"normalize": (True, "l2s_kit's TIES always takes the disjoint mean")}
+Normalize = Annotated[bool, "divide the agreeing task vectors by the sum of their weights (TIES' "
+                      "disjoint mean); false sums them (mergekit's normalize)"]
 NO_NORMALIZE = {"normalize": (False, "scale the weights or alpha instead")}
 DARE_RESCALE = {"rescale": (True, "DARE rescales survivors by 1/(1-p)")}

@@ -272,13 +272,16 @@ def elect_sign(trimmed: torch.Tensor, zero_sign: float = 1.0) -> torch.Tensor:
 
 
 def disjoint_mean(trimmed: Sequence[torch.Tensor], weights: Sequence[float],
-                  zero_sign: float = 1.0) -> torch.Tensor:
-    """Weighted mean of the non-zero entries that agree with the elected sign; 0 where none do."""
+                  zero_sign: float = 1.0, normalize: bool = True) -> torch.Tensor:
+    """Weighted mean of the non-zero entries that agree with the elected sign; 0 where none do.
+    ``normalize=False``: their weighted sum (mergekit's ``ties`` with ``normalize: false``)."""
     if len(trimmed) == 1 and weights[0] == 1:
         return trimmed[0]  # one task vector: every non-zero entry agrees with its own sign
     stacked = torch.stack([w * t for w, t in zip(weights, trimmed)])
     gamma = elect_sign(stacked, zero_sign)
     agree = (torch.sign(stacked) == gamma) & (stacked != 0)
+    if not normalize:
+        return (stacked * agree).sum(0)
     w = torch.tensor(list(weights), dtype=stacked.dtype, device=stacked.device)
     w = w.reshape(-1, *([1] * (stacked.dim() - 1)))
     num = (stacked * agree).sum(0)

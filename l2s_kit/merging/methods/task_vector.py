@@ -17,10 +17,10 @@ from tqdm.auto import tqdm
 
 from l2s_kit.merging.methods.params import (
     DARE_RESCALE,
-    DISJOINT_MEAN,
     NO_NORMALIZE,
     Alpha,
     DropRate,
+    Normalize,
     Seed,
     TrimRatio,
 )
@@ -33,7 +33,16 @@ from l2s_kit.merging.methods.sparsify import (
     task_vectors,
     weighted_sum,
 )
-from l2s_kit.merging.registry import Mergekit, Range, RecipeError, Search, State, merge_method
+from l2s_kit.merging.registry import (
+    Mergekit,
+    PerModel,
+    Range,
+    RecipeError,
+    Search,
+    State,
+    at,
+    merge_method,
+)
 
 TA_PAPER = "https://arxiv.org/abs/2212.04089"
 TIES_PAPER = "https://arxiv.org/abs/2306.01708"
@@ -46,28 +55,29 @@ TrimRule = Literal["topk", "reference", "global"]
 def _trim(deltas, trimmers, k, trim):
     if trimmers is None:  # the tensor is the whole scope: its magnitudes serve plan and trim
         out = []
-        for d in deltas:
+        for i, d in enumerate(deltas):
             a = d.reshape(-1).abs()
-            out.append(Trimmer.for_tensor(d, k, trim, magnitudes=a)(d, magnitudes=a))
+            out.append(Trimmer.for_tensor(d, at(k, i), trim, magnitudes=a)(d, magnitudes=a))
         return out
     return [t(d) for t, d in zip(trimmers, deltas)]
 
 
 def _dare(deltas, masks, p, seed):
     if masks is None:  # called directly: masks from the seed and the model index only
-        masks = [DropMask(p, seed, "", i) for i in range(len(deltas))]
-    return [dare(d, m.keep(d.numel(), device=d.device), p) for d, m in zip(deltas, masks)]
+        masks = [DropMask(at(p, i), seed, "", i) for i in range(len(deltas))]
+    return [dare(d, m.keep(d.numel(), device=d.device), at(p, i))
+            for i, (d, m) in enumerate(zip(deltas, masks))]
 
 
 # ---- per-tensor planning (the prepare hook of TIES, DARE and DARE-TIES) ------------------------
 
-def drop_masks(job, rows, p: float, seed: int, n: int) -> list:
+def drop_masks(job, rows, p: float | PerModel, seed: int, n: int) -> list:
     """DARE's masks of the n models for one block of tensor ``job``, seeded by the tensor's name
     and positioned at the block's flat offset (independent of read order and block size)."""
-    return [DropMask(p, seed, job.name, i).at(job.offset(rows)) for i in range(n)]
+    return [DropMask(at(p, i), seed, job.name, i).at(job.offset(rows)) for i in range(n)]
 
 
-def _plan_global(run, delta, k: float) -> tuple[list[Trimmer], float]:
+def _plan_global(run, delta, k: float | PerModel) -> tuple[list[Trimmer], float]:
     """Global trim: exact model-wide thresholds (radix select), then the majority sign for sums
     that are exactly zero."""
     fjobs = [j for j in run.jobs if j.floating]
@@ -79,7 +89,7 @@ def _plan_global(run, delta, k: float) -> tuple[list[Trimmer], float]:
                           disable=not run.progress, leave=False):
                 for rows in j.blocks():
                     yield delta(j, rows, i)
-        trimmers.append(Trimmer.from_blocks(blocks, total, k, "topk"))
+        trimmers.append(Trimmer.from_blocks(blocks, total, at(k, i), "topk"))
     if run.n < 2:
         return trimmers, 1.0  # one task vector: the elected sign never changes the result
     plans = [(t.threshold, t.tie_budget) for t in trimmers]
@@ -96,7 +106,7 @@ def _plan_global(run, delta, k: float) -> tuple[list[Trimmer], float]:
 WHOLE_PLAN_ELEMS = 1 << 24  # a streamed tensor up to this size is planned from one whole read
 
 
-def _tensor_trimmers(run, job, delta, k: float, rule: str) -> list[Trimmer] | None:
+def _tensor_trimmers(run, job, delta, k: float | PerModel, rule: str) -> list[Trimmer] | None:
     """Per-tensor trim of a tensor streamed in several blocks: thresholds over all its blocks
     (None for a tensor read whole: the method trims it itself, with the same result). Up to
     ``WHOLE_PLAN_ELEMS`` entries the task vector is read whole once and its threshold found by
@@ -108,27 +118,27 @@ def _tensor_trimmers(run, job, delta, k: float, rule: str) -> list[Trimmer] | No
     for i in range(run.n):
         if n <= WHOLE_PLAN_ELEMS:
             rows = slice(0, job.shared_rows) if job.out.shape else None
-            out.append(Trimmer.for_tensor(delta(job, rows, i), k, rule))
+            out.append(Trimmer.for_tensor(delta(job, rows, i), at(k, i), rule))
             continue
 
         def blocks(i=i):
             for rows in job.blocks():
                 yield delta(job, rows, i)
-        out.append(Trimmer.from_blocks(blocks, n, k, rule))
+        out.append(Trimmer.from_blocks(blocks, n, at(k, i), rule))
     return out
 
 
 def _plan(run, params: dict, *, drop: bool, trim: bool):
     """State of every block: DARE masks (``drop``) and the trim's thresholds (``trim``; over a
     streamed tensor, or over the whole model for ``trim: global``) with the zero-sum sign."""
-    def p_of(job):  # p and k may be layer schedules: their value for this tensor
+    def p_of(job):  # p and k may be layer schedules or per model: their values for this tensor
         return run.params_at(job, params)["p"] if drop else 0.0
 
     def delta(job, rows, i):  # the input of trim planning: DARE'd when the method drops
         d = run.delta(job, i, rows)
         if not drop:
             return d
-        p = p_of(job)
+        p = at(p_of(job), i)
         mask = drop_masks(job, rows, p, params["seed"], run.n)[i]
         return dare(d, mask.keep(d.numel(), device=d.device), p)
 
@@ -140,7 +150,8 @@ def _plan(run, params: dict, *, drop: bool, trim: bool):
         shared, zero_sign = _plan_global(run, delta, params["k"])
 
     def state(job):
-        trims = trim and (k_of(job) > 0 or params["trim"] == "global")
+        trims = trim and (any(at(k_of(job), i) > 0 for i in range(run.n))
+                          or params["trim"] == "global")
         trimmers = shared if shared is not None else (
             _tensor_trimmers(run, job, delta, k_of(job), params["trim"]) if trims else None)
         p = p_of(job)
@@ -192,27 +203,32 @@ def task_arithmetic(base, models, weights, *, alpha: Alpha = 1.0):
 
 
 def _check_trim(params: dict, where: str) -> None:
-    if params.get("trim") == "global" and isinstance(params.get("k"), list):
+    k = params.get("k")
+    if params.get("trim") == "global" and any(isinstance(at(k, i), list) for i in range(
+            len(k) if isinstance(k, PerModel) else 1)):
         raise RecipeError(f"{where}: trim: global chooses one threshold for the whole model, so "
                           "k cannot be a layer schedule there; use trim: topk")
 
 
 @merge_method("ties", paper=TIES_PAPER, aliases=("ties_merging",), check=_check_trim,
-              mergekit=Mergekit(fixed=DISJOINT_MEAN),
+              per_model=("k",),
+              mergekit=Mergekit(),
               prepare=lambda run, params: _plan(run, params, drop=False, trim=True))
 def ties(base, models, weights, *, k: TrimRatio = 0.8, alpha: Alpha = 1.0,
-         trim: TrimRule = "topk", trimmers: State = None, zero_sign: State = 1.0):
+         trim: TrimRule = "topk", normalize: Normalize = True, trimmers: State = None,
+         zero_sign: State = 1.0):
     """TIES-Merging: trim each task vector, elect signs, disjoint mean, θ₀ + α · mean.
 
     ``trim``: ``topk`` keeps n − floor(k·n) entries per tensor; ``reference`` is the paper's code
     (keeps |x| ≥ the floor(k·n)-th smallest magnitude, one more); ``global`` chooses the threshold
     over the whole model (original TIES), with zero-sum sign ties taking the majority sign.
+    ``normalize: false`` sums the agreeing entries instead of averaging them (mergekit's option).
     """
     trimmed = _trim(task_vectors(base, models), trimmers, k, trim)
-    return base + alpha * disjoint_mean(trimmed, weights, zero_sign)
+    return base + alpha * disjoint_mean(trimmed, weights, zero_sign, normalize)
 
 
-@merge_method("dare", paper=DARE_PAPER, aliases=("dare_ta", "dare_linear"),
+@merge_method("dare", paper=DARE_PAPER, aliases=("dare_ta", "dare_linear"), per_model=("p",),
               mergekit=Mergekit(fixed={**NO_NORMALIZE, **DARE_RESCALE}),
               prepare=lambda run, params: _plan(run, params, drop=True, trim=False))
 def dare_ta(base, models, weights, *, p: DropRate = 0.3, alpha: Alpha = 1.0, seed: Seed = 0,
@@ -222,16 +238,16 @@ def dare_ta(base, models, weights, *, p: DropRate = 0.3, alpha: Alpha = 1.0, see
     return weighted_sum(dropped, weights).mul_(alpha).add_(base)
 
 
-@merge_method("dare_ties", paper=DARE_PAPER, check=_check_trim,
-              mergekit=Mergekit(fixed={**DISJOINT_MEAN, **DARE_RESCALE}),
+@merge_method("dare_ties", paper=DARE_PAPER, check=_check_trim, per_model=("p", "k"),
+              mergekit=Mergekit(fixed=DARE_RESCALE),
               prepare=lambda run, params: _plan(run, params, drop=True, trim=True))
 def dare_ties(base, models, weights, *, p: DropRate = 0.3, k: TrimRatio = 0.0, alpha: Alpha = 1.0,
-              trim: TrimRule = "topk", seed: Seed = 0, masks: State = None,
-              trimmers: State = None, zero_sign: State = 1.0):
+              trim: TrimRule = "topk", seed: Seed = 0, normalize: Normalize = True,
+              masks: State = None, trimmers: State = None, zero_sign: State = 1.0):
     """DARE-TIES: DARE each task vector, then TIES (trim with k, elect, disjoint mean).
 
     k = 0 (the default) skips the magnitude trim, as mergekit's ``dare_ties`` does.
     """
     dropped = _dare(task_vectors(base, models), masks, p, seed)
     trimmed = _trim(dropped, trimmers, k, trim)
-    return base + alpha * disjoint_mean(trimmed, weights, zero_sign)
+    return base + alpha * disjoint_mean(trimmed, weights, zero_sign, normalize)
