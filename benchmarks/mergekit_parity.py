@@ -17,12 +17,18 @@ tools, so their tensors cannot match; the script reports, instead of a differenc
 each task vector's entries kept (mergekit's and ours, which should agree with the density).
 This is a measurement, not a test: it prints a table, saves it to ``<workdir>/parity.csv``, and
 exits 0; ``tests/test_mergekit_family.py`` checks the maths against hand-worked values.
+
+``--examples`` compares instead mergekit's own example configs (``benchmarks/mergekit_examples``,
+unchanged), merged by both tools from one hub cache holding tiny stand-ins under the ids they
+name (``models.yaml`` there), the network off; its table goes to ``<workdir>/examples.csv``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -30,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+EXAMPLES = ROOT / "benchmarks" / "mergekit_examples"
 
 # method -> (method parameters, per-model parameters of System 2 (or, for rows "two models", of
 # System 2 and of a second model: System 2 with other noise)), mergekit's names
@@ -135,6 +142,52 @@ def compare(ours: dict, theirs: dict, base: dict, model: dict, random: bool) -> 
             "max_rel_diff": f"{worst:.2e}", "bitwise_equal": f"{equal / total:.4%}"}
 
 
+def run_examples(mergekit_python: str, work: Path) -> list[dict]:
+    """mergekit's example configs through mergekit and through ``l2s merge`` (both as separate
+    processes, in one folder, the hub cache of the stand-ins, offline); a row per example."""
+    import yaml
+
+    from l2s_kit.io.hub import place_in_cache
+    from l2s_kit.zoo.synthetic import example_checkpoints
+
+    spec = yaml.safe_load((EXAMPLES / "models.yaml").read_text())
+    root = work / "examples"
+    if not (root / "hub").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        folders = example_checkpoints(root / "made", spec)
+        (root / "work").mkdir(parents=True)
+        for name in spec["local"]:
+            shutil.copytree(folders[name], root / "work" / name)
+        place_in_cache(root / "hub", {k: v for k, v in folders.items() if k not in spec["local"]})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str((root / "hub").resolve())}
+    l2s = [sys.executable, "-c", "import sys; from l2s_kit.cli import main; sys.exit(main())"]
+    rows = []
+    for yml in sorted(EXAMPLES.glob("*.yml")):
+        cfg = root / "work" / yml.name
+        shutil.copyfile(yml, cfg)
+        outs = {}
+        row = {"example": yml.name}
+        for tool, cmd in (("mergekit", [mergekit_python, "-m", "mergekit.scripts.run_yaml",
+                                        cfg.name, f"mergekit-{yml.stem}", "--allow-crimes",
+                                        "--quiet"]),
+                          ("l2s", [*l2s, "merge", cfg.name, "--out", f"l2s-{yml.stem}",
+                                   "--overwrite", "--quiet"])):
+            if tool == "mergekit":
+                shutil.rmtree(root / "work" / f"mergekit-{yml.stem}", ignore_errors=True)
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, cwd=root / "work", env=env, capture_output=True, text=True)
+            row[f"{tool}_s"] = round(time.perf_counter() - t0, 2)
+            if proc.returncode != 0:
+                row["error"] = f"{tool}: " + (proc.stderr.strip() or proc.stdout.strip())[-300:]
+                break
+            outs[tool] = tensors(root / "work" / f"{tool}-{yml.stem}")
+        if "error" not in row:
+            row.update(compare(outs["l2s"], outs["mergekit"], {}, {}, False))
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mergekit-python", required=True,
@@ -142,9 +195,19 @@ def main() -> int:
     ap.add_argument("--workdir", default="data/bench/parity")
     ap.add_argument("--shape", default="tiny", help="synthetic pair shape (tiny, small, ...)")
     ap.add_argument("--methods", nargs="*", default=list(CONFIGS))
+    ap.add_argument("--examples", action="store_true",
+                    help="compare mergekit's own example configs instead (see above)")
     args = ap.parse_args()
     import pandas as pd
     import yaml
+
+    if args.examples:
+        work = Path(args.workdir)
+        df = pd.DataFrame(run_examples(args.mergekit_python, work))
+        df.to_csv(work / "examples.csv", index=False)
+        with pd.option_context("display.width", 200, "display.max_colwidth", 80):
+            print(df.to_string(index=False))
+        return 0
 
     from l2s_kit.cli import main as l2s
     from l2s_kit.zoo.synthetic import make_pair

@@ -10,6 +10,7 @@ import yaml
 
 from l2s_kit.cli import main
 from l2s_kit.io import Checkpoint, weights_hash
+from l2s_kit.io.hub import place_in_cache
 from l2s_kit.zoo.synthetic import make_pair
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -21,12 +22,8 @@ def hub(tmp_path, monkeypatch):
     import huggingface_hub.constants as constants
 
     base, model = make_pair(tmp_path / "src", "tiny", seed=2, delta_std=0.02)
-    cache = tmp_path / "hub"
-    for name, folder in (("tiny-s1", base), ("tiny-s2", model)):
-        repo = cache / f"models--acme--{name}"
-        (repo / "refs").mkdir(parents=True)
-        (repo / "refs" / "main").write_text(COMMIT)
-        shutil.copytree(folder, repo / "snapshots" / COMMIT)
+    cache = place_in_cache(tmp_path / "hub", {"acme/tiny-s1": base, "acme/tiny-s2": model},
+                           COMMIT)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
     return base, model, cache

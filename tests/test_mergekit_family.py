@@ -503,3 +503,79 @@ def test_ties_normalize_false_sums_the_agreeing_entries_by_hand():
     assert summed.tolist() == [2.0, -2.0, 3.0]
     mean = run("ties", Z(3), [m1, m2], [1.0, 0.5], k=0.0)
     assert mean.tolist() == pytest.approx([2.0 / 1.5, -2.0, 3.0])
+
+
+def test_passthrough_stacks_the_slices_layers_in_order(tiny_pair, tmp_path):
+    """mergekit's passthrough over slices (partial slices were refused): layers 0..1 of System 1
+    then layer 1 of System 2 (its o_proj scaled to 0) make a 3-layer model; the embedding is the
+    first slice's model's, the final norm the last's; config, card and recipe say so."""
+    import json
+
+    from safetensors.torch import load_file
+
+    def tensors(folder):
+        return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
+
+    base_dir, model_dir = tiny_pair
+    r = load_recipe(f"""
+slices:
+  - sources:
+    - model: {base_dir}
+      layer_range: [0, 2]
+  - sources:
+    - model: {model_dir}
+      layer_range: [1, 2]
+      parameters:
+        scale:
+          - filter: o_proj
+            value: 0.0
+          - value: 1.0
+merge_method: passthrough
+""")
+    assert r.base_model == str(base_dir) and [m.model for m in r.models] == [str(model_dir)]
+    merge(r, tmp_path / "m", progress=False)
+    base, model, out = tensors(base_dir), tensors(model_dir), tensors(tmp_path / "m")
+    assert count_layers(out) == 3
+    for name, t in out.items():
+        if ".layers.2." in name:
+            src = model[name.replace(".layers.2.", ".layers.1.")]
+            want = torch.zeros_like(src) if "o_proj" in name else src
+        elif "embed" in name:
+            want = base[name]
+        elif "layers" in name:
+            want = base[name]
+        else:  # the final norm: the last slice's model's
+            want = model[name]
+        assert torch.equal(t, want), name
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["num_hidden_layers"] == 3 and len(cfg["layer_types"]) == 3
+    card = (tmp_path / "m" / "README.md").read_text()
+    assert f"stacked layers 0..1 of {base_dir} + layers 1..1 of {model_dir}: 3 layers" in card
+    assert load_recipe(tmp_path / "m" / "l2s_recipe.yaml").hash == r.hash  # it loads back
+
+
+def test_passthrough_refuses_what_it_cannot_stack(tiny_pair, tmp_path):
+    base_dir, model_dir = map(str, tiny_pair)
+
+    def stack(*sources, **top):
+        return {"merge_method": "passthrough", **top,
+                "slices": [{"sources": list(s)} for s in sources]}
+
+    with pytest.raises(RecipeError, match="stacks layers: give mergekit's slices"):
+        load_recipe({"merge_method": "passthrough", "base_model": base_dir,
+                     "models": [{"model": model_dir}]})
+    with pytest.raises(RecipeError, match=r"slices\[0\]: passthrough copies layers, so a slice "
+                                          r"has one source \(got 2\)"):
+        load_recipe(stack([{"model": base_dir, "layer_range": [0, 2]},
+                           {"model": model_dir, "layer_range": [0, 2]}]))
+    with pytest.raises(RecipeError, match=r"layer_range must be \[first, end\]"):
+        load_recipe(stack([{"model": base_dir, "layer_range": [2, 1]}]))
+    r = load_recipe(stack([{"model": base_dir, "layer_range": [0, 3]}]))
+    with pytest.raises(RecipeError, match=r"slices\[0\]: layer_range \[0, 3\] is not within "
+                                          r".*'s 2 layers \(\[0, 2\]\)"):
+        merge(r, tmp_path / "m", progress=False)
+    assert not (tmp_path / "m").exists()
+    # a merge of models over partial slices names passthrough
+    with pytest.raises(RecipeError, match="stacked by merge_method: passthrough"):
+        load_recipe({**stack([{"model": base_dir, "layer_range": [0, 1]}],
+                             [{"model": base_dir, "layer_range": [1, 2]}]), "merge_method": "ties"})

@@ -124,6 +124,10 @@ def test_every_method_same_recipe_twice_same_weights_hash(name, paths, tmp_path)
 
     if get_method(name).n_models[0] > 1:  # model_stock: two models (the same one twice)
         paths = {**paths, "models": paths["models"] * 2}
+    if get_method(name).stacks:  # passthrough: layers of both stacked
+        paths = {"slices": [{"sources": [{"model": paths["base_model"], "layer_range": [0, 2]}]},
+                            {"sources": [{"model": paths["models"][0]["model"],
+                                          "layer_range": [1, 2]}]}]}
     r = load_recipe({**paths, "merge_method": name})
     a = merge(r, tmp_path / "a", progress=False)
     b = merge(r, tmp_path / "b", progress=False)

@@ -70,3 +70,26 @@ def resolve_checkpoint(value: str | os.PathLike, what: str = "checkpoint",
     finally:
         if not progress:
             enable_progress_bars()
+
+
+def place_in_cache(cache: str | os.PathLike, folders: dict[str, str | os.PathLike],
+                   commit: str = "0" * 40) -> Path:
+    """Put local checkpoint folders into a hub cache under hub ids, laid out as the hub client
+    lays it out (``models--owner--name/refs/main`` naming ``snapshots/<commit>/``), so that
+    anything that takes hub ids (``l2s merge``, mergekit, lm-evaluation-harness) finds them
+    offline with ``HF_HUB_OFFLINE=1 HF_HUB_CACHE=<cache>``. Returns the cache folder. An id
+    already there is refused (nothing in a cache is replaced)."""
+    import shutil
+
+    cache = Path(cache)
+    for repo, folder in folders.items():
+        if hub_id(repo) is None and HUB_ID.fullmatch(repo) is None:
+            raise CheckpointError(f"{repo!r} is not a hub id (owner/name)")
+        entry = cache / ("models--" + repo.split("@")[0].replace("/", "--"))
+        if entry.exists():
+            raise CheckpointError(f"{repo} is already in the hub cache {cache} ({entry}); "
+                                  "remove it first")
+        (entry / "refs").mkdir(parents=True)
+        (entry / "refs" / "main").write_text(commit)
+        shutil.copytree(folder, entry / "snapshots" / commit)
+    return cache

@@ -75,6 +75,8 @@ class TensorJob:
     shared_rows: int  # rows merged (all of them unless inputs differ in vocabulary rows)
     extra_from: int | None = None  # input that supplies rows [shared_rows, out rows)
     floating: bool = True
+    inputs: tuple[int, ...] | None = None  # the inputs read, when not all (a stacked layer: one)
+    scale: float = 1.0  # a stacked layer's factor (mergekit passthrough's scale)
 
     @property
     def name(self) -> str:
@@ -231,6 +233,94 @@ def _plan_tensor(name: str, inputs: Sequence, srcs: list[str], out_dtype: torch.
     return TensorJob(TensorInfo(name, dtype, tuple(out_shape)), srcs, shared, extra_from, floating)
 
 
+@dataclass(frozen=True)
+class Slice:
+    """Layers ``[start, end)`` of input ``input`` stacked in the output (mergekit's slice of one
+    source, merged by ``passthrough``), each tensor times ``scale`` (a number or a layer
+    schedule, whose gradients run over the slice's layers)."""
+
+    input: int
+    start: int
+    end: int
+    scale: float | list = 1.0
+
+
+def plan_stack(inputs: Sequence, slices: Sequence[Slice], out_dtype: torch.dtype | None
+               ) -> tuple[list[TensorJob], dict, list[str]]:
+    """Plan a layer stack (a "frankenmerge"): the output's decoder layers are the slices' layers
+    in order, renumbered from 0; the embedding comes from the first slice's input, the final
+    norm and head from the last slice's (mergekit's pre and post weights). Returns (jobs, config
+    changes: ``num_hidden_layers`` and the stacked ``layer_types``, notes)."""
+    from l2s_kit.merging.schedule import LAYER, count_layers, value_at_position
+
+    first, last = inputs[slices[0].input], inputs[slices[-1].input]
+    notes: list[str] = []
+    _check_architectures(first, [inputs[s.input] for s in slices])
+    layer_names: list[dict[int, list[str]]] = []
+    for src in inputs:
+        by_layer: dict[int, list[str]] = {}
+        for n in src.names:
+            m = LAYER.search(n)
+            if m is not None:
+                by_layer.setdefault(int(m.group(1)), []).append(n)
+        layer_names.append(by_layer)
+
+    def job(out_name: str, i: int, name: str, scale: float = 1.0) -> TensorJob:
+        info = inputs[i].info(name)
+        floating = info.dtype.is_floating_point
+        dtype = out_dtype if (out_dtype is not None and floating) else info.dtype
+        return TensorJob(TensorInfo(out_name, dtype, tuple(info.shape)), [name],
+                         info.shape[0] if info.shape else 1, None, floating, (i,), scale)
+
+    pre = [n for n in first.names if LAYER.search(n) is None and n.endswith(EMBED_SUFFIXES)]
+    post = [n for n in last.names if LAYER.search(n) is None and not n.endswith(EMBED_SUFFIXES)]
+    jobs = [job(n, slices[0].input, n) for n in pre]
+    shapes: dict[str, tuple] = {}  # a layer tensor's shape, by its name within the layer
+    out_layer, layer_types = 0, []
+    for k, s in enumerate(slices):
+        src = inputs[s.input]
+        n_layers = count_layers(src.names)
+        if not 0 <= s.start < s.end <= n_layers:
+            raise RecipeError(f"slices[{k}]: layer_range [{s.start}, {s.end}] is not within "
+                              f"{_label(src)}'s {n_layers} layers ([0, {n_layers}])")
+        types = src.config.get("layer_types")
+        for offset, layer in enumerate(range(s.start, s.end)):
+            t = offset / (s.end - s.start - 1) if s.end - s.start > 1 else 1.0
+            for name in layer_names[s.input][layer]:
+                m = LAYER.search(name)
+                out_name = name[:m.start()] + m.group(0).replace(str(layer), str(out_layer)) \
+                    + name[m.end():]
+                within = name[m.end():]
+                shape = tuple(src.info(name).shape)
+                if shapes.setdefault(within, shape) != shape:
+                    raise IncompatibleModelsError(
+                        f"slices[{k}]: tensor {name} of {_label(src)} has shape {shape}, but the "
+                        f"stack's other layers have {shapes[within]}: layers of models of "
+                        "different sizes cannot be stacked")
+                scale = (value_at_position(s.scale, out_name, t, 1.0)
+                         if isinstance(s.scale, list) else s.scale)
+                jobs.append(job(out_name, s.input, name, scale))
+            if isinstance(types, list) and layer < len(types):
+                layer_types.append(types[layer])
+            out_layer += 1
+    jobs += [job(n, slices[-1].input, n) for n in post]
+    changes: dict = {"num_hidden_layers": out_layer}
+    if layer_types and len(layer_types) == out_layer:
+        changes["layer_types"] = layer_types
+    if out_dtype is not None:
+        changes["torch_dtype"] = str(out_dtype).removeprefix("torch.")
+    if any(n.endswith(EMBED_SUFFIXES) for n in pre):
+        changes["tie_word_embeddings"] = LM_HEAD not in post
+    if first is not last:
+        notes.append(f"the embedding from {_label(first)} (the first slice's model), the final "
+                     f"norm{' and ' + LM_HEAD if LM_HEAD in post else ''} from {_label(last)} "
+                     "(the last slice's), as mergekit stacks them")
+    notes.append("stacked " + " + ".join(
+        f"layers {s.start}..{s.end - 1} of {_label(inputs[s.input])}" for s in slices)
+        + f": {out_layer} layers")
+    return jobs, changes, notes
+
+
 def _where(rows: slice | None) -> str:
     return f" (rows {rows.start}..{rows.stop - 1})" if rows is not None else ""
 
@@ -312,8 +402,9 @@ class MergeRun:
                 for w in self.weights]
 
     def read(self, job: TensorJob, i: int, rows: slice | None) -> torch.Tensor:
-        """Input i's block ``rows`` of tensor ``job`` (in the compute dtype, on the device)."""
-        src = self.inputs[i]
+        """Input i's block ``rows`` of tensor ``job`` (in the compute dtype, on the device); i
+        counts the inputs the job reads (all, or the one a stacked layer comes from)."""
+        src = self.inputs[job.inputs[i] if job.inputs is not None else i]
         t = src.read(job.sources[i], rows).to(self.device, self.compute)
         _check_finite(t, "input", f"{job.sources[i]} of {_label(src)}", _where(rows))
         return t
@@ -365,10 +456,11 @@ class MergeRun:
 
     def _load(self, kind: str, job: TensorJob, rows):
         if kind == "copy":
-            return self.inputs[0].read(job.sources[0])
+            return self.inputs[job.inputs[0] if job.inputs is not None else 0].read(job.sources[0])
         if kind == "extra":
             return self.read(job, job.extra_from, rows)
-        return self.read(job, 0, rows), [self.read(job, i + 1, rows) for i in range(self.n)]
+        return self.read(job, 0, rows), [self.read(job, i, rows)
+                                         for i in range(1, len(job.sources))]
 
     def _job_state(self, job: TensorJob) -> tuple:
         """What every block of ``job`` needs: the hooks' per-block state and the parameters'

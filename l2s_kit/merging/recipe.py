@@ -50,7 +50,7 @@ COMPUTE_DTYPES = ("float32", "float64")  # the maths runs in one of these
 OUT_DTYPES = tuple(DTYPES)  # names of l2s_kit.io.DTYPES
 TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype",
             "tokenizer_source", "config_source", "config_keys", "preset", "shard_size", "device",
-            "name"}
+            "name"}  # and mergekit's slices
 # config.json keys that govern generation, not the tensors: taken from System 2 by default
 # ... of which these go together (a context length is only right with its own rope): one source
 CONTEXT_KEYS = ("max_position_embeddings", "rope_theta", "rope_scaling", "rope_parameters",
@@ -121,6 +121,9 @@ class Recipe:
     device: str = "cpu"
     name: str | None = None
     notes: list[str] = field(default_factory=list)
+    # a layer stack (passthrough): [{model, layer_range: [a, b], parameters: {scale}}] in order;
+    # base_model is the first slice's model, models the others
+    stack: list[dict] | None = None
 
     @property
     def method(self):
@@ -143,10 +146,13 @@ class Recipe:
 
     def to_dict(self) -> dict:
         """The recipe in its canonical YAML/dict form (what the model card records)."""
+        inputs = {"base_model": self.base_model, "models": [
+            {"model": m.model, "parameters": dict(m.parameters)} for m in self.models]}
+        if self.stack is not None:  # mergekit's form, which a recipe loads back from
+            inputs = {"slices": [{"sources": [copy.deepcopy(s)]} for s in self.stack]}
         d = {
             "merge_method": self.merge_method,
-            "base_model": self.base_model,
-            "models": [{"model": m.model, "parameters": dict(m.parameters)} for m in self.models],
+            **inputs,
             "parameters": dict(self.parameters),
             "dtype": self.dtype,
             "out_dtype": self.out_dtype,
@@ -187,15 +193,21 @@ def override_parameters(method, old: dict, new: dict) -> dict:
     return {**old, **new}
 
 
-def _translate_slices(d: dict, notes: list[str]) -> None:
-    """mergekit's ``slices`` with one slice over every layer of each source -> ``models``."""
+def _translate_slices(d: dict, notes: list[str], method) -> None:
+    """mergekit's ``slices``: of a stacking method (passthrough), the layer stack
+    (``d["stack"]``); of another method, one slice over every layer of each source ->
+    ``models``."""
     slices = d.pop("slices")
-    if not isinstance(slices, list) or len(slices) != 1 or not isinstance(slices[0], dict) \
-            or set(slices[0]) != {"sources"}:
-        raise RecipeError("slices: l2s_kit merges whole models; give one slice whose sources "
-                          "all cover every layer (or use models: instead)")
     if d.get("models"):
         raise RecipeError("give either 'slices' (mergekit) or 'models', not both")
+    if method is not None and method.stacks:
+        _stack(slices, d, notes)
+        return
+    if not isinstance(slices, list) or len(slices) != 1 or not isinstance(slices[0], dict) \
+            or set(slices[0]) != {"sources"}:
+        raise RecipeError("slices: a merge of models takes one slice whose sources all cover "
+                          "every layer (or use models: instead); slices of parts of models are "
+                          "stacked by merge_method: passthrough")
     models = []
     for i, src in enumerate(slices[0]["sources"] or []):
         if not isinstance(src, dict) or "model" not in src:
@@ -212,6 +224,52 @@ def _translate_slices(d: dict, notes: list[str]) -> None:
     notes.append("mergekit slices over every layer -> models")
 
 
+def _stack(slices, d: dict, notes: list[str]) -> None:
+    """mergekit's passthrough ``slices`` (one source each) -> ``d["stack"]``, with the first
+    slice's model as ``base_model`` and the other models, once each, as ``models``."""
+    if not isinstance(slices, list) or not slices:
+        raise RecipeError("slices must be a non-empty list of {sources: [{model, layer_range}]}")
+    stack = []
+    for k, sl in enumerate(slices):
+        if not isinstance(sl, dict) or set(sl) != {"sources"} or not isinstance(sl["sources"], list):
+            raise RecipeError(f"slices[{k}] must be a mapping {{sources: [{{model, layer_range}}]}}")
+        if len(sl["sources"]) != 1:
+            raise RecipeError(f"slices[{k}]: {d.get('merge_method')} copies layers, so a slice has "
+                              f"one source (got {len(sl['sources'])}); to merge the layers of "
+                              "several models, merge them with another method first")
+        src = sl["sources"][0]
+        at = f"slices[{k}].sources[0]"
+        if not isinstance(src, dict) or "model" not in src or "layer_range" not in src:
+            raise RecipeError(f"{at} must be a mapping with 'model' and 'layer_range'")
+        extra = sorted(set(src) - {"model", "layer_range", "parameters"})
+        if extra:
+            raise RecipeError(f"{at} has unknown field '{extra[0]}'")
+        lr = src["layer_range"]
+        if not (isinstance(lr, list) and len(lr) == 2
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in lr)
+                and 0 <= lr[0] < lr[1]):
+            raise RecipeError(f"{at}.layer_range must be [first, end] with 0 <= first < end "
+                              f"(end excluded), got {lr!r}")
+        params = src.get("parameters") or {}
+        if not isinstance(params, dict) or set(params) - {"scale"}:
+            raise RecipeError(f"{at}.parameters: a stacked slice takes only 'scale' (a factor, "
+                              f"by tensor name like any schedule), got {params!r}")
+        entry = {"model": src["model"], "layer_range": list(lr)}
+        if "scale" in params:
+            entry["parameters"] = {"scale": _model_weight(params["scale"], at, "scale")}
+        stack.append(entry)
+    if d.get("base_model") and d["base_model"] != stack[0]["model"]:
+        notes.append(f"base_model {d['base_model']}: not used by a layer stack (the embedding "
+                     "comes from the first slice's model)")
+    d["base_model"] = stack[0]["model"]
+    others = []
+    for s_ in stack[1:]:
+        if s_["model"] != stack[0]["model"] and s_["model"] not in others:
+            others.append(s_["model"])
+    d["models"] = [{"model": m} for m in others]
+    d["stack"] = stack
+
+
 def _num_layers(path: str) -> int | None:
     try:
         cfg = json.loads((Path(os.path.expanduser(path)) / "config.json").read_text())
@@ -226,9 +284,13 @@ def _translate_mergekit(d: dict, notes: list[str]) -> None:
     ``int8_mask``, ``dtype``) is handled here; what belongs to a method (its parameters' mergekit
     names, the options it always has, recipe rewrites) is read from its declaration
     (:class:`~l2s_kit.merging.registry.Mergekit`, :class:`~l2s_kit.merging.registry.MergekitName`)."""
-    if "slices" in d:
-        _translate_slices(d, notes)
     d["parameters"] = params = d.get("parameters") or {}
+    try:
+        method = get_method(d.get("merge_method"))
+    except RecipeError:
+        method = None  # load_recipe names the unknown method
+    if "slices" in d:
+        _translate_slices(d, notes, method)
     models = d.get("models") or []
     base = d.get("base_model")
     if base and any(isinstance(m, dict) and m.get("model") == base for m in models):
@@ -237,10 +299,6 @@ def _translate_mergekit(d: dict, notes: list[str]) -> None:
             raise RecipeError(f"models: every model is the base_model {base}; give the folder of "
                               "the checkpoint to merge into it (System 2) as a model")
         notes.append("base_model listed among models (mergekit style): taken as the base only")
-    try:
-        method = get_method(d.get("merge_method"))
-    except RecipeError:
-        method = None  # load_recipe names the unknown method
     if method is not None:
         given = d["merge_method"]
         if given != method.name:
@@ -481,20 +539,21 @@ def _mean(w) -> float:
     return sum(values) / len(values)
 
 
-def _model_weight(w, where: str) -> float | list:
-    """A model's weight: a finite number, or a schedule of finite numbers (a gradient over the
-    layers, ``[0.2, 0.9]``, or ``{filter, value}`` conditions), as mergekit takes it."""
+def _model_weight(w, where: str, name: str = "weight") -> float | list:
+    """A model's weight (or a slice's ``scale``): a finite number, or a schedule of finite
+    numbers (a gradient over the layers, ``[0.2, 0.9]``, or ``{filter, value}`` conditions), as
+    mergekit takes it."""
     from l2s_kit.merging.schedule import canonical, is_schedule
 
     def finite(x) -> float:
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-            raise RecipeError(f"{where}.parameters.weight must be a finite number or a gradient "
+            raise RecipeError(f"{where}.parameters.{name} must be a finite number or a gradient "
                               f"of finite numbers ([0.2, 0.9] over the layers), got {x!r}")
         return float(x)
 
     if is_schedule(w):
         try:
-            return canonical(w, finite, where, "weight")
+            return canonical(w, finite, where, name)
         except ValueError as e:
             raise RecipeError(str(e)) from None
     return finite(w)
@@ -512,12 +571,13 @@ def same_checkpoint(a: str, b: str) -> bool:
 
 
 def _sources(d: dict, where: str, from_preset: bool, relative_to: Path | None,
-             check_paths: bool, notes: list[str]) -> dict[str, str]:
+             check_paths: bool, notes: list[str], stack: bool = False) -> dict[str, str]:
     """Where the tokenizer, config.json and each generation key come from, set in ``d``
     (``tokenizer_source``, ``config_source``); returns ``config_keys``. What governs generation
-    is System 2's by default; the paper's presets keep System 1's."""
+    is System 2's by default; the paper's presets keep System 1's, a layer stack the first
+    slice's model's."""
     default = "base" if from_preset else "model"
-    if from_preset and "tokenizer_source" not in d and "config_keys" not in d:
+    if from_preset and not stack and "tokenizer_source" not in d and "config_keys" not in d:
         notes.append("the preset keeps the paper's choice: config.json, tokenizer and "
                      "generation_config.json from System 1 (base), as the paper's scripts did; "
                      "give tokenizer_source: model and config_keys to take what governs "
@@ -561,7 +621,10 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
         raise RecipeError(f"{where}: missing 'merge_method' (or 'preset')")
     _translate_mergekit(d, notes)
     method = get_method(d["merge_method"])  # raises with the list of methods
-    if not isinstance(d.get("models") or [], list) or not d.get("models"):
+    if method.stacks and "stack" not in d:
+        raise RecipeError(f"{where}: {method.name} stacks layers: give mergekit's slices "
+                          "(slices: [{sources: [{model: PATH, layer_range: [0, 16]}]}, ...])")
+    if not isinstance(d.get("models") or [], list) or (not d.get("models") and not method.stacks):
         raise RecipeError(f"{where}: 'models' must be a non-empty list of {{model: PATH}} entries "
                           "(the checkpoints merged into base_model)")
     if not d.get("base_model"):
@@ -569,8 +632,13 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
                           "measured from; System 1 in long-to-short merging)")
     base = _resolve_path(d["base_model"], "base_model", relative_to, check_paths)
     models = _model_specs(d, where, relative_to, check_paths, method)
+    stack = None
+    if method.stacks:  # each slice's model by its resolved folder
+        folder = {d["base_model"]: base, **{m["model"] if isinstance(m, dict) else m: spec.model
+                                            for m, spec in zip(d["models"], models)}}
+        stack = [{**s_, "model": folder[s_["model"]]} for s_ in d["stack"]]
     for i, m in enumerate(models):
-        if check_paths and same_checkpoint(base, m.model):
+        if check_paths and not method.stacks and same_checkpoint(base, m.model):
             raise RecipeError(f"{where}: models[{i}] {m.model} is the base_model {base} (the same "
                               "folder or the same weight files): merging a checkpoint with itself "
                               "gives it back; give System 2's folder")
@@ -585,7 +653,8 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
     out_dtype = d.get("out_dtype")
     if out_dtype is not None and out_dtype not in OUT_DTYPES:
         raise RecipeError(f"{where}: out_dtype must be one of {OUT_DTYPES}, got {out_dtype!r}")
-    config_keys = _sources(d, where, from_preset, relative_to, check_paths, notes)
+    config_keys = _sources(d, where, from_preset or method.stacks, relative_to, check_paths,
+                           notes, method.stacks)
     device = check_device(d.get("device") or "cpu", f"{where}: device")
     recipe = Recipe(
         merge_method=method.name,
@@ -601,6 +670,7 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
         device=device,
         name=d.get("name"),
         notes=notes,
+        stack=stack,
     )
     if recipe.merge_parameters != params:  # per-model values: the checks see every model's
         method.check_resolved(recipe.merge_parameters, f"{where}: models[*].parameters")

@@ -205,6 +205,7 @@ class MergeMethod:
     n_models: tuple[int, int | None] = (1, None)  # how many models it merges into the base
     fixed: tuple[str, ...] = ()  # float parameters that cannot be layer schedules (read globally)
     per_model: tuple[str, ...] = ()  # float parameters each model may give its own value of
+    stacks: bool = False  # stacks layers of its inputs (mergekit's passthrough over slices)
     mergekit: Mergekit = Mergekit()  # what its mergekit recipes say beyond its parameters
     # layer_coefficients(paths, resolved params) -> {layer group: the coefficient it gives the
     # (first) model there}, for methods that scale the task vector per layer; and its label
@@ -369,7 +370,7 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
                  check: Callable | None = None, calibrated: bool = False,
                  notes: Callable[[dict, list[float]], list[str]] | None = None,
                  n_models: tuple[int, int | None] = (1, None), fixed: tuple[str, ...] = (),
-                 per_model: tuple[str, ...] = (), mergekit: Mergekit | None = None,
+                 per_model: tuple[str, ...] = (), stacks: bool = False, mergekit: Mergekit | None = None,
                  layer_coefficients: Callable[[list[str], dict], dict[str, float]] | None = None,
                  coefficient_label: str = "",
                  calibration_set: Callable[[str, str, int, int], dict] | None = None
@@ -385,6 +386,9 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
     ``per_model``: float parameters each model may give (``models[i].parameters``), as mergekit's
     per-model parameters; the method then receives a :class:`PerModel` of the values (read with
     :func:`at`) wherever it would receive one value.
+    ``stacks``: the method stacks layers (mergekit's ``passthrough``): its recipe gives
+    ``slices`` of one source each, whose layers the output takes in order; the method gets each
+    tensor of the source as ``base`` (no models).
     ``mergekit``: what a mergekit recipe of the method says beyond its parameters (:class:`Mergekit`).
     ``layer_coefficients(paths, params)``: for a method that scales the task vector per layer
     group, the coefficient of each group (``paths``: base first; ``params`` resolved), shown by
@@ -420,7 +424,7 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
                             "hook that fills them")
         method = MergeMethod(name, fn, paper, doc_title, params, tuple(state_args), tuple(aliases),
                              elementwise, wraps, prepare, check, calibrated, notes, n_models,
-                             tuple(fixed), tuple(per_model), mergekit or Mergekit(),
+                             tuple(fixed), tuple(per_model), stacks, mergekit or Mergekit(),
                              layer_coefficients,
                              coefficient_label or name, calibration_set)
         for key in (name, *aliases):

@@ -20,7 +20,7 @@ from l2s_kit.io import (
     copy_side_files,
 )
 from l2s_kit.merging.card import model_card
-from l2s_kit.merging.engine import merge_state_dicts, plan_merge, run_merge
+from l2s_kit.merging.engine import Slice, merge_state_dicts, plan_merge, plan_stack, run_merge
 from l2s_kit.merging.recipe import Recipe, load_recipe, parse_size
 from l2s_kit.version import __version__
 
@@ -56,7 +56,7 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
         r.device = device
     check_apart(out, recipe_inputs(r))
     inputs = [Checkpoint(r.base_model), *[Checkpoint(m.model) for m in r.models]]
-    jobs, changes, notes = plan_merge(inputs, DTYPES.get(r.out_dtype))
+    jobs, changes, notes = _plan(r, inputs)
     notes += pair_check_notes(r, inputs)
     from l2s_kit.merging.compat import BLOCKS
 
@@ -94,6 +94,16 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
     result.weights_hash, result.recipe_hash = writer.weights_hash, r.hash
     result.notes = notes
     return result
+
+
+def _plan(r: Recipe, inputs: list) -> tuple[list, dict, list[str]]:
+    """The merge's plan (:func:`plan_merge`), or of a layer stack, :func:`plan_stack`'s."""
+    if r.stack is None:
+        return plan_merge(inputs, DTYPES.get(r.out_dtype))
+    paths = [r.base_model, *(m.model for m in r.models)]
+    slices = [Slice(paths.index(s["model"]), *s["layer_range"],
+                    s.get("parameters", {}).get("scale", 1.0)) for s in r.stack]
+    return plan_stack(inputs, slices, DTYPES.get(r.out_dtype))
 
 
 def recipe_inputs(r: Recipe) -> dict[str, str]:
@@ -195,6 +205,9 @@ def merge_in_memory(recipe: Recipe | dict | str | os.PathLike, *, device: str | 
                     progress: bool = False) -> dict[str, torch.Tensor]:
     """Run ``recipe`` and return the merged state dict instead of writing it (small models)."""
     r = _recipe(recipe)
+    if r.stack is not None:
+        raise RecipeError(f"{r.merge_method} stacks layers into a new checkpoint; write it with "
+                          "merge(recipe, out) (l2s merge), not in memory")
     return merge_state_dicts(r.merge_method, r.base_model, [m.model for m in r.models], r.weights,
                              out_dtype=r.out_dtype, device=device or r.device, progress=progress,
                              **r.merge_parameters)

@@ -72,7 +72,12 @@ def interpolate(values: list[float], t: float) -> float:
 
 def value_at(schedule: list, name: str, n_layers: int, default):
     """The value of ``schedule`` for tensor ``name``."""
-    t = position(name, n_layers)
+    return value_at_position(schedule, name, position(name, n_layers), default)
+
+
+def value_at_position(schedule: list, name: str, t: float, default):
+    """The value of ``schedule`` for tensor ``name`` at position ``t`` of a gradient (a
+    stacked slice's layers run from 0 to 1 within the slice, as in mergekit)."""
     if schedule and isinstance(schedule[0], dict):
         for cond in schedule:
             if cond["filter"] is None or cond["filter"] in name:

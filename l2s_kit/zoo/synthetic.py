@@ -146,3 +146,33 @@ def make_pair(out_dir: str | Path, shape: str | dict = "tiny", *, seed: int = 0,
         for p in paths:
             save_word_tokenizer(p, vocab)
     return paths
+
+
+def make_family(out_dir: str | Path, shape: str | dict, n: int, *, seed: int = 0,
+                delta_std: float = 0.05) -> list[Path]:
+    """``n`` checkpoints of one architecture: a base, then ``n - 1`` fine-tunes of it (each the
+    base plus its own noise), as ``out_dir/p<i>/``; returns their folders, base first."""
+    out: list[Path] = []
+    for i in range(1, n):
+        base, model = make_pair(Path(out_dir) / f"p{i}", shape, seed=seed, delta_std=delta_std,
+                                delta_seed=seed + i)
+        out = out or [base]
+        out.append(model)
+    return out
+
+
+def example_checkpoints(out_dir: str | Path, spec: dict, shape: dict | None = None) -> dict:
+    """The checkpoints a set of recipes names, as tiny stand-ins: ``spec`` is
+    ``{families: {name: {layers, ids}}, local: {folder: id}}`` (the first id of a family is its
+    base); returns ``{id or local name: folder}``. ``shape``: the dimensions other than the
+    layer count (default: hidden size 16, two heads)."""
+    dims = shape or dict(hidden_size=16, num_attention_heads=2, num_key_value_heads=1,
+                         intermediate_size=32, vocab_size=64)
+    folders: dict = {}
+    for k, (name, fam) in enumerate(spec["families"].items()):
+        made = make_family(Path(out_dir) / name, {**dims, "num_hidden_layers": fam["layers"]},
+                           len(fam["ids"]), seed=11 + 100 * k)
+        folders.update(zip(fam["ids"], made))
+    for local, repo in (spec.get("local") or {}).items():
+        folders[local] = folders[repo]
+    return folders

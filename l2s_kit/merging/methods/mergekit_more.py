@@ -1,5 +1,5 @@
 """mergekit's further methods, with mergekit's conventions: NearSwap, Multi-SLERP, the Karcher
-mean, Arcee Fusion, RAM and RAM+ (tensor-local).
+mean, Arcee Fusion, RAM and RAM+ (tensor-local), and Passthrough (layer stacking).
 
 Each follows mergekit 0.1.5's implementation (``merge_methods/nearswap.py``, ``multislerp.py``,
 ``karcher.py``, ``arcee_fusion.py``, ``ram.py``) so that mergekit's YAML for it gives the same
@@ -16,13 +16,14 @@ from typing import Annotated
 
 import torch
 
-from l2s_kit.merging.registry import Mergekit, Range, merge_method
+from l2s_kit.merging.registry import Mergekit, Range, State, merge_method
 
 NEARSWAP_PAPER = "https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001"
 MULTISLERP_PAPER = "https://goddard.blog/posts/multislerp-wow-what-a-cool-idea"
 KARCHER_PAPER = "https://en.wikipedia.org/wiki/Fr%C3%A9chet_mean"
 ARCEE_FUSION_PAPER = "https://arcee.ai"
 RAM_PAPER = "https://arxiv.org/abs/2601.13572"
+PASSTHROUGH_PAPER = "https://github.com/arcee-ai/mergekit/blob/main/docs/merge_methods.md"
 
 Eps = Annotated[float, Range(0.0, None), "small constant for numerical stability"]
 
@@ -226,3 +227,23 @@ def ramplus_tl(base, models, weights, *, r: Annotated[float, Range(0.0, None),
     tz = tv * nonzero
     merged = (tz * unique * lam.unsqueeze(-1) + tz * overlap / counts.clamp(min=1)).sum(dim=0)
     return base + merged.reshape(base.shape)
+
+
+def _slice_scale(run, params):
+    """prepare hook of passthrough: each stacked tensor's factor (its slice's ``scale``, as
+    :func:`l2s_kit.merging.engine.plan_stack` resolved it for that tensor)."""
+    def state(job):
+        return lambda rows: {"factor": job.scale}
+    return state
+
+
+@merge_method("passthrough", paper=PASSTHROUGH_PAPER, n_models=(0, None), stacks=True,
+              prepare=_slice_scale)
+def passthrough(base, models, weights, *, factor: State = 1.0):
+    """Passthrough: layers of one or more models stacked (a "frankenmerge"), copied unchanged.
+
+    The recipe is mergekit's: ``slices``, each with one source ``{model, layer_range: [a, b]}``
+    (and optionally ``parameters: {scale: …}``, a factor, by tensor name like any layer
+    schedule: ``[{filter: o_proj, value: 0}, {value: 1}]``); the output's layers are the slices'
+    in order. Each tensor arrives as ``base``, from the model its slice names."""
+    return base * factor if factor != 1 else base
