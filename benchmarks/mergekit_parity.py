@@ -21,6 +21,10 @@ exits 0; ``tests/test_mergekit_family.py`` checks the maths against hand-worked 
 ``--examples`` compares instead mergekit's own example configs (``benchmarks/mergekit_examples``,
 unchanged), merged by both tools from one hub cache holding tiny stand-ins under the ids they
 name (``models.yaml`` there), the network off; its table goes to ``<workdir>/examples.csv``.
+``l2s merge`` reads each file unchanged. mergekit 0.1.5 lists a hub repository's files online
+even when it is cached (``ModelReference.local_path``), so it cannot merge hub ids offline: it
+reads a copy of the file with each id replaced by the id's folder in the same cache, and writes
+no model card (its card looks the ids up online too).
 """
 
 from __future__ import annotations
@@ -142,6 +146,47 @@ def compare(ours: dict, theirs: dict, base: dict, model: dict, random: bool) -> 
             "max_rel_diff": f"{worst:.2e}", "bitwise_equal": f"{equal / total:.4%}"}
 
 
+def _example(yml: Path, variant: str, spec: dict, root: Path, env: dict, l2s: list,
+             mergekit_python: str) -> dict:
+    """One example through both tools: ``as written`` (l2s_kit computes in float32 and stores
+    the file's dtype, mergekit computes in it), or with ``dtype: float32`` in both copies (the
+    same numbers on both sides)."""
+    import re
+
+    text = yml.read_text()
+    slug = yml.stem + ("-f32" if variant == "float32" else "")
+    if variant == "float32":
+        text = re.sub(r"(?m)^dtype: \w+", "dtype: float32", text)
+    cfg = root / "work" / f"{slug}.yml"
+    cfg.write_text(text)
+    for repo in (r for fam in spec["families"].values() for r in fam["ids"]):
+        snapshot = root / "hub" / ("models--" + repo.replace("/", "--")) / "snapshots"
+        text = text.replace(repo, str(next(snapshot.iterdir()).resolve()))
+    mk_cfg = root / "work" / f"mergekit-{slug}.yml"
+    mk_cfg.write_text(text)
+    row = {"example": yml.name, "dtype": variant}
+    outs = {}
+    for tool, cmd in (("mergekit", [mergekit_python, "-m", "mergekit.scripts.run_yaml",
+                                    mk_cfg.name, f"mergekit-{slug}", "--allow-crimes",
+                                    "--no-write-model-card", "--quiet"]),
+                      ("l2s", [*l2s, "merge", cfg.name, "--out", f"l2s-{slug}", "--overwrite",
+                               "--quiet"])):
+        out = root / "work" / f"{tool}-{slug}"
+        if tool == "mergekit":
+            shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=root / "work", env=env, capture_output=True, text=True)
+        row[f"{tool}_s"] = round(time.perf_counter() - t0, 2)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:]
+            row[f"{tool}_error"] = " ".join(last)[-200:]
+        if out.is_dir() and any(out.glob("*.safetensors")):  # mergekit may fail after them
+            outs[tool] = tensors(out)
+    if len(outs) == 2:
+        row.update(compare(outs["l2s"], outs["mergekit"], {}, {}, False))
+    return row
+
+
 def run_examples(mergekit_python: str, work: Path) -> list[dict]:
     """mergekit's example configs through mergekit and through ``l2s merge`` (both as separate
     processes, in one folder, the hub cache of the stand-ins, offline); a row per example."""
@@ -163,28 +208,9 @@ def run_examples(mergekit_python: str, work: Path) -> list[dict]:
     l2s = [sys.executable, "-c", "import sys; from l2s_kit.cli import main; sys.exit(main())"]
     rows = []
     for yml in sorted(EXAMPLES.glob("*.yml")):
-        cfg = root / "work" / yml.name
-        shutil.copyfile(yml, cfg)
-        outs = {}
-        row = {"example": yml.name}
-        for tool, cmd in (("mergekit", [mergekit_python, "-m", "mergekit.scripts.run_yaml",
-                                        cfg.name, f"mergekit-{yml.stem}", "--allow-crimes",
-                                        "--quiet"]),
-                          ("l2s", [*l2s, "merge", cfg.name, "--out", f"l2s-{yml.stem}",
-                                   "--overwrite", "--quiet"])):
-            if tool == "mergekit":
-                shutil.rmtree(root / "work" / f"mergekit-{yml.stem}", ignore_errors=True)
-            t0 = time.perf_counter()
-            proc = subprocess.run(cmd, cwd=root / "work", env=env, capture_output=True, text=True)
-            row[f"{tool}_s"] = round(time.perf_counter() - t0, 2)
-            if proc.returncode != 0:
-                row["error"] = f"{tool}: " + (proc.stderr.strip() or proc.stdout.strip())[-300:]
-                break
-            outs[tool] = tensors(root / "work" / f"{tool}-{yml.stem}")
-        if "error" not in row:
-            row.update(compare(outs["l2s"], outs["mergekit"], {}, {}, False))
-        rows.append(row)
-        print(row, flush=True)
+        for variant in ("as written", "float32"):
+            rows.append(_example(yml, variant, spec, root, env, l2s, mergekit_python))
+            print(rows[-1], flush=True)
     return rows
 
 
