@@ -66,6 +66,13 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
         {"weight": 1.0, "density": 0.3}, {"weight": 0.5, "density": 0.6}]),
     "breadcrumbs (per-model density and gamma, two models)": ({}, [
         {"weight": 1.0, "density": 0.8, "gamma": 0.02}, {"weight": 0.7, "density": 0.6}]),
+    "ties (normalize false, two models)": ({"normalize": False}, [
+        {"weight": 1.0, "density": 0.5}, {"weight": 0.7, "density": 0.5}]),
+    "model_stock (two models)": ({}, [{}, {}]),
+    "dare_linear": ({}, {"weight": 1.0, "density": 0.6}),
+    "passthrough (layer stack: System 1's layers 0-1, System 2's layer 1)": ({}, {}),
+    "task_arithmetic (tokenizer union, chat_template chatml; System 2 adds <think>)": (
+        {"lambda": 0.5}, {"weight": 1.0}),
     "nearswap": ({"t": 0.01}, {}),
     "multislerp": ({}, {"weight": 0.6}),
     "karcher": ({}, {}),
@@ -75,12 +82,21 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
 }
 # mergekit configs that list System 1 as a model and name no base
 NO_BASE = {"multislerp": 0.4, "karcher": None}
-RANDOM = {"della", "della_linear", "dare_ties"}
+RANDOM = {"della", "della_linear", "dare_ties", "dare_linear"}
 
 
-def config(name: str, base: Path, model: Path, model2: Path) -> dict:
+def config(name: str, base: Path, model: Path, model2: Path, think: tuple[Path, Path]) -> dict:
     method = name.split(" ")[0]
     params, model_params = CONFIGS[name]
+    if method == "passthrough":
+        return {"merge_method": "passthrough", "dtype": "float32", "slices": [
+            {"sources": [{"model": str(base), "layer_range": [0, 2]}]},
+            {"sources": [{"model": str(model), "layer_range": [1, 2]}]}]}
+    if "tokenizer union" in name:
+        return {"merge_method": method, "base_model": str(think[0]), "dtype": "float32",
+                "models": [{"model": str(think[1]), "parameters": model_params}],
+                "parameters": params, "tokenizer": {"source": "union"},
+                "chat_template": "chatml"}
     if isinstance(model_params, list):
         return {"merge_method": method, "base_model": str(base), "dtype": "float32",
                 "models": [{"model": str(m), "parameters": p}
@@ -214,6 +230,23 @@ def run_examples(mergekit_python: str, work: Path) -> list[dict]:
     return rows
 
 
+def side_files(ours: Path, theirs: Path) -> dict:
+    """Whether both folders' vocabularies and chat templates agree (where either has one)."""
+    from transformers import AutoTokenizer
+
+    from l2s_kit.merging.compat import chat_template
+
+    out = {}
+    ta, tb = chat_template(ours)[0], chat_template(theirs)[0]
+    if ta or tb:
+        out["template_equal"] = (ta or "").strip() == (tb or "").strip()
+    if (ours / "tokenizer.json").exists() and (theirs / "tokenizer.json").exists():
+        va = AutoTokenizer.from_pretrained(ours).get_vocab()
+        vb = AutoTokenizer.from_pretrained(theirs).get_vocab()
+        out["vocab_equal"] = va == vb
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mergekit-python", required=True,
@@ -249,11 +282,17 @@ def main() -> int:
                   delta_seed=2)
         (work / f"pair2-{args.shape}" / "model").rename(model2)
     tb, tm = tensors(base), tensors(model)
+    from l2s_kit.zoo.family import make_think_pair
+
+    think = tuple(p.resolve() for p in (work / "think" / "base", work / "think" / "model"))
+    if not think[1].exists():
+        make_think_pair(work / "think")
     rows = []
     for name in args.methods:
         slug = name.replace(" ", "-").replace("(", "").replace(")", "")
         cfg_path = work / f"{slug}.yaml"
-        cfg_path.write_text(yaml.safe_dump(config(name, base, model, model2), sort_keys=False))
+        cfg_path.write_text(yaml.safe_dump(config(name, base, model, model2, think),
+                                           sort_keys=False))
         mk_out, ours_out = work / f"mergekit-{slug}", work / f"l2s-{slug}"
         t0 = time.perf_counter()
         proc = subprocess.run([args.mergekit_python, "-m", "mergekit.scripts.run_yaml",
@@ -271,6 +310,7 @@ def main() -> int:
             continue
         row = {"method": name, **compare(tensors(ours_out), tensors(mk_out), tb, tm,
                                          name.split(" ")[0] in RANDOM),
+               **side_files(ours_out, mk_out),
                "l2s_s": round(ours_s, 2), "mergekit_s": round(mk_s, 2)}
         notes = json.loads((ours_out / "l2s_merge.json").read_text()).get("notes", [])
         row["notes"] = len(notes)

@@ -705,7 +705,8 @@ def _merge_parser(sub) -> None:
                    help="stored dtype (default: as the base)")
     p.add_argument("--tokenizer-source", dest="tokenizer_source",
                    help="tokenizer and generation_config.json from: model (System 2, the "
-                   "default; presets: base), base, or a folder")
+                   "default; presets: base), base, a folder, or union (the union of the "
+                   "vocabularies, embedding rows matched by token)")
     p.add_argument("--shard-size", default=None, help="largest shard, e.g. 2GB (default 2GB)")
     p.add_argument("--force", action="store_true",
                    help="merge even what `l2s check` says blocks (the card records it)")
@@ -909,7 +910,7 @@ def _check_parser(sub) -> None:
                    help="where the merge takes config.json from: base (default) or a folder")
     p.add_argument("--tokenizer-source", dest="tokenizer_source", default="model",
                    help="where the merge takes the tokenizer from: model (System 2, default), "
-                   "base or a folder")
+                   "base, a folder or union")
     p.add_argument("--all", action="store_true", help="also list harmless differences")
     p.add_argument("--csv", default=None, help="also write the table as CSV")
     _runs(p, _check, overwrite="replace an existing --csv file")

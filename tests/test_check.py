@@ -10,7 +10,7 @@ import pytest
 
 from l2s_kit.cli import main
 from l2s_kit.merging.compat import check_pair
-from l2s_kit.zoo import save_tokenizer
+from l2s_kit.zoo import make_think_pair, save_tokenizer
 from l2s_kit.zoo.synthetic import make_pair
 
 
@@ -169,19 +169,8 @@ def test_the_papers_pair_shape_think_tokens_a_jinja_template_and_one_context_cho
     chat_template.jinja, with a longer context and its own rope_parameters: the check names both
     tokens and the templates' difference, and the merge takes the context length with System
     2's rope, never System 1's rope beside System 2's length."""
-    base, model = make_pair(tmp_path / "p", "tiny", seed=5, tokenizer=False, extra_rows=2)
-    for f in (base, model):
-        save_tokenizer(f)
-    tok = json.loads((base / "tokenizer.json").read_text())
-    vocab = 1 + max([*tok["model"]["vocab"].values(), *(a["id"] for a in tok["added_tokens"])])
-
-    def think(d):
-        for i, content in enumerate(("<think>", "</think>")):
-            d["added_tokens"].append({"id": vocab + i, "content": content, "single_word": False,
-                                      "lstrip": False, "rstrip": False, "normalized": False,
-                                      "special": False})
-
-    edit_json(model / "tokenizer.json", think)
+    base, model = make_think_pair(tmp_path / "p")
+    vocab = json.loads((base / "config.json").read_text())["vocab_size"]
     edit_json(base / "tokenizer_config.json", lambda d: d.update(
         chat_template="{% for m in messages %}{{ m['content'] }}{% endfor %}"))
     (model / "chat_template.jinja").write_text(

@@ -26,6 +26,10 @@ CREATORS = {"tensor", "as_tensor", "zeros", "ones", "full", "empty", "arange", "
 # moved before it does). A new creation without ``device=`` fails the test below until it is
 # given one or reviewed here.
 ON_CPU = {
+    ("merging/engine.py", "torch.tensor([r])"):
+        "a row index into a checkpoint, read on the CPU; the row is moved to the device",
+    ("merging/vocab.py", "torch.full((rows,), -1, dtype=torch.long)"):
+        "row indices into checkpoints, read on the CPU",
     ("merging/calibration/activations.py", "torch.empty(len(uniq), hidden)"):
         "filled from checkpoint reads (CPU); moved with the embedding",
     ("merging/calibration/fisher.py", "torch.randint(0, vocab, (1, tokens), generator=g)"):

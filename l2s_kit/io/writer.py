@@ -196,8 +196,11 @@ class CheckpointWriter:
     def write_json(self, relpath: str, obj: object) -> None:
         (self.tmp / relpath).write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
-    def write_text(self, relpath: str, text: str) -> None:
-        (self.tmp / relpath).write_text(text)
+    def write_text(self, relpath: str, text: str | bytes) -> None:
+        if isinstance(text, bytes):
+            (self.tmp / relpath).write_bytes(text)
+        else:
+            (self.tmp / relpath).write_text(text)
 
     def copy_file(self, src: Path, relpath: str | None = None) -> None:
         shutil.copyfile(src, self.tmp / (relpath or src.name))
@@ -218,12 +221,34 @@ class CheckpointWriter:
         return self.hasher.hexdigest()
 
 
-def copy_side_files(writer: CheckpointWriter, source_dir: Path) -> list[str]:
-    """Copy tokenizer files and ``generation_config.json`` from ``source_dir``; return their names."""
+def copy_side_files(writer: CheckpointWriter, source_dir: Path, *,
+                    chat_template: str | None = None,
+                    tokenizer: dict[str, bytes] | None = None) -> list[str]:
+    """Copy tokenizer files and ``generation_config.json`` from ``source_dir``; return their
+    names. ``tokenizer``: tokenizer files to write instead (name → bytes: a union vocabulary's);
+    ``chat_template``: the chat template to write as ``chat_template.jinja`` in place of the
+    tokenizer's own (dropped from ``tokenizer_config.json``, where transformers would also read
+    one)."""
     copied = []
-    for name in (*TOKENIZER_FILES, GENERATION_CONFIG):
-        p = Path(source_dir) / name
-        if p.is_file():
-            writer.copy_file(p)
-            copied.append(name)
+    files = dict(tokenizer) if tokenizer is not None else {
+        name: Path(source_dir) / name for name in TOKENIZER_FILES
+        if (Path(source_dir) / name).is_file()}
+    if (Path(source_dir) / GENERATION_CONFIG).is_file():
+        files[GENERATION_CONFIG] = Path(source_dir) / GENERATION_CONFIG
+    if chat_template is not None:
+        files.pop("chat_template.jinja", None)
+        files.pop("chat_template.json", None)
+    for name, src in files.items():
+        if chat_template is not None and name == "tokenizer_config.json":
+            data = json.loads(src if isinstance(src, bytes) else src.read_bytes())
+            data.pop("chat_template", None)
+            writer.write_json(name, data)
+        elif isinstance(src, bytes):
+            writer.write_text(name, src)
+        else:
+            writer.copy_file(src)
+        copied.append(name)
+    if chat_template is not None:
+        writer.write_text("chat_template.jinja", chat_template)
+        copied.append("chat_template.jinja")
     return copied

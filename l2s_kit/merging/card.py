@@ -47,8 +47,10 @@ def model_card(recipe, weights_hash: str, inputs: list, notes: list[str],
         f"- Weights hash (SHA-256 over tensor names, dtypes, shapes and bytes): `{weights_hash}`",
         f"- Recipe hash: `{recipe.hash}`",
         "- Tokenizer files and generation_config.json from: "
-        f"`{recipe.source_path(recipe.tokenizer_source)}`"
-        + {"base": " (System 1)", "model": " (System 2)"}.get(recipe.tokenizer_source, "")
+        + ("the union of the inputs' vocabularies (System 1's tokens first; "
+           "generation_config.json from System 1)" if recipe.tokenizer_source == "union" else
+           f"`{recipe.source_path(recipe.tokenizer_source)}`"
+           + {"base": " (System 1)", "model": " (System 2)"}.get(recipe.tokenizer_source, ""))
         + (f" ({', '.join(tokenizer_files)})" if tokenizer_files else " (none found)"),
         "",
         "## Inputs",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +112,34 @@ def chat_template(folder: Path) -> tuple[str | None, str | None]:
     return None, None
 
 
+def pick_chat_template(choice: str, folders: list, own: str | os.PathLike
+                       ) -> tuple[str | None, str]:
+    """The chat template a recipe's ``chat_template`` gives the merged folder, and a note saying
+    how it was chosen. ``auto``: the template most of the inputs (``folders``) have, compared
+    stripped as mergekit does; among equally common ones, the tokenizer source's (``own``) if it
+    is one of them, else the first input's; None when no input has one. A built-in name
+    (``chatml``): mergekit's template of that name. Anything else is the template itself."""
+    if choice == "auto":
+        texts = [t.strip() for t in (chat_template(Path(f))[0] for f in folders) if t]
+        if not texts:
+            return None, "chat_template auto: no input has a chat template"
+        counts = Counter(texts)
+        top = max(counts.values())
+        tied = [t for t in counts if counts[t] == top]
+        mine = (chat_template(Path(own))[0] or "").strip()
+        text = mine if mine in tied else tied[0]
+        who = [str(f) for f in folders if (chat_template(Path(f))[0] or "").strip() == text]
+        return text, (f"chat_template auto: the template {top} of the {len(folders)} inputs have "
+                      f"({', '.join(who)})" + (f"; {len(tied)} are equally common, the "
+                                              "tokenizer's own or the first is taken"
+                                              if len(tied) > 1 else ""))
+    from l2s_kit.merging.vocab import BUILTIN_TEMPLATES
+
+    if choice in BUILTIN_TEMPLATES:
+        return BUILTIN_TEMPLATES[choice], f"chat_template {choice}: mergekit's built-in template"
+    return choice, "chat_template: the recipe's own template"
+
+
 def _first_difference(a: str, b: str) -> str:
     """The first line where two texts differ, as 'line N: «a» / «b»'."""
     la, lb = a.splitlines(), b.splitlines()
@@ -153,7 +182,9 @@ def pair_differences(base: str | os.PathLike, model: str | os.PathLike, *, confi
         config_keys = {k: "model" for k in GENERATION_KEYS}
 
     def label(source: str) -> str:
-        return {"base": f"base ({b})", "model": f"model ({m})"}.get(source, source)
+        return {"base": f"base ({b})", "model": f"model ({m})",
+                "union": "the union of both vocabularies (base's tokens first, rows matched by "
+                         "token)"}.get(source, source)
 
     tok_from = label(tokenizer_source)
     out: list[Difference] = []
@@ -178,6 +209,9 @@ def pair_differences(base: str | os.PathLike, model: str | os.PathLike, *, confi
                 f"context length, rope and sliding window are one choice: the merged config.json "
                 f"takes all of {', '.join(CONTEXT_KEYS)} from "
                 f"{label(config_keys.get(key, config_source))}")
+        elif key == "vocab_size" and tokenizer_source == "union":
+            verdict, note = TAKES, ("the merged embedding has one row per token of the union "
+                                    "of both vocabularies; config.json says its size")
         elif key == "vocab_size":
             verdict, note = TAKES, (f"embedding rows beyond the smaller vocabulary come from the "
                                     f"larger model only; config.json from "
@@ -187,7 +221,7 @@ def pair_differences(base: str | os.PathLike, model: str | os.PathLike, *, confi
                                     f"{label(config_keys.get(key, config_source))}")
         out.append(Difference("config", key, vb, vm, verdict, note))
 
-    out += _tokenizer_differences(b, m, tok_from)
+    out += _tokenizer_differences(b, m, tok_from, tokenizer_source == "union")
     gb, gm = _json(b / GENERATION_CONFIG), _json(m / GENERATION_CONFIG)
     for key in sorted((set(gb or {}) | set(gm or {})) - IGNORED_KEYS):
         vb, vm = (gb or {}).get(key, "(absent)"), (gm or {}).get(key, "(absent)")
@@ -203,7 +237,8 @@ def pair_differences(base: str | os.PathLike, model: str | os.PathLike, *, confi
     return out
 
 
-def _tokenizer_differences(b: Path, m: Path, tok_from: str) -> list[Difference]:
+def _tokenizer_differences(b: Path, m: Path, tok_from: str, union: bool = False
+                           ) -> list[Difference]:
     out = []
     vb, vm = _vocab(b), _vocab(m)
     if (vb is None) != (vm is None):
@@ -237,9 +272,13 @@ def _tokenizer_differences(b: Path, m: Path, tok_from: str) -> list[Difference]:
         if regular:
             ex = ", ".join(f"{i}: {ib[i]!r} / {im[i]!r}" for i in regular[:3])
             out.append(Difference(
-                "tokenizer", "tokens at the same id", f"{len(regular)} differ", ex, BLOCKS,
+                "tokenizer", "tokens at the same id", f"{len(regular)} differ", ex,
+                TAKES if union else BLOCKS,
+                "the two vocabularies give different tokens to the same ids; the union matches "
+                "their embedding rows by token" if union else
                 "the two vocabularies give different tokens to the same ids: their embedding rows "
-                "would be merged across different tokens; merge only models with one vocabulary"))
+                "would be merged across different tokens; merge only models with one vocabulary, "
+                "or with tokenizer_source: union (rows matched by token)"))
         if special:
             ex = ", ".join(f"{i}: {ib[i]!r} / {im[i]!r}" for i in special[:4])
             out.append(Difference(

@@ -77,6 +77,7 @@ class TensorJob:
     floating: bool = True
     inputs: tuple[int, ...] | None = None  # the inputs read, when not all (a stacked layer: one)
     scale: float = 1.0  # a stacked layer's factor (mergekit passthrough's scale)
+    union: object | None = None  # an embedding read in a union vocabulary's order (vocab.Union)
 
     @property
     def name(self) -> str:
@@ -113,8 +114,11 @@ def _tied(src) -> bool:
     return LM_HEAD not in src or src.config.get("tie_word_embeddings") is True
 
 
-def plan_merge(inputs: Sequence, out_dtype: torch.dtype | None) -> tuple[list[TensorJob], dict, list[str]]:
-    """Check that the inputs fit together and plan every output tensor.
+def plan_merge(inputs: Sequence, out_dtype: torch.dtype | None, union=None
+               ) -> tuple[list[TensorJob], dict, list[str]]:
+    """Check that the inputs fit together and plan every output tensor. ``union``
+    (:class:`l2s_kit.merging.vocab.Union`): the embedding and head have its rows, each input's
+    read in its order.
 
     Returns (jobs, config changes for the output, notes for the model card). Raises
     ``IncompatibleModelsError`` naming the tensor, both shapes and both checkpoints.
@@ -125,13 +129,14 @@ def plan_merge(inputs: Sequence, out_dtype: torch.dtype | None) -> tuple[list[Te
     embed = next((n for n in base.names if n.endswith(EMBED_SUFFIXES)), None)
     untied_out = any(not _tied(s) for s in inputs)
     names = _output_names(inputs, embed, untied_out, notes)
-    jobs = [_plan_tensor(name, inputs, _sources(inputs, name, embed), out_dtype, notes)
-            for name in names]
+    jobs = [_plan_tensor(name, inputs, _sources(inputs, name, embed), out_dtype, notes,
+                         union if is_embedding(name) else None) for name in names]
     changes: dict = {}
     if embed is not None:
         changes["tie_word_embeddings"] = not untied_out
         vocab = next((j.out.shape[0] for j in jobs if j.name == embed), None)
-        if vocab is not None and vocab != base.config.get("vocab_size", vocab):
+        if vocab is not None and (union is not None
+                                  or vocab != base.config.get("vocab_size", vocab)):
             changes["vocab_size"] = vocab
     if out_dtype is not None:
         changes["torch_dtype"] = str(out_dtype).removeprefix("torch.")
@@ -199,15 +204,26 @@ def _sources(inputs: Sequence, name: str, embed: str | None) -> list[str]:
 
 
 def _plan_tensor(name: str, inputs: Sequence, srcs: list[str], out_dtype: torch.dtype | None,
-                 notes: list[str]) -> TensorJob:
+                 notes: list[str], union=None) -> TensorJob:
     """One output tensor: its shape and dtype, and for an embedding whose inputs differ in rows
-    (added tokens), the rows merged and the input the extra rows come from."""
+    (added tokens), the rows merged and the input the extra rows come from (or, in a union
+    vocabulary, the union's rows)."""
     base = inputs[0]
     infos = [s.info(sn) for s, sn in zip(inputs, srcs)]
     shapes = [i.shape for i in infos]
     b = infos[0]
     floating = b.dtype.is_floating_point
     shared, extra_from, out_shape = (b.shape[0] if b.shape else 1), None, b.shape
+    if union is not None:
+        bad = next((i for i, sh in enumerate(shapes) if sh[1:] != b.shape[1:]), None)
+        if bad is not None:
+            raise IncompatibleModelsError(
+                f"tensor {name}: rows of {tuple(b.shape[1:])} in base {_label(base)} but "
+                f"{tuple(shapes[bad][1:])} in {_label(inputs[bad])}; the models differ in size")
+        out_shape = (union.rows, *b.shape[1:])
+        dtype = out_dtype if (out_dtype is not None and floating) else b.dtype
+        return TensorJob(TensorInfo(name, dtype, out_shape), srcs, union.rows, None, floating,
+                         union=union)
     if any(sh != b.shape for sh in shapes):
         i_bad = next(i for i, sh in enumerate(shapes) if sh != b.shape)
         rows_ok = (is_embedding(name) and all(len(sh) == 2 for sh in shapes)
@@ -404,10 +420,39 @@ class MergeRun:
     def read(self, job: TensorJob, i: int, rows: slice | None) -> torch.Tensor:
         """Input i's block ``rows`` of tensor ``job`` (in the compute dtype, on the device); i
         counts the inputs the job reads (all, or the one a stacked layer comes from)."""
+        if job.union is not None:
+            return self._union_rows(job, i, rows)
         src = self.inputs[job.inputs[i] if job.inputs is not None else i]
         t = src.read(job.sources[i], rows).to(self.device, self.compute)
         _check_finite(t, "input", f"{job.sources[i]} of {_label(src)}", _where(rows))
         return t
+
+    def _union_rows(self, job: TensorJob, i: int, rows: slice | None) -> torch.Tensor:
+        """Input i's rows of the union vocabulary's block ``rows``: its own row of each token it
+        has, the union's fallback (another input's row, or their mean) of each it lacks."""
+        from l2s_kit.merging.vocab import read_rows
+
+        u = job.union
+        a, b = (rows.start, rows.stop) if rows is not None else (0, u.rows)
+
+        def stored(j: int, idx: torch.Tensor) -> torch.Tensor:
+            src, name = self.inputs[j], job.sources[j]
+            t = read_rows(lambda r: src.read(name, r), idx).to(self.device, self.compute)
+            _check_finite(t, "input", f"{name} of {_label(src)}", _where(rows))
+            return t
+
+        own = u.own[i][a:b]
+        out = torch.zeros((b - a, *job.out.shape[1:]), dtype=self.compute, device=self.device)
+        have = (own >= 0).nonzero().squeeze(1)
+        if len(have):
+            out[have.to(self.device)] = stored(i, own[have])
+        for t in (own < 0).nonzero().squeeze(1).tolist():
+            sources = u.fallback.get(a + t, [])
+            for j, r in sources:  # summed, then divided, as mergekit does
+                out[t] += stored(j, torch.tensor([r]))[0]
+            if len(sources) > 1:
+                out[t] /= len(sources)
+        return out
 
     def delta(self, job: TensorJob, i: int, rows: slice | None) -> torch.Tensor:
         """Task vector of model i (0-based among the models) on one block."""

@@ -50,15 +50,15 @@ COMPUTE_DTYPES = ("float32", "float64")  # the maths runs in one of these
 OUT_DTYPES = tuple(DTYPES)  # names of l2s_kit.io.DTYPES
 TOP_KEYS = {"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype",
             "tokenizer_source", "config_source", "config_keys", "preset", "shard_size", "device",
-            "name"}  # and mergekit's slices
+            "name", "chat_template"}  # and mergekit's slices and tokenizer
 # config.json keys that govern generation, not the tensors: taken from System 2 by default
 # ... of which these go together (a context length is only right with its own rope): one source
 CONTEXT_KEYS = ("max_position_embeddings", "rope_theta", "rope_scaling", "rope_parameters",
                 "sliding_window", "use_sliding_window", "max_window_layers")
 GENERATION_KEYS = (*CONTEXT_KEYS, "bos_token_id", "eos_token_id", "pad_token_id")
 SOURCES = ("base", "model")  # or a folder
-MERGEKIT_IGNORED = {"chat_template"}  # refused with a message
-MERGEKIT_KEYS = {"int8_mask", "slices"}  # translated
+UNION = "union"  # tokenizer_source: the union of the inputs' vocabularies (l2s_kit.merging.vocab)
+MERGEKIT_KEYS = {"int8_mask", "slices", "tokenizer"}  # translated
 
 
 
@@ -121,6 +121,7 @@ class Recipe:
     device: str = "cpu"
     name: str | None = None
     notes: list[str] = field(default_factory=list)
+    chat_template: str | None = None  # auto, chatml or a template (see load_recipe)
     # a layer stack (passthrough): [{model, layer_range: [a, b], parameters: {scale}}] in order;
     # base_model is the first slice's model, models the others
     stack: list[dict] | None = None
@@ -160,6 +161,8 @@ class Recipe:
             "config_source": self.config_source,
             "config_keys": dict(self.config_keys),
         }
+        if self.chat_template is not None:
+            d["chat_template"] = self.chat_template
         if self.name:
             d["name"] = self.name
         return d
@@ -333,8 +336,48 @@ def _translate_mergekit(d: dict, notes: list[str]) -> None:
             d["out_dtype"] = d["dtype"]
         notes.append(f"dtype {d['dtype']}: l2s_kit computes in float32 and stores {d['out_dtype']}")
         d["dtype"] = "float32"
-    for key in sorted(MERGEKIT_IGNORED & set(d)):
-        raise RecipeError(f"'{key}' (mergekit) is not supported by l2s_kit; remove it")
+    if "tokenizer" in d:
+        _translate_tokenizer(d, notes)
+
+
+def _translate_tokenizer(d: dict, notes: list[str]) -> None:
+    """mergekit's ``tokenizer: {source: union | base | PATH}`` -> ``tokenizer_source``."""
+    tok = d.pop("tokenizer")
+    if not isinstance(tok, dict) or "source" not in tok:
+        raise RecipeError(f"tokenizer must be a mapping such as {{source: union}}, got {tok!r}")
+    extra = sorted(set(tok) - {"source"})
+    if extra:
+        raise RecipeError(f"tokenizer.{extra[0]} (mergekit) is not supported by l2s_kit: the "
+                          "union has one embedding row per token, each given by mergekit's "
+                          "default rule; remove it")
+    if "tokenizer_source" in d:
+        raise RecipeError("give either tokenizer.source (mergekit) or tokenizer_source, not both")
+    d["tokenizer_source"] = tok["source"]
+    notes.append(f"tokenizer.source {tok['source']} -> tokenizer_source")
+
+
+def _chat_template(value, where: str, relative_to: Path | None) -> str | None:
+    """A recipe's ``chat_template`` (mergekit's): ``auto``, a built-in name (``chatml``), a
+    ``.jinja`` file (its text is taken) or the template itself."""
+    from l2s_kit.merging.vocab import BUILTIN_TEMPLATES
+
+    if value is None or value == "auto" or value in BUILTIN_TEMPLATES:
+        return value
+    if isinstance(value, str) and value.endswith(".jinja") and "\n" not in value:
+        p = Path(os.path.expanduser(value))
+        if not p.is_absolute() and relative_to is not None and not p.exists():
+            p = relative_to / p
+        if not p.is_file():
+            raise RecipeError(f"{where}: chat_template file {value} does not exist")
+        try:
+            return p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise RecipeError(f"{where}: chat_template file {p} is not UTF-8 text") from None
+    if not isinstance(value, str) or len(value) < 20 or "{" not in value:
+        raise RecipeError(f"{where}: chat_template must be auto, "
+                          f"{', '.join(BUILTIN_TEMPLATES)}, a .jinja file or a Jinja template "
+                          f"(text with {{% ... %}}), got {str(value)[:40]!r}")
+    return value
 
 
 def _pull_model_param(d: dict, key: str, notes: list[str], per_model=None) -> None:
@@ -469,7 +512,7 @@ def _read_mapping(source) -> tuple[dict, Path | None, str]:
                                ("models", list, "a list such as [{model: path}]")):
         if d.get(key) is not None and not isinstance(d[key], kind):
             raise RecipeError(f"{where}: {key} must be {example}, got {d[key]!r}")
-    unknown = sorted(set(d) - TOP_KEYS - MERGEKIT_IGNORED - MERGEKIT_KEYS)
+    unknown = sorted(set(d) - TOP_KEYS - MERGEKIT_KEYS)
     if unknown:
         raise RecipeError(f"{where}: unknown field '{unknown[0]}'; valid fields: "
                           + ", ".join(sorted(TOP_KEYS)))
@@ -585,6 +628,8 @@ def _sources(d: dict, where: str, from_preset: bool, relative_to: Path | None,
     d.setdefault("tokenizer_source", default)
     for key in ("tokenizer_source", "config_source"):
         val = d.get(key) or "base"
+        if key == "tokenizer_source" and val == UNION:
+            continue
         if val not in SOURCES:
             val = _resolve_path(val, key, relative_to, check_paths)
         d[key] = val
@@ -671,6 +716,7 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
         name=d.get("name"),
         notes=notes,
         stack=stack,
+        chat_template=_chat_template(d.get("chat_template"), where, relative_to),
     )
     if recipe.merge_parameters != params:  # per-model values: the checks see every model's
         method.check_resolved(recipe.merge_parameters, f"{where}: models[*].parameters")

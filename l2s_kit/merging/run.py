@@ -21,7 +21,7 @@ from l2s_kit.io import (
 )
 from l2s_kit.merging.card import model_card
 from l2s_kit.merging.engine import Slice, merge_state_dicts, plan_merge, plan_stack, run_merge
-from l2s_kit.merging.recipe import Recipe, load_recipe, parse_size
+from l2s_kit.merging.recipe import UNION, Recipe, load_recipe, parse_size
 from l2s_kit.version import __version__
 
 MERGE_INFO = "l2s_merge.json"
@@ -56,7 +56,8 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
         r.device = device
     check_apart(out, recipe_inputs(r))
     inputs = [Checkpoint(r.base_model), *[Checkpoint(m.model) for m in r.models]]
-    jobs, changes, notes = _plan(r, inputs)
+    union = _union(r, inputs)
+    jobs, changes, notes = _plan(r, inputs, union)
     notes += pair_check_notes(r, inputs)
     from l2s_kit.merging.compat import BLOCKS
 
@@ -67,14 +68,24 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
                           "then records it")
     config, choices = merged_config(r, inputs)
     notes += choices
-    tok_dir = Path(r.source_path(r.tokenizer_source))
+    if union is not None:
+        notes += union.notes
+    tok_dir = Path(r.source_path(r.tokenizer_source if union is None else "base"))
+    template = None
+    if r.chat_template is not None:
+        from l2s_kit.merging.compat import pick_chat_template
+
+        template, how = pick_chat_template(
+            r.chat_template, [r.base_model, *(m.model for m in r.models)], tok_dir)
+        notes.append(how)
     size = parse_size(shard_size) if shard_size is not None else r.shard_size
     with CheckpointWriter(out, [j.out for j in jobs], shard_size=size,
                           overwrite=overwrite) as writer:
         notes += run_merge(inputs, r.method, r.merge_parameters, r.weights, jobs, writer.write,
                            compute_dtype=r.dtype, device=r.device, progress=progress)
         writer.write_json("config.json", {**config, **changes})
-        tok_files = copy_side_files(writer, tok_dir)
+        tok_files = copy_side_files(writer, tok_dir, chat_template=template,
+                                    tokenizer=union.files if union is not None else None)
         if not set(tok_files) & set(VOCABULARY_FILES):
             notes.append(f"no tokenizer files found in {tok_dir}: the merged folder cannot "
                          "generate text until tokenizer files are added (copy them from System "
@@ -96,10 +107,29 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
     return result
 
 
-def _plan(r: Recipe, inputs: list) -> tuple[list, dict, list[str]]:
+def _union(r: Recipe, inputs: list):
+    """The union vocabulary of ``tokenizer_source: union`` (:mod:`l2s_kit.merging.vocab`), or
+    None: each input's tokens limited to the rows it has (its config's vocab_size, its
+    embedding's rows)."""
+    if r.tokenizer_source != UNION:
+        return None
+    from l2s_kit.io.names import EMBED_SUFFIXES
+    from l2s_kit.merging.vocab import build_union
+
+    sizes = []
+    for src in inputs:
+        embed = next((n for n in src.names if n.endswith(EMBED_SUFFIXES)), None)
+        if embed is None:
+            raise RecipeError(f"tokenizer_source union: {src.path} has no embedding tensor")
+        rows = src.info(embed).shape[0]
+        sizes.append(min(rows, src.config.get("vocab_size") or rows))
+    return build_union([r.base_model, *(m.model for m in r.models)], sizes)
+
+
+def _plan(r: Recipe, inputs: list, union=None) -> tuple[list, dict, list[str]]:
     """The merge's plan (:func:`plan_merge`), or of a layer stack, :func:`plan_stack`'s."""
     if r.stack is None:
-        return plan_merge(inputs, DTYPES.get(r.out_dtype))
+        return plan_merge(inputs, DTYPES.get(r.out_dtype), union)
     paths = [r.base_model, *(m.model for m in r.models)]
     slices = [Slice(paths.index(s["model"]), *s["layer_range"],
                     s.get("parameters", {}).get("scale", 1.0)) for s in r.stack]
@@ -112,7 +142,7 @@ def recipe_inputs(r: Recipe) -> dict[str, str]:
     out.update({f"model {i + 1}": m.model for i, m in enumerate(r.models)})
     for what, src in (("tokenizer source", r.tokenizer_source), ("config source", r.config_source),
                       *((f"config_keys.{k}", v) for k, v in r.config_keys.items())):
-        if src not in ("base", "model") and src not in out.values():
+        if src not in ("base", "model", UNION) and src not in out.values():
             out[what] = src
     return out
 

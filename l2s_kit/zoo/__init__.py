@@ -22,6 +22,6 @@ from l2s_kit.faces import hand_on
 
 __getattr__, __dir__, __all__ = hand_on(__name__, {
     "family": ("DEFAULT", "SHIPPED", "Family", "build_family", "default_root", "export_benchmark",
-               "save_tokenizer", "shipped_family", "spec_hash"),
+               "make_think_pair", "save_tokenizer", "shipped_family", "spec_hash"),
     "spec": ("FamilySpec",),
 })

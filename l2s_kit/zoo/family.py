@@ -62,6 +62,29 @@ def save_tokenizer(path: Path) -> None:
     fast.save_pretrained(path)
 
 
+def make_think_pair(out_dir: str | Path, seed: int = 5, delta_std: float = 0.05
+                    ) -> tuple[Path, Path]:
+    """A synthetic pair shaped like the paper's at the tokenizer: both with the family's
+    byte-level BPE tokenizer (System 1's embedding one row per token), System 2 adding
+    ``<think>`` and ``</think>`` after it, with two more rows, as DeepSeek-R1-Distill does.
+    Writes ``out_dir/base`` and ``out_dir/model``; returns both."""
+    from l2s_kit.zoo.synthetic import SHAPES, make_pair
+
+    probe = json.loads(task.tokenizer().to_str())
+    n = 1 + max([*probe["model"]["vocab"].values(), *(a["id"] for a in probe["added_tokens"])])
+    base, model = make_pair(out_dir, {**SHAPES["tiny"], "vocab_size": n}, seed=seed,
+                            tokenizer=False, extra_rows=2, delta_std=delta_std)
+    for f in (base, model):
+        save_tokenizer(f)
+    tok = json.loads((model / "tokenizer.json").read_text())
+    for i, content in enumerate(("<think>", "</think>")):
+        tok["added_tokens"].append({"id": n + i, "content": content, "single_word": False,
+                                    "lstrip": False, "rstrip": False, "normalized": False,
+                                    "special": False})
+    (model / "tokenizer.json").write_text(json.dumps(tok))
+    return base, model
+
+
 def _save(model, path: Path) -> str:
     from l2s_kit.io import Checkpoint, weights_hash
 
