@@ -294,24 +294,28 @@ def main() -> int:
         cfg_path.write_text(yaml.safe_dump(config(name, base, model, model2, think),
                                            sort_keys=False))
         mk_out, ours_out = work / f"mergekit-{slug}", work / f"l2s-{slug}"
+        shutil.rmtree(mk_out, ignore_errors=True)  # no stale tensors from an earlier run
         t0 = time.perf_counter()
         proc = subprocess.run([args.mergekit_python, "-m", "mergekit.scripts.run_yaml",
                                str(cfg_path), str(mk_out), "--allow-crimes", "--quiet"],
                               capture_output=True, text=True)
         mk_s = time.perf_counter() - t0
+        mk_error = {}
         if proc.returncode != 0:
-            rows.append({"method": name, "error": "mergekit: " + proc.stderr.strip()[-300:]})
-            continue
+            mk_error = {"mergekit_error": " ".join(proc.stderr.strip().splitlines()[-1:])[-200:]}
+            if not any(mk_out.glob("*.safetensors")):  # it may fail after writing its tensors
+                rows.append({"method": name, **mk_error})
+                continue
         t0 = time.perf_counter()
         rc = l2s(["merge", str(cfg_path), "--out", str(ours_out), "--overwrite", "--quiet"])
         ours_s = time.perf_counter() - t0
         if rc != 0:
-            rows.append({"method": name, "error": f"l2s merge exited {rc}"})
+            rows.append({"method": name, "error": f"l2s merge exited {rc}", **mk_error})
             continue
         row = {"method": name, **compare(tensors(ours_out), tensors(mk_out), tb, tm,
                                          name.split(" ")[0] in RANDOM),
                **side_files(ours_out, mk_out),
-               "l2s_s": round(ours_s, 2), "mergekit_s": round(mk_s, 2)}
+               "l2s_s": round(ours_s, 2), "mergekit_s": round(mk_s, 2), **mk_error}
         notes = json.loads((ours_out / "l2s_merge.json").read_text()).get("notes", [])
         row["notes"] = len(notes)
         rows.append(row)
