@@ -181,3 +181,15 @@ def test_chat_template_auto_chatml_text_and_file(think_pair, tmp_path):
     with pytest.raises(RecipeError, match=r"tokenizer.tokens \(mergekit\) is not supported"):
         load_recipe({**pair, "tokenizer_source": None,
                      "tokenizer": {"source": "union", "tokens": {"<x>": {"source": "base"}}}})
+
+
+def test_union_is_refused_where_it_cannot_apply(think_pair):
+    from l2s_kit.merging import merge_in_memory
+
+    base, model, _ = think_pair
+    with pytest.raises(RecipeError, match="a layer stack keeps the first slice's model's vocabulary"):
+        load_recipe({"merge_method": "passthrough", "tokenizer_source": "union", "slices": [
+            {"sources": [{"model": str(base), "layer_range": [0, 1]}]}]})
+    with pytest.raises(RecipeError, match="a union vocabulary makes a new checkpoint"):
+        merge_in_memory({"merge_method": "task_arithmetic", "base_model": str(base),
+                         "models": [{"model": str(model)}], "tokenizer_source": "union"})

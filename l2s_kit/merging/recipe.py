@@ -666,6 +666,9 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
         raise RecipeError(f"{where}: missing 'merge_method' (or 'preset')")
     _translate_mergekit(d, notes)
     method = get_method(d["merge_method"])  # raises with the list of methods
+    if method.stacks and d.get("tokenizer_source") == UNION:
+        raise RecipeError(f"{where}: a layer stack keeps the first slice's model's vocabulary; "
+                          "tokenizer_source union is for merges of models")
     if method.stacks and "stack" not in d:
         raise RecipeError(f"{where}: {method.name} stacks layers: give mergekit's slices "
                           "(slices: [{sources: [{model: PATH, layer_range: [0, 16]}]}, ...])")

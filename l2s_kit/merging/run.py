@@ -235,8 +235,9 @@ def merge_in_memory(recipe: Recipe | dict | str | os.PathLike, *, device: str | 
                     progress: bool = False) -> dict[str, torch.Tensor]:
     """Run ``recipe`` and return the merged state dict instead of writing it (small models)."""
     r = _recipe(recipe)
-    if r.stack is not None:
-        raise RecipeError(f"{r.merge_method} stacks layers into a new checkpoint; write it with "
+    if r.stack is not None or r.tokenizer_source == UNION:
+        raise RecipeError(("a layer stack" if r.stack is not None else "a union vocabulary")
+                          + " makes a new checkpoint with its own tokenizer; write it with "
                           "merge(recipe, out) (l2s merge), not in memory")
     return merge_state_dicts(r.merge_method, r.base_model, [m.model for m in r.models], r.weights,
                              out_dtype=r.out_dtype, device=device or r.device, progress=progress,
