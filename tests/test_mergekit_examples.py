@@ -72,13 +72,13 @@ def merged(examples, name: str, monkeypatch) -> dict:
 
 
 def naive_ties(base, deltas_weights, normalize):
-    """TIES by hand: each task vector keeps its n - floor((1 - density) n) largest magnitudes,
+    """TIES by hand: each task vector keeps its floor(density·n) largest magnitudes (mergekit),
     weighted; the entries agreeing with the sign of the sum are summed (and divided by their
     weights with ``normalize``)."""
     kept = []
     for d, density, w in deltas_weights:
         flat = d.reshape(-1)
-        n_keep = flat.numel() - math.floor(round(1 - density, 12) * flat.numel())
+        n_keep = max(1, int(density * flat.numel()))  # mergekit: max(1, floor(density·n))
         idx = torch.argsort(flat.abs(), descending=True, stable=True)[:n_keep]
         k = torch.zeros_like(flat)
         k[idx] = flat[idx]

@@ -436,9 +436,9 @@ parameters: {{density: 0.6, normalize: true, lambda: 1.0}}
     base, m1, m2 = tensors(base_dir), tensors(model_dir), tensors(other)
     out = tensors(tmp_path / "m")
 
-    def keep_top(d, density):  # keep n - floor((1 - density) n) of the largest magnitudes
+    def keep_top(d, density):  # keep floor(density n) of the largest magnitudes (mergekit)
         flat = d.reshape(-1)
-        n_keep = flat.numel() - math.floor(round(1 - density, 12) * flat.numel())
+        n_keep = max(1, int(density * flat.numel()))  # mergekit: max(1, floor(density·n))
         idx = torch.argsort(flat.abs(), descending=True, stable=True)[:n_keep]
         kept = torch.zeros_like(flat)
         kept[idx] = flat[idx]
@@ -579,3 +579,25 @@ def test_passthrough_refuses_what_it_cannot_stack(tiny_pair, tmp_path):
     with pytest.raises(RecipeError, match="stacked by merge_method: passthrough"):
         load_recipe({**stack([{"model": base_dir, "layer_range": [0, 1]}],
                              [{"model": base_dir, "layer_range": [1, 2]}]), "merge_method": "ties"})
+
+
+def test_mergekit_trim_keeps_floor_density_n_and_a_density_recipe_picks_it(tiny_pair):
+    """mergekit keeps floor(density·n) entries, topk n − floor(k·n): 10 entries at density 0.25
+    are 2 and 3. A mergekit recipe giving density trims as mergekit (its parity is then bit for
+    bit); l2s_kit's own k keeps topk."""
+    from l2s_kit.merging.methods.sparsify import Trimmer, trim_rank
+
+    assert trim_rank(10, 0.75, "mergekit") == (9, 2) and trim_rank(10, 0.75, "topk") == (8, 3)
+    assert trim_rank(10, 0.95, "mergekit") == (10, 1)  # floor(0.5) = 0, but one is kept
+    assert trim_rank(10, 0.0, "mergekit") == (0, 10)
+    x = torch.tensor([0.1, -0.9, 0.3, 0.8, -0.2, 0.05, 0.6, -0.7, 0.4, 0.0], dtype=torch.float64)
+    assert Trimmer.for_tensor(x, 0.75, "mergekit")(x).tolist() == \
+        [0.0, -0.9, 0.0, 0.8, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    assert Trimmer.for_tensor(x, 0.95, "mergekit")(x).abs().sum() == 0.9
+    base, model = map(str, tiny_pair)
+    r = load_recipe({"merge_method": "ties", "base_model": base,
+                     "models": [{"model": model, "parameters": {"density": 0.2}}]})
+    assert r.parameters["trim"] == "mergekit" and r.models[0].parameters == {} and \
+        r.parameters["k"] == 0.8
+    assert load_recipe({"merge_method": "ties", "base_model": base, "models": [model],
+                        "parameters": {"k": 0.8}}).parameters["trim"] == "topk"

@@ -237,7 +237,7 @@ def test_dare_seed_changes_the_result(tensors):
 def test_parameter_schema_comes_from_the_signature():
     ties = get_method("ties")
     assert set(ties.params) == {"k", "alpha", "trim", "normalize"}
-    assert ties.params["trim"].choices == ("topk", "reference", "global")
+    assert ties.params["trim"].choices == ("topk", "reference", "global", "mergekit")
     assert ties.params["k"].default == 0.8
     with pytest.raises(RecipeError, match="out of range"):
         ties.resolve({"k": 1.0}, "test")

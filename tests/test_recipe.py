@@ -61,7 +61,7 @@ def test_mergekit_ties_is_translated(paths):
         "parameters": {"lambda": 1.0, "normalize": True},
         "dtype": "bfloat16",
     })
-    assert r.parameters == {"k": 0.8, "alpha": 1.0, "trim": "topk", "normalize": True}
+    assert r.parameters == {"k": 0.8, "alpha": 1.0, "trim": "mergekit", "normalize": True}
     assert r.dtype == "float32" and r.out_dtype == "bfloat16"
     notes = " | ".join(r.notes)
     assert "density 0.2 -> k = 1 - density = 0.8" in notes

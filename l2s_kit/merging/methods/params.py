@@ -18,9 +18,7 @@ Alpha = Annotated[float, Range(0.0, 10.0), Search(0.0, 1.5, 0.05), MergekitName(
                   "scale of the merged task vector (mergekit's lambda)"]
 TrimRatio = Annotated[
     float, Range(0.0, 1.0, hi_open=True), Search(0.0, 0.95, 0.05),
-    MergekitName("density", one_minus, "density {old} -> k = 1 - density = {new} (trim ratio); "
-                 "l2s_kit keeps n - floor(k*n) entries per tensor, mergekit floor(density*n): at "
-                 "most one entry per tensor differs"),
+    MergekitName("density", one_minus, "density {old} -> k = 1 - density = {new} (trim ratio)"),
     "fraction of each task vector's entries dropped; 0.8 keeps 20%"]
 DropRate = Annotated[
     float, Range(0.0, 1.0, hi_open=True), Search(0.0, 0.9, 0.05),

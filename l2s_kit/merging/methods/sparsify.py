@@ -53,8 +53,16 @@ def trim_rank(n: int, k: float, rule: str) -> tuple[int, int]:
 
     ``topk``/``global``: keep exactly n − floor(k·n) (ties at the threshold broken by position).
     ``reference``: the paper's code, keep every |x| ≥ the floor(k·n)-th smallest (``keep`` = -1:
-    all ties kept). A rank of 0 means keep everything.
+    all ties kept). ``mergekit``: keep max(1, floor(density·n)) with density = 1 − k, as
+    mergekit's ``magnitude`` sparsification does (one entry fewer than ``topk`` where density·n
+    is not whole, but at least one). A rank of 0 means keep everything.
     """
+    if rule == "mergekit":  # mergekit's magnitude(): max(1, int(density * n)), in floats
+        density = round(1.0 - k, 12)
+        keep = max(1, int(density * n)) if density > 0 else 0
+        if keep >= n:
+            return 0, n
+        return (n - keep + 1, keep) if keep else (n, 0)  # none: above the largest only
     m = floor_fraction(k, n)
     if rule == "reference":
         return m, -1

@@ -49,7 +49,7 @@ TIES_PAPER = "https://arxiv.org/abs/2306.01708"
 DARE_PAPER = "https://arxiv.org/abs/2311.03099"
 AVERAGE_PAPER = "https://arxiv.org/abs/2203.05482"
 
-TrimRule = Literal["topk", "reference", "global"]
+TrimRule = Literal["topk", "reference", "global", "mergekit"]
 
 
 def _trim(deltas, trimmers, k, trim):
@@ -210,9 +210,21 @@ def _check_trim(params: dict, where: str) -> None:
                           "k cannot be a layer schedule there; use trim: topk")
 
 
+def _mergekit_trim(d: dict, notes: list[str]) -> None:
+    """mergekit's ``ties`` keeps floor(density·n) entries of each tensor: a recipe that gives
+    ``density`` (and no ``trim``) trims as it does."""
+    given = "density" in d["parameters"] or any(
+        "density" in ((m.get("parameters") or {}) if isinstance(m, dict) else {})
+        for m in d.get("models") or [])
+    if given and "trim" not in d["parameters"]:
+        d["parameters"]["trim"] = "mergekit"
+        notes.append("density given (mergekit): trim: mergekit, keeping floor(density*n) "
+                     "entries of each tensor as mergekit does")
+
+
 @merge_method("ties", paper=TIES_PAPER, aliases=("ties_merging",), check=_check_trim,
               per_model=("k",),
-              mergekit=Mergekit(),
+              mergekit=Mergekit(adapt=_mergekit_trim),
               prepare=lambda run, params: _plan(run, params, drop=False, trim=True))
 def ties(base, models, weights, *, k: TrimRatio = 0.8, alpha: Alpha = 1.0,
          trim: TrimRule = "topk", normalize: Normalize = True, trimmers: State = None,
@@ -221,7 +233,9 @@ def ties(base, models, weights, *, k: TrimRatio = 0.8, alpha: Alpha = 1.0,
 
     ``trim``: ``topk`` keeps n − floor(k·n) entries per tensor; ``reference`` is the paper's code
     (keeps |x| ≥ the floor(k·n)-th smallest magnitude, one more); ``global`` chooses the threshold
-    over the whole model (original TIES), with zero-sum sign ties taking the majority sign.
+    over the whole model (original TIES), with zero-sum sign ties taking the majority sign;
+    ``mergekit`` keeps floor((1 − k)·n), as mergekit does (a mergekit recipe's ``density`` picks
+    it).
     ``normalize: false`` sums the agreeing entries instead of averaging them (mergekit's option).
     """
     trimmed = _trim(task_vectors(base, models), trimmers, k, trim)
