@@ -11,7 +11,6 @@ compares the same merges with mergekit's.
 
 from __future__ import annotations
 
-import math
 import shutil
 from pathlib import Path
 
