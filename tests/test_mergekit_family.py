@@ -477,7 +477,7 @@ def test_per_model_values_are_checked_and_refused_where_a_method_takes_one(tiny_
     assert list(r.merge_parameters["p"]) == [0.2, [0.1, 0.5]]
     assert list(r.merge_parameters["k"]) == [0.0, 0.3]
     with pytest.raises(RecipeError, match=r"models\[0\].parameters: unknown parameter 'alpha'; "
-                                          r"per-model parameters of ties: weight, k"):
+                                          r"per-model parameters of ties: weight, k \(mergekit: density\)"):
         load_recipe(recipe("ties", {"alpha": 0.5}, {}))
     with pytest.raises(RecipeError, match=r"models\[1\].parameters: parameter 'density' = 1.5"):
         load_recipe(recipe("breadcrumbs", {"density": 0.5}, {"density": 1.5}))

@@ -120,15 +120,15 @@ def pick_chat_template(choice: str, folders: list, own: str | os.PathLike
     is one of them, else the first input's; None when no input has one. A built-in name
     (``chatml``): mergekit's template of that name. Anything else is the template itself."""
     if choice == "auto":
-        texts = [t.strip() for t in (chat_template(Path(f))[0] for f in folders) if t]
-        if not texts:
+        found = [(str(f), (chat_template(Path(f))[0] or "").strip()) for f in folders]
+        counts = Counter(t for _, t in found if t)
+        if not counts:
             return None, "chat_template auto: no input has a chat template"
-        counts = Counter(texts)
         top = max(counts.values())
         tied = [t for t in counts if counts[t] == top]
-        mine = (chat_template(Path(own))[0] or "").strip()
+        mine = dict(found).get(str(own)) or (chat_template(Path(own))[0] or "").strip()
         text = mine if mine in tied else tied[0]
-        who = [str(f) for f in folders if (chat_template(Path(f))[0] or "").strip() == text]
+        who = [f for f, t in found if t == text]
         return text, (f"chat_template auto: the template {top} of the {len(folders)} inputs have "
                       f"({', '.join(who)})" + (f"; {len(tied)} are equally common, the "
                                               "tokenizer's own or the first is taken"

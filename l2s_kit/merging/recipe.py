@@ -560,10 +560,12 @@ def _model_specs(d: dict, where: str, relative_to: Path | None, check_paths: boo
         mp = dict(mp)
         bad = sorted(set(mp) - {"weight", *per_model})
         if bad:
+            names = ["weight", *(k if accepted[k].mergekit is None else
+                                 f"{k} (mergekit: {accepted[k].mergekit.name})"
+                                 for k in per_model)]
             raise RecipeError(f"{where}: models[{i}].parameters: unknown parameter '{bad[0]}'; "
-                              f"per-model parameters of {method.name}: "
-                              f"{', '.join(['weight', *per_model])} (the others go under "
-                              "'parameters')")
+                              f"per-model parameters of {method.name}: {', '.join(names)} (the "
+                              "others go under 'parameters')")
         if "weight" in mp:
             mp["weight"] = _model_weight(mp["weight"], f"{where}: models[{i}]")
         for k in per_model:
@@ -631,7 +633,12 @@ def _sources(d: dict, where: str, from_preset: bool, relative_to: Path | None,
         if key == "tokenizer_source" and val == UNION:
             continue
         if val not in SOURCES:
-            val = _resolve_path(val, key, relative_to, check_paths)
+            try:
+                val = _resolve_path(val, key, relative_to, check_paths)
+            except RecipeError as e:
+                raise RecipeError(f"{e} ({key} is base, model"
+                                  + (", union" if key == "tokenizer_source" else "")
+                                  + " or a folder)") from None
         d[key] = val
     given_keys = d.get("config_keys") or {}
     if not isinstance(given_keys, dict):
@@ -678,13 +685,17 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
     if not d.get("base_model"):
         raise RecipeError(f"{where}: missing 'base_model' (the checkpoint task vectors are "
                           "measured from; System 1 in long-to-short merging)")
+    stack = None
+    if method.stacks:  # each slice's model resolved under its own name, base and models with it
+        folder = {}
+        for k, s_ in enumerate(d["stack"]):
+            folder.setdefault(s_["model"], _resolve_path(
+                s_["model"], f"slices[{k}].sources[0].model", relative_to, check_paths))
+        stack = [{**s_, "model": folder[s_["model"]]} for s_ in d["stack"]]
+        d["base_model"] = stack[0]["model"]
+        d["models"] = [{"model": folder[m["model"]]} for m in d["models"]]
     base = _resolve_path(d["base_model"], "base_model", relative_to, check_paths)
     models = _model_specs(d, where, relative_to, check_paths, method)
-    stack = None
-    if method.stacks:  # each slice's model by its resolved folder
-        folder = {d["base_model"]: base, **{m["model"] if isinstance(m, dict) else m: spec.model
-                                            for m, spec in zip(d["models"], models)}}
-        stack = [{**s_, "model": folder[s_["model"]]} for s_ in d["stack"]]
     for i, m in enumerate(models):
         if check_paths and not method.stacks and same_checkpoint(base, m.model):
             raise RecipeError(f"{where}: models[{i}] {m.model} is the base_model {base} (the same "
