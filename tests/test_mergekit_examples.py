@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 
 from l2s_kit.cli import main
+from l2s_kit.io import Checkpoint
 from l2s_kit.io.hub import place_in_cache
 from l2s_kit.merging.schedule import count_layers
 from l2s_kit.zoo.synthetic import example_checkpoints
@@ -52,8 +52,10 @@ def examples(tmp_path_factory):
     mp.undo()
 
 
-def tensors(folder: Path) -> dict:
-    return {k: v for f in sorted(Path(folder).glob("*.safetensors")) for k, v in load_file(f).items()}
+def tensors(folder) -> dict:
+    """Every tensor of a checkpoint folder, by name."""
+    c = Checkpoint(folder)
+    return {n: c.read(n) for n in c.names}
 
 
 def merged(examples, name: str, monkeypatch) -> dict:

@@ -12,10 +12,18 @@ import pytest
 import torch
 
 from l2s_kit.errors import RecipeError
+from l2s_kit.io import Checkpoint
 from l2s_kit.merging import get_method, load_recipe, merge, merge_state_dicts
 from l2s_kit.merging.schedule import count_layers, position, value_at
+from l2s_kit.zoo.synthetic import make_pair
 
 Z = torch.zeros
+
+
+def tensors(folder):
+    """Every tensor of a checkpoint folder, by name."""
+    c = Checkpoint(folder)
+    return {n: c.read(n) for n in c.names}
 
 
 def run(name, base, models, weights=None, **params):
@@ -247,13 +255,7 @@ def test_a_schedule_is_validated_hashed_and_carded(paths):
 
 
 def test_a_gradient_merges_each_layer_at_its_own_value(paths, tmp_path):
-    from safetensors.torch import load_file
-
-    def tensors(folder):
-        return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
-
-    base, model = (tensors(__import__("pathlib").Path(p)) for p in
-                   (paths["base_model"], paths["models"][0]["model"]))
+    base, model = tensors(paths["base_model"]), tensors(paths["models"][0]["model"])
     r = load_recipe({**paths, "merge_method": "task_arithmetic",
                      "parameters": {"alpha": [{"filter": "mlp", "value": [0.0, 1.0]},
                                               {"value": 0.5}]}})
@@ -283,11 +285,6 @@ def test_a_per_model_weight_gradient_merges_each_layer_at_its_own_weight(tiny_pa
     """mergekit's per-model ``weight: [0.2, 0.9]`` (it was refused: 'must be a finite number'):
     each tensor of layer i of L takes the weight interpolated at i / (L - 1); tensors outside the
     layers sit at position 0; the card writes the gradient."""
-    from safetensors.torch import load_file
-
-    def tensors(folder):
-        return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
-
     base_dir, model_dir = tiny_pair
     yaml_text = f"""
 merge_method: task_arithmetic
@@ -391,21 +388,10 @@ def test_mergekit_configs_without_a_base_take_the_first_model_as_a_point(tiny_pa
     assert any("the first model is the base" in n for n in r.notes)
 
 
-def _second_model(model_dir, folder, seed=5, std=0.02):
-    """A copy of ``model_dir`` with other weights (noise added): a third checkpoint of the pair's
-    architecture."""
-    import shutil
-
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(model_dir, folder)
-    g = torch.Generator().manual_seed(seed)
-    for f in folder.glob("*.safetensors"):
-        sd = load_file(f)
-        save_file({k: (v + std * torch.randn(v.shape, generator=g).to(v.dtype)
-                       if v.is_floating_point() else v) for k, v in sd.items()}, f,
-                  metadata={"format": "pt"})
-    return folder
+def _second_model(folder):
+    """Another fine-tune of the tiny pair's base (conftest's tiny_pair: seed 0, δ 0.02): a third
+    checkpoint of the pair's architecture."""
+    return make_pair(folder, "tiny", seed=0, delta_std=0.02, delta_seed=5)[1]
 
 
 def test_per_model_density_of_a_mergekit_ties_recipe_trims_each_model_at_its_own(tiny_pair,
@@ -413,13 +399,8 @@ def test_per_model_density_of_a_mergekit_ties_recipe_trims_each_model_at_its_own
     """mergekit's per-model ``density`` (refused before: 'takes one density for the whole
     merge'): each model's task vector keeps its own share (0.3 and, from the merge's parameters,
     0.6), the disjoint mean then weighs them; checked against a naive TIES per tensor."""
-    from safetensors.torch import load_file
-
-    def tensors(folder):
-        return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
-
     base_dir, model_dir = tiny_pair
-    other = _second_model(model_dir, tmp_path / "other")
+    other = _second_model(tmp_path / "other")
     r = load_recipe(f"""
 merge_method: ties
 base_model: {base_dir}
@@ -459,7 +440,7 @@ parameters: {{density: 0.6, normalize: true, lambda: 1.0}}
 
 def test_per_model_values_are_checked_and_refused_where_a_method_takes_one(tiny_pair, tmp_path):
     base_dir, model_dir = map(str, tiny_pair)
-    other = str(_second_model(model_dir, tmp_path / "other"))
+    other = str(_second_model(tmp_path / "other"))
 
     def recipe(method, p1, p2, params=None):
         return {"merge_method": method, "base_model": base_dir, "parameters": params or {},
@@ -510,11 +491,6 @@ def test_passthrough_stacks_the_slices_layers_in_order(tiny_pair, tmp_path):
     then layer 1 of System 2 (its o_proj scaled to 0) make a 3-layer model; the embedding is the
     first slice's model's, the final norm the last's; config, card and recipe say so."""
     import json
-
-    from safetensors.torch import load_file
-
-    def tensors(folder):
-        return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
 
     base_dir, model_dir = tiny_pair
     r = load_recipe(f"""

@@ -9,10 +9,11 @@ import shutil
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from l2s_kit.cli import main
 from l2s_kit.errors import RecipeError
+from l2s_kit.io import Checkpoint
 from l2s_kit.merging import load_recipe, merge
 from l2s_kit.merging.compat import check_pair
 from l2s_kit.merging.vocab import BUILTIN_TEMPLATES, build_union
@@ -38,8 +39,10 @@ def add_tokens(folder, *contents, start):
     edit_json(folder / "tokenizer.json", f)
 
 
-def weights(folder):
-    return {k: v for f in sorted(folder.glob("*.safetensors")) for k, v in load_file(f).items()}
+def weights(folder) -> dict:
+    """Every tensor of a checkpoint folder, by name."""
+    c = Checkpoint(folder)
+    return {n: c.read(n) for n in c.names}
 
 
 @pytest.fixture

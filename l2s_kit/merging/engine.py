@@ -267,7 +267,7 @@ def plan_stack(inputs: Sequence, slices: Sequence[Slice], out_dtype: torch.dtype
     in order, renumbered from 0; the embedding comes from the first slice's input, the final
     norm and head from the last slice's (mergekit's pre and post weights). Returns (jobs, config
     changes: ``num_hidden_layers`` and the stacked ``layer_types``, notes)."""
-    from l2s_kit.merging.schedule import LAYER, count_layers, value_at_position
+    from l2s_kit.merging.schedule import LAYER, value_at_position
 
     first, last = inputs[slices[0].input], inputs[slices[-1].input]
     notes: list[str] = []
@@ -295,7 +295,7 @@ def plan_stack(inputs: Sequence, slices: Sequence[Slice], out_dtype: torch.dtype
     out_layer, layer_types = 0, []
     for k, s in enumerate(slices):
         src = inputs[s.input]
-        n_layers = count_layers(src.names)
+        n_layers = max(layer_names[s.input], default=-1) + 1  # as count_layers, from the scan
         if not 0 <= s.start < s.end <= n_layers:
             raise RecipeError(f"slices[{k}]: layer_range [{s.start}, {s.end}] is not within "
                               f"{_label(src)}'s {n_layers} layers ([0, {n_layers}])")
@@ -587,8 +587,7 @@ def merge_state_dicts(method: str, base, models: Sequence, weights: Sequence[flo
             raise RecipeError(f"{where}: {k} is given per model; {m.name} takes per-model values "
                               f"of {', '.join(m.per_model_of(resolved)) or 'no parameter'}, one "
                               f"per model ({len(models)})")
-        spec = m.accepts(resolved)[k]
-        resolved[k] = PerModel(spec.check(x, where, schedules=k not in m.fixed) for x in v)
+        resolved[k] = PerModel(m.check_model_value(resolved, k, x, where) for x in v)
     if per_model:
         m.check_resolved(resolved, where)
     inputs = as_sources([base, *models])

@@ -570,8 +570,8 @@ def _model_specs(d: dict, where: str, relative_to: Path | None, check_paths: boo
             mp["weight"] = _model_weight(mp["weight"], f"{where}: models[{i}]")
         for k in per_model:
             if k in mp:
-                mp[k] = accepted[k].check(mp[k], f"{where}: models[{i}].parameters",
-                                          schedules=k not in method.fixed)
+                mp[k] = method.check_model_value(d.get("parameters") or {}, k, mp[k],
+                                                 f"{where}: models[{i}].parameters")
         models.append(ModelSpec(_resolve_path(m["model"], f"models[{i}].model", relative_to,
                                               check_paths), mp))
     return models

@@ -249,6 +249,11 @@ class MergeMethod:
             self.check(out, where)
         return out
 
+    def check_model_value(self, params: dict, name: str, value, where: str):
+        """One model's value of the per-model parameter ``name`` (:attr:`per_model`), checked as
+        the parameter is (a layer schedule too, unless the parameter is ``fixed``)."""
+        return self.accepts(params)[name].check(value, where, schedules=name not in self.fixed)
+
     def check_resolved(self, params: dict, where: str) -> None:
         """The ``check`` hooks (the inner merge's too) on resolved parameters that may hold
         per-model values (:class:`PerModel`), as a recipe with per-model parameters merges."""
