@@ -86,12 +86,16 @@ def _offsets(path: Path) -> dict[str, tuple[int, int]]:
     """Each tensor's byte range in a safetensors file (8-byte little-endian header length, the
     JSON header, then the data its ``data_offsets`` count from)."""
     try:
+        size = os.stat(path).st_size
         with open(path, "rb") as f:
             n = int.from_bytes(f.read(8), "little")
+            if n > size - 8:
+                raise ValueError(f"its header length {n} passes the file's end ({size} bytes)")
             header = json.loads(f.read(n))
         return {k: (8 + n + int(v["data_offsets"][0]), 8 + n + int(v["data_offsets"][1]))
                 for k, v in header.items() if k != "__metadata__"}
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError, OverflowError,
+            MemoryError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e}); it is truncated "
                               "or corrupt: copy or download it again") from None
 
@@ -153,11 +157,19 @@ class Checkpoint:
         files = sorted(set(self._file_of.values()))
         kept = ["config.json", *([INDEX_FILE] if (self.path / INDEX_FILE).exists() else []), *files]
         self._stamps = {f: _stamp(self.path / f) for f in kept}
+        held: dict[str, str] = {}  # tensor -> the shard whose header holds it
         for file in files:
-            self._where.update(_offsets(self.path / file))
+            where = _offsets(self.path / file)
             for name, sl in _headers(self.path / file):
-                if name not in self._file_of:
+                if name in held:
+                    raise CheckpointError(
+                        f"tensor {name} is stored twice in {self.path}, in {held[name]} and "
+                        f"{file}; the checkpoint is inconsistent (one copy may differ): copy or "
+                        "download it again")
+                held[name] = file
+                if self._file_of.get(name) != file:
                     continue
+                self._where[name] = where[name]
                 dtype = sl.get_dtype()
                 if dtype not in SAFE_DTYPES:
                     raise CheckpointError(
@@ -167,11 +179,12 @@ class Checkpoint:
                 self._info[name] = TensorInfo(name, SAFE_DTYPES[dtype], tuple(sl.get_shape()))
         missing = [n for n in self._file_of if n not in self._info]
         if missing:
+            name = missing[0]
+            where = f" (it is in {held[name]})" if name in held else ""
             raise CheckpointError(
-                f"{self.path / INDEX_FILE} lists tensor {missing[0]} in "
-                f"{self._file_of[missing[0]]}, but that file does not hold it "
-                f"({len(missing)} such tensors); the index and the shards do not match."
-            )
+                f"{self.path / INDEX_FILE} lists tensor {name} in {self._file_of[name]}, but "
+                f"that shard does not hold it{where}; {len(missing)} such tensors: the index "
+                "and the shards do not match (copy or download the checkpoint again)")
 
     def _find_files(self) -> dict[str, str]:
         index = self.path / INDEX_FILE

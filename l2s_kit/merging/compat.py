@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from l2s_kit.errors import L2SError
+from l2s_kit.errors import CheckpointError, L2SError
 from l2s_kit.io import GENERATION_CONFIG, Checkpoint
 
 BLOCKS, TAKES, HARMLESS = "blocks", "takes", "harmless"
@@ -160,6 +160,18 @@ def _special_tokens(cfg: dict | None) -> dict:
     return out
 
 
+def _open_pair(base: Path, model: Path) -> tuple[list, list[Difference]]:
+    """The two checkpoints opened, and what blocks for an unreadable or inconsistent one (a
+    shard index that does not match its shards): then nothing else can be compared."""
+    opened, unreadable = [], []
+    for what, folder in (("base", base), ("model", model)):
+        try:
+            opened.append(Checkpoint(folder))
+        except CheckpointError as e:
+            unreadable.append(Difference("checkpoint", what, "", "", BLOCKS, str(e)))
+    return opened, unreadable
+
+
 def pair_differences(base: str | os.PathLike, model: str | os.PathLike, *, config_source: str = "base",
             tokenizer_source: str = "model", config_keys: dict | None = None,
             opened: tuple | None = None, plan: bool = True) -> list[Difference]:
@@ -188,7 +200,11 @@ def pair_differences(base: str | os.PathLike, model: str | os.PathLike, *, confi
 
     tok_from = label(tokenizer_source)
     out: list[Difference] = []
-    cb, cm = opened or (Checkpoint(b), Checkpoint(m))
+    if opened is None:
+        opened, unreadable = _open_pair(b, m)
+        if unreadable:
+            return unreadable
+    cb, cm = opened
     if plan:
         try:
             _, _, notes = plan_merge([cb, cm], None)

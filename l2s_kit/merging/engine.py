@@ -84,7 +84,10 @@ class TensorJob:
         return self.out.name
 
     def row_numel(self) -> int:
-        return self.out.numel // self.out.shape[0] if self.out.shape else 1
+        n = 1
+        for s in self.out.shape[1:]:  # not numel // rows: a tensor may have 0 rows
+            n *= s
+        return n
 
     def offset(self, rows: slice | None) -> int:
         """Flat index of the first entry of the block ``rows``."""
@@ -369,7 +372,9 @@ class MergeRun:
     def __init__(self, inputs: Sequence, method: MergeMethod, params: dict, weights: list[float],
                  compute: torch.dtype, device: str, jobs: list[TensorJob], progress: bool):
         self.inputs, self.weights, self.n = inputs, weights, len(inputs) - 1
-        self.compute, self.device, self.jobs, self.progress = compute, device, jobs, progress
+        # a tensor of no entries has nothing to merge: written as it is, never seen by a method
+        self.all_jobs, self.jobs = jobs, [j for j in jobs if j.out.numel]
+        self.compute, self.device, self.progress = compute, device, progress
         self.notes: list[str] = []  # what the hooks found that the model card should say
         # A wrapping method (AIM) runs its inner merge as the method, then itself on the result.
         self.outer, self.outer_params = None, {}
@@ -475,7 +480,7 @@ class MergeRun:
             for k, (kind, job, rows) in enumerate(steps):
                 data = ahead.result()
                 ahead = pool.submit(self._load, *steps[k + 1]) if k + 1 < len(steps) else None
-                if kind == "copy":
+                if kind in ("copy", "empty"):
                     sink(job.name, data)
                 elif kind == "extra":
                     sink(job.name, data.to(job.out.dtype).cpu())
@@ -488,8 +493,11 @@ class MergeRun:
 
     def _steps(self):
         """(kind, job, rows) in write order: "copy" a non-floating tensor, "merge" a block,
-        "extra" a block of rows only one input has."""
-        for job in self.jobs:
+        "extra" a block of rows only one input has, "empty" a tensor of no entries."""
+        for job in self.all_jobs:
+            if not job.out.numel:
+                yield "empty", job, None
+                continue
             if not job.floating:
                 yield "copy", job, None
                 continue
@@ -500,6 +508,8 @@ class MergeRun:
                     yield "extra", job, rows
 
     def _load(self, kind: str, job: TensorJob, rows):
+        if kind == "empty":
+            return torch.empty(job.out.shape, dtype=job.out.dtype, device="cpu")  # as read
         if kind == "copy":
             return self.inputs[job.inputs[0] if job.inputs is not None else 0].read(job.sources[0])
         if kind == "extra":
