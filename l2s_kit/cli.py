@@ -4,6 +4,7 @@ spectra, run the study."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import threading
@@ -70,6 +71,9 @@ def _merge(args) -> int:
         key, eq, val = kv.partition("=")
         if not eq:
             raise L2SError(f"--param {kv!r}: write it as NAME=VALUE, e.g. --param alpha=0.7")
+        if key in params:
+            raise L2SError(f"--param {key} is given twice ({key}={params[key]!r} and {kv}); "
+                           "give each parameter once")
         params[key] = _yaml_value(f"--param {kv}", val)
     if args.recipe:
         recipe = load_recipe(args.recipe)
@@ -424,8 +428,8 @@ def _ks(args) -> list[int] | None:
 def _sampling_arguments(p) -> None:
     p.add_argument("--n", type=int, default=None,
                    help="samples per problem (default 1; more needs --temperature > 0)")
-    p.add_argument("--temperature", type=float, default=None, help="0 = greedy (default)")
-    p.add_argument("--top-p", dest="top_p", type=float, default=None,
+    p.add_argument("--temperature", type=_number, default=None, help="0 = greedy (default)")
+    p.add_argument("--top-p", dest="top_p", type=_number, default=None,
                    help="nucleus sampling mass (default 1)")
     p.add_argument("--k", default=None, metavar="K,K,...",
                    help="report pass@k and maj@k for these k (each at most --n), e.g. 1,4")
@@ -497,13 +501,11 @@ def _check(args) -> int:
         if not (Path(folder) / "config.json").is_file():
             raise L2SError(f"{what} {folder}: not a checkpoint folder (no config.json)")
     if args.csv:  # before the work: never an input's file, never a file of the user's unasked
-        from l2s_kit.io import check_apart
+        from l2s_kit.io import check_apart, claim_file
 
         check_apart(args.csv, {"base": args.base,
                                **{f"model {i + 1}": m for i, m in enumerate(args.models)}})
-        if Path(args.csv).exists() and not args.overwrite:
-            raise L2SError(f"--csv {args.csv} exists; pass --overwrite to replace it, or choose "
-                           "another file")
+        claim_file(args.csv, args.overwrite, "--csv")
     table = check_pair(args.base, args.models, config_source=args.config_source,
                        tokenizer_source=args.tokenizer_source)
     shown = table if args.all else table[table["verdict"] != HARMLESS]
@@ -521,7 +523,7 @@ def _check(args) -> int:
     if args.csv:
         from l2s_kit.io import write_csv
 
-        write_csv(table, args.csv)
+        write_csv(table, args.csv, remember=True)
     return 1 if blocks else 0
 
 
@@ -634,6 +636,17 @@ def _count(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of at least 1")
     return n
+
+
+def _number(value: str) -> float:
+    """A command-line real number (a temperature, a tolerance, a timeout): finite."""
+    try:
+        x = float(value)
+    except ValueError:
+        x = math.nan
+    if not math.isfinite(x):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a finite number")
+    return x
 
 
 def _yaml_value(where: str, text: str):
@@ -757,7 +770,7 @@ def _grader_arguments(p, default: str | None) -> None:
                    "comparison; reference: the Qwen2.5-Math toolkit's tolerances"
                    + (f" (default {default})" if default else " (default: math-verify for "
                       "--benchmark, simple for --data)"))
-    p.add_argument("--grade-timeout", dest="grade_timeout", type=float, default=5.0,
+    p.add_argument("--grade-timeout", dest="grade_timeout", type=_number, default=5.0,
                    help="seconds per sample for the math-verify graders (default 5)")
     p.add_argument("--whole-response", dest="whole_response", action="store_true",
                    help="take the answer from the whole response, even after a closed <think> "
@@ -845,7 +858,7 @@ def _tune_parser(sub) -> None:
                    help="search NAME as a layer schedule: its first- and last-layer values")
     p.add_argument("--objective", choices=list(OBJECTIVES), default="shortest")
     p.add_argument("--trials", type=_count, default=30, help="trials in all (default 30)")
-    p.add_argument("--subset", type=float, default=0.25,
+    p.add_argument("--subset", type=_number, default=0.25,
                    help="share of the validation problems each candidate is tried on first")
     p.add_argument("--sampler", choices=list(SAMPLERS), default="tpe")
     p.add_argument("--no-warm-start", dest="warm_start", action="store_false",
@@ -859,7 +872,7 @@ def _tune_parser(sub) -> None:
 
 
 def _tolerance(p, who: str) -> None:
-    p.add_argument("--tolerance", type=float, default=3.0,
+    p.add_argument("--tolerance", type=_number, default=3.0,
                    help=f"accuracy points below System 2 {who} may lose (default 3)")
 
 
@@ -888,7 +901,7 @@ def _study_parser(sub) -> None:
                    "written once per recipe (disk); auto: memory when it fits")
     p.add_argument("--runner", choices=list(RUNNERS), default="local",
                    help="ray: one Ray task per model")
-    p.add_argument("--num-gpus", dest="num_gpus", type=float, default=0,
+    p.add_argument("--num-gpus", dest="num_gpus", type=_number, default=0,
                    help="GPUs per Ray task (> 0 evaluates on CUDA)")
     p.add_argument("--ray-address", dest="ray_address", default=None,
                    help="a running Ray cluster (default: a local Ray)")
@@ -961,8 +974,8 @@ def _notebooks_parser(sub) -> None:
     c.add_argument("run_a", metavar="RUN_A", help="the earlier run's name (or its folder)")
     c.add_argument("run_b", metavar="RUN_B", help="the later run's name (or its folder)")
     c.add_argument("--out", default="figures", help="where run folders are")
-    c.add_argument("--rtol", type=float, default=1e-3, help="relative tolerance (default 1e-3)")
-    c.add_argument("--atol", type=float, default=1e-9, help="absolute tolerance (default 1e-9)")
+    c.add_argument("--rtol", type=_number, default=1e-3, help="relative tolerance (default 1e-3)")
+    c.add_argument("--atol", type=_number, default=1e-9, help="absolute tolerance (default 1e-9)")
     g = nsub.add_parser("gallery", help="rewrite OUT/index.html, the page listing every run")
     g.add_argument("--out", default="figures", help="the folder of the runs")
     _runs(p, _notebooks)

@@ -146,7 +146,7 @@ def test_cache_reuses_and_is_invalidated_by_the_calibration_set(small_pair, monk
     spec = CalibrationSpec("family", samples=4, seed=0, max_tokens=32)
     first = activations.activation_stats(small_pair[0], spec)
     f = cache_file("activations", [small_pair[0]], spec.key())
-    assert f.exists() and f.parent == tmp_path / "cache" / f.parent.name
+    assert f.exists() and f.parent == tmp_path / "cache" / "checkpoints" / f.parent.name
 
     def boom(*a, **k):
         raise AssertionError("recomputed although cached")
@@ -178,15 +178,14 @@ def test_cache_key_follows_file_contents_and_checkpoint(tmp_path, small_pair):
     assert checkpoint_key(a) != fp
 
 
-def test_cache_lives_next_to_the_checkpoint_unless_read_only(tmp_path, monkeypatch):
-    import os
-
+def test_cache_lives_in_the_user_cache_never_inside_the_checkpoint(tmp_path, monkeypatch):
     monkeypatch.delenv("L2S_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     a, _ = make_pair(tmp_path / "p", "tiny", seed=0, delta_std=0.02)
-    assert cache_dir(a) == a.resolve() / ".l2s_cache"
-    monkeypatch.setattr(os, "access", lambda path, mode: False)  # a read-only folder
-    assert cache_dir(a).parent == tmp_path / "home" / ".cache" / "l2s_kit" / "stats"
+    assert cache_dir(a).parent == tmp_path / "home" / ".cache" / "l2s_kit" / "checkpoints"
+    monkeypatch.setenv("L2S_CACHE", str(tmp_path / "c"))
+    assert cache_dir(a).parent == tmp_path / "c" / "checkpoints"
 
 
 # ---- Sens-Merging --------------------------------------------------------------------------------

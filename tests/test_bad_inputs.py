@@ -332,13 +332,15 @@ def test_output_exists_is_left_untouched(pair, tmp_path):
     assert leftovers(out) == ["out"]
 
 
-def test_overwrite_replaces_output(pair, tmp_path):
+def test_overwrite_replaces_the_kits_earlier_output_not_the_users(pair, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "marker.txt").write_text("old")
+    first = merge({**recipe(*pair), "parameters": {"alpha": 0.2}}, out, progress=False)
     result = merge(recipe(*pair), out, overwrite=True, progress=False)
-    assert result == out
-    assert not (out / "marker.txt").exists()
+    assert result == out and result.weights_hash != first.weights_hash
+    (out / "marker.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match=r"did not write \(marker.txt\)"):
+        merge(recipe(*pair), out, overwrite=True, progress=False)
+    (out / "marker.txt").unlink()
     assert read_merge_info(out)["weights_hash"] == result.weights_hash
     assert Checkpoint(out).names == Checkpoint(pair[0]).names
     assert leftovers(out) == ["out"]
@@ -346,8 +348,7 @@ def test_overwrite_replaces_output(pair, tmp_path):
 
 def test_failed_overwrite_keeps_old_output(pair, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "marker.txt").write_text("old")
+    old = merge({**recipe(*pair), "parameters": {"alpha": 0.2}}, out, progress=False)
 
     def fail(self, *args, **kwargs):
         raise RuntimeError("disk on fire")
@@ -355,7 +356,7 @@ def test_failed_overwrite_keeps_old_output(pair, tmp_path, monkeypatch):
     monkeypatch.setattr(engine.MergeRun, "_merge_block", fail)
     with pytest.raises(RuntimeError, match="disk on fire"):
         merge(recipe(*pair), out, overwrite=True, progress=False)
-    assert (out / "marker.txt").read_text() == "old"
+    assert read_merge_info(out)["weights_hash"] == old.weights_hash
     assert leftovers(out) == ["out"]
 
 

@@ -38,7 +38,8 @@ def test_merge_check_and_recipes_take_hub_ids(hub, tmp_path):
     assert main(["merge", "--method", "task_arithmetic", "--base", "acme/tiny-s1", "--model",
                  f"acme/tiny-s2@{COMMIT}", "--out", str(by_id), "--quiet"]) == 0
     assert weights_hash(Checkpoint(by_id)) == weights_hash(Checkpoint(local))
-    assert f"models--acme--tiny-s1/snapshots/{COMMIT}" in (by_id / "README.md").read_text()
+    assert f"`acme/tiny-s1@{COMMIT[:12]}`" in (by_id / "README.md").read_text()  # the id given
+    assert f"models--acme--tiny-s1/snapshots/{COMMIT}" in (by_id / "l2s_recipe.yaml").read_text()
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({"merge_method": "task_arithmetic",
                                       "base_model": "acme/tiny-s1",

@@ -13,6 +13,7 @@ import torch
 
 from l2s_kit.errors import RecipeError
 from l2s_kit.io import Checkpoint
+from l2s_kit.io.shared import shown_path
 from l2s_kit.merging import get_method, load_recipe, merge, merge_state_dicts
 from l2s_kit.merging.schedule import count_layers, position, value_at
 from l2s_kit.zoo.synthetic import make_pair
@@ -526,7 +527,8 @@ merge_method: passthrough
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["num_hidden_layers"] == 3 and len(cfg["layer_types"]) == 3
     card = (tmp_path / "m" / "README.md").read_text()
-    assert f"stacked layers 0..1 of {base_dir} + layers 1..1 of {model_dir}: 3 layers" in card
+    assert (f"stacked layers 0..1 of {shown_path(base_dir)} + layers 1..1 of "
+            f"{shown_path(model_dir)}: 3 layers") in card
     assert load_recipe(tmp_path / "m" / "l2s_recipe.yaml").hash == r.hash  # it loads back
 
 

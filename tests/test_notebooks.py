@@ -365,8 +365,8 @@ def test_gallery_opens_offline_and_its_links_draw_figures(smoke, chromium):
     index = tmp / "figures" / "index.html"
     text = index.read_text()
     for name in ALL:  # every notebook's run, with its thumbnail
-        assert f'href="{name}/smoke/{name}.html"' in text
-        assert f'src="{name}/smoke/01-' in text
+        assert f'href="./{name}/smoke/{name}.html"' in text
+        assert f'src="./{name}/smoke/01-' in text
     assert f"{len(ALL)} runs in {len(ALL)} notebooks and studies; 0 failed" in text
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium)
@@ -378,7 +378,7 @@ def test_gallery_opens_offline_and_its_links_draw_figures(smoke, chromium):
             page.wait_for_function("[...document.images].every(i => i.complete)", timeout=30_000)
             assert all(thumbs.nth(i).evaluate("i => i.naturalWidth") >= 2000
                        for i in range(thumbs.count()))  # print resolution, and they load
-            page.click('a[href="merge_explorer/smoke/merge_explorer.html"]')
+            page.click('a[href="./merge_explorer/smoke/merge_explorer.html"]')
             page.wait_for_selector(".js-plotly-plot .main-svg", timeout=30_000)
             assert page.url.endswith("merge_explorer/smoke/merge_explorer.html")
             assert page.locator(".js-plotly-plot .scatterlayer .trace").count() >= 1
@@ -475,8 +475,9 @@ def test_runner_refuses_unknown_parameters_and_existing_runs(tiny_notebooks, tmp
     with pytest.raises(NotebookError, match="no notebook 'nope'.*a_fails, b_ok"):
         run_notebooks(["nope"], notebooks=tiny_notebooks, out=tmp_path)
     (tmp_path / "b_ok" / "r").mkdir(parents=True)
-    with pytest.raises(OutputExistsError, match="b_ok/r already exists"):
-        run_notebooks(["b_ok"], notebooks=tiny_notebooks, out=tmp_path, run="r")
+    (tmp_path / "b_ok" / "r" / "mine.txt").write_text("mine")  # a folder of the user's
+    with pytest.raises(OutputExistsError, match=r"b_ok/r holds 1 file the kit did not write \(mine"):
+        run_notebooks(["b_ok"], notebooks=tiny_notebooks, out=tmp_path, run="r", overwrite=True)
     # a section named after a notebook holds parameters for it alone
     f = tmp_path / "p.yaml"
     f.write_text("b_ok: {out_dir: x}\na_fails: {x: 1, out_dir: 2}\n")

@@ -71,7 +71,7 @@ def test_regrade_with_the_same_grader_gives_the_same_grades(family, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--out", "{src}"], "is the responses file"),
-    (["--out", "{taken}"], "already exists; regrade writes a new responses file"),
+    (["--out", "{taken}"], "exists; pass --overwrite"),
     (["--out", "{new}", "--grader", "nope"], "invalid choice: 'nope'"),
 ])
 def test_regrade_refuses_with_a_clear_message(tmp_path, capsys, args, message):

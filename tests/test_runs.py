@@ -164,7 +164,7 @@ def test_gallery_lists_every_run_with_relative_links_and_flags_unexplained_moves
     assert MARK in text
     assert [r["path"] for r in find_runs(tmp_path)] == ["nb/b", "nb/a", "other/x", "study"]
     assert "4 runs in 3 notebooks and studies; 1 failed; 1 whose numbers moved" in text
-    assert 'href="nb/a/nb.html"' in text and 'src="nb/a/01-figure.png"' in text
+    assert 'href="./nb/a/nb.html"' in text and 'src="./nb/a/01-figure.png"' in text
     assert "numbers moved, inputs and parameters did not" in text  # run b's badge
     assert "<td>s2</td>" in text and ">100</td>" in text  # Table 1 of the study as a table
     assert "cell 3: ValueError: x" in text

@@ -10,6 +10,7 @@ import pytest
 from l2s_kit.cli import main
 from l2s_kit.errors import OutputExistsError, RecipeError
 from l2s_kit.io import Checkpoint, weights_hash
+from l2s_kit.io.shared import shown_path
 from l2s_kit.merging import engine, load_recipe, merge
 from l2s_kit.study.sweep import run_sweep, sweep_jobs
 from l2s_kit.zoo.synthetic import make_pair
@@ -420,8 +421,15 @@ def test_check_csv_never_replaces_an_input_or_a_users_file(tiny_pair, tmp_path, 
     assert main(["check", str(base), str(model), "--csv", str(mine)]) == 2
     assert mine.read_text() == "my notes\n"
     assert "pass --overwrite" in capsys.readouterr().err
-    assert main(["check", str(base), str(model), "--csv", str(mine), "--overwrite"]) in (0, 1)
-    assert mine.read_text().startswith("model,")
+    # a file the kit did not write: never, even with --overwrite
+    assert main(["check", str(base), str(model), "--csv", str(mine), "--overwrite"]) == 2
+    assert mine.read_text() == "my notes\n"
+    assert "was not written by the kit" in capsys.readouterr().err
+    ours = tmp_path / "ours.csv"  # its own earlier table: replaced with --overwrite
+    assert main(["check", str(base), str(model), "--csv", str(ours)]) in (0, 1)
+    ours.write_text(ours.read_text())  # the same bytes (a copy) are still the kit's
+    assert main(["check", str(base), str(model), "--csv", str(ours), "--overwrite"]) in (0, 1)
+    assert ours.read_text().startswith("model,")
 
 
 def test_eval_never_appends_responses_to_its_input_data(tmp_path, capsys):
@@ -446,9 +454,9 @@ def _tiny_study(tmp_path, out, **kw):
 
 def test_a_study_never_writes_over_the_users_files_nor_beside_an_earlier_study(
         tmp_path, monkeypatch, capsys):
-    """An --out holding the user's own files is refused before any work (exit 2) unless
-    --overwrite; a study into an earlier study's folder replaces it as a whole, so no figure of
-    the earlier run is left beside the new tables."""
+    """An --out holding the user's own files is refused before any work (exit 2), with or
+    without --overwrite; a study into an earlier study's folder replaces it as a whole, so no
+    figure of the earlier run is left beside the new tables."""
     from l2s_kit import plots
 
     out = tmp_path / "out"
@@ -457,7 +465,7 @@ def test_a_study_never_writes_over_the_users_files_nor_beside_an_earlier_study(
     assert main(["study", "--n-per-level", "2", "--workdir", str(tmp_path / "runs"), "--out",
                  str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "holds files no earlier study wrote there (summary.csv)" in err and "--overwrite" in err
+    assert "holds 1 file the kit did not write (summary.csv)" in err and "new folder" in err
     assert (out / "summary.csv").read_text() == "my own table\n"
     assert not (tmp_path / "runs").exists()  # refused before any work
 
@@ -475,8 +483,9 @@ def test_a_study_never_writes_over_the_users_files_nor_beside_an_earlier_study(
     assert all(p.parent == again for p in second.files)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporaries
 
-    mine = _tiny_study(tmp_path, out, overwrite=True)  # asked: the folder is replaced
-    assert not (out / "summary.csv").read_text().startswith("my own") and mine.out == out
+    with pytest.raises(OutputExistsError, match="did not write"):  # asked: still refused
+        _tiny_study(tmp_path, out, overwrite=True)
+    assert (out / "summary.csv").read_text() == "my own table\n"
 
 
 def test_two_studies_into_one_folder_at_once_are_refused(tmp_path):
@@ -499,7 +508,7 @@ def test_tune_out_holds_only_the_searchs_tables(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(OutputExistsError, match=r"no earlier tune wrote there \(notes.txt\)"):
+    with pytest.raises(OutputExistsError, match=r"the kit did not write \(notes.txt\)"):
         write(r, out)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     (out / "notes.txt").unlink()
@@ -721,7 +730,8 @@ def test_the_cards_note_on_tied_embeddings_agrees_with_its_config(tmp_path, conf
     assert "untied" not in card.replace("tie_word_embeddings = false", "")
     says_false = [f for f, t in zip((base, model), configs) if t is False]
     for f in says_false:
-        assert f"{f}'s config says tie_word_embeddings = false but it stores no lm_head.weight" in card
+        assert (f"{shown_path(f)}'s config says tie_word_embeddings = false but it stores no "
+                "lm_head.weight") in card
 
 
 @pytest.mark.parametrize("command", ["study", "tune"])

@@ -188,7 +188,7 @@ def test_cli_spectrum(tiny_pair, tmp_path, capsys):
     _, sentence = low_rank_verdict(expected)
     assert sentence in stdout
     assert main(["spectrum", str(base), str(model), "--out", str(out), "--quiet"]) == 2
-    assert "exists; pass overwrite=True (--overwrite)" in capsys.readouterr().err
+    assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main(["spectrum", str(base), str(model), "--out", str(tmp_path / "x.csv"),
                  "--rank", "lots"]) == 2
     assert "--rank 'lots'" in capsys.readouterr().err

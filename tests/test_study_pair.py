@@ -101,7 +101,7 @@ def test_l2s_study_on_a_pair_from_the_command_line(family, exported, tmp_path, c
     test = summary[summary["split"] == "test"].set_index("model")
     assert rec["metrics"]["test.system2.accuracy"] == pytest.approx(test.loc["system2", "accuracy"],
                                                                     abs=1e-3)
-    assert "<h2" in (tmp_path / "index.html").read_text() and 'href="o/run.json"' in \
+    assert "<h2" in (tmp_path / "index.html").read_text() and 'href="./o/run.json"' in \
         (tmp_path / "index.html").read_text()
     # the figures share one plotly.js in their folder
     htmls = sorted((tmp_path / "o").glob("*.html"))
@@ -123,7 +123,7 @@ def test_l2s_study_on_a_pair_from_the_command_line(family, exported, tmp_path, c
         assert (tmp_path / "d" / "l2s_family" / f"{split}.jsonl").read_text() == \
             (exported / f"{split}.jsonl").read_text()
     assert main(["zoo", "export", str(tmp_path / "d")]) == 2  # exists: not replaced unasked
-    assert "exists" in capsys.readouterr().err
+    assert "earlier benchmark output of the kit; pass --overwrite" in capsys.readouterr().err
 
 
 def test_stratified_sample_keeps_each_levels_share():
@@ -290,4 +290,4 @@ def test_a_pairs_study_by_default_never_replaces_the_familys_in_the_gallery(fami
     assert len(outs) == 1 and outs[0].startswith("study-system1+system2-")
     assert not (tmp_path / "figures" / "study").exists()
     assert read_record(tmp_path / "figures" / outs[0])["given"]["limit"] == 8
-    assert 'href="' + outs[0] + '/run.json"' in (tmp_path / "figures" / "index.html").read_text()
+    assert 'href="./' + outs[0] + '/run.json"' in (tmp_path / "figures" / "index.html").read_text()

@@ -133,11 +133,12 @@ def test_statistics_of_the_shipped_family_are_never_cached_inside_the_package(mo
     from l2s_kit.zoo import SHIPPED, shipped_family
 
     monkeypatch.delenv("L2S_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     fam = shipped_family()
-    assert cache_dir(fam.system1).is_relative_to(tmp_path)
+    assert cache_dir(fam.system1).is_relative_to(tmp_path / ".cache" / "l2s_kit")
     assert not cache_dir(fam.system1).is_relative_to(SHIPPED)
-    assert cache_dir(tmp_path) == tmp_path / ".l2s_cache"  # a folder of the user's: its own cache
+    assert not cache_dir(tmp_path / "m").is_relative_to(tmp_path / "m")  # nor a user's folder
 
 
 # ---- the family: what makes it worth having (the cached default family) -----------------------

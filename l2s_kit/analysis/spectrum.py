@@ -247,13 +247,12 @@ def low_rank_verdict(table: pd.DataFrame, energy_target: float = ENERGY_TARGET,
 
 def check_table_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """``path`` as a table to write (.csv or .parquet, not in the way); checked before any work."""
-    from l2s_kit.errors import OutputExistsError
+    from l2s_kit.io import claim_file
 
     path = Path(path)
     if path.suffix not in (".csv", ".parquet"):
         raise L2SError(f"{path}: save spectrum tables as .csv or .parquet")
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists; pass overwrite=True (--overwrite) to replace it")
+    claim_file(path, overwrite, "spectrum table")
     return path
 
 
@@ -270,8 +269,8 @@ def save_table(df: pd.DataFrame, path: str | os.PathLike, overwrite: bool = Fals
             raise L2SError(f"{path}: parquet needs pyarrow (pip install 'l2s_kit[parquet]'); "
                            "or save as .csv") from e
     if path.suffix == ".csv":
-        return write_csv(df, path)
-    with atomic_file(path) as tmp:
+        return write_csv(df, path, remember=True)
+    with atomic_file(path, remember=True) as tmp:
         df.to_parquet(tmp, index=False)
     return path
 

@@ -15,6 +15,7 @@ import pandas as pd
 from l2s_kit.analysis import reflection, sampling, stats, trace
 from l2s_kit.analysis.outputs import length_column
 from l2s_kit.errors import L2SError
+from l2s_kit.io.shared import md_text
 
 METRICS = ("accuracy", "tokens")
 
@@ -134,7 +135,7 @@ def format_table1(t: pd.DataFrame) -> str:
     for (model, metric), row in t.iterrows():
         if metric.endswith(" ±"):
             continue
-        name = model if metric == "accuracy" else ""
+        name = md_text(model) if metric == "accuracy" else ""
         label = "accuracy (%)" if metric == "accuracy" else "tokens"
         half = pm.get((model, metric))
         lines.append(f"| {name} | {label} | "

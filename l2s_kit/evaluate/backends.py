@@ -20,6 +20,7 @@ included; the text is never re-tokenized.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -59,8 +60,8 @@ class GenerationSettings:
         checks = [
             ("max_new_tokens", isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
              "a positive integer"),
-            ("temperature", isinstance(self.temperature, (int, float)) and self.temperature >= 0,
-             "a number >= 0 (0 = greedy)"),
+            ("temperature", isinstance(self.temperature, (int, float))
+             and 0 <= self.temperature < math.inf, "a finite number >= 0 (0 = greedy)"),
             ("top_p", isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1,
              "a number in (0, 1]"),
             ("n", isinstance(self.n, int) and self.n >= 1, "a positive integer"),

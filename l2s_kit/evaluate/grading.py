@@ -75,8 +75,9 @@ class MathGrader:
         if mode not in MODES:
             raise GradeError(f"grading mode {mode!r} is not one of {MODES} (strict: math-verify; "
                              "reference: the Qwen2.5-Math toolkit's numeric tolerances)")
-        if not (isinstance(timeout, (int, float)) and timeout > 0):
-            raise GradeError(f"grading timeout must be a positive number of seconds, got {timeout!r}")
+        if not (isinstance(timeout, (int, float)) and 0 < timeout <= 3600):
+            raise GradeError(f"grading timeout (--grade-timeout) must be a number of seconds in "
+                             f"(0, 3600], got {timeout!r}")
         self.mode, self.timeout, self.start_timeout = mode, float(timeout), float(start_timeout)
         self._proc: subprocess.Popen | None = None
         self.counts: Counter = Counter({s: 0 for s in STATUSES})

@@ -64,9 +64,19 @@ class PromptTemplate:
                 raise PromptError("prompt 'chat' applies the model's own chat template: give the "
                                   "model's tokenizer (one with a chat_template), or choose "
                                   f"another prompt: {', '.join(PROMPTS)}")
-            text = tokenizer.apply_chat_template(
-                [{"role": "user", "content": f"{question}\n{INSTRUCTION}"}],
-                tokenize=False, add_generation_prompt=True)
+            try:
+                text = tokenizer.apply_chat_template(
+                    [{"role": "user", "content": f"{question}\n{INSTRUCTION}"}],
+                    tokenize=False, add_generation_prompt=True)
+            except Exception as e:  # jinja2's TemplateError and SecurityError (its sandbox)
+                if type(e).__module__.split(".")[0] != "jinja2":
+                    raise
+                where = getattr(tokenizer, "name_or_path", "") or "the model"
+                raise PromptError(
+                    f"the chat template (chat_template) of {where} cannot be applied: "
+                    f"{type(e).__name__}: {e}; the template is refused (a template may only "
+                    "format the messages); fix it, or choose another prompt: "
+                    f"{', '.join(PROMPTS)}") from None
             return _without_double_bos(text, tokenizer)
         raise PromptError(f"no renderer for prompt {self.name!r}")
 

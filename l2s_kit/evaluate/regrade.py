@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from l2s_kit.errors import OutputExistsError
 from l2s_kit.evaluate.extract import final_part
 from l2s_kit.evaluate.grading import grader_for
 from l2s_kit.evaluate.run import (
@@ -24,10 +23,12 @@ from l2s_kit.evaluate.run import (
     _extracted,
     _frame,
     _graded,
+    _not_a_file,
     _read_lines,
     grader_name,
+    is_responses_file,
 )
-from l2s_kit.io import atomic_file, check_apart
+from l2s_kit.io import atomic_file, check_apart, claim_file
 
 NEEDS = ("response", "gold")
 
@@ -43,13 +44,9 @@ def regrade(src: str | os.PathLike, out: str | os.PathLike, grader: str = "math-
 
     src, out = Path(src), Path(out)
     if not src.is_file():
-        raise ResponsesError(f"responses file {src} does not exist")
+        raise ResponsesError(f"responses file {src} " + _not_a_file(src))
     check_apart(out, {"responses file": src})
-    if out.is_dir() or (out.exists() and not overwrite):
-        raise OutputExistsError(
-            f"output {out} already exists{' as a folder' if out.is_dir() else ''}; regrade writes "
-            "a new responses file: choose another path" + ("" if out.is_dir() else
-                                                          " or pass --overwrite to replace it"))
+    claim_file(out, overwrite, "regraded responses file", mine=is_responses_file)
     data = src.read_bytes()
     rows = _read_lines(src, repair=False)
     if not rows:
@@ -76,7 +73,7 @@ def regrade(src: str | os.PathLike, out: str | os.PathLike, grader: str = "math-
                 else:
                     row[key] = value
             new.append(row)
-    with atomic_file(out) as tmp:
+    with atomic_file(out, remember=True) as tmp:
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new),
                        encoding="utf-8")
     return _frame(new)

@@ -40,6 +40,15 @@ class ResponsesError(L2SError):
     """A responses file or the rows to evaluate cannot be used as they are."""
 
 
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` is no file to read: it does not exist, is a folder, or is a device or pipe."""
+    if path.is_dir():
+        return "is a folder; give the jsonl file inside it"
+    if path.exists():
+        return "is not a regular file (a device or a pipe); give a jsonl file"
+    return "does not exist"
+
+
 def _row_problem(row: dict) -> str | None:
     """What is wrong with a row to evaluate (a missing field, an empty prompt), or None."""
     for field in REQUIRED:
@@ -61,7 +70,7 @@ def load_rows(path: str | os.PathLike) -> list[dict]:
     ``level``); errors name the file, the line and the field."""
     path = Path(path)
     if not path.is_file():
-        raise ResponsesError(f"data file {path} does not exist")
+        raise ResponsesError(f"data file {path} " + _not_a_file(path))
     rows = []
     try:
         text = path.read_text(encoding="utf-8")
@@ -109,9 +118,27 @@ def _same_kind_of_level(rows: list[dict], path: Path) -> None:
                              f"{vb!r}); give every level as a number, or every one as a name")
 
 
+KIT_ROW = ("model", "dataset", "id", "sample", "row_hash")  # what every row the kit writes has
+
+
+def _foreign_row(rows: list) -> int | None:
+    """The line number of the first row that is not one the kit writes (None: all are)."""
+    return next((i for i, r in enumerate(rows, 1)
+                 if not (isinstance(r, dict) and all(k in r for k in KIT_ROW))), None)
+
+
+def is_responses_file(path: Path) -> bool:
+    """Whether ``path`` holds only rows the kit writes (a responses file of ``l2s eval``)."""
+    try:
+        return _foreign_row(_read_lines(path, repair=False)) is None
+    except (L2SError, OSError, UnicodeDecodeError):
+        return False
+
+
 def _read_lines(path: Path, repair: bool) -> list[dict]:
     """The JSON rows of a responses file. A last line without its newline (an interrupted write)
-    is dropped with a warning, and with ``repair`` the file is rewritten without it atomically."""
+    is dropped with a warning, and with ``repair`` (for a file the evaluation appends to) the
+    file must hold only the kit's rows, and is rewritten without it atomically."""
     data = path.read_bytes()
     lines = data.split(b"\n")
     tail = lines.pop()  # b"" when the file ends with a newline
@@ -125,6 +152,11 @@ def _read_lines(path: Path, repair: bool) -> list[dict]:
             raise ResponsesError(
                 f"{path}, line {lineno}: not valid JSON ({e}); the file is damaged: delete it "
                 "(or that line) or write to another path") from None
+    if repair and (bad := _foreign_row(rows)) is not None:
+        raise ResponsesError(
+            f"{path}, line {bad}: not a response row written by the kit (each has "
+            f"{', '.join(KIT_ROW)}); l2s eval appends only to its own responses files: choose "
+            "another output path")
     if tail.strip():
         try:
             rows.append(json.loads(tail))  # complete, only the newline is missing
@@ -154,7 +186,7 @@ def load_responses(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> pd
     rows = []
     for p in map(Path, paths):
         if not p.is_file():
-            raise ResponsesError(f"responses file {p} does not exist")
+            raise ResponsesError(f"responses file {p} " + _not_a_file(p))
         rows.extend(_read_lines(p, repair=False))
     return _frame(rows)
 
@@ -288,6 +320,9 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
     if out.is_dir():
         raise ResponsesError(f"{out} is a folder; --out / out is the responses file to write, "
                              "e.g. runs/responses.jsonl")
+    if out.exists() and not out.is_file():
+        raise ResponsesError(f"{out} is not a regular file (a device or a pipe); --out / out is "
+                             "the responses file to write, e.g. runs/responses.jsonl")
     gen = settings.to_dict()
     todo_rows = _check_rows(rows)
 

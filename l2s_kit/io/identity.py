@@ -3,7 +3,7 @@
 ``checkpoint_hash(folder)`` is :func:`l2s_kit.io.weights_hash` of the folder (SHA-256 over tensor
 names, dtypes, shapes and bytes; the hash a merge records in its card and ``l2s_merge.json``).
 Computing it reads every weight byte once; the result is remembered in the folder's cache
-(``weights_hash.json``, see :func:`cache_dir`) keyed by each weight file's size, modification time
+(``weights_hash.json`` in the kit's cache, see :func:`cache_dir`) keyed by each weight file's size, modification time
 and inode, so a folder whose files change in any way is hashed again. Evaluations record it on
 every response row, so that two checkpoints in folders of one name never mix.
 
@@ -20,28 +20,20 @@ import json
 import os
 from pathlib import Path
 
-from l2s_kit.io.atomic import atomic_file
+from l2s_kit.io.atomic import atomic_file, user_cache
 
-CACHE_DIR = ".l2s_cache"
 MEMO = "weights_hash.json"
 
 
-_PACKAGE = Path(__file__).resolve().parents[1]  # l2s_kit/: never a cache's home
-
-
 def cache_dir(path: str | os.PathLike) -> Path:
-    """``$L2S_CACHE/<hash of path>`` when ``L2S_CACHE`` is set; else ``<path>/.l2s_cache`` when it
-    can be written and is not inside the package (the shipped family's checkpoints); else
-    ``~/.cache/l2s_kit/stats/<hash of path>``."""
+    """Where what the kit remembers of the checkpoint folder ``path`` is kept:
+    ``<the kit's cache>/checkpoints/<hash of the resolved path>`` (:func:`user_cache`:
+    ``$L2S_CACHE``, else the platform's user cache folder). Never inside the checkpoint: the kit
+    writes nothing into an input. What is kept there is keyed by content (each entry checks the
+    files it describes), so a path reused for other weights gets no stale result."""
     path = Path(path).resolve()
     sub = hashlib.sha256(str(path).encode()).hexdigest()[:16]
-    if os.environ.get("L2S_CACHE"):
-        return Path(os.environ["L2S_CACHE"]) / sub
-    own = path / CACHE_DIR
-    writable = (own.is_dir() and os.access(own, os.W_OK)) or (not own.exists() and os.access(path, os.W_OK))
-    if writable and not path.is_relative_to(_PACKAGE):
-        return own
-    return Path.home() / ".cache" / "l2s_kit" / "stats" / sub
+    return user_cache() / "checkpoints" / sub
 
 
 def _stamps(path: Path) -> list:

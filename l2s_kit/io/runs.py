@@ -86,8 +86,11 @@ class Metrics:
         self.inputs = {str(k): str(v) for k, v in (inputs or {}).items()}
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        rows = [f"| {k} | {'' if v is None else f'{v:.6g}'} |" for k, v in self.numbers.items()]
-        rows += [f"| input {k} | `{v[:19]}` |" for k, v in self.inputs.items()]
+        from l2s_kit.io.shared import md_text
+
+        rows = [f"| {md_text(k)} | {'' if v is None else f'{v:.6g}'} |"
+                for k, v in self.numbers.items()]
+        rows += [f"| input {md_text(k)} | {md_text(v[:19])} |" for k, v in self.inputs.items()]
         md = "Key numbers of this run (compared between runs):\n\n| | |\n|---|---:|\n" + "\n".join(rows)
         return {METRICS_MIME: {"metrics": self.numbers, "inputs": self.inputs},
                 "text/markdown": md, "text/plain": md}
@@ -179,11 +182,27 @@ def code_version() -> dict:
 # ---- records -----------------------------------------------------------------------------------
 
 def write_json(data: dict, path: Path) -> Path:
+    """A run record (or its metrics) at ``path``, paths under the home written ``~/...``."""
     from l2s_kit.io import atomic_file
+    from l2s_kit.io.shared import home_paths
 
+    data = home_paths(json.loads(json.dumps(data, default=str)))
     with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=False, default=str) + "\n")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
     return path
+
+
+# the fields of a run record that the gallery and comparisons read, with their types
+FIELDS = {"kind": str, "notebook": str, "run": str, "status": str, "started": str,
+          "seconds": (int, float), "parameters": dict, "inputs": dict, "code": dict,
+          "files": dict, "comparison": dict}
+
+
+def skipped(e: RunError) -> None:
+    """Say in one line that a damaged run record is passed over (the work goes on)."""
+    import sys
+
+    print(f"note: passed over a damaged run record: {e}", file=sys.stderr)
 
 
 def read_record(folder: str | os.PathLike) -> dict:
@@ -194,9 +213,16 @@ def read_record(folder: str | os.PathLike) -> dict:
         raise RunError(f"{folder} is not a run folder: it has no {RECORD} (runs made by "
                        "`l2s notebooks run` or `l2s study` have one)")
     record = _json_mapping(path)
+    for key, kind in FIELDS.items():
+        if record.get(key) is not None and not isinstance(record[key], kind):
+            raise RunError(f"{path}: field {key!r} is {record[key]!r}, not a "
+                           f"{'number' if kind == (int, float) else kind.__name__}; the file is "
+                           "damaged (delete the run folder, or run it again)")
     m = folder / METRICS
     metrics = _json_mapping(m).get("metrics", {}) if m.is_file() else {}
-    if not isinstance(metrics, dict):
+    if not isinstance(metrics, dict) or not all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+            for v in metrics.values()):
         raise RunError(f"{m}: 'metrics' must map names to numbers; the file is damaged (delete "
                        "the run folder, or run the notebook again)")
     record["metrics"] = metrics
@@ -224,8 +250,8 @@ def runs_of(folder: str | os.PathLike) -> list[dict]:
         if d.is_dir() and (d / RECORD).is_file() and not d.name.startswith("."):
             try:
                 out.append(read_record(d))
-            except RunError:
-                continue
+            except RunError as e:
+                skipped(e)
     return sorted(out, key=lambda r: str(r.get("started", "")))
 
 

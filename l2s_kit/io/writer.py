@@ -13,6 +13,7 @@ output folder appears complete or not at all.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
@@ -87,6 +88,7 @@ class CheckpointWriter:
         self.shards = plan_shards(self.infos, shard_size)
         self.overwrite = overwrite
         self.hasher = WeightHasher()
+        self.file_hashes: dict = {}  # shard file name -> sha256 of its bytes, for the record
         self.tmp: Path | None = None
         self._order = [(si, info) for si, shard in enumerate(self.shards) for info in shard]
         self._pos = 0  # index into _order of the tensor being written
@@ -178,7 +180,7 @@ class CheckpointWriter:
         if self._written == 0:
             self._submit(lambda info=info: self.hasher.begin(info))
         buf = tensor_bytes(data)
-        self._submit(lambda buf=buf: (self._fh.write(buf), self.hasher.update(buf)))
+        self._submit(lambda buf=buf: self._append(buf))
         self._written += len(buf)
         if self._written > info.nbytes:
             raise RuntimeError(f"tensor {name}: more bytes written than its shape {info.shape} holds")
@@ -187,10 +189,18 @@ class CheckpointWriter:
             self._pos += 1
             self._written = 0
 
+    def _append(self, buf: memoryview) -> None:
+        self._fh.write(buf)
+        self.hasher.update(buf)
+        self._file_hash.update(buf)
+
     def _open_shard(self, si: int) -> None:
         self._close_file()
         self._fh = open(self.tmp / self.shard_file(si), "wb")  # noqa: SIM115 (closed by _close_file)
-        self._fh.write(_header(self.shards[si], {"format": "pt"}))
+        self._file_hash = self.file_hashes[self.shard_file(si)] = hashlib.sha256()
+        header = _header(self.shards[si], {"format": "pt"})
+        self._fh.write(header)
+        self._file_hash.update(header)
 
     # -- other files -----------------------------------------------------------------------------
     def write_json(self, relpath: str, obj: object) -> None:
@@ -213,7 +223,8 @@ class CheckpointWriter:
             total = sum(i.nbytes for i in self.infos)
             self.write_json(INDEX_FILE, {"metadata": {"total_size": total},
                                          "weight_map": self.weight_map})
-        publish(self.tmp, self.out_dir, self.overwrite)
+        publish(self.tmp, self.out_dir, self.overwrite, "merge",
+                hashes={f: h.hexdigest() for f, h in self.file_hashes.items()})
 
     @property
     def weights_hash(self) -> str:

@@ -19,13 +19,17 @@ def model_card(recipe, weights_hash: str, inputs: list, notes: list[str],
     if method.wraps:
         inner = method.split(recipe.parameters)[0]
         wrapped = [f"- Applied on top of: `{inner.name}` ({inner.title}), {inner.paper}"]
-    rows = [f"| base | `{recipe.base_model}` | {inputs[0].config.get('_name_or_path', '') or '-'} |"]
-    for i, (m, src) in enumerate(zip(recipe.models, inputs[1:])):
+    from l2s_kit.io.shared import md_text, shown_path
+
+    def named(i: int) -> str:  # an input's name in its own config (transformers saves its path)
+        return md_text(shown_path(inputs[i].config.get("_name_or_path", "") or "-"))
+
+    rows = [f"| base | `{shown_path(recipe.base_model)}` | {named(0)} |"]
+    for i, m in enumerate(recipe.models):
         given = {"weight": m.weight, **{k: v for k, v in m.parameters.items() if k != "weight"}}
         label = ", ".join(f"{k} {v:g}" if not isinstance(v, list) else
                           describe({k: v})[0] for k, v in given.items())
-        rows.append(f"| model {i + 1} ({label}) | `{m.model}` | "
-                    f"{src.config.get('_name_or_path', '') or '-'} |")
+        rows.append(f"| model {i + 1} ({label}) | `{shown_path(m.model)}` | {named(i + 1)} |")
     lines = [
         "---",
         "library_name: transformers",
@@ -49,7 +53,7 @@ def model_card(recipe, weights_hash: str, inputs: list, notes: list[str],
         "- Tokenizer files and generation_config.json from: "
         + ("the union of the inputs' vocabularies (System 1's tokens first; "
            "generation_config.json from System 1)" if recipe.tokenizer_source == "union" else
-           f"`{recipe.source_path(recipe.tokenizer_source)}`"
+           f"`{shown_path(recipe.source_path(recipe.tokenizer_source))}`"
            + {"base": " (System 1)", "model": " (System 2)"}.get(recipe.tokenizer_source, ""))
         + (f" ({', '.join(tokenizer_files)})" if tokenizer_files else " (none found)"),
         "",
@@ -65,10 +69,14 @@ def model_card(recipe, weights_hash: str, inputs: list, notes: list[str],
         recipe.to_yaml().rstrip(),
         "```",
         "",
-        "Reproduce with `l2s merge recipe.yaml --out DIR` (the recipe is also saved as "
-        "`l2s_recipe.yaml`).",
+        "Reproduce with `l2s merge recipe.yaml --out DIR` (the recipe as run, with its paths on "
+        "the machine that merged, is saved as `l2s_recipe.yaml`; paths here are shown by name).",
     ]
     all_notes = [*recipe.notes, *notes]
     if all_notes:
         lines += ["", "## Notes", "", *[f"- {n}" for n in all_notes]]
-    return "\n".join(lines) + "\n"
+    from l2s_kit.io.shared import shown_paths
+
+    inputs_given = [recipe.base_model, *(m.model for m in recipe.models),
+                    *(str(i.path) for i in inputs), recipe.source_path(recipe.tokenizer_source)]
+    return shown_paths("\n".join(lines) + "\n", inputs_given)

@@ -17,6 +17,7 @@ from l2s_kit.io import (
     Checkpoint,
     CheckpointWriter,
     check_apart,
+    check_out,
     copy_side_files,
 )
 from l2s_kit.merging.card import model_card
@@ -55,6 +56,7 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
     if device is not None:
         r.device = device
     check_apart(out, recipe_inputs(r))
+    check_out(Path(out), overwrite)  # before any work
     inputs = [Checkpoint(r.base_model), *[Checkpoint(m.model) for m in r.models]]
     union = _union(r, inputs)
     jobs, changes, notes = _plan(r, inputs, union)

@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from l2s_kit.io.runs import RECORD, RunError, read_record
+from l2s_kit.io.runs import RECORD, RunError, read_record, skipped
+from l2s_kit.io.shared import href
 
 MARK = '<meta name="generator" content="l2s_kit gallery">'
 INDEX = "index.html"
@@ -58,7 +59,8 @@ def find_runs(root: str | os.PathLike) -> list[dict]:
             continue  # a run still being written (its temporary folder)
         try:
             r = read_record(folder)
-        except RunError:
+        except RunError as e:
+            skipped(e)
             continue
         r["path"] = folder.relative_to(root).as_posix()
         out.append(r)
@@ -75,7 +77,7 @@ def _e(v) -> str:
 
 
 def _link(path: str, name: str) -> str:
-    return f'<a href="{_e(path)}">{_e(name)}</a>'
+    return f'<a href="{_e(href(path))}">{_e(name)}</a>'
 
 
 def _value(v) -> str:
@@ -114,11 +116,11 @@ def _card(root: Path, r: dict) -> str:
 
     pngs = [p for p in files.get("pngs") or [] if there(p)]
     html_file = there(files.get("html"))
-    thumb = (f'<img class="thumb" loading="lazy" src="{_e(path)}/{_e(pngs[0])}" '
+    thumb = (f'<img class="thumb" loading="lazy" src="{_e(href(f"{path}/{pngs[0]}"))}" '
              f'alt="first figure of {_e(path)}">' if pngs else
              f'<div class="nothumb">no PNG ({_e(_png_hint(r))})</div>')
     if html_file:
-        thumb = f'<a href="{_e(path)}/{_e(html_file)}">{thumb}</a>'
+        thumb = f'<a href="{_e(href(f"{path}/{html_file}"))}">{thumb}</a>'
     comp = r.get("comparison") or {}
     flagged = bool(comp.get("unexplained"))
     status = r.get("status", "?")
@@ -126,7 +128,7 @@ def _card(root: Path, r: dict) -> str:
     if flagged:
         badges.append('<span class="badge warn">numbers moved, inputs and parameters did not'
                       '</span>')
-    meta = f'{_e(r.get("started", "")[:19].replace("T", " "))} · {r.get("seconds", 0):.0f} s'
+    meta = f'{_e((r.get("started") or "")[:19].replace("T", " "))} · {r.get("seconds") or 0:.0f} s'
     code = r.get("code") or {}
     if code.get("version"):
         meta += f' · l2s_kit {_e(code["version"])}'
@@ -201,9 +203,10 @@ def render_gallery(root: str | os.PathLike) -> str:
 def write_gallery(root: str | os.PathLike) -> Path | None:
     """Write ``root/index.html`` (atomically). A foreign ``index.html`` is left alone (a
     message says so) and None returned."""
-    from l2s_kit.io import atomic_file
+    from l2s_kit.io import atomic_file, check_place
 
     root = Path(root)
+    check_place(root, "gallery folder")
     if not root.is_dir():
         raise RunError(f"{root} is not a folder of runs (notebook runs go to "
                        "<out>/<notebook>/<run>/); name the folder that holds them")

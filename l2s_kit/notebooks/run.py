@@ -223,17 +223,18 @@ def run_notebooks(names: Iterable[str] | None = None, parameters: Mapping | None
     params = _per_notebook(names, declared, given, strict=(parameters or {}).keys())
     for n in names:
         _check_pair(n, params[n], declared[n], found[n].parent.resolve())
+    from l2s_kit.io import check_out, check_place
+
     out = Path(out)
+    check_place(out, "notebook runs' folder (--out)")
     reserved = None
     if run in (None, "", "auto"):
         run, reserved = _auto_run_name(out, names)
     else:
         run = check_run_name(run)
-    from l2s_kit.io import check_out
-
     try:
         for n in names:  # fail before running anything when an output folder is in the way
-            check_out(out / n / run, overwrite)
+            check_out(out / n / run, overwrite, "notebook")
         rows = []
         for n in tqdm(names, desc="notebooks", unit="notebook", disable=not progress):
             rows.append(_run_one(found[n], params[n], declared[n], out / n / run,
@@ -322,6 +323,34 @@ def _execute_tries(path: Path, executed: Path, params: dict, progress: bool,
     return None
 
 
+def _shareable(nb, path: Path, tmp: Path, folder: Path):
+    """The executed notebook as it is shared: this run's temporary folder named as the run's
+    folder, the home folder as ``~``, papermill's record of the notebook's paths by file name
+    (sources, outputs and metadata; the run record keeps what a rerun needs)."""
+    from l2s_kit.io.shared import shown_path
+
+    swaps = [(str(tmp.resolve()), shown_path(folder.absolute())), (str(tmp), shown_path(folder)),
+             (str(Path.home().resolve()), "~")]
+
+    def clean(v):
+        if isinstance(v, str):
+            for a, b in swaps:
+                v = v.replace(a, b)
+            return v
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        return v
+
+    import nbformat
+
+    pm = nb.metadata.get("papermill")
+    if pm is not None:
+        pm["input_path"], pm["output_path"] = path.name, path.name
+    return nbformat.from_dict(clean(nb))
+
+
 def _run_one(path: Path, params: dict, declared: dict, folder: Path, overwrite: bool,
              png: bool, progress: bool, timeout: int | None) -> dict:
     import nbformat
@@ -331,12 +360,13 @@ def _run_one(path: Path, params: dict, declared: dict, folder: Path, overwrite: 
     start, error = time.perf_counter(), None
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     effective = _effective(declared, params)
-    with atomic_folder(folder, overwrite) as tmp:
+    with atomic_folder(folder, overwrite, "notebook") as tmp:
         executed = tmp / path.name
         if "out_dir" in declared:
             params = {**params, "out_dir": str(tmp.resolve())}
         error = _execute(path, executed, params, progress, timeout, tmp)
-        nb = nbformat.read(executed, as_version=4)
+        nb = _shareable(nbformat.read(executed, as_version=4), path, tmp, folder)
+        nbformat.write(nb, executed)
         render_html(nb, tmp / f"{path.stem}.html")
         pngs = export_pngs(nb, tmp) if png and error is None else []
         found = runs.collect(nb)

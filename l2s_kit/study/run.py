@@ -29,6 +29,7 @@ from l2s_kit.analysis import format_table1, full_summary, reflection, shortest, 
 from l2s_kit.errors import FigureExportError, L2SError
 from l2s_kit.evaluate import load_responses
 from l2s_kit.io import atomic_file, check_apart, results_folder, write_csv
+from l2s_kit.io.shared import md_text, shown_path
 from l2s_kit.merging.methods.settings import GRID, PAIR_GRID
 from l2s_kit.study.explorer import model_name
 from l2s_kit.study.runner import Job, choose_merge_in, run_jobs
@@ -293,7 +294,7 @@ def _write_files(result: StudyResult, chosen: pd.DataFrame, tolerance: float, pn
     keep = ["system1", "system2", *chosen["model"]]
     out.mkdir(parents=True, exist_ok=True)
     files = [_write_csv(summary, out / "summary.csv"), _write_csv(result.by_level, out / "by_level.csv"),
-             _write_csv(result.models.drop(columns=["responses"]), out / "models.csv"),
+             _write_csv(_shared_models(result.models), out / "models.csv"),
              _write_csv(reflection.keyword_frequency(test, ("model", group)),
                         out / "keyword_frequency.csv")]
     files.append(_write_text(_report(result, chosen, tolerance), out / "table1.md"))
@@ -359,6 +360,13 @@ def record_run(r: StudyResult, parameters: dict, started: str, seconds: float,
         "comparison": None}, folder / runs.RECORD)
 
 
+def _shared_models(models: pd.DataFrame) -> pd.DataFrame:
+    """The models table as shared (``models.csv``): each folder named as a page names it (no
+    absolute path of this machine; the weights hash identifies the model)."""
+    return models.drop(columns=["responses"]).assign(folder=models["folder"].map(
+        lambda f: shown_path(f) if isinstance(f, str) else f))
+
+
 def _write_csv(df: pd.DataFrame, path: Path) -> Path:
     return write_csv(df, path, float_format="%.4g")  # the study's tables: 4 significant digits
 
@@ -373,8 +381,10 @@ def _report(r: StudyResult, chosen: pd.DataFrame, tolerance: float) -> str:
     t = r.summary[r.summary["split"] == "test"].set_index("model")
     s = r.setup
     by = "difficulty level" if s.has_levels else "dataset"
-    lines = [f"# L2S study on {s.title}", "", *_finding(r, chosen, tolerance), "",
-             f"System 1: `{s.system1}` (weights {_short(r, 'system1')}); System 2: `{s.system2}` "
+    lines = [f"# L2S study on {md_text(s.title)}",
+             "", *_finding(r, chosen, tolerance), "",
+             f"System 1: `{shown_path(s.system1)}` (weights {_short(r, 'system1')}); System 2: "
+             f"`{shown_path(s.system2)}` "
              f"(weights {_short(r, 'system2')}); {len(s.data['validation'])} validation and "
              f"{len(s.data['test'])} test problems; prompts: System 1 "
              f"{s.prompts['system1'] or 'as given'}, System 2 and merges "

@@ -49,6 +49,7 @@ from l2s_kit.evaluate import (
     load_rows,
     render_prompt,
 )
+from l2s_kit.io.shared import shown_path
 
 SPLITS = ("validation", "test")
 ROLES = ("system1", "system2")  # merges are prompted as System 2
@@ -265,7 +266,7 @@ def pair_setup(base, model, *, benchmark: str | None = None, data_dir=None, rows
         if not Path(data_dir).is_dir():
             raise SetupError(f"data_dir: {data_dir} does not exist")
         all_rows = load_benchmark(benchmark, data_dir, prompt=None)
-        title = f"{benchmark} ({data_dir})"
+        title = f"{benchmark} ({shown_path(data_dir)})"  # shown in shared pages: no home path
     else:
         all_rows = load_rows(rows)
         title = Path(rows).name

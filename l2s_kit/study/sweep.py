@@ -32,7 +32,7 @@ from l2s_kit.analysis import summarize, table1
 from l2s_kit.choices import BACKENDS, GRADERS, RUNNERS
 from l2s_kit.errors import L2SError
 from l2s_kit.evaluate import DEFAULT_SETTINGS, GenerationSettings, load_responses
-from l2s_kit.io import check_apart
+from l2s_kit.io import check_apart, check_place
 from l2s_kit.study.runner import Job, choose_merge_in, job_inputs, run_jobs
 
 
@@ -107,6 +107,7 @@ def run_sweep(jobs: list[SweepJob], datasets: Mapping[str, list[dict]],
                          + ", ".join(j.name for j in jobs))
     workdir = Path(workdir)
     check_apart(workdir, job_inputs(jobs))
+    check_place(workdir, "workdir")
     (workdir / "responses").mkdir(parents=True, exist_ok=True)
     device = "cuda" if num_gpus > 0 else "cpu"
     recipes = [j.recipe for j in jobs if j.recipe is not None]

@@ -121,6 +121,10 @@ def build_family(root: str | os.PathLike | None = None, spec: FamilySpec = DEFAU
     folder = root / f"family-{spec_hash(spec)}"
     if (folder / "manifest.json").exists() and not force:
         return Family(folder, json.loads((folder / "manifest.json").read_text()))
+    from l2s_kit.io import check_out, check_room
+
+    check_room(folder, 0)  # $L2S_ZOO a file, or a folder that cannot be written
+    check_out(folder, True, "family")  # before minutes of training, not after
     if progress:
         print(f"building the family {folder.name} under {root} (System 1, then System 2; a few "
               "minutes on 2 CPU cores)", flush=True)
@@ -145,7 +149,7 @@ def build_family(root: str | os.PathLike | None = None, spec: FamilySpec = DEFAU
     finally:
         torch.set_num_threads(threads)
     # force: an old build is replaced only once the new one is complete
-    with atomic_folder(folder, overwrite=True) as tmp:
+    with atomic_folder(folder, overwrite=True, kind="family") as tmp:
         hashes = {"system1": _save(s1, tmp / "system1"), "system2": _save(s2, tmp / "system2")}
         manifest = {
             "family": folder.name, "spec": spec.to_dict(), "weights_hash": hashes,
@@ -181,7 +185,7 @@ def export_benchmark(out_dir: str | os.PathLike, n_per_level: int = 100, seed: i
     from l2s_kit.io import atomic_folder
 
     folder = Path(out_dir) / task.BENCHMARK
-    with atomic_folder(folder, overwrite=overwrite) as tmp:
+    with atomic_folder(folder, overwrite=overwrite, kind="benchmark") as tmp:
         for split in ("test", "validation"):
             lines = [json.dumps({"id": r["id"], "question": r["prompt"], "answer": r["gold"],
                                  "level": r["level"]}) + "\n"

@@ -2,8 +2,9 @@
 
 Statistics (activation means for AIM, layer sensitivities and logit distances for Sens-Merging)
 take minutes to hours on a real model, and a sweep over ω or T reuses them. They are stored in
-``<checkpoint>/.l2s_cache/<kind>-<key>.safetensors`` (in ``~/.cache/l2s_kit/stats/`` when the
-checkpoint folder is read-only, and in ``$L2S_CACHE`` whenever that is set), written atomically. The key hashes:
+the kit's cache folder (:func:`l2s_kit.io.identity.cache_dir`: ``$L2S_CACHE``, else the
+platform's user cache folder; never inside a checkpoint), as ``<kind>-<key>.safetensors``,
+written atomically. The key hashes:
 
 - each checkpoint's :func:`l2s_kit.io.checkpoint_key` (its config and tokenizer files and its
   weights hash, the hash every response row carries), so any change of tensor data gives another
