@@ -99,6 +99,30 @@ def chromium():
     return path
 
 
+@pytest.fixture(scope="session")
+def offline_page():
+    """``open(browser, path)`` -> (page, outside, errors, dialogs): a page on the file ``path``
+    with every request outside the file refused and recorded, its script errors and the
+    messages of any dialog (alert, confirm) it opened, each dismissed."""
+    def open_page(browser, path):
+        page = browser.new_page()
+        outside, errors, dialogs = [], [], []
+
+        def route(r):
+            if r.request.url.startswith(("file:", "data:")):
+                r.continue_()
+            else:
+                outside.append(r.request.url)
+                r.abort()
+
+        page.route("**/*", route)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("dialog", lambda d: (dialogs.append(f"{page.url}: {d.message}"), d.dismiss()))
+        page.goto(path.as_uri())
+        return page, outside, errors, dialogs
+    return open_page
+
+
 @pytest.fixture(scope="session", autouse=True)
 def stats_cache(tmp_path_factory):
     """Calibration statistics go to a temporary cache, never into the (shared) family's folders."""

@@ -179,3 +179,27 @@ def test_the_model_card_names_no_path_of_this_machine(tmp_path, monkeypatch):
     assert str(tmp_path) not in card and "`~/models/base`" in card and "`~/models/model`" in card
     assert out.weights_hash in card
     assert str(base) in (out / "l2s_recipe.yaml").read_text()  # what a rerun needs stays
+
+
+@pytest.mark.parametrize("how", ["mismatched", "duplicated"])
+def test_a_bad_shard_index_blocks_in_check_and_merge_naming_the_tensor(tmp_path, capsys, how):
+    base, model = make_pair(tmp_path / "s", "tiny", seed=1, delta_std=0.02, shard_size=20_000)
+    index = model / "model.safetensors.index.json"
+    data = json.loads(index.read_text())
+    shards = sorted(set(data["weight_map"].values()))
+    name = next(n for n, f in data["weight_map"].items() if f == shards[0])
+    if how == "mismatched":
+        data["weight_map"][name] = shards[1]
+        index.write_text(json.dumps(data))
+    else:  # the same tensor, another value, in a second shard
+        sd = load_file(model / shards[1])
+        sd[name] = load_file(model / shards[0])[name] * 3
+        save_file(sd, model / shards[1], metadata={"format": "pt"})
+    assert main(["check", str(base), str(model)]) == 1
+    out = capsys.readouterr().out
+    assert "[blocks] checkpoint model" in out and name in out and shards[1] in out
+    assert main(["merge", "--method", "task_arithmetic", "--base", str(base), "--model",
+                 str(model), "--out", str(tmp_path / "m"), "--quiet"]) == 2
+    err = _one_line(capsys)
+    assert name in err and shards[0] in err and shards[1] in err
+    assert not (tmp_path / "m").exists()

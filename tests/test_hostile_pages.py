@@ -48,41 +48,32 @@ def pages(tmp_path_factory, family):
     return figures, home
 
 
-def _visit(browser, url: str, dialogs: list, outside: list) -> object:
-    page = browser.new_page()
-    page.on("dialog", lambda d: (dialogs.append(f"{page.url}: {d.message}"), d.dismiss()))
-
-    def route(r):
-        if r.request.url.startswith(("file:", "data:")):
-            r.continue_()
-        else:
-            outside.append(r.request.url)
-            r.abort()
-
-    page.route("**/*", route)
-    page.goto(url)
-    page.wait_for_load_state("load")
-    return page
-
-
 @pytest.mark.slow
-def test_no_script_runs_in_any_shared_page_and_every_link_is_clicked(pages, chromium):
+def test_no_script_runs_in_any_shared_page_and_every_link_is_clicked(pages, chromium,
+                                                                     offline_page):
     from playwright.sync_api import sync_playwright
 
     figures, _ = pages
     index = figures / "index.html"
     html_pages = [index, *figures.rglob("*.html")]
     dialogs, outside, clicked = [], [], 0
+
+    def visit(path):
+        page, away, _, seen = offline_page(browser, path)
+        page.wait_for_load_state("load")
+        outside.extend(away)
+        return page, seen
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium)
         try:
             for page_path in dict.fromkeys(html_pages):
-                page = _visit(browser, page_path.as_uri(), dialogs, outside)
+                page, seen = visit(page_path)
                 page.wait_for_timeout(300)  # an onerror handler runs once the image fails
                 hrefs = page.eval_on_selector_all("a[href]", "as => as.map(a => a.href)")
                 page.close()
+                dialogs += seen
                 for i, href in enumerate(hrefs):
-                    page = _visit(browser, page_path.as_uri(), dialogs, outside)
+                    page, seen = visit(page_path)
                     link = page.locator("a[href]").nth(i)
                     if link.is_visible():
                         link.click(modifiers=[], no_wait_after=True)
@@ -92,6 +83,7 @@ def test_no_script_runs_in_any_shared_page_and_every_link_is_clicked(pages, chro
                     clicked += 1
                     assert not href.lower().startswith("javascript:"), href
                     page.close()
+                    dialogs += seen
         finally:
             browser.close()
     assert dialogs == []

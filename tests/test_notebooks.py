@@ -256,26 +256,8 @@ def test_study_notebook_writes_its_tables_into_the_run_folder(smoke):
 
 # ---- the rendered HTML in a real (headless, offline) browser ----------------------------------
 
-def _open_offline(browser, path: Path):
-    """A page on ``path`` with every request outside the file refused and recorded."""
-    page = browser.new_page()
-    outside, errors = [], []
-
-    def route(r):
-        if r.request.url.startswith(("file:", "data:")):
-            r.continue_()
-        else:
-            outside.append(r.request.url)
-            r.abort()
-
-    page.route("**/*", route)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(path.as_uri())
-    return page, outside, errors
-
-
 @pytest.mark.slow
-def test_rendered_html_draws_figures_and_widgets_offline(smoke, chromium):
+def test_rendered_html_draws_figures_and_widgets_offline(smoke, chromium, offline_page):
     from playwright.sync_api import sync_playwright
 
     df, _ = smoke
@@ -283,7 +265,7 @@ def test_rendered_html_draws_figures_and_widgets_offline(smoke, chromium):
         browser = p.chromium.launch(executable_path=chromium)
         try:
             for name, r in df.iterrows():
-                page, outside, errors = _open_offline(browser, Path(r["html"]))
+                page, outside, errors, _ = offline_page(browser, Path(r["html"]))
                 n_figs = len(plotly_figs(smoke, name))
                 page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot').length >= {n_figs}",
                                        timeout=30_000)
@@ -358,7 +340,7 @@ def test_every_run_records_its_parameters_inputs_and_key_numbers(smoke, family):
 
 
 @pytest.mark.slow
-def test_gallery_opens_offline_and_its_links_draw_figures(smoke, chromium):
+def test_gallery_opens_offline_and_its_links_draw_figures(smoke, chromium, offline_page):
     from playwright.sync_api import sync_playwright
 
     df, tmp = smoke
@@ -371,7 +353,7 @@ def test_gallery_opens_offline_and_its_links_draw_figures(smoke, chromium):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium)
         try:
-            page, outside, errors = _open_offline(browser, index)
+            page, outside, errors, _ = offline_page(browser, index)
             assert page.locator(".card").count() == len(ALL)
             thumbs = page.locator("img.thumb")
             page.evaluate("document.querySelectorAll('img.thumb').forEach(i => i.loading = 'eager')")
