@@ -106,8 +106,11 @@ def _merge(args) -> int:
 
 
 def _methods(args) -> int:
-    from l2s_kit.merging import PRESETS, list_methods
+    from l2s_kit.merging import PRESETS, list_methods, methods_table
 
+    if args.markdown:
+        print(methods_table(), end="")
+        return 0
     for m in list_methods():
         aliases = f" (aliases: {', '.join(m.aliases)})" if m.aliases else ""
         print(f"{m.name}{aliases}\n    {m.title}\n    {m.paper}")
@@ -133,14 +136,13 @@ def _eval(args) -> int:
     kept."""
     from l2s_kit.evaluate import (
         GenerationSettings,
+        Grader,
         MathGrader,
         evaluate,
         get_prompt,
-        length_limit,
         load_benchmarks,
         load_rows,
     )
-    from l2s_kit.evaluate.grading import grader_for
 
     if bool(args.data) == bool(args.benchmark):
         raise L2SError("give either --data (a jsonl of rows) or --benchmark NAME (with --data-dir)")
@@ -163,9 +165,8 @@ def _eval(args) -> int:
     else:
         rows = load_rows(args.data)
         stop = tuple(args.stop or ())
-    given = {k: getattr(args, k) for k in ("temperature", "top_p", "n", "seed", "batch_size")}
-    if args.max_new_tokens is not None:
-        given["max_new_tokens"] = length_limit(_int_or_name(args.max_new_tokens))
+    given = {k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_p", "n", "seed",
+                                           "batch_size")}
     # unset options take GenerationSettings' defaults; invalid values raise an L2SError naming them
     settings = GenerationSettings(
         stop=stop, **{k: v for k, v in given.items() if v is not None})
@@ -175,19 +176,19 @@ def _eval(args) -> int:
                        f"problem; ask for k <= {settings.n} or draw more with --n")
     if args.grader is None:  # math-verify for real benchmarks; the built-in task is plain digits
         args.grader = "math-verify" if args.benchmark else "simple"
-    grading, extract = grader_for(args.grader, args.grade_timeout)
+    grader = Grader(args.grader, args.grade_timeout)
     backend = None
     if args.backend == "vllm":
         from l2s_kit.evaluate.vllm_backend import VLLMBackend
 
         backend = VLLMBackend(args.model, tensor_parallel_size=args.tensor_parallel,
                               progress=not args.quiet)
-    with grading as grader:
+    with grader.open() as grade:
         df = evaluate(args.model, rows, args.out, backend=backend, settings=settings,
                       model_name=args.model_name, progress=not args.quiet, device=args.device,
-                      extract=extract, grader=grader, after_think=not args.whole_response)
-        if isinstance(grader, MathGrader):
-            print(grader.report())
+                      extract=grader.extractor, grader=grade, after_think=not args.whole_response)
+        if isinstance(grade, MathGrader):
+            print(grade.report())
     _print_summary(df, ks)
     print(f"\n{len(df)} responses of {df['model'].iloc[0]} in {args.out}")
     return 0
@@ -313,8 +314,6 @@ def _pair_setup(args):
     """The StudySetup the pair arguments describe (the built-in family without a pair)."""
     from l2s_kit.study import study_setup
 
-    if args.max_new_tokens is not None:
-        args.max_new_tokens = _int_or_name(args.max_new_tokens)
     prompts = {k: v for k, v in (("system1", args.prompt_system1),
                                  ("system2", args.prompt_system2)) if v}
     pair = {k: getattr(args, k) for k in ("benchmark", "data_dir", "rows")}
@@ -729,6 +728,8 @@ def _merge_parser(sub) -> None:
 
 def _methods_parser(sub) -> None:
     p = sub.add_parser("methods", help="list merge methods, their parameters and presets")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the methods as the Markdown table of docs/methods.md")
     _runs(p, _methods)
 
 

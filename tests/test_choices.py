@@ -30,15 +30,15 @@ def test_the_command_line_offers_the_table(command, dest, table):
 def test_every_name_is_carried_out():
     import torch
 
-    from l2s_kit.evaluate.grading import grader_for
+    from l2s_kit.evaluate.grading import Grader
     from l2s_kit.io.dtypes import DTYPES
     from l2s_kit.merging.methods.lowrank import singular_values
     from l2s_kit.merging.recipe import load_recipe
 
     assert tuple(DTYPES) == choices.DTYPES
     for name in choices.GRADERS:
-        grader, extract = grader_for(name)
-        assert callable(extract) and hasattr(grader, "__enter__")
+        grader = Grader(name)
+        assert callable(grader.extractor) and hasattr(grader.open(), "__enter__")
     x = torch.arange(12.0).reshape(4, 3)
     exact = torch.linalg.svdvals(x)
     for name in choices.SVD_ALGORITHMS:

@@ -57,3 +57,20 @@ def test_the_readme_is_a_first_screen_linking_every_page():
     linked = {Path(t.partition("#")[0]).name for t in links(ROOT / "README.md")
               if t.startswith("docs/")}
     assert docs and docs <= linked, f"docs pages the README does not link: {sorted(docs - linked)}"
+
+
+def test_the_methods_table_is_the_one_the_registry_generates(capsys):
+    """docs/methods.md's methods table is `l2s methods --markdown`: a method added, renamed or
+    given another parameter or default without regenerating the table fails here."""
+    from l2s_kit.cli import main
+    from l2s_kit.merging import list_methods, methods_table
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text()
+    committed = text.split("<!-- generated: l2s methods --markdown -->\n")[1].split(
+        "<!-- end generated -->")[0]
+    assert committed == methods_table(), "regenerate it with: l2s methods --markdown"
+    assert main(["methods", "--markdown"]) == 0 and capsys.readouterr().out == committed
+    for m in list_methods():  # every method and parameter is in it, by name
+        row = next(line for line in committed.splitlines() if line.startswith(f"| `{m.name}`"))
+        assert all(f"`{p}`" in row for p in m.params), m.name
+    assert "`mergekit`" in next(r for r in committed.splitlines() if r.startswith("| `ties`"))

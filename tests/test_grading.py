@@ -10,7 +10,7 @@ import pytest
 
 import l2s_kit.evaluate.grading as grade_mod
 from l2s_kit.evaluate import evaluate
-from l2s_kit.evaluate.backends import Generation
+from l2s_kit.evaluate.backends import Generation, GenerationError, GenerationSettings
 from l2s_kit.evaluate.benchmarks import BENCHMARKS, BenchmarkError, load_benchmark
 from l2s_kit.evaluate.extract import extract_labelled
 from l2s_kit.evaluate.grading import GradeError, GradeResult, MathGrader, grade_responses
@@ -18,7 +18,6 @@ from l2s_kit.evaluate.prompts import (
     INSTRUCTION,
     PromptError,
     get_prompt,
-    length_limit,
     render_prompt,
 )
 
@@ -121,9 +120,11 @@ def test_prompt_templates():
     assert "<|im_end|>" in get_prompt("qwen25-math-cot").stop
     with pytest.raises(PromptError, match="unknown prompt template 'cot'.*qwen25-math-cot"):
         render_prompt("cot", "x")
-    assert length_limit("8k") == 8192 and length_limit("10K") == 10240 and length_limit(300) == 300
-    with pytest.raises(PromptError, match="length limit"):
-        length_limit("12k")
+    limit = [GenerationSettings(max_new_tokens=v).max_new_tokens for v in ("8k", "10K", 300, "300")]
+    assert limit == [8192, 10240, 300, 300]
+    with pytest.raises(GenerationError, match="max_new_tokens='12k' is invalid; it must be a "
+                       "positive integer or one of 8k, 10k"):
+        GenerationSettings(max_new_tokens="12k")
 
 
 def test_chat_prompt_uses_the_models_template(tiny_pair):

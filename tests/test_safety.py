@@ -352,8 +352,8 @@ def _own_system2(w, tmp_path):
     root, _ = w
     s2 = tmp_path / "s2"
     shutil.copytree(root / "model", s2)
-    return s2, {"merge_method": "task_arithmetic", "base_model": str(root / "base"),
-                "models": [{"model": str(s2)}], "parameters": {"alpha": 0.5}}
+    return s2, load_recipe({"merge_method": "task_arithmetic", "base_model": str(root / "base"),
+                            "models": [{"model": str(s2)}], "parameters": {"alpha": 0.5}})
 
 
 def test_a_changed_input_gives_a_new_merge_not_a_stale_one(w, tmp_path):
@@ -364,15 +364,15 @@ def test_a_changed_input_gives_a_new_merge_not_a_stale_one(w, tmp_path):
     from l2s_kit.merging import merge_once
 
     s2, recipe = _own_system2(w, tmp_path)
-    first, r = merge_once(recipe, tmp_path / "merges", "ta")
-    assert merge_once(recipe, tmp_path / "merges", "ta")[0] == first  # reused
+    first = merge_once(recipe, tmp_path / "merges", "ta")
+    assert merge_once(recipe, tmp_path / "merges", "ta") == first  # reused
     f = s2 / "model.safetensors"
     state = load_file(f)
     name = sorted(state)[0]
     state[name] = torch.zeros_like(state[name])  # System 2 replaced in place, same folder
     save_file(state, f, metadata={"format": "pt"})
-    second, r2 = merge_once(recipe, tmp_path / "merges", "ta")
-    assert r2.hash == r.hash and second != first  # same recipe, other inputs: a new merge
+    second = merge_once(recipe, tmp_path / "merges", "ta")
+    assert second != first  # the same recipe, other inputs: a new merge
     assert weights_hash(Checkpoint(second)) != weights_hash(Checkpoint(first))
 
 
@@ -668,11 +668,11 @@ def test_an_edited_config_gives_a_new_merge_and_is_not_resumed(w, tmp_path):
     from l2s_kit.merging import merge_once
 
     s2, recipe = _own_system2(w, tmp_path)
-    first, _ = merge_once(recipe, tmp_path / "merges", "ta")
+    first = merge_once(recipe, tmp_path / "merges", "ta")
     out = tmp_path / "r.jsonl"
     evaluate(s2, ROWS, out, backend=_Echo(), progress=False)
     _edit_config(s2, eos_token_id=7)
-    second, _ = merge_once(recipe, tmp_path / "merges", "ta")
+    second = merge_once(recipe, tmp_path / "merges", "ta")
     assert second != first
     with pytest.raises(ResponsesError, match="config or tokenizer files were others"):
         evaluate(s2, ROWS, out, backend=_Echo(), progress=False)

@@ -179,6 +179,17 @@ def verdicts(p: pd.DataFrame, level: float = 1 - CONFIDENCE) -> pd.DataFrame:
                     accuracy_drop=(p["mcnemar_p"] < level) & (p["accuracy_change"] < 0))
 
 
+def shortest_index(accuracy, tokens) -> int:
+    """The choice rule, on arrays of candidates (all within the tolerance): the index of the one
+    with the fewest tokens, a tie going to the more accurate, then to the first listed; -1 when
+    there is none. The study's and ``l2s tune``'s choice and its bootstrap stability use it."""
+    if not len(tokens):
+        return -1
+    order = np.lexsort((np.arange(len(tokens)), -np.asarray(accuracy, dtype=float),
+                        np.asarray(tokens, dtype=float)))
+    return int(order[0])
+
+
 def choice_stability(val: pd.DataFrame, candidates: pd.DataFrame, chosen: pd.DataFrame,
                      reference: str, tolerance: float, resamples: int = 1000,
                      seed: int = SEED) -> pd.DataFrame:
@@ -211,8 +222,7 @@ def choice_stability(val: pd.DataFrame, candidates: pd.DataFrame, chosen: pd.Dat
             ok = cols[feasible[b, cols]]
             if not len(ok):
                 continue
-            # the rule's order: shortest, then most accurate, then the first listed
-            best = ok[np.lexsort((np.arange(len(ok)), -acc[b, 1 + ok], tok[b, 1 + ok]))[0]]
+            best = ok[shortest_index(acc[b, 1 + ok], tok[b, 1 + ok])]
             hits += int(best == cols[target])
         rows.append({"method": method, "model": model, "stability": hits / resamples})
     return pd.DataFrame(rows)

@@ -230,8 +230,15 @@ def pareto_front(df: pd.DataFrame, x: str = "mean_tokens", y: str = "accuracy") 
 
 
 def shortest(candidates: pd.DataFrame, by: str | None = None) -> pd.DataFrame:
-    """The shortest of ``candidates`` (fewest ``mean_tokens``; a tie goes to the more accurate),
-    one row per ``by`` group or one in all: the choice rule of the study and of ``l2s tune``,
+    """The shortest of ``candidates`` (:func:`l2s_kit.analysis.stats.shortest_index`: fewest
+    ``mean_tokens``, a tie to the more accurate, then the first listed), one row per ``by`` group
+    (in the groups' order) or one in all: the choice rule of the study and of ``l2s tune``,
     applied to the candidates within their tolerance."""
-    ranked = candidates.sort_values(["mean_tokens", "accuracy"], ascending=[True, False])
-    return ranked.head(1) if by is None else ranked.groupby(by, as_index=False).first()
+    def pick(rows: pd.DataFrame) -> list:
+        i = stats.shortest_index(rows["accuracy"].to_numpy(), rows["mean_tokens"].to_numpy())
+        return [rows.index[i]] if i >= 0 else []
+
+    if by is None:
+        return candidates.loc[pick(candidates)]
+    keep = [i for _, rows in candidates.groupby(by, sort=True) for i in pick(rows)]
+    return candidates.loc[keep].reset_index(drop=True)

@@ -19,14 +19,14 @@ from l2s_kit.faces import hand_on
 
 __getattr__, __dir__, __all__ = hand_on(__name__, {
     "backends": ("DEFAULT_SETTINGS", "FAMILY_SETTINGS", "Backend", "Generation",
-                 "GenerationError", "GenerationSettings", "TransformersBackend"),
+                 "GenerationError", "GenerationSettings", "LENGTH_LIMITS", "TransformersBackend"),
     "benchmarks": ("BENCHMARKS", "FAMILY_BENCHMARK", "PAPER_BENCHMARKS", "BenchmarkError",
                    "load_benchmark", "load_benchmarks", "parse_level"),
     "extract": ("Extraction", "answer_candidates", "extract_answer", "extract_family",
                 "extract_labelled", "grade", "normalize"),
-    "grading": ("GradeError", "GradeResult", "MathGrader", "grade_responses"),
+    "grading": ("GradeError", "GradeResult", "Grader", "MathGrader", "grade_responses"),
     "lengths": ("LENGTH_RULES", "LengthError", "token_lengths", "with_lengths"),
-    "prompts": ("LENGTH_LIMITS", "PROMPTS", "PromptError", "get_prompt", "length_limit",
+    "prompts": ("PROMPTS", "PromptError", "get_prompt",
                 "render_prompt"),
     "run": ("COLUMNS", "ResponsesError", "evaluate", "load_responses", "load_rows"),
 })

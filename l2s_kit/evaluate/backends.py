@@ -40,11 +40,23 @@ class GenerationError(L2SError, ValueError):
     """Generation settings or a backend's inputs are invalid."""
 
 
+LENGTH_LIMITS = {"8k": 8192, "10k": 10240}  # the paper's named limits
+
+
+def _limit(value):
+    """A generated-token limit: an int, a whole number as text, or a name of LENGTH_LIMITS
+    (anything else is left for the check, which names it)."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        return LENGTH_LIMITS.get(text, int(text) if text.isdigit() else value)
+    return value
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """How to decode. Everything but ``batch_size`` determines the outputs and is recorded."""
 
-    max_new_tokens: int = 256  # generated tokens per sample, EOS included
+    max_new_tokens: int = 256  # generated tokens per sample, EOS included ("8k", "8192" taken)
     temperature: float = 0.0  # 0 = greedy; > 0 samples
     top_p: float = 1.0  # nucleus sampling mass, in (0, 1]
     n: int = 1  # samples per prompt; n > 1 needs temperature > 0
@@ -53,13 +65,17 @@ class GenerationSettings:
     batch_size: int = field(default=32, compare=False)  # prompts per generate call (throughput)
 
     def __post_init__(self):
+        # the one place a length limit is parsed: every face (command line, YAML, notebook
+        # parameters, Python) hands on what it was given
+        object.__setattr__(self, "max_new_tokens", _limit(self.max_new_tokens))
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         else:
             object.__setattr__(self, "stop", tuple(self.stop))
         checks = [
-            ("max_new_tokens", isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1,
-             "a positive integer"),
+            ("max_new_tokens", isinstance(self.max_new_tokens, int)
+             and not isinstance(self.max_new_tokens, bool) and self.max_new_tokens >= 1,
+             f"a positive integer or one of {', '.join(LENGTH_LIMITS)}"),
             ("temperature", isinstance(self.temperature, (int, float))
              and 0 <= self.temperature < math.inf, "a finite number >= 0 (0 = greedy)"),
             ("top_p", isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1,

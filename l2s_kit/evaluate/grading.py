@@ -34,8 +34,8 @@ import select
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -214,22 +214,44 @@ def grade_responses(df, grader: MathGrader | None = None, progress: bool = True)
                      grade_status=[r.status for r in results])
 
 
-# The graders a command line offers, by name: simple (exact match, numbers as numbers; the
-# built-in task), math-verify (math-verify's strict comparison) and reference (the Qwen2.5-Math
-# toolkit's numeric tolerances).
+@dataclass(frozen=True)
+class Grader:
+    """A grader of :data:`GRADERS` by name, with the extractor it pairs with (the one place
+    that pairing is written): ``simple`` (exact match, numbers as numbers; the built-in task)
+    takes ``extract_answer``; ``math-verify`` (math-verify's strict comparison) and
+    ``reference`` (the Qwen2.5-Math toolkit's numeric tolerances) take ``extract_labelled``
+    (with the answer's source). ``extract`` gives another extractor (the family's own).
+    ``timeout``: seconds per sample for the math-verify graders.
 
+    >>> with Grader("simple").open() as grade:
+    ...     grade("2", "2.0")
+    True
+    """
 
-def grader_for(name: str, timeout: float = 5.0):
-    """(a context manager giving the grader, the extractor it pairs with) for a name of
-    :data:`GRADERS`: the simple grader takes ``extract_answer``; the math-verify ones
-    ``extract_labelled`` (with the answer's source)."""
-    from contextlib import nullcontext
+    name: str = "simple"
+    timeout: float = 5.0
+    extract: Callable | None = field(default=None, compare=False)
 
-    from l2s_kit.evaluate.extract import extract_answer, extract_labelled, grade
+    def __post_init__(self):
+        if self.name not in GRADERS:
+            raise GradeError(f"grader {self.name!r} is not one of {', '.join(GRADERS)}")
 
-    if name == "simple":
-        return nullcontext(grade), extract_answer
-    if name not in GRADERS:
-        raise GradeError(f"grader {name!r} is not one of {', '.join(GRADERS)}")
-    return MathGrader("strict" if name == "math-verify" else "reference", timeout=timeout), \
-        extract_labelled
+    @property
+    def extractor(self) -> Callable:
+        from l2s_kit.evaluate.extract import extract_answer, extract_labelled
+
+        if self.extract is not None:
+            return self.extract
+        return extract_answer if self.name == "simple" else extract_labelled
+
+    def open(self):
+        """A context manager giving the grading callable ``(answer, gold) -> bool`` (for the
+        math-verify graders a :class:`MathGrader`, whose worker process it stops at the end)."""
+        from contextlib import nullcontext
+
+        from l2s_kit.evaluate.extract import grade
+
+        if self.name == "simple":
+            return nullcontext(grade)
+        return MathGrader("strict" if self.name == "math-verify" else "reference",
+                          timeout=self.timeout)

@@ -23,7 +23,6 @@ from l2s_kit.errors import L2SError
 INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 
 # The paper's limits on generated tokens (8K and 10K), by name.
-LENGTH_LIMITS = {"8k": 8192, "10k": 10240}
 
 # Worked examples of the few-shot prompt (written for this kit; short GSM8K-style problems, so
 # that no benchmark problem leaks into a prompt).
@@ -116,13 +115,3 @@ def get_prompt(name: str) -> PromptTemplate:
 def render_prompt(name: str, question: str, tokenizer=None) -> str:
     """``question`` in the template ``name`` (``chat`` needs the model's ``tokenizer``)."""
     return get_prompt(name).render(question, tokenizer)
-
-
-def length_limit(name: str | int) -> int:
-    """Generated-token limit by name ("8k" = 8192, "10k" = 10240) or as an int."""
-    if isinstance(name, int) and not isinstance(name, bool) and name > 0:
-        return name
-    if isinstance(name, str) and name.lower() in LENGTH_LIMITS:
-        return LENGTH_LIMITS[name.lower()]
-    raise PromptError(f"length limit {name!r} is not one of {list(LENGTH_LIMITS)} or a positive "
-                      "integer")

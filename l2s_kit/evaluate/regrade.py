@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from l2s_kit.evaluate.extract import final_part
-from l2s_kit.evaluate.grading import grader_for
+from l2s_kit.evaluate.grading import Grader
 from l2s_kit.evaluate.run import (
     ResponsesError,
     _extracted,
@@ -57,9 +57,10 @@ def regrade(src: str | os.PathLike, out: str | os.PathLike, grader: str = "math-
             raise ResponsesError(f"{src}, row {i}: no field {missing[0]!r}; regrading needs "
                                  f"{', '.join(NEEDS)} on every row (an l2s responses file)")
     origin = {"file": str(src), "sha256": hashlib.sha256(data).hexdigest()}
-    grading, extract = grader_for(grader, timeout)
+    grading = Grader(grader, timeout)
+    extract = grading.extractor
     new = []
-    with grading as g:
+    with grading.open() as g:
         name = grader_name(g)
         for r in tqdm(rows, desc=f"regrade ({name})", unit="response", disable=not progress):
             text, scope = final_part(r["response"] or "", after_think)

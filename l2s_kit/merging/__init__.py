@@ -16,5 +16,5 @@ __getattr__, __dir__, __all__ = hand_on(__name__, {
     "engine": ("merge_state_dicts", "plan_merge"),
     "recipe": ("ModelSpec", "Recipe", "load_recipe"),
     "methods.settings": ("GRID", "PAIR_GRID", "PRESETS"),
-    "registry": ("get_method", "list_methods", "merge_method"),
+    "registry": ("get_method", "list_methods", "merge_method", "methods_table"),
 })

@@ -65,7 +65,7 @@ class PerModel(tuple):
         return f"PerModel({list(self)!r})"
 
 
-def at(value, i: int):
+def model_value(value, i: int):
     """Model ``i``'s value of a parameter that may be given per model (:class:`PerModel`)."""
     return value[i] if isinstance(value, PerModel) else value
 
@@ -457,4 +457,32 @@ def get_method(name: str) -> MergeMethod:
 
 def list_methods() -> list[MergeMethod]:
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def methods_table() -> str:
+    """Every method as a Markdown table row, from the registry (the methods table of
+    docs/methods.md, printed by ``l2s methods --markdown``; a test keeps the two equal)."""
+    lines = ["| method | parameters (default) | models merged into the base | paper |",
+             "|---|---|---|---|"]
+    for m in list_methods():
+        name = f"`{m.name}`" + (f" ({', '.join(f'`{a}`' for a in m.aliases)})" if m.aliases else "")
+        params = []
+        for p in m.params.values():
+            extra = [f"one of {' / '.join(f'`{c}`' for c in p.choices)}"] if p.choices else []
+            if p.name in m.per_model:
+                extra.append("per model")
+            default = f"`{p.default!r}`" if p.default is not None else "none"
+            params.append(f"`{p.name}` ({', '.join([default, *extra])})"
+                          + (f": {_cell(p.help)}" if p.help else ""))
+        if m.wraps:
+            params.append("and the parameters of the inner merge")
+        lo, hi = m.n_models
+        models = str(lo) if lo == hi else f"{lo} or more" if hi is None else f"{lo} to {hi}"
+        lines.append(f"| {name} | {'; '.join(params) or 'none'} | {models} | "
+                     f"[{_cell(m.title)}]({m.paper}) |")
+    return "\n".join(lines) + "\n"
 

@@ -3,6 +3,7 @@ or into memory; the merged folder's config and its record (``l2s_merge.json``)."
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -53,8 +54,8 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
     the merge (``l2s check``'s verdict) refuses it unless ``force=True``.
     """
     r = _recipe(recipe)
-    if device is not None:
-        r.device = device
+    if device is not None:  # the caller's recipe stays as it is
+        r = dataclasses.replace(r, device=device)
     check_apart(out, recipe_inputs(r))
     check_out(Path(out), overwrite)  # before any work
     inputs = [Checkpoint(r.base_model), *[Checkpoint(m.model) for m in r.models]]
@@ -204,14 +205,13 @@ def pair_check_notes(r: Recipe, inputs: list) -> list[str]:
     return out
 
 
-def merge_key(recipe: Recipe | dict | str | os.PathLike) -> str:
+def merge_key(r: Recipe) -> str:
     """What identifies a merge before it is made: the recipe hash and the identity of everything
     it reads (:func:`l2s_kit.io.checkpoint_key` of each checkpoint: weights, config and tokenizer
     files; the files of a separate config or tokenizer source), so a checkpoint replaced or edited
     in its folder gives another key. 12 hex digits."""
     from l2s_kit.io import checkpoint_key, files_hash
 
-    r = _recipe(recipe)
     checkpoints = {r.base_model, *(m.model for m in r.models)}
     inputs = {role: checkpoint_key(p) if p in checkpoints else files_hash(p)
               for role, p in recipe_inputs(r).items()}
@@ -219,18 +219,17 @@ def merge_key(recipe: Recipe | dict | str | os.PathLike) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def merge_once(recipe: Recipe | dict | str | os.PathLike, root: str | os.PathLike, name: str, *,
-               device: str | None = None) -> tuple[Path, Recipe]:
-    """Merge ``recipe`` into ``root/<name>-<merge key>`` unless that folder exists (a merge folder
-    appears complete or not at all, so an existing one is finished); returns the folder and the
-    validated recipe. The key (:func:`merge_key`) covers the recipe and its inputs' weights, so
+def merge_once(r: Recipe, root: str | os.PathLike, name: str, *,
+               device: str | None = None) -> Path:
+    """Merge the recipe ``r`` into ``root/<name>-<merge key>`` unless that folder exists (a merge
+    folder appears complete or not at all, so an existing one is finished); returns the folder.
+    The key (:func:`merge_key`) covers the recipe and its inputs' weights, so
     a changed input checkpoint gives a new folder instead of reusing a stale merge. Grids, sweeps
     and studies reuse their merges through this."""
-    r = _recipe(recipe)
     folder = Path(root) / f"{name}-{merge_key(r)}"
     if not folder.exists():
         merge(r, folder, device=device, progress=False)
-    return folder, r
+    return folder
 
 
 def merge_in_memory(recipe: Recipe | dict | str | os.PathLike, *, device: str | None = None,

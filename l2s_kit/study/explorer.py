@@ -27,9 +27,7 @@ import pandas as pd
 from l2s_kit import analysis
 from l2s_kit.analysis import reflection
 from l2s_kit.evaluate import GenerationSettings, evaluate
-
-REFERENCE = "system2"
-ENDPOINTS = ("system1", "system2")
+from l2s_kit.study.setup import REFERENCE, ROLES
 
 
 def model_name(method: str, params: dict) -> str:
@@ -43,7 +41,7 @@ class _Merged:
 
     name = "merge"
 
-    def __init__(self, recipe: dict, device: str):
+    def __init__(self, recipe, device: str):  # a validated Recipe
         self.recipe, self.device = recipe, device
 
     def generate(self, prompts, settings):
@@ -88,15 +86,16 @@ class Explorer:
 
     def _grade(self):
         if self._grader is None:
-            from l2s_kit.study.runner import make_grader
+            from l2s_kit.evaluate import Grader
 
-            self._grader, self._close = make_grader(self.setup.grader)
+            self._grading = Grader(self.setup.grader).open()
+            self._grader = self._grading.__enter__()
         return self._grader
 
     def close(self) -> None:
         """Stop the grader's worker process (math-verify), if one was started."""
         if self._grader is not None:
-            self._close()
+            self._grading.__exit__(None, None, None)
             self._grader = None
 
     def recipe(self, method: str, **params):
@@ -121,7 +120,7 @@ class Explorer:
             r = s.rows(self.split, role)
             return r if wanted is None else [x for x in r if str(x["id"]) in wanted]
         common = dict(extract=s.extract, grader=self._grade(), progress=False)
-        if method in ENDPOINTS:
+        if method in ROLES:
             if params:
                 raise ValueError(f"{method} takes no parameters (got {', '.join(params)})")
             df = evaluate(getattr(s, method), rows(method), self.out,
@@ -133,9 +132,9 @@ class Explorer:
             recipe = self.recipe(method, **params)
             key = merge_key(recipe)
             if key in self._weights:  # merged before: merge again only if something is left
-                backend, weights = _Merged(recipe.to_dict(), self.device), self._weights[key]
+                backend, weights = _Merged(recipe, self.device), self._weights[key]
             else:
-                backend, weights = merge_into_base(recipe.to_dict(), self.device)
+                backend, weights = merge_into_base(recipe, self.device)
                 self._weights[key] = weights
             df = evaluate(None, rows("merge"), self.out, backend=backend,
                           model_name=model_name(method, params), recipe_hash=recipe.hash,
@@ -145,7 +144,7 @@ class Explorer:
 
     def compare(self, merges: Iterable[tuple[str, dict]] = ()) -> pd.DataFrame:
         """Responses of System 1, System 2 and every ``(method, params)`` of ``merges``."""
-        frames = [self.responses(m) for m in ENDPOINTS]
+        frames = [self.responses(m) for m in ROLES]
         frames += [self.responses(m, **p) for m, p in merges]
         return pd.concat(frames, ignore_index=True)
 

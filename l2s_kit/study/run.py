@@ -33,10 +33,8 @@ from l2s_kit.io.shared import md_text, shown_path
 from l2s_kit.merging.methods.settings import GRID, PAIR_GRID
 from l2s_kit.study.explorer import model_name
 from l2s_kit.study.runner import Job, choose_merge_in, run_jobs
-from l2s_kit.study.setup import StudySetup, family_setup
+from l2s_kit.study.setup import REFERENCE, StudySetup, family_setup
 from l2s_kit.zoo import DEFAULT, FamilySpec, build_family
-
-REFERENCE = "system2"
 
 
 @dataclass
@@ -115,7 +113,7 @@ def study_jobs(setup: StudySetup, grid=GRID) -> list[Job]:
                              "models": [{"model": str(setup.system2)}], "parameters": params})
         except L2SError as e:
             raise SetupError(f"grid: merge {model_name(method, params)!r}: {e}") from None
-        jobs.append(Job(model_name(method, params), recipe=r.to_dict(), recipe_hash=r.hash,
+        jobs.append(Job(model_name(method, params), recipe=r,
                         prompt=setup.prompts["system2"], settings=setup.settings["system2"]))
     names = [j.name for j in jobs]
     dup = sorted({n for n in names if names.count(n) > 1})

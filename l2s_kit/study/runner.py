@@ -29,6 +29,7 @@ from l2s_kit.choices import MERGE_IN, RUNNERS
 from l2s_kit.errors import L2SError
 from l2s_kit.evaluate import GenerationSettings, render_prompt
 from l2s_kit.io.names import LM_HEAD
+from l2s_kit.merging.recipe import Recipe
 
 
 class RunnerError(L2SError, ValueError):
@@ -37,17 +38,28 @@ class RunnerError(L2SError, ValueError):
 
 @dataclass(frozen=True)
 class Job:
-    """One merge-then-evaluate job: ``recipe`` (a validated recipe's dict) merged and evaluated,
-    or, with ``recipe`` None, the checkpoint ``model`` evaluated as it is (e.g. System 2).
-    ``prompt``: a prompt template rendered from each row's ``question`` (None: the rows' own
-    prompts); ``settings``: this job's generation settings (None: the runner's)."""
+    """One merge-then-evaluate job: ``recipe`` (a validated :class:`l2s_kit.merging.Recipe`,
+    checked once where the job is made and handed down whole) merged and evaluated, or, with
+    ``recipe`` None, the checkpoint ``model`` evaluated as it is (e.g. System 2). ``prompt``: a
+    prompt template rendered from each row's ``question`` (None: the rows' own prompts);
+    ``settings``: this job's generation settings (None: the runner's)."""
 
     name: str
-    recipe: dict | None = None
+    recipe: Recipe | None = None
     model: str | None = None
-    recipe_hash: str | None = None
     prompt: str | None = None
     settings: GenerationSettings | None = None
+
+    def __post_init__(self):
+        if (self.recipe is None) == (self.model is None):
+            raise RunnerError(f"job {self.name!r}: give a recipe to merge or a model, not both")
+        if self.recipe is not None and not isinstance(self.recipe, Recipe):
+            raise RunnerError(f"job {self.name!r}: recipe must be a Recipe (load_recipe(...)), "
+                              f"got {type(self.recipe).__name__}")
+
+    @property
+    def recipe_hash(self) -> str | None:
+        return self.recipe.hash if self.recipe is not None else None
 
 
 def file_name(name: str) -> str:
@@ -95,14 +107,14 @@ def _base_backend(folder: str, device: str, tokenizer_dir: str):
     return _LOADED[key]
 
 
-def merge_into_base(recipe: dict, device: str = "cpu"):
+def merge_into_base(recipe: Recipe, device: str = "cpu"):
     """Merge ``recipe`` in memory into the (cached) loaded System 1; returns (backend, weights
     hash). The tokenizer is the recipe's tokenizer source (System 1's by default), as a merge on
     disk would get."""
     from l2s_kit.io import StateDictSource, weights_hash
-    from l2s_kit.merging import load_recipe, merge_in_memory
+    from l2s_kit.merging import merge_in_memory
 
-    r = load_recipe(recipe)
+    r = recipe
     tok = r.source_path(r.tokenizer_source)
     backend = _base_backend(r.base_model, device, tok)
     state = merge_in_memory(r, device=device)
@@ -115,17 +127,6 @@ def merge_into_base(recipe: dict, device: str = "cpu"):
     return backend, digest
 
 
-def make_grader(name: str):
-    """(grader, closer): "simple" (normalized match) or "math-verify" / "reference" (a
-    :class:`l2s_kit.evaluate.MathGrader` in a worker process, closed by ``closer``)."""
-    from l2s_kit.evaluate import MathGrader, grade
-
-    if name == "simple":
-        return grade, lambda: None
-    mv = MathGrader("strict" if name == "math-verify" else "reference")
-    return mv, mv.close
-
-
 def run_job(job: Job, datasets: Mapping[str, list[dict]], workdir: str, *,
             settings: GenerationSettings, grader: str = "simple",
             extract: Callable | None = None, backend: str = "transformers",
@@ -133,7 +134,7 @@ def run_job(job: Job, datasets: Mapping[str, list[dict]], workdir: str, *,
             progress: bool = False) -> dict:
     """Merge (in memory, or on disk unless done) and evaluate one job on every dataset; returns
     the job's row of the runner's jobs table. Runs in this process or in a Ray worker."""
-    from l2s_kit.evaluate import evaluate, extract_answer, extract_labelled
+    from l2s_kit.evaluate import Grader, evaluate
     from l2s_kit.merging import merge_once
 
     workdir = Path(workdir)
@@ -146,19 +147,18 @@ def run_job(job: Job, datasets: Mapping[str, list[dict]], workdir: str, *,
             raise RunnerError("in-memory merges need the transformers backend; merge on disk "
                               "(merge_in='disk') for vLLM")
         gen_backend, weights = merge_into_base(job.recipe, device)
-        folder, method = None, job.recipe["merge_method"]
+        folder, method = None, job.recipe.merge_method
     elif job.recipe is not None:  # merged on the task's device (cuda in a GPU task)
-        folder, recipe = merge_once(job.recipe, workdir / "merges", file_name(job.name),
-                                    device=device)
-        method = recipe.merge_method
+        folder = merge_once(job.recipe, workdir / "merges", file_name(job.name), device=device)
+        method = job.recipe.merge_method
     else:
         folder, method = Path(job.model), "model"
     if gen_backend is None and backend == "vllm":
         from l2s_kit.evaluate.vllm_backend import VLLMBackend
 
         gen_backend = VLLMBackend(folder, tensor_parallel_size=tensor_parallel, progress=False)
-    grade_fn, close = make_grader(grader)
-    try:
+    grading = Grader(grader, extract=extract)
+    with grading.open() as grade_fn:
         for name, rows in datasets.items():
             rows = [{**r, "dataset": name} for r in rows]
             if job.prompt is not None:
@@ -169,14 +169,10 @@ def run_job(job: Job, datasets: Mapping[str, list[dict]], workdir: str, *,
                 gen_backend = TransformersBackend(folder, device=device, progress=False)
             df = evaluate(folder, rows, out, backend=gen_backend, settings=settings,
                           model_name=job.name, recipe_hash=job.recipe_hash, weights_hash=weights,
-                          extract=extract or (extract_answer if grader == "simple"
-                                              else extract_labelled),
-                          grader=grade_fn, progress=progress)
+                          extract=grading.extractor, grader=grade_fn, progress=progress)
             if weights is None and len(df):
                 weights = df["weights_hash"].iloc[-1]
         timeouts = getattr(grade_fn, "counts", {}).get("timeout", 0)
-    finally:
-        close()
     return {"name": job.name, "method": method, "recipe_hash": job.recipe_hash,
             "weights_hash": weights, "folder": str(folder) if folder is not None else None,
             "merged_in": ("memory" if folder is None else "disk") if job.recipe else None,
@@ -240,13 +236,9 @@ def job_inputs(jobs: list[Job]) -> dict[str, str]:
         if j.model is not None:
             out[f"model of job {j.name}"] = j.model
         if j.recipe is not None:
-            r = j.recipe
-            out[f"base model of job {j.name}"] = r["base_model"]
-            for i, m in enumerate(r.get("models", [])):
-                out[f"model {i + 1} of job {j.name}"] = m["model"]
-            for key in ("tokenizer_source", "config_source"):
-                if r.get(key, "base") not in ("base", "model"):
-                    out[f"{key.replace('_', ' ')} of job {j.name}"] = r[key]
+            from l2s_kit.merging import recipe_inputs
+
+            out.update({f"{what} of job {j.name}": p for what, p in recipe_inputs(j.recipe).items()})
     return out
 
 

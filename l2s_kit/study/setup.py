@@ -44,7 +44,6 @@ from l2s_kit.evaluate import (
     extract_family,
     extract_labelled,
     get_prompt,
-    length_limit,
     load_benchmark,
     load_rows,
     render_prompt,
@@ -53,6 +52,7 @@ from l2s_kit.io.shared import shown_path
 
 SPLITS = ("validation", "test")
 ROLES = ("system1", "system2")  # merges are prompted as System 2
+REFERENCE = "system2"  # what every merge is compared with
 # The paper's prompts: few-shot for the base System 1, the Qwen2.5-Math CoT chat prompt for the rest
 PAPER_PROMPTS = {"system1": "fewshot", "system2": "qwen25-math-cot"}
 PAIR_MAX_NEW_TOKENS = 8192  # the paper's 8K limit
@@ -137,14 +137,7 @@ def family_setup(family=None, n_per_level: int = 100, *, family_root: str | os.P
 def _family_settings(max_new_tokens) -> GenerationSettings:
     if max_new_tokens in (None, ""):
         return FAMILY_SETTINGS
-    return replace(FAMILY_SETTINGS, max_new_tokens=_limit(max_new_tokens))
-
-
-def _limit(value) -> int:
-    try:
-        return length_limit(value)
-    except (ValueError, TypeError) as e:
-        raise SetupError(f"max_new_tokens: {e}") from None
+    return replace(FAMILY_SETTINGS, max_new_tokens=max_new_tokens)
 
 
 def _checkpoint(value, name: str) -> Path:
@@ -281,7 +274,7 @@ def pair_setup(base, model, *, benchmark: str | None = None, data_dir=None, rows
         settings = {role: one for role in used}
         extract, default_grader = extract_family, "simple"
     else:
-        n = _limit(max_new_tokens) if max_new_tokens not in (None, "") else PAIR_MAX_NEW_TOKENS
+        n = max_new_tokens if max_new_tokens not in (None, "") else PAIR_MAX_NEW_TOKENS
         settings = {role: GenerationSettings(max_new_tokens=n, stop=get_prompt(t).stop if t else ())
                     for role, t in used.items()}
         extract = extract_labelled if benchmark is not None else extract_answer

@@ -40,7 +40,6 @@ class SweepError(L2SError, ValueError):
     """A sweep is malformed (unknown runner, grader or backend, duplicate names, no datasets)."""
 
 
-SweepJob = Job  # a sweep's jobs are the runner's
 
 
 @dataclass
@@ -53,7 +52,7 @@ class SweepResult:
 
 
 def sweep_jobs(recipes: Mapping[str, object] | None = None,
-               models: Mapping[str, str | os.PathLike] | None = None) -> list[SweepJob]:
+               models: Mapping[str, str | os.PathLike] | None = None) -> list[Job]:
     """Jobs of a grid: ``recipes`` maps names to recipes (a file, YAML text, a dict or a
     ``Recipe``; checked now, before any job runs), ``models`` names to checkpoint folders
     evaluated as they are. Names become the ``model`` column of the results."""
@@ -63,10 +62,10 @@ def sweep_jobs(recipes: Mapping[str, object] | None = None,
     for name, folder in (models or {}).items():
         if not Path(folder, "config.json").is_file():
             raise SweepError(f"model {name!r}: {folder} is not a checkpoint folder (no config.json)")
-        jobs.append(SweepJob(str(name), model=str(folder)))
+        jobs.append(Job(str(name), model=str(folder)))
     for name, source in (recipes or {}).items():
         recipe = source if isinstance(source, Recipe) else load_recipe(source)
-        jobs.append(SweepJob(str(name), recipe=recipe.to_dict(), recipe_hash=recipe.hash))
+        jobs.append(Job(str(name), recipe=recipe))
     names = [j.name for j in jobs]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
@@ -76,7 +75,7 @@ def sweep_jobs(recipes: Mapping[str, object] | None = None,
     return jobs
 
 
-def run_sweep(jobs: list[SweepJob], datasets: Mapping[str, list[dict]],
+def run_sweep(jobs: list[Job], datasets: Mapping[str, list[dict]],
               workdir: str | os.PathLike, *, runner: str = "local",
               settings: GenerationSettings = DEFAULT_SETTINGS, grader: str = "simple",
               extract: Callable | None = None, backend: str = "transformers",
@@ -112,7 +111,7 @@ def run_sweep(jobs: list[SweepJob], datasets: Mapping[str, list[dict]],
     device = "cuda" if num_gpus > 0 else "cpu"
     recipes = [j.recipe for j in jobs if j.recipe is not None]
     if recipes:
-        merge_in = choose_merge_in(recipes[0]["base_model"], device, backend, merge_in)
+        merge_in = choose_merge_in(recipes[0].base_model, device, backend, merge_in)
     done = run_jobs(jobs, datasets, workdir, runner=runner, num_cpus=num_cpus, num_gpus=num_gpus,
                     ray_address=ray_address, progress=progress, desc="sweep",
                     settings=settings, grader=grader, extract=extract, backend=backend,
@@ -143,7 +142,6 @@ def load_sweep(source: str | os.PathLike | dict) -> dict:
 
     from l2s_kit.evaluate import (
         get_prompt,
-        length_limit,
         load_benchmark,
         load_rows,
     )
@@ -188,9 +186,7 @@ def load_sweep(source: str | os.PathLike | dict) -> dict:
     for name, file in (d.get("data") or {}).items():
         datasets[name] = load_rows(resolve(file))[:d.get("limit")]
     stop = get_prompt(prompt).stop if d.get("benchmarks") else ()
-    given = {k: d[k] for k in ("temperature", "top_p", "n", "seed") if k in d}
-    if "max_new_tokens" in d:
-        given["max_new_tokens"] = length_limit(d["max_new_tokens"])
+    given = {k: d[k] for k in ("max_new_tokens", "temperature", "top_p", "n", "seed") if k in d}
     settings = GenerationSettings(stop=stop, **given)  # the rest: GenerationSettings' defaults
     kwargs = {k: d[k] for k in ("runner", "ray_address", "num_cpus", "num_gpus", "backend",
                                 "grader", "reference", "merge_in") if k in d}

@@ -45,7 +45,8 @@ import pandas as pd
 from l2s_kit.analysis import summarize
 from l2s_kit.choices import OBJECTIVES, SAMPLERS
 from l2s_kit.errors import L2SError
-from l2s_kit.study.explorer import REFERENCE, Explorer, model_name
+from l2s_kit.study.explorer import Explorer, model_name
+from l2s_kit.study.setup import REFERENCE
 
 GRID = 0.01
 

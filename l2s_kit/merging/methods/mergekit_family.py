@@ -38,8 +38,8 @@ from l2s_kit.merging.registry import (
     Range,
     RecipeError,
     State,
-    at,
     merge_method,
+    model_value,
 )
 from l2s_kit.seeds import generator
 
@@ -155,7 +155,7 @@ def gta(base: torch.Tensor, deltas: list[torch.Tensor], weights, *, consensus: b
 
 def _della(base, models, weights, density, epsilon, alpha, rescale, normalize, seed, tensor,
            consensus):
-    deltas = [della_magprune(m - base, at(density, i), at(epsilon, i), rescale,
+    deltas = [della_magprune(m - base, model_value(density, i), model_value(epsilon, i), rescale,
                              generator(seed, tensor, i)) for i, m in enumerate(models)]
     return gta(base, deltas, weights, consensus=consensus, normalize=normalize, alpha=alpha)
 
@@ -166,8 +166,8 @@ def _check_della(params: dict, where: str) -> None:
     density, epsilon = params["density"], params["epsilon"]
     n = max(len(v) if isinstance(v, PerModel) else 1 for v in (density, epsilon))
     for i in range(n):  # each model's values (given per model or not)
-        e = at(epsilon, i)
-        for d in numbers(at(density, i)):  # every value a layer schedule can take
+        e = model_value(epsilon, i)
+        for d in numbers(model_value(density, i)):  # every value a layer schedule can take
             if 0 < d < 1 and (d + e >= 1 or d - e <= 0):
                 raise RecipeError(f"{where}: density ± epsilon must lie in (0, 1) (DELLA's keep "
                                   f"probabilities); got density {d}, epsilon {e}"
@@ -207,7 +207,7 @@ def breadcrumbs(base, models, weights, *, density: Density = 1.0, gamma: Gamma =
 
     The ``gamma`` share of the largest magnitudes and the smallest go, ``density`` is kept;
     mergekit's ``breadcrumbs``."""
-    deltas = [magnitude_outliers(m - base, at(density, i), at(gamma, i), rescale)
+    deltas = [magnitude_outliers(m - base, model_value(density, i), model_value(gamma, i), rescale)
               for i, m in enumerate(models)]
     return gta(base, deltas, weights, consensus=False, normalize=normalize, alpha=alpha)
 
@@ -217,7 +217,7 @@ def breadcrumbs(base, models, weights, *, density: Density = 1.0, gamma: Gamma =
 def breadcrumbs_ties(base, models, weights, *, density: Density = 1.0, gamma: Gamma = 0.01,
                      alpha: Alpha = 1.0, rescale: bool = False, normalize: bool = False):
     """Model Breadcrumbs with TIES' sign election; mergekit's ``breadcrumbs_ties``."""
-    deltas = [magnitude_outliers(m - base, at(density, i), at(gamma, i), rescale)
+    deltas = [magnitude_outliers(m - base, model_value(density, i), model_value(gamma, i), rescale)
               for i, m in enumerate(models)]
     return gta(base, deltas, weights, consensus=True, normalize=normalize, alpha=alpha)
 

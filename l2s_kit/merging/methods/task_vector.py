@@ -40,8 +40,8 @@ from l2s_kit.merging.registry import (
     RecipeError,
     Search,
     State,
-    at,
     merge_method,
+    model_value,
 )
 
 TA_PAPER = "https://arxiv.org/abs/2212.04089"
@@ -57,15 +57,15 @@ def _trim(deltas, trimmers, k, trim):
         out = []
         for i, d in enumerate(deltas):
             a = d.reshape(-1).abs()
-            out.append(Trimmer.for_tensor(d, at(k, i), trim, magnitudes=a)(d, magnitudes=a))
+            out.append(Trimmer.for_tensor(d, model_value(k, i), trim, magnitudes=a)(d, magnitudes=a))
         return out
     return [t(d) for t, d in zip(trimmers, deltas)]
 
 
 def _dare(deltas, masks, p, seed):
     if masks is None:  # called directly: masks from the seed and the model index only
-        masks = [DropMask(at(p, i), seed, "", i) for i in range(len(deltas))]
-    return [dare(d, m.keep(d.numel(), device=d.device), at(p, i))
+        masks = [DropMask(model_value(p, i), seed, "", i) for i in range(len(deltas))]
+    return [dare(d, m.keep(d.numel(), device=d.device), model_value(p, i))
             for i, (d, m) in enumerate(zip(deltas, masks))]
 
 
@@ -74,7 +74,7 @@ def _dare(deltas, masks, p, seed):
 def drop_masks(job, rows, p: float | PerModel, seed: int, n: int) -> list:
     """DARE's masks of the n models for one block of tensor ``job``, seeded by the tensor's name
     and positioned at the block's flat offset (independent of read order and block size)."""
-    return [DropMask(at(p, i), seed, job.name, i).at(job.offset(rows)) for i in range(n)]
+    return [DropMask(model_value(p, i), seed, job.name, i).at(job.offset(rows)) for i in range(n)]
 
 
 def _plan_global(run, delta, k: float | PerModel) -> tuple[list[Trimmer], float]:
@@ -89,7 +89,7 @@ def _plan_global(run, delta, k: float | PerModel) -> tuple[list[Trimmer], float]
                           disable=not run.progress, leave=False):
                 for rows in j.blocks():
                     yield delta(j, rows, i)
-        trimmers.append(Trimmer.from_blocks(blocks, total, at(k, i), "topk"))
+        trimmers.append(Trimmer.from_blocks(blocks, total, model_value(k, i), "topk"))
     if run.n < 2:
         return trimmers, 1.0  # one task vector: the elected sign never changes the result
     plans = [(t.threshold, t.tie_budget) for t in trimmers]
@@ -118,13 +118,13 @@ def _tensor_trimmers(run, job, delta, k: float | PerModel, rule: str) -> list[Tr
     for i in range(run.n):
         if n <= WHOLE_PLAN_ELEMS:
             rows = slice(0, job.shared_rows) if job.out.shape else None
-            out.append(Trimmer.for_tensor(delta(job, rows, i), at(k, i), rule))
+            out.append(Trimmer.for_tensor(delta(job, rows, i), model_value(k, i), rule))
             continue
 
         def blocks(i=i):
             for rows in job.blocks():
                 yield delta(job, rows, i)
-        out.append(Trimmer.from_blocks(blocks, n, at(k, i), rule))
+        out.append(Trimmer.from_blocks(blocks, n, model_value(k, i), rule))
     return out
 
 
@@ -138,7 +138,7 @@ def _plan(run, params: dict, *, drop: bool, trim: bool):
         d = run.delta(job, i, rows)
         if not drop:
             return d
-        p = at(p_of(job), i)
+        p = model_value(p_of(job), i)
         mask = drop_masks(job, rows, p, params["seed"], run.n)[i]
         return dare(d, mask.keep(d.numel(), device=d.device), p)
 
@@ -150,7 +150,7 @@ def _plan(run, params: dict, *, drop: bool, trim: bool):
         shared, zero_sign = _plan_global(run, delta, params["k"])
 
     def state(job):
-        trims = trim and (any(at(k_of(job), i) > 0 for i in range(run.n))
+        trims = trim and (any(model_value(k_of(job), i) > 0 for i in range(run.n))
                           or params["trim"] == "global")
         trimmers = shared if shared is not None else (
             _tensor_trimmers(run, job, delta, k_of(job), params["trim"]) if trims else None)
@@ -204,7 +204,7 @@ def task_arithmetic(base, models, weights, *, alpha: Alpha = 1.0):
 
 def _check_trim(params: dict, where: str) -> None:
     k = params.get("k")
-    if params.get("trim") == "global" and any(isinstance(at(k, i), list) for i in range(
+    if params.get("trim") == "global" and any(isinstance(model_value(k, i), list) for i in range(
             len(k) if isinstance(k, PerModel) else 1)):
         raise RecipeError(f"{where}: trim: global chooses one threshold for the whole model, so "
                           "k cannot be a layer schedule there; use trim: topk")
