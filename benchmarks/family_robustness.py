@@ -39,7 +39,7 @@ def one(seed: int, threads: int, root: Path, n_per_level: int, tolerance: float)
     spec = FamilySpec(seed=seed, threads=threads)
     grid = [("task_arithmetic", {"alpha": a}) for a in ALPHAS] + [TIES]
     where = root / f"seed{seed}-threads{threads}"
-    r = run_study(where / "runs", where / "figures", family_root=root / "zoo", spec=spec,
+    r = run_study(where / "runs", where / "figures", family_root=root / "zoo", family_spec=spec,
                   n_per_level=n_per_level, grid=grid, tolerance=tolerance, progress=False)
     t = r.summary[r.summary["split"] == "test"].set_index("model")
     s1, s2 = t.loc["system1"], t.loc["system2"]

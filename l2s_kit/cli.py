@@ -310,31 +310,34 @@ def _sweep(args) -> int:
     return 0
 
 
+PAIR_FIELDS = ("base", "model", "benchmark", "data_dir", "rows", "validation", "limit", "seed",
+               "max_new_tokens", "grader", "backend", "tensor_parallel", "device", "n_per_level")
+STUDY_FIELDS = ("tolerance", "n", "temperature", "top_p", "merge_in", "runner", "num_gpus",
+                "ray_address", "workdir", "out", "png", "grid")
+
+
+def _spec(args, names, command: str, config: str | None = None):
+    """The StudySpec the command line's ``names`` options give (``--k`` as ks, the two prompt
+    flags as prompts), over a ``--config`` file's settings when given: built once, checked once."""
+    from l2s_kit.study import StudySpec
+
+    given = set(_given(args, command))
+    d = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    prompts = {role: getattr(args, f"prompt_{role}") for role in ("system1", "system2")
+               if getattr(args, f"prompt_{role}", None)}
+    d.update({"prompts": prompts} if prompts else {})
+    d.update({"ks": args.k} if getattr(args, "k", None) else {})
+    given = {k for k in d if k in given} | {k for k in ("prompts", "ks") if k in d}
+    if config:
+        return StudySpec.from_yaml(config, **{k: v for k, v in d.items() if k in given})
+    return StudySpec.from_dict(d, where="the command line", given=given)
+
+
 def _pair_setup(args):
     """The StudySetup the pair arguments describe (the built-in family without a pair)."""
-    from l2s_kit.study import study_setup
+    from l2s_kit.study import build_setup
 
-    prompts = {k: v for k, v in (("system1", args.prompt_system1),
-                                 ("system2", args.prompt_system2)) if v}
-    pair = {k: getattr(args, k) for k in ("benchmark", "data_dir", "rows")}
-    if args.base or args.model or any(pair.values()):
-        extra = {"validation": _int_or_name(args.validation) if args.validation else None,
-                 "limit": args.limit, "seed": args.seed, "backend": args.backend,
-                 "tensor_parallel": args.tensor_parallel, "grader": args.grader}
-        if prompts:
-            extra["prompts"] = prompts
-        return study_setup(args.base, args.model, device=args.device,
-                           max_new_tokens=args.max_new_tokens, progress=not args.quiet,
-                           **pair, **{k: v for k, v in extra.items() if v is not None})
-    for flag, v in (("--validation", args.validation), ("--limit", args.limit),
-                    ("--prompt-system1", args.prompt_system1),
-                    ("--prompt-system2", args.prompt_system2), ("--grader", args.grader)):
-        if v is not None:
-            raise L2SError(f"{flag} applies to a pair's data: give --base, --model and "
-                           "--benchmark/--data-dir or --rows (the built-in family has its "
-                           "own splits)")
-    return study_setup(n_per_level=args.n_per_level, device=args.device,
-                       max_new_tokens=args.max_new_tokens, progress=not args.quiet)
+    return build_setup(_spec(args, PAIR_FIELDS, args.command), progress=not args.quiet)
 
 
 def _study(args) -> int:
@@ -345,31 +348,21 @@ def _study(args) -> int:
     with tables and figures. With no pair, the built-in family (built or reused). Re-runs reuse
     merges and responses."""
     from l2s_kit.study import print_result, run_study
-    from l2s_kit.study.run import load_grid
 
-    grid = load_grid(args.grid) if args.grid else None
     given = _given(args, "study")
-    setup = _pair_setup(args)
-    if args.out is None:  # a pair's study never replaces the family's (the demo's) in the gallery
-        args.out = "figures/study" if setup.family is not None else f"figures/study-{setup.name}"
-    skip = {"func", "command", "quiet", "overwrite"}
-    r = run_study(args.workdir, args.out, setup=setup, grid=grid, tolerance=args.tolerance,
-                  png=args.png, progress=not args.quiet, runner=args.runner,
-                  merge_in=args.merge_in, num_gpus=args.num_gpus, ray_address=args.ray_address,
-                  sampling=_sampling(args), ks=_ks(args),
-                  parameters={k: v for k, v in vars(args).items() if k not in skip and v is not None},
-                  given={k: v for k, v in given.items() if k not in skip},
-                  overwrite=args.overwrite)
+    spec = _spec(args, PAIR_FIELDS + STUDY_FIELDS, "study", args.config)
+    r = run_study(spec=spec, progress=not args.quiet, overwrite=args.overwrite)
     print_result(r)
     from l2s_kit.notebooks.gallery import write_gallery
 
-    gallery = Path(args.gallery) if args.gallery else Path(args.out).resolve().parent
-    if gallery != Path(args.out).resolve() and Path(args.out).resolve().is_relative_to(gallery.resolve()):
+    out = r.out.resolve()
+    gallery = Path(args.gallery) if args.gallery else out.parent
+    if gallery != out and out.is_relative_to(gallery.resolve()):
         page = write_gallery(gallery)
         if page:
             print(f"gallery:   {page}")
     else:
-        print(f"gallery:   none ({args.out} is not inside {gallery})")
+        print(f"gallery:   none ({r.out} is not inside {gallery})")
     if r.missing_pngs:
         again = _command("study", {**given, "png": True})
         print(f"figures incomplete: {len(r.missing_pngs)} PNG(s) missing; every table and HTML "
@@ -410,12 +403,6 @@ def _command(command: str, options: dict) -> str:
             for v in value if isinstance(value, list) else [value]:
                 words += [flag, shlex.quote(str(v))]
     return " ".join(words)
-
-
-def _sampling(args) -> dict:
-    """The sampling settings given on the command line (``--n``, ``--temperature``, ``--top-p``)."""
-    return {k: getattr(args, k) for k in ("n", "temperature", "top_p")
-            if getattr(args, k, None) is not None}
 
 
 def _ks(args) -> list[int] | None:
@@ -913,6 +900,9 @@ def _study_parser(sub) -> None:
     p.add_argument("--gallery", default=None,
                    help="the folder whose index.html lists this run with the notebooks' runs "
                    "(default: the folder holding --out, e.g. figures)")
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="a YAML file of the study's settings (the names of StudySpec: base, "
+                   "model, benchmark, grid, tolerance, ...); options given here win")
     _runs(p, _study, overwrite=_results_overwrite("study"), quiet="no progress bars")
 
 

@@ -75,7 +75,7 @@ def test_highlight_marks_keywords_and_escapes_the_rest():
 
 
 def test_param_grid_is_each_methods_own_product():
-    from l2s_kit.study.explorer import param_grid
+    from l2s_kit.study.spec import param_grid
 
     got = param_grid({"task_arithmetic": {"alpha": [0.2, 0.5]},
                       "ties": {"k": [0.5, 0.8], "alpha": [1.0]}})

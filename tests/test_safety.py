@@ -696,7 +696,7 @@ def test_a_study_rerun_with_other_settings_evaluates_anew_and_reuses_the_merges(
     stay."""
     first = _tiny_study(tmp_path, tmp_path / "o1")
     files = set(first.models["responses"])
-    second = _tiny_study(tmp_path, tmp_path / "o2", sampling={"n": 2, "temperature": 0.7}, ks=[1, 2])
+    second = _tiny_study(tmp_path, tmp_path / "o2", n=2, temperature=0.7, ks=[1, 2])
     assert second.models["weights_hash"].tolist() == first.models["weights_hash"].tolist()
     assert not files & set(second.models["responses"])
     assert all(__import__("os").path.exists(f) for f in files)

@@ -12,8 +12,8 @@ import pytest
 from l2s_kit.cli import main
 from l2s_kit.io import checkpoint_hash
 from l2s_kit.study import SetupError, run_study, study_setup
-from l2s_kit.study.run import load_grid
 from l2s_kit.study.setup import stratified_sample
+from l2s_kit.study.spec import load_grid
 from l2s_kit.zoo import export_benchmark
 
 GRID = [("task_arithmetic", {"alpha": 0.2}), ("ties", {"k": 0.8, "alpha": 0.5})]
@@ -154,7 +154,7 @@ def test_a_pair_is_checked_before_anything_runs(family, exported, tmp_path):
         study_setup(s1, s2)
     with pytest.raises(SetupError, match="needs data_dir"):
         study_setup(s1, s2, benchmark="l2s_family")
-    with pytest.raises(SetupError, match="limit must be a positive"):
+    with pytest.raises(SetupError, match="limit: a whole number of at least 1, got 0"):
         study_setup(s1, s2, benchmark="l2s_family", data_dir=exported.parent, limit=0)
     with pytest.raises(SetupError, match="leave none to report on"):
         study_setup(s1, s2, benchmark="l2s_family", data_dir=exported.parent, limit=5,

@@ -150,7 +150,7 @@ def test_sampling_metrics_in_the_study_equal_those_of_its_responses(tmp_path):
 
     r = run_study(tmp_path / "runs", tmp_path / "out", n_per_level=2, progress=False,
                   grid=[("task_arithmetic", {"alpha": 0.3})],
-                  sampling={"n": 4, "temperature": 0.6}, ks=[1, 4])
+                  n=4, temperature=0.6, ks=[1, 4])
     test = r.responses["test"]
     assert test.groupby(["model", "id"]).size().eq(4).all()
     want = sampling_metrics(test, [1, 4]).set_index("model")
@@ -165,7 +165,7 @@ def test_sampling_metrics_in_the_study_equal_those_of_its_responses(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--n", "4", "--temperature", "0.6", "--k", "1,8"], "--k 8 is larger than --n 4"),
+    (["--n", "4", "--temperature", "0.6", "--k", "1,8"], "ks: 8 is larger than n (4)"),
     (["--n", "4"], "n=4 asks for several samples per prompt, but temperature=0"),
     (["--n", "2", "--temperature", "0.5", "--k", "0"], "every k must be at least 1"),
 ])
@@ -233,7 +233,13 @@ def test_run_study_from_python_writes_its_own_record(tmp_path):
     record = json.loads((r.out / runs.RECORD).read_text())
     assert record["kind"] == "study" and record["status"] == "ok"
     assert record["parameters"]["grid"] == [["task_arithmetic", {"alpha": 0.3}]]
-    assert record["parameters"]["tolerance"] == 3.0 and record["given"] == record["parameters"]
+    assert record["parameters"]["tolerance"] == 3.0
+    assert set(record["given"]) == {"workdir", "out", "n_per_level", "grid"}  # this call's
+    from l2s_kit.study import StudySpec  # the record rebuilds the study's spec exactly
+
+    assert StudySpec.from_dict(record["parameters"]) == StudySpec(
+        workdir=str(tmp_path / "runs"), out=str(tmp_path / "out"), n_per_level=4,
+        grid=[("task_arithmetic", {"alpha": 0.3})])
     assert record["files"]["html"] == "accuracy_vs_length.html"
     by_model = r.models.set_index("model")["weights_hash"]
     assert record["inputs"]["system1"] == f"weights:{by_model['system1']}"

@@ -16,7 +16,7 @@ import re
 
 import yaml
 
-__all__ = ["safe_load"]
+__all__ = ["load_mapping", "safe_load"]
 
 _FLOAT_1_2 = re.compile(r"""^(?:
     [-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
@@ -58,3 +58,20 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_1_2, list("-+012
 def safe_load(stream):
     """:func:`yaml.safe_load` with the changes above."""
     return yaml.load(stream, Loader=_Loader)  # noqa: S506  (a SafeLoader subclass)
+
+
+def load_mapping(path, what: str, error: type, shape: str = "a mapping of names to values") -> dict:
+    """The YAML file ``path`` (a ``what``: "sweep file", "study file", ...), which must hold a
+    mapping; a missing file, invalid YAML or another shape is ``error`` naming the file."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{what} {path} does not exist")
+    try:
+        data = safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise error(f"{what} {path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(data, dict):
+        raise error(f"{what} {path}: it must be {shape}")
+    return data

@@ -75,20 +75,10 @@ def _literal_type(default: str, inferred: str) -> str:
 
 
 def _load_params_file(path: str | os.PathLike) -> dict:
-    import yaml
+    from l2s_kit.io.yamlfile import load_mapping
 
-    from l2s_kit.io.yamlfile import safe_load
-
-    path = Path(path)
-    if not path.is_file():
-        raise NotebookError(f"parameters file {path} does not exist")
-    try:
-        data = safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise NotebookError(f"parameters file {path}: {' '.join(str(e).split())}") from None
-    if not isinstance(data, dict):
-        raise NotebookError(f"parameters file {path} must map parameter names to values")
-    return data
+    return load_mapping(path, "parameters file", NotebookError, "a mapping of parameter names to "
+                        "values")
 
 
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list": (list,),

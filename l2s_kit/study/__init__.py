@@ -2,11 +2,12 @@
 each method's setting on validation, report on test; the explorer and its widget for interactive
 work; sweeps run locally or as Ray tasks.
 
+- ``spec``: what a study is asked to do, one typed object from every face (``StudySpec``)
 - ``setup``: what a study runs on: a pair, its problems split into validation and test, prompts,
   settings, extractor, grader (``study_setup``; the built-in family when nothing is given)
 - ``run``: the study (``l2s study``, ``make demo``) of any setup
 - ``runner``: one merge-then-evaluate job (in memory or on disk), run locally or as Ray tasks
-- ``explorer``: merge in memory and evaluate, for notebooks and grids (``Explorer``, ``param_grid``)
+- ``explorer``: merge in memory and evaluate, for notebooks and grids (``Explorer``)
 - ``widget``: the explorer's ipywidgets control panel
 - ``calibration``: calibration grids of activation-based merges
 - ``sweep``: recipes × datasets as merge-then-evaluate jobs, locally or on Ray
@@ -16,5 +17,6 @@ from l2s_kit.faces import hand_on
 
 __getattr__, __dir__, __all__ = hand_on(__name__, {
     "run": ("StudyResult", "print_result", "run_study", "study_jobs"),
-    "setup": ("SetupError", "StudySetup", "family_setup", "pair_setup", "study_setup"),
+    "setup": ("StudySetup", "build_setup", "family_setup", "pair_setup", "study_setup"),
+    "spec": ("SetupError", "StudySpec", "load_grid", "param_grid"),
 })

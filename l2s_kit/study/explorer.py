@@ -16,7 +16,6 @@ model's weights hash), so asking again for a merge already evaluated generates n
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -157,25 +156,3 @@ class Explorer:
         s = analysis.model_summary(df, reference=REFERENCE, keep=("method", "parameters"))
         params = pd.DataFrame([{}, {}, *[p for _, p in merges]])
         return pd.concat([s, params.reset_index(drop=True)], axis=1)
-
-
-def param_grid(spec: dict[str, dict[str, Sequence]]) -> list[tuple[str, dict]]:
-    """Every ``(method, params)`` of the product of each method's value lists:
-    ``param_grid({"task_arithmetic": {"alpha": [0.2, 0.5]}, "ties": {"k": [0.8], "alpha": [0.5]}})``
-    gives TA at α 0.2 and 0.5, then TIES at (k 0.8, α 0.5). Parameters are checked by name."""
-    from l2s_kit.merging import get_method
-
-    out = []
-    for m, values in spec.items():
-        method = get_method(m)
-        names = list(values)
-        for combo in itertools.product(*values.values()):
-            params = dict(zip(names, combo))
-            own = method.accepts(params)  # AIM: its own and this combination's inner merge's
-            unknown = [k for k in params if k not in own]
-            if unknown:
-                inner = f" wrapping {method.inner_of(params)}" if method.wraps else ""
-                raise ValueError(f"{m}{inner} has no parameter {', '.join(unknown)}; it takes "
-                                 f"{', '.join(own)}")
-            out.append((m, params))
-    return out

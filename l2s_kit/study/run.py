@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,7 +32,8 @@ from l2s_kit.io.shared import md_text, shown_path
 from l2s_kit.merging.methods.settings import GRID, PAIR_GRID
 from l2s_kit.study.explorer import model_name
 from l2s_kit.study.runner import Job, choose_merge_in, run_jobs
-from l2s_kit.study.setup import REFERENCE, StudySetup, family_setup
+from l2s_kit.study.setup import REFERENCE, StudySetup, build_setup, family_setup
+from l2s_kit.study.spec import SetupError, StudySpec
 from l2s_kit.zoo import DEFAULT, FamilySpec, build_family
 
 
@@ -57,47 +57,6 @@ class StudyResult:
         return self.setup.family
 
 
-def load_grid(source: str | os.PathLike | list | dict) -> list[tuple[str, dict]]:
-    """A study grid from a YAML file (or its parsed value): a list of ``[method, {parameter:
-    value}]`` merges, or a mapping of method → parameter → list of values (every combination,
-    :func:`l2s_kit.study.explorer.param_grid`). Errors name the file and the entry."""
-    import yaml
-
-    from l2s_kit.io.yamlfile import safe_load
-    from l2s_kit.study.explorer import param_grid
-    from l2s_kit.study.setup import SetupError
-
-    where = "grid"
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise SetupError(f"grid file {path} does not exist")
-        where = str(path)
-        try:
-            source = safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise SetupError(f"{where}: not valid YAML ({e})") from None
-    if isinstance(source, dict):
-        try:
-            return param_grid({m: {k: v if isinstance(v, list) else [v] for k, v in (p or {}).items()}
-                               for m, p in source.items()})
-        except (ValueError, KeyError, AttributeError) as e:
-            raise SetupError(f"{where}: {e}") from None
-    if not isinstance(source, list) or not source:
-        raise SetupError(f"{where}: a grid is a list of [method, {{parameter: value}}] or a "
-                         "mapping method → parameter → values")
-    out = []
-    for i, item in enumerate(source):
-        if isinstance(item, str):
-            item = [item, {}]
-        if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str)
-                and isinstance(item[1], dict)):
-            raise SetupError(f"{where}: entry {i + 1} ({item!r}) is not [method, {{parameter: "
-                             "value}}]")
-        out.append((item[0], dict(item[1])))
-    return out
-
-
 def study_jobs(setup: StudySetup, grid=GRID) -> list[Job]:
     """System 1, System 2 and one job per (method, parameters) of ``grid``: merges of System 1
     (base) with System 2, prompted and decoded as System 2."""
@@ -105,8 +64,6 @@ def study_jobs(setup: StudySetup, grid=GRID) -> list[Job]:
 
     jobs = [Job(role, model=str(getattr(setup, role)), prompt=setup.prompts[role],
                 settings=setup.settings[role]) for role in ("system1", "system2")]
-    from l2s_kit.study.setup import SetupError
-
     for method, params in grid:
         try:
             r = load_recipe({"merge_method": method, "base_model": str(setup.system1),
@@ -122,23 +79,18 @@ def study_jobs(setup: StudySetup, grid=GRID) -> list[Job]:
     return jobs
 
 
-def with_sampling(setup: StudySetup, sampling: dict | None, ks: Sequence[int] | None) -> StudySetup:
-    """``setup`` with every model decoded by ``sampling`` (``n``, ``temperature``, ``top_p``),
-    after checking that each k of ``ks`` is at most ``n``; errors name the parameter."""
+def with_sampling(setup: StudySetup, sampling: dict | None) -> StudySetup:
+    """``setup`` with every model decoded by ``sampling`` (``n``, ``temperature``, ``top_p``:
+    a spec's, checked); errors name the setting."""
     from l2s_kit.evaluate import GenerationError
-    from l2s_kit.study.setup import SetupError
 
-    if sampling:
-        try:
-            settings = {role: replace(st, **sampling) for role, st in setup.settings.items()}
-        except GenerationError as e:
-            raise SetupError(str(e).replace("generation setting ", "--")) from None
-        setup = replace(setup, settings=settings)
-    n = setup.settings["system2"].n
-    if ks and max(ks) > n:
-        raise SetupError(f"--k {max(ks)} is larger than --n {n}, the samples drawn per problem; "
-                         f"ask for k <= {n} or draw more samples with --n")
-    return setup
+    if not sampling:
+        return setup
+    try:
+        settings = {role: replace(st, **sampling) for role, st in setup.settings.items()}
+    except GenerationError as e:
+        raise SetupError(str(e).replace("generation setting ", "")) from None
+    return replace(setup, settings=settings)
 
 
 def choose_on_validation(val: pd.DataFrame, tolerance: float = 3.0) -> pd.DataFrame:
@@ -148,60 +100,53 @@ def choose_on_validation(val: pd.DataFrame, tolerance: float = 3.0) -> pd.DataFr
     return shortest(val[val["accuracy_change"] >= -tolerance], by="method")[["method", "model"]]
 
 
-def run_study(workdir: str | os.PathLike = "data/runs/study", out: str | os.PathLike = "figures/study",
-              *, setup: StudySetup | None = None, family_root: str | os.PathLike | None = None,
-              spec: FamilySpec = DEFAULT, n_per_level: int = 100, grid=None,
-              tolerance: float = 3.0, png: bool = False, progress: bool = True,
-              runner: str = "local", merge_in: str = "auto", num_gpus: float = 0,
-              ray_address: str | None = None, sampling: dict | None = None,
-              ks: Sequence[int] | None = None, parameters: dict | None = None, given: dict | None = None,
-              overwrite: bool = False) -> StudyResult:
-    """The study of ``setup`` (default: the built-in family of ``spec``, ``n_per_level``
-    problems per level and split) into ``workdir/<setup name>`` (merges, responses) and ``out``
-    (tables, figures, and the run's record: ``run.json`` and ``metrics.json``). ``grid``:
-    (method, parameters) merges (default: ``GRID`` for the family, ``PAIR_GRID`` for a pair).
-    ``runner``: "local" or "ray" (one Ray task per model, ``num_gpus`` each); ``merge_in``:
-    "auto", "memory" or "disk" (see :func:`l2s_kit.study.runner.choose_merge_in`).
-    ``sampling``: generation settings for every model (``n``, ``temperature``, ``top_p``; default
-    greedy, one sample); ``ks``: the k of pass@k and maj@k (each at most ``n``).
+def run_study(workdir: str | os.PathLike | None = None, out: str | os.PathLike | None = None, *,
+              spec: StudySpec | None = None, setup: StudySetup | None = None,
+              family_spec: FamilySpec = DEFAULT, progress: bool = True, overwrite: bool = False,
+              **keywords) -> StudyResult:
+    """The study ``spec`` asks for (a :class:`StudySpec`, or the keywords of one, with
+    ``workdir`` and ``out``: Python's face) into ``workdir/<setup name>`` (merges, responses) and
+    ``out`` (tables, figures, and the run's record: ``run.json`` with the spec and
+    ``metrics.json``). ``setup``: a :class:`StudySetup` already made to study instead of the
+    spec's pair or family (its data as made); ``family_spec``: the built-in family to build
+    when the spec names none.
 
     ``out`` holds this run's files only: it is replaced as a whole at the end when it holds an
-    earlier study's, refused before any work when it holds anything else unless ``overwrite``,
-    and refused while another study writes it (:func:`l2s_kit.io.results_folder`).
-
-    ``parameters`` and ``given``: what the run record says was set and given (default: this
-    call's settings, all given). ``l2s study`` is this function plus the gallery page
-    (:func:`l2s_kit.notebooks.gallery.write_gallery` of the folder above ``out``, which lists
-    every folder with a run record): from Python or the command line the study's folder is the
-    same.
+    earlier study's, and anything else is refused before any work (:func:`l2s_kit.io.results_folder`).
+    ``l2s study`` is this function plus the gallery page
+    (:func:`l2s_kit.notebooks.gallery.write_gallery` of the folder above ``out``): from Python or
+    the command line the study's folder is the same.
     """
     import transformers
 
     started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
     transformers.logging.disable_progress_bar()
+    if spec is None:
+        where = {k: str(v) for k, v in (("workdir", workdir), ("out", out)) if v is not None}
+        spec = StudySpec.from_dict({**where, **keywords}, where="run_study")
+    elif workdir is not None or out is not None or keywords:
+        raise SetupError("give a StudySpec (spec=) or its settings as keywords, not both")
     if setup is None:
-        setup = family_setup(build_family(family_root, spec=spec, progress=progress), n_per_level)
-    if grid is None:
-        grid = GRID if setup.family is not None else PAIR_GRID
-    setup = with_sampling(setup, sampling, ks)
+        setup = (family_setup(build_family(spec.family_root, spec=family_spec, progress=progress),
+                              spec.n_per_level, device=spec.device,
+                              max_new_tokens=spec.max_new_tokens)
+                 if spec.is_family else build_setup(spec, progress))
+    if spec.out is None:  # a pair's study never replaces the family's (the demo's)
+        spec = replace(spec, out="figures/study" if setup.family is not None
+                       else f"figures/study-{setup.name}")
+    grid = spec.grid or (GRID if setup.family is not None else PAIR_GRID)
+    setup = with_sampling(setup, spec.sampling)
+    workdir, out = Path(spec.workdir), Path(spec.out)
     pair = {"System 1": setup.system1, "System 2": setup.system2}
     check_apart(workdir, pair)  # the folder given, not only the pair's folder made inside it
     check_apart(out, pair)
-    if parameters is None:
-        parameters = {"workdir": str(workdir), "out": str(out), "setup": setup.name,
-                      "grid": [[m, dict(p)] for m, p in grid], "tolerance": tolerance,
-                      "png": png, "runner": runner, "merge_in": merge_in, "num_gpus": num_gpus,
-                      "ray_address": ray_address, "sampling": sampling,
-                      "ks": list(ks) if ks else None}
-        parameters = {k: v for k, v in parameters.items() if v is not None}
     with results_folder(out, "study", overwrite) as folder:
-        result = _run_models(setup, grid, Path(workdir) / setup.name, Path(out),
-                             progress=progress, runner=runner, merge_in=merge_in,
-                             num_gpus=num_gpus, ray_address=ray_address)
-        chosen = _summarize(result, tolerance, ks)
-        _write_files(result, chosen, tolerance, png, folder)
-        record_run(result, parameters, started, time.perf_counter() - t0, given=given,
-                   folder=folder)
+        result = _run_models(setup, grid, workdir / setup.name, out, progress=progress,
+                             runner=spec.runner, merge_in=spec.merge_in,
+                             num_gpus=spec.num_gpus, ray_address=spec.ray_address)
+        chosen = _summarize(result, spec.tolerance, spec.ks)
+        _write_files(result, chosen, spec.tolerance, spec.png, folder)
+        record_run(result, spec, started, time.perf_counter() - t0, folder=folder)
     result.files = [result.out / p.relative_to(folder) for p in result.files]
     return result
 
@@ -334,12 +279,12 @@ def key_numbers(r: StudyResult) -> dict[str, float]:
     return out
 
 
-def record_run(r: StudyResult, parameters: dict, started: str, seconds: float,
-               given: dict | None = None, folder: Path | None = None) -> Path:
+def record_run(r: StudyResult, spec: StudySpec, started: str, seconds: float,
+               folder: Path | None = None) -> Path:
     """``run.json`` and ``metrics.json`` in the study's ``out`` folder (or ``folder``, where it
     is being written; see :mod:`l2s_kit.io.runs`), so it can be listed in a gallery and
-    compared. ``parameters``: every setting of the run; ``given``: those the user gave
-    (default: all)."""
+    compared: ``parameters`` is the spec's JSON form (``StudySpec.from_dict`` of it rebuilds the
+    study), ``given`` the settings the user gave."""
     from l2s_kit.io import runs
 
     folder = r.out if folder is None else folder
@@ -349,8 +294,8 @@ def record_run(r: StudyResult, parameters: dict, started: str, seconds: float,
     first = [f"{k}.html" for k in r.figures if f"{k}.html" in html]
     return runs.write_json({
         "kind": "study", "notebook": None, "run": r.out.name, "status": "ok", "error": None,
-        "started": started, "seconds": round(seconds, 1), "parameters": parameters,
-        "given": parameters if given is None else given, "code": runs.code_version(), "notebook_hash": None,
+        "started": started, "seconds": round(seconds, 1), "parameters": spec.to_dict(),
+        "given": spec.given, "code": runs.code_version(), "notebook_hash": None,
         "inputs": r.setup.fingerprints(),
         "files": {"html": first[0] if first else None, "notebook": None,
                   "pngs": [f"{k}.png" for k in r.figures if f"{k}.png" in names],

@@ -33,8 +33,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from l2s_kit import seeds
-from l2s_kit.choices import BACKENDS, GRADERS
-from l2s_kit.errors import L2SError
 from l2s_kit.evaluate import (
     FAMILY_BENCHMARK,
     FAMILY_SETTINGS,
@@ -49,6 +47,7 @@ from l2s_kit.evaluate import (
     render_prompt,
 )
 from l2s_kit.io.shared import shown_path
+from l2s_kit.study.spec import SetupError, StudySpec
 
 SPLITS = ("validation", "test")
 ROLES = ("system1", "system2")  # merges are prompted as System 2
@@ -56,10 +55,6 @@ REFERENCE = "system2"  # what every merge is compared with
 # The paper's prompts: few-shot for the base System 1, the Qwen2.5-Math CoT chat prompt for the rest
 PAPER_PROMPTS = {"system1": "fewshot", "system2": "qwen25-math-cot"}
 PAIR_MAX_NEW_TOKENS = 8192  # the paper's 8K limit
-
-
-class SetupError(L2SError, ValueError):
-    """A study's pair, data or settings cannot be used (names the parameter)."""
 
 
 @dataclass
@@ -236,21 +231,15 @@ def pair_setup(base, model, *, benchmark: str | None = None, data_dir=None, rows
                seed: int = 0, prompts: dict | None = None, max_new_tokens: int | str | None = None,
                grader: str | None = None, backend: str = "transformers", device: str = "cpu",
                tensor_parallel: int = 1, batch_size: int | None = None) -> StudySetup:
-    """A researcher's pair (see the module docstring); every argument is checked, naming it,
-    before anything is loaded."""
+    """A researcher's pair (see the module docstring), as a checked :class:`StudySpec` gives it
+    (:func:`build_setup`): the checkpoints and the data are checked here, naming them, before
+    anything is loaded."""
     s1, s2 = _checkpoint(base, "base (System 1)"), _checkpoint(model, "model (System 2)")
     if s1.resolve() == s2.resolve():
         raise SetupError(f"base and model are the same folder ({s1}); give System 1 and System 2")
-    if backend not in BACKENDS:
-        raise SetupError(f"backend {backend!r} is not one of {BACKENDS}")
-    if grader is not None and grader not in GRADERS:
-        raise SetupError(f"grader {grader!r} is not one of {GRADERS}")
     if (benchmark is None) == (rows is None):
         both = ", not both" if benchmark is not None else ""
         raise SetupError(f"give the data: benchmark (with data_dir) or rows (a .jsonl file){both}")
-    for name, v in (("limit", limit), ("validation", validation)):
-        if isinstance(v, int) and not isinstance(v, bool) and v < 1:
-            raise SetupError(f"{name} must be a positive number of problems, got {v}")
     family_data = benchmark == FAMILY_BENCHMARK
     if benchmark is not None:
         if data_dir in (None, ""):
@@ -291,28 +280,24 @@ def pair_setup(base, model, *, benchmark: str | None = None, data_dir=None, rows
 def study_setup(base=None, model=None, *, benchmark: str | None = None, data_dir=None, rows=None,
                 family_root=None, n_per_level: int = 100, device: str = "cpu",
                 max_new_tokens=None, progress: bool = True, **kwargs) -> StudySetup:
-    """The built-in family when no pair and no data are given, else :func:`pair_setup`. Empty
-    strings count as not given (as notebook parameters are). A half-given pair is refused."""
-    def given(v):
-        return v not in (None, "")
+    """The setup of the :class:`StudySpec` these keywords make (Python's face of a study's pair
+    and data): the built-in family when no pair and no data are given, else the pair's. Empty
+    strings count as not given (as notebook parameters are)."""
+    spec = StudySpec(base=base, model=model, benchmark=benchmark, data_dir=data_dir, rows=rows,
+                     family_root=family_root, n_per_level=n_per_level, device=device,
+                     max_new_tokens=max_new_tokens, **kwargs)
+    return build_setup(spec, progress)
 
-    base, model, benchmark, data_dir, rows = (v if given(v) else None
-                                              for v in (base, model, benchmark, data_dir, rows))
-    if base is None and model is None:
-        if benchmark is not None or rows is not None:
-            raise SetupError("data given without a pair: give base (System 1) and model "
-                             "(System 2) too, or neither to study the built-in family")
-        if given(data_dir):
-            raise SetupError("data_dir given without a benchmark: give benchmark too")
-        extra = sorted(k for k, v in kwargs.items()
-                       if v is not None and not (k == "backend" and v == "transformers"))
-        if extra:
-            raise SetupError(f"{', '.join(extra)} applies to a pair's data: give base and model "
-                             "(and a benchmark or rows), or leave it unset for the built-in family")
-        return family_setup(n_per_level=n_per_level, family_root=family_root, device=device,
-                            max_new_tokens=max_new_tokens, progress=progress)
-    if base is None or model is None:
-        missing = "base (System 1)" if base is None else "model (System 2)"
-        raise SetupError(f"{missing} is not given: a pair needs both base and model")
-    return pair_setup(base, model, benchmark=benchmark, data_dir=data_dir, rows=rows,
-                      device=device, max_new_tokens=max_new_tokens, **kwargs)
+
+def build_setup(spec: StudySpec, progress: bool = True) -> StudySetup:
+    """The setup ``spec`` describes (already checked): the family's or the pair's data loaded and
+    split, prompts, settings and grader."""
+    if spec.is_family:
+        return family_setup(n_per_level=spec.n_per_level, family_root=spec.family_root,
+                            device=spec.device, max_new_tokens=spec.max_new_tokens,
+                            progress=progress)
+    return pair_setup(spec.base, spec.model, benchmark=spec.benchmark, data_dir=spec.data_dir,
+                      rows=spec.rows, validation=spec.validation, limit=spec.limit,
+                      seed=spec.seed, prompts=spec.prompts, max_new_tokens=spec.max_new_tokens,
+                      grader=spec.grader, backend=spec.backend, device=spec.device,
+                      tensor_parallel=spec.tensor_parallel, batch_size=spec.batch_size)

@@ -138,27 +138,16 @@ def load_sweep(source: str | os.PathLike | dict) -> dict:
     ``ray_address``, ``num_cpus``, ``num_gpus``, ``backend``, ``grader``, ``reference``, and the
     generation settings ``max_new_tokens`` (a number, "8k" or "10k"), ``temperature``, ``top_p``,
     ``n``, ``seed``. Checks everything (recipes, folders, data files) before any job runs."""
-    import yaml
-
-    from l2s_kit.evaluate import (
-        get_prompt,
-        load_benchmark,
-        load_rows,
-    )
-    from l2s_kit.io.yamlfile import safe_load
+    from l2s_kit.evaluate import get_prompt, load_benchmark, load_rows
+    from l2s_kit.io.yamlfile import load_mapping
 
     where, rel = "sweep", Path(".")
     if isinstance(source, dict):
         d = dict(source)
     else:
         path = Path(source)
-        if not path.is_file():
-            raise SweepError(f"sweep file {path} does not exist")
         where, rel = str(path), path.resolve().parent
-        try:
-            d = safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise SweepError(f"{path}: {' '.join(str(e).split())}") from None
+        d = load_mapping(path, "sweep file", SweepError, "a mapping (recipes, benchmarks, ...)")
     if not isinstance(d, dict):
         raise SweepError(f"{where}: a sweep file is a mapping (recipes, benchmarks, ...)")
     unknown = sorted(set(d) - SWEEP_KEYS)
