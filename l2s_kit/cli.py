@@ -4,6 +4,7 @@ spectra, run the study."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -60,8 +61,6 @@ command that makes them again is printed); 130 interrupted.
 
 
 def _merge(args) -> int:
-    import dataclasses
-
     from l2s_kit.merging import load_recipe, merge
 
     if args.recipe and (args.preset or args.method):
@@ -134,15 +133,7 @@ def _eval(args) -> int:
     optional dataset and level), extract and grade the answers, append one line per sample to
     --out and print accuracy and mean length. Rerunning resumes: samples already in --out are
     kept."""
-    from l2s_kit.evaluate import (
-        GenerationSettings,
-        Grader,
-        MathGrader,
-        evaluate,
-        get_prompt,
-        load_benchmarks,
-        load_rows,
-    )
+    from l2s_kit.evaluate import GenerationSettings, Grader, MathGrader, evaluate
 
     if bool(args.data) == bool(args.benchmark):
         raise L2SError("give either --data (a jsonl of rows) or --benchmark NAME (with --data-dir)")
@@ -150,33 +141,20 @@ def _eval(args) -> int:
 
     # responses are appended to --out: never to the data, the data folder or the model
     check_apart(args.out, {"data": args.data, "data folder": args.data_dir, "model": args.model})
-    if args.benchmark:
-        if not args.data_dir:
-            raise L2SError("--benchmark needs --data-dir, the folder holding <name>/test.jsonl "
-                           "(the Qwen2.5-Math toolkit's data/ layout)")
-        tokenizer = None
-        if get_prompt(args.prompt).needs_tokenizer:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(args.model)
-        rows = load_benchmarks(args.benchmark, args.data_dir, prompt=args.prompt,
-                               tokenizer=tokenizer, limit=args.limit)
-        stop = tuple(args.stop) if args.stop is not None else get_prompt(args.prompt).stop
-    else:
-        rows = load_rows(args.data)
-        stop = tuple(args.stop or ())
+    rows, stop, own = _eval_rows(args)
     given = {k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_p", "n", "seed",
                                            "batch_size")}
-    # unset options take GenerationSettings' defaults; invalid values raise an L2SError naming them
-    settings = GenerationSettings(
-        stop=stop, **{k: v for k, v in given.items() if v is not None})
+    base = _family_settings() if own else GenerationSettings()
+    # unset options take the data's defaults; invalid values raise an L2SError naming them
+    settings = dataclasses.replace(base, stop=stop, **{k: v for k, v in given.items()
+                                                       if v is not None})
     ks = _ks(args)
     if ks and max(ks) > settings.n:
         raise L2SError(f"--k {max(ks)} is larger than --n {settings.n}, the samples drawn per "
                        f"problem; ask for k <= {settings.n} or draw more with --n")
-    if args.grader is None:  # math-verify for real benchmarks; the built-in task is plain digits
-        args.grader = "math-verify" if args.benchmark else "simple"
-    grader = Grader(args.grader, args.grade_timeout)
+    if args.grader is None:  # math-verify for real benchmarks; plain answers otherwise
+        args.grader = "math-verify" if args.benchmark and not own else "simple"
+    grader = Grader(args.grader, args.grade_timeout, extract=_family_extract() if own else None)
     backend = None
     if args.backend == "vllm":
         from l2s_kit.evaluate.vllm_backend import VLLMBackend
@@ -189,12 +167,55 @@ def _eval(args) -> int:
                       extract=grader.extractor, grader=grade, after_think=not args.whole_response)
         if isinstance(grade, MathGrader):
             print(grade.report())
-    _print_summary(df, ks)
+    _print_summary(df, ks, _family_candidates() if own else None)
     print(f"\n{len(df)} responses of {df['model'].iloc[0]} in {args.out}")
     return 0
 
 
-def _print_summary(df, ks) -> None:
+def _family_settings():
+    from l2s_kit.evaluate import FAMILY_SETTINGS
+
+    return FAMILY_SETTINGS
+
+
+def _family_extract():
+    from l2s_kit.evaluate import extract_family
+
+    return extract_family
+
+
+def _family_candidates():
+    from l2s_kit.zoo import task
+
+    return task.candidates
+
+
+def _eval_rows(args) -> tuple[list[dict], tuple, bool]:
+    """(rows, stop strings, whether the data carries its own format) of ``l2s eval``'s data:
+    a rows file as it is; a benchmark rendered with --prompt, or, for one that carries its own
+    prompt and answer format (the family's task, ``l2s zoo export``), as its questions are."""
+    from l2s_kit.evaluate import get_prompt, load_benchmarks, load_rows, own_format
+
+    if not args.benchmark:
+        return load_rows(args.data), tuple(args.stop or ()), False
+    if not args.data_dir:
+        raise L2SError("--benchmark needs --data-dir, the folder holding <name>/test.jsonl "
+                       "(the Qwen2.5-Math toolkit's data/ layout)")
+    if own_format(args.benchmark, args.prompt):
+        rows = load_benchmarks(args.benchmark, args.data_dir, prompt=None, limit=args.limit)
+        return rows, tuple(args.stop or ()), True
+    prompt = args.prompt or "qwen25-math-cot"
+    tokenizer = None
+    if get_prompt(prompt).needs_tokenizer:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+    rows = load_benchmarks(args.benchmark, args.data_dir, prompt=prompt, tokenizer=tokenizer,
+                           limit=args.limit)
+    return rows, tuple(args.stop) if args.stop is not None else get_prompt(prompt).stop, False
+
+
+def _print_summary(df, ks, candidates=None) -> None:
     """Accuracy and mean tokens with their 95% intervals, where the length goes and the sampling
     metrics, by dataset (and by level when the rows have levels)."""
     import pandas as pd
@@ -208,11 +229,12 @@ def _print_summary(df, ks) -> None:
         groups.append(("model", "dataset", "level"))
     with pd.option_context("display.width", 200, "display.max_columns", 40):
         for by in groups:
-            s = full_summary(df, by, ks=ks)
+            s = full_summary(df, by, ks=ks, **({"candidates": candidates} if candidates else {}))
             shown = [*by, *cols, *[c for c in s.columns if c.startswith(("avg@", "pass@", "maj@"))]]
             print(s[shown].round(2).to_string(index=False), end="\n\n")
     print("accuracy_lo/hi, tokens_lo/hi: 95% intervals (Wilson with one sample per problem, "
-          "else a bootstrap over problems); rates and shares in %.")
+          "else a bootstrap over problems); rates and shares in %; after_answer_share NaN: not "
+          "measured (no answer the finder reads in any response of the group).")
 
 
 def _regrade(args) -> int:
@@ -728,8 +750,9 @@ def _eval_parser(sub) -> None:
                    help="a benchmark instead of --data (repeatable): math500, gsm8k, aime24, "
                    "amc23, minerva_math, olympiadbench, college_math")
     p.add_argument("--data-dir", dest="data_dir", help="folder with <benchmark>/test.jsonl")
-    p.add_argument("--prompt", default="qwen25-math-cot",
-                   help="prompt template for --benchmark: qwen25-math-cot (default), fewshot, chat")
+    p.add_argument("--prompt", default=None,
+                   help="prompt template for --benchmark: qwen25-math-cot (default), fewshot, chat "
+                   "(a benchmark that carries its own prompt, l2s_family, takes none)")
     p.add_argument("--limit", type=_count, default=None, help="first N problems of each benchmark")
     _grader_arguments(p, None)
     p.add_argument("--out", required=True, help="responses.jsonl to write (appended to, resumed)")

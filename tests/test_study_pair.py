@@ -44,10 +44,11 @@ def test_the_family_given_by_paths_gives_the_built_in_studys_numbers(both):
     assert set(default.models["merged_in"].dropna()) == {"memory"}
     assert set(pair.models["merged_in"].dropna()) == {"disk"}
     cols = ["split", "model", "n", "accuracy", "mean_tokens", "length_change", "reflection_ratio",
-            "weights_hash", "selected"]
+            "after_answer_share", "weights_hash", "selected"]
     a = default.summary[cols].sort_values(["split", "model"]).reset_index(drop=True)
     b = pair.summary[cols].sort_values(["split", "model"]).reset_index(drop=True)
     assert a.equals(b)
+    assert (a["after_answer_share"] > 50).any()  # System 2's checks after its answer, measured
     assert default.table1.equals(pair.table1)
     # the same problems and the same responses, row by row
     for split in ("validation", "test"):
@@ -214,7 +215,8 @@ def test_data_without_levels_is_viewed_by_dataset(family, tmp_path):
     assert "dataset" in r.by_level.columns and "level" not in r.by_level.columns
     assert set(r.table1.columns) >= {"even", "odd"}
     assert any("no difficulty levels" in n for n in r.notes)
-    assert "Note: the data has no difficulty levels" in (tmp_path / "o" / "table1.md").read_text()
+    report = (tmp_path / "o" / "table1.md").read_text()
+    assert "Note: the data has no difficulty levels" in report
 
 
 def test_a_real_benchmark_is_prompted_as_the_paper_did(family, shared_data):
@@ -291,3 +293,38 @@ def test_a_pairs_study_by_default_never_replaces_the_familys_in_the_gallery(fami
     assert not (tmp_path / "figures" / "study").exists()
     assert read_record(tmp_path / "figures" / outs[0])["given"]["limit"] == 8
     assert 'href="./' + outs[0] + '/run.json"' in (tmp_path / "figures" / "index.html").read_text()
+
+
+def test_eval_of_the_exported_benchmark_reads_it_as_the_family(family, exported, tmp_path, capsys):
+    """`l2s eval --benchmark l2s_family` prompts, extracts and grades as the family does (System
+    2 answers every problem, and the share after the answer is measured), and refuses a prompt
+    template or another benchmark beside it."""
+    out = tmp_path / "r.jsonl"
+    assert main(["eval", str(family.system2), "--benchmark", "l2s_family", "--data-dir",
+                 str(exported.parent), "--out", str(out), "--quiet"]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 5 * N and all(r["correct"] for r in rows)
+    assert all(r["prompt"] == r["prompt"].strip() and "boxed" not in r["prompt"] for r in rows)
+    printed = capsys.readouterr().out
+    share = float(printed.splitlines()[1].split()[-1])  # the model's after_answer_share
+    assert share > 50
+    assert main(["eval", str(family.system2), "--benchmark", "l2s_family", "--data-dir",
+                 str(exported.parent), "--out", str(tmp_path / "p.jsonl"), "--prompt",
+                 "qwen25-math-cot", "--quiet"]) == 2
+    assert "carries its own prompt" in capsys.readouterr().err
+
+
+def test_where_no_answer_is_found_the_share_after_it_is_not_measured():
+    import math
+
+    import pandas as pd
+
+    from l2s_kit.analysis import full_summary
+
+    df = pd.DataFrame({"model": ["m", "m"], "dataset": ["d", "d"], "id": [1, 2], "sample": [0, 0],
+                       "response": ["so 12 it is", "therefore 7"], "n_tokens": [10, 8],
+                       "gold": ["12", "7"], "correct": [True, True], "level": [None, None]})
+    s = full_summary(df).iloc[0]
+    assert math.isnan(s["after_answer_share"]) and math.isnan(s["answer_found_rate"])
+    boxed = df.assign(response=["so \\boxed{12} and more", "\\boxed{7}"])
+    assert full_summary(boxed).iloc[0]["after_answer_share"] > 0

@@ -268,3 +268,10 @@ def test_figure_labels_name_parameters_without_a_table_of_names():
     assert lines == {"ties k=0.5": [10, 20], "ties k=0.8": [30, 40], "task_arithmetic": [50]}
     fig = plots.sensitivity(s, "k")
     assert {t.name for t in fig.data if t.showlegend} == {"ties alpha=0.3", "ties alpha=0.5"}
+
+
+def test_the_report_says_when_the_share_after_the_answer_is_not_measured():
+    from l2s_kit.study.run import _after_answer
+
+    assert _after_answer(float("nan")).startswith("tokens after the answer: not measured")
+    assert _after_answer(82.4) == "82% of tokens after the answer was first stated"

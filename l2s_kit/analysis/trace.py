@@ -7,10 +7,16 @@ Per response (:func:`annotate`):
   a closing tag when the prompt opened it, as R1-style chat templates do) and closes it.
 - ``tokens_in_think`` / ``tokens_after_think``: tokens up to the end of ``</think>`` and after it
   (an unclosed block counts whole as thinking; no block: 0 and every token after).
+- ``answers_stated``: how many answers the finder (:func:`l2s_kit.evaluate.extract.answer_candidates`
+  or the setup's own) reads in the response.
 - ``tokens_to_answer``: tokens until the gold answer is first stated (the first of the response's
-  answer candidates, :func:`l2s_kit.evaluate.extract.answer_candidates` or the setup's own, that
-  grades as correct); empty when it never is. ``tokens_after_answer``: the tokens generated after
-  that point (0 when never found): the overthinking that merging removes.
+  answer candidates that grades as correct); empty when it never is. ``tokens_after_answer``:
+  the tokens generated after that point (0 when never found): the overthinking that merging
+  removes.
+
+A group in which the finder reads no answer at all (responses in a format it does not know) has
+``answer_found_rate``, ``mean_tokens_to_answer``, ``mean_tokens_after_answer`` and
+``after_answer_share`` empty (NaN: not measured), never 0.
 
 Token positions inside a response are estimated from the share of characters before the point
 (``n_tokens`` × characters before / characters in all), since responses are stored as text; the
@@ -34,7 +40,7 @@ from l2s_kit.evaluate.extract import answer_candidates, grade
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 COLUMNS = ["truncated", "think_opened", "think_closed", "tokens_in_think", "tokens_after_think",
-           "tokens_to_answer", "tokens_after_answer"]
+           "answers_stated", "tokens_to_answer", "tokens_after_answer"]
 
 
 def _at(n_tokens: float, text: str, offset: int) -> float:
@@ -53,14 +59,15 @@ def response_trace(text: str, n_tokens: float, gold, finish_reason=None,
     else:
         in_think = n_tokens if opened else 0.0
     to_answer = math.nan
-    for end, answer in candidates(text):
+    stated = candidates(text)
+    for end, answer in stated:
         if grade(answer, gold):
             to_answer = _at(n_tokens, text, end)
             break
     return {"truncated": finish_reason == "length" if isinstance(finish_reason, str) else math.nan,
             "think_opened": opened, "think_closed": close >= 0,
             "tokens_in_think": in_think, "tokens_after_think": n_tokens - in_think,
-            "tokens_to_answer": to_answer,
+            "answers_stated": len(stated), "tokens_to_answer": to_answer,
             "tokens_after_answer": 0.0 if math.isnan(to_answer) else n_tokens - to_answer}
 
 
@@ -86,6 +93,9 @@ def summary(df: pd.DataFrame, by: Sequence[str] = ("model",)) -> pd.DataFrame:
         key = key if isinstance(key, tuple) else (key,)
         opened = g["think_opened"].astype(bool)
         total = g["_tok"].sum()
+        if not g["answers_stated"].astype(float).gt(0).any():  # the finder reads none of them:
+            g = g.assign(_found=math.nan, tokens_to_answer=math.nan,  # not measured, never 0
+                         tokens_after_answer=math.nan)
         rows.append({**dict(zip(by, key)),
                      "truncation_rate": 100 * g["_trunc"].mean(),
                      "think_closure_rate": (100 * g.loc[opened, "think_closed"].astype(bool).mean()
@@ -95,6 +105,6 @@ def summary(df: pd.DataFrame, by: Sequence[str] = ("model",)) -> pd.DataFrame:
                      "answer_found_rate": 100 * g["_found"].mean(),
                      "mean_tokens_to_answer": g["tokens_to_answer"].mean(),
                      "mean_tokens_after_answer": g["tokens_after_answer"].mean(),
-                     "after_answer_share": (100 * g["tokens_after_answer"].sum() / total
+                     "after_answer_share": (100 * g["tokens_after_answer"].sum(min_count=1) / total
                                             if total else math.nan)})
     return pd.DataFrame(rows)

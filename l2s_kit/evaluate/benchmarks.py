@@ -96,6 +96,9 @@ class Benchmark:
     level_field: str | None = None
     meta_fields: tuple[str, ...] = ()  # kept under "meta" (subject, type, answer_type, ...)
     description: str = ""
+    # its questions are the very prompts its models know, its answers in its own format: read
+    # with no template, the family's extractor and the simple grader (the built-in family's task)
+    own_format: bool = False
 
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
@@ -112,7 +115,8 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in (
     Benchmark("college_math", "question", _dollarless, None,
               meta_fields=("data_topic", "question_number"), description="College Math"),
     Benchmark(FAMILY_BENCHMARK, "question", lambda r: str(r["answer"]).strip(), "id", "level",
-              description="the built-in family's chained-arithmetic task (l2s zoo export)"),
+              description="the built-in family's chained-arithmetic task (l2s zoo export)",
+              own_format=True),
 )}
 PAPER_BENCHMARKS = ("gsm8k", "math500", "aime24", "minerva_math", "olympiadbench", "college_math")
 
@@ -177,6 +181,22 @@ def parse_level(value) -> int | None:
         return None
     m = re.search(r"\d+", str(value))
     return int(m.group()) if m else None
+
+
+def own_format(names, prompt: str | None = None) -> bool:
+    """Whether the benchmarks ``names`` carry their own prompt and answer format (the family's
+    task: no template, its own extractor and grader). Such a benchmark is evaluated alone and
+    with no prompt template given; anything else is refused, naming it."""
+    names = [names] if isinstance(names, str) else list(names)
+    own = [n for n in names if n in BENCHMARKS and BENCHMARKS[n].own_format]
+    if own and len(own) < len(names):
+        raise BenchmarkError(f"benchmark {own[0]} carries its own prompt and answer format: "
+                             "evaluate it on its own, not with "
+                             + ", ".join(n for n in names if n not in own))
+    if own and prompt is not None:
+        raise BenchmarkError(f"benchmark {own[0]} carries its own prompt (its questions are the "
+                             f"prompts its models know): drop --prompt {prompt}")
+    return bool(own)
 
 
 def load_benchmarks(names, data_dir: str | os.PathLike, **kwargs) -> list[dict]:

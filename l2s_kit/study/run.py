@@ -383,9 +383,15 @@ def _chosen_line(m: str, row: pd.Series, val: pd.Series | None) -> str:
             f"[{row.accuracy_change_lo:+.1f}, {row.accuracy_change_hi:+.1f}], McNemar p = "
             f"{_p(row.mcnemar_p)} ({drop}); {row.mean_tokens:.1f} tokens, length change "
             f"{row.length_change:+.1f}% [{row.length_change_lo:+.1f}, {row.length_change_hi:+.1f}] "
-            f"({shorter}); {row.after_answer_share:.0f}% of tokens after the answer was first "
-            f"stated; reflective {100 * row.reflection_ratio:.0f}%, {row.mean_keywords:.1f} "
-            "keywords/response")
+            f"({shorter}); {_after_answer(row.after_answer_share)}; reflective "
+            f"{100 * row.reflection_ratio:.0f}%, {row.mean_keywords:.1f} keywords/response")
+
+
+def _after_answer(share: float) -> str:
+    if pd.isna(share):
+        return ("tokens after the answer: not measured (the answer finder reads no answer in "
+                "these responses: give the setup candidates for their format)")
+    return f"{share:.0f}% of tokens after the answer was first stated"
 
 
 def _decoding(s: StudySetup) -> str:

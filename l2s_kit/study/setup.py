@@ -262,7 +262,11 @@ def pair_setup(base, model, *, benchmark: str | None = None, data_dir=None, rows
         one = _family_settings(max_new_tokens)
         settings = {role: one for role in used}
         extract, default_grader = extract_family, "simple"
+        from l2s_kit.zoo import task
+
+        candidates = task.candidates  # the family's answers, as the built-in study reads them
     else:
+        candidates = answer_candidates
         n = max_new_tokens if max_new_tokens not in (None, "") else PAIR_MAX_NEW_TOKENS
         settings = {role: GenerationSettings(max_new_tokens=n, stop=get_prompt(t).stop if t else ())
                     for role, t in used.items()}
@@ -271,7 +275,7 @@ def pair_setup(base, model, *, benchmark: str | None = None, data_dir=None, rows
     if batch_size is not None:
         settings = {k: replace(v, batch_size=int(batch_size)) for k, v in settings.items()}
     key = hashlib.sha256(f"{s1.resolve()}|{s2.resolve()}".encode()).hexdigest()[:8]
-    return StudySetup(s1, s2, data, used, settings, extract=extract,
+    return StudySetup(s1, s2, data, used, settings, extract=extract, candidates=candidates,
                       grader=grader or default_grader, name=f"{s1.name}+{s2.name}-{key}",
                       title=title, backend=backend, device=device,
                       tensor_parallel=int(tensor_parallel))
