@@ -566,6 +566,29 @@ def _zoo(args) -> int:
     return 0
 
 
+def _render_notebook(args) -> int:
+    """``l2s notebooks render``: an executed notebook (say, by papermill) as one HTML page that
+    opens offline, figures and widgets drawn."""
+    import nbformat
+
+    from l2s_kit.io import check_apart, claim_file
+    from l2s_kit.notebooks.render import render_html
+
+    src = Path(args.notebook)
+    if not src.is_file():
+        raise L2SError(f"notebook {src} does not exist (give an executed .ipynb)")
+    out = Path(args.out) if args.out else src.with_suffix(".html")
+    check_apart(out, {"notebook": src})
+    claim_file(out, args.overwrite, "--out")
+    try:
+        nb = nbformat.read(src, as_version=4)
+    except Exception as e:  # nbformat's reader raises several kinds for a file that is no notebook
+        raise L2SError(f"{src}: not a notebook ({type(e).__name__}: {e})") from None
+    render_html(nb, out, remember=True)
+    print(f"rendered {src} -> {out}")
+    return 0
+
+
 def _notebooks(args) -> int:
     """run the parameterized notebooks headless and render them
 
@@ -581,6 +604,8 @@ def _notebooks(args) -> int:
         return 0
     if args.action == "compare":
         return _compare_runs(args)
+    if args.action == "render":
+        return _render_notebook(args)
     if args.action == "gallery":
         from l2s_kit.notebooks.gallery import write_gallery
 
@@ -990,6 +1015,11 @@ def _notebooks_parser(sub) -> None:
     c.add_argument("--out", default="figures", help="where run folders are")
     c.add_argument("--rtol", type=_number, default=1e-3, help="relative tolerance (default 1e-3)")
     c.add_argument("--atol", type=_number, default=1e-9, help="absolute tolerance (default 1e-9)")
+    rd = nsub.add_parser("render", help="an executed notebook (papermill's, say) as one HTML page "
+                         "that opens offline, figures and widgets drawn")
+    rd.add_argument("notebook", help="the executed .ipynb")
+    rd.add_argument("--out", default=None, help="the .html to write (default: beside it)")
+    _overwrite(rd, "replace an earlier rendering the kit wrote")
     g = nsub.add_parser("gallery", help="rewrite OUT/index.html, the page listing every run")
     g.add_argument("--out", default="figures", help="the folder of the runs")
     _runs(p, _notebooks)

@@ -558,3 +558,42 @@ def test_auto_run_names_never_collide_within_a_second(tmp_path, monkeypatch):
     (tmp_path / "nb" / a).mkdir(parents=True)  # the first run's folder, published
     c, _ = run_mod._auto_run_name(tmp_path, ["nb"])
     assert c == "20260101-000000-3"
+
+
+@pytest.mark.slow
+def test_plain_papermill_and_nbconvert_draw_every_figure_offline(tmp_path, chromium, offline_page):
+    """A scheduled job built on the standard tools, run from a folder outside the repository:
+    `papermill` then `jupyter nbconvert --to html` (its own template, which loads require.js)
+    gives a page whose every figure draws in headless Chromium with no network."""
+    import subprocess
+    import sys
+
+    from playwright.sync_api import sync_playwright
+
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    run = [sys.executable, "-m", "papermill", str(NOTEBOOKS / "task_vector_spectrum.ipynb"),
+           "out.ipynb", "--cwd", str(NOTEBOOKS), "-k", "python3", "--no-progress-bar"]
+    subprocess.run(run, cwd=work, check=True, capture_output=True, timeout=600)
+    subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "out.ipynb"],
+                   cwd=work, check=True, capture_output=True, timeout=300)
+    nb = nbformat.read(work / "out.ipynb", as_version=4)
+    n_figures = len(figures(nb))
+    assert n_figures >= 2
+    from l2s_kit.cli import main  # the kit's own rendering of the same executed notebook
+
+    assert main(["notebooks", "render", str(work / "out.ipynb"), "--out", str(work / "kit.html")]) == 0
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium)
+        try:
+            for page_file in ("out.html", "kit.html"):
+                page, outside, errors, _ = offline_page(browser, work / page_file)
+                page.wait_for_function(f"document.querySelectorAll('.js-plotly-plot .main-svg')"
+                                       f".length >= {n_figures}", timeout=30_000)
+                drawn = page.eval_on_selector_all(".plotly-graph-div", "ds => ds.filter(d => "
+                                                  "d.querySelector('.main-svg')).length")
+                assert drawn == n_figures and not [e for e in errors if "Plotly" in e], page_file
+                assert outside == [] or page_file == "out.html"  # nbconvert's asks for require.js
+        finally:
+            browser.close()
+    assert sorted(p.name for p in work.iterdir()) == ["kit.html", "out.html", "out.ipynb"]

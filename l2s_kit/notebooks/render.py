@@ -2,8 +2,11 @@
 
 Figures are shown with the ``"l2s"`` plotly renderer (set by :func:`l2s_kit.notebooks.setup`):
 each output carries the plotly JSON (drawn by JupyterLab, kept in the saved ``.ipynb``) and an
-HTML fallback that draws with a page-level plotly.js, which :func:`render_html` inlines once per
-page together with the widget renderer and the notebook's widget state.
+HTML fallback. The first figure of a kernel carries plotly.js itself, loaded as a page global
+even where the page has require.js (as nbconvert's templates do), so a notebook executed by plain
+papermill and rendered by plain ``jupyter nbconvert --to html`` draws every figure, offline.
+:func:`render_html` (``l2s notebooks render``) writes one self-contained page: plotly.js once,
+the widget renderer and the notebook's widget state.
 """
 
 from __future__ import annotations
@@ -28,16 +31,38 @@ def _renderer():
     from plotly.io.base_renderers import PlotlyRenderer
 
     class L2SRenderer(PlotlyRenderer):
-        """The plotly JSON mimetype plus an HTML fallback without plotly.js or MathJax."""
+        """The plotly JSON mimetype plus an HTML fallback (no MathJax); the first figure's
+        fallback carries plotly.js (:func:`plotlyjs_once`)."""
+
+        carried = False
 
         def to_mimebundle(self, fig_dict):
             bundle = super().to_mimebundle(fig_dict)
-            bundle["text/html"] = pio.to_html(bundle[PLOTLY_MIME], include_plotlyjs=False,
-                                              include_mathjax=False, full_html=False,
-                                              validate=False)
+            html = pio.to_html(bundle[PLOTLY_MIME], include_plotlyjs=False,
+                               include_mathjax=False, full_html=False, validate=False)
+            if not self.carried:
+                html, self.carried = plotlyjs_once() + html, True
+            bundle["text/html"] = html
             return bundle
 
     return L2SRenderer()
+
+
+PLOTLYJS_MARK = "data-l2s-plotlyjs"
+
+
+def plotlyjs_once() -> str:
+    """plotly.js as HTML that makes ``window.Plotly`` wherever it is inserted: require.js's
+    ``define`` (which would take plotly.js as a module and leave ``Plotly`` undefined) is set
+    aside while it loads, and a page that already has Plotly loads nothing."""
+    from plotly.offline import get_plotlyjs
+
+    return (f'<script {PLOTLYJS_MARK}="1">if (!window.Plotly) {{ window.__l2sDefine = '
+            'window.define; window.define = undefined; }</script>'
+            f'<script {PLOTLYJS_MARK}="2">if (!window.Plotly) {{ {_inline(get_plotlyjs())} }}'
+            '</script>'
+            f'<script {PLOTLYJS_MARK}="3">if (window.__l2sDefine !== undefined) {{ window.define '
+            '= window.__l2sDefine; delete window.__l2sDefine; }</script>')
 
 
 def use_renderer() -> None:
@@ -53,20 +78,22 @@ def _inline(js: str) -> str:
     return js.replace("</script", "<\\/script")  # a literal inside the code must not end the tag
 
 
-def render_html(nb: nbformat.NotebookNode, path: str | os.PathLike) -> Path:
-    """Write ``nb`` as one HTML file that opens offline, figures and widgets drawn."""
+def render_html(nb: nbformat.NotebookNode, path: str | os.PathLike, remember: bool = False) -> Path:
+    """Write ``nb`` as one HTML file that opens offline, figures and widgets drawn (``remember``:
+    a file the user named, noted as the kit's)."""
     from nbconvert import HTMLExporter
     from plotly.offline import get_plotlyjs
 
     from l2s_kit.notebooks.assets import widget_renderer
 
     exporter = HTMLExporter(template_name="l2s", extra_template_basedirs=[str(TEMPLATES)])
-    resources = {"l2s_plotlyjs": _inline(get_plotlyjs()),
+    carried = PLOTLYJS_MARK in nbformat.writes(nb)  # its first figure carries plotly.js
+    resources = {"l2s_plotlyjs": "" if carried else _inline(get_plotlyjs()),
                  "l2s_widgetsjs": base64.b64encode(widget_renderer().read_bytes()).decode()
                  if "widgets" in nb.metadata else ""}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
     path = Path(path)
-    with atomic_file(path) as tmp:
+    with atomic_file(path, remember) as tmp:
         tmp.write_text(body, encoding="utf-8")
     return path
 
