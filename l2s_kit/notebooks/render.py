@@ -2,9 +2,10 @@
 
 Figures are shown with the ``"l2s"`` plotly renderer (set by :func:`l2s_kit.notebooks.setup`):
 each output carries the plotly JSON (drawn by JupyterLab, kept in the saved ``.ipynb``) and an
-HTML fallback. The first figure of a kernel carries plotly.js itself, loaded as a page global
-even where the page has require.js (as nbconvert's templates do), so a notebook executed by plain
-papermill and rendered by plain ``jupyter nbconvert --to html`` draws every figure, offline.
+HTML fallback. The notebook's set-up cell (:func:`l2s_kit.notebooks.setup`) shows plotly.js once,
+loaded as a page global even where the page has require.js (as nbconvert's templates do), so a
+notebook executed by plain papermill and rendered by plain ``jupyter nbconvert --to html`` draws
+every figure, offline.
 :func:`render_html` (``l2s notebooks render``) writes one self-contained page: plotly.js once,
 the widget renderer and the notebook's widget state.
 """
@@ -31,18 +32,14 @@ def _renderer():
     from plotly.io.base_renderers import PlotlyRenderer
 
     class L2SRenderer(PlotlyRenderer):
-        """The plotly JSON mimetype plus an HTML fallback (no MathJax); the first figure's
-        fallback carries plotly.js (:func:`plotlyjs_once`)."""
-
-        carried = False
+        """The plotly JSON mimetype plus an HTML fallback without plotly.js or MathJax (the
+        notebook's set-up cell shows plotly.js once: :func:`plotlyjs_once`)."""
 
         def to_mimebundle(self, fig_dict):
             bundle = super().to_mimebundle(fig_dict)
-            html = pio.to_html(bundle[PLOTLY_MIME], include_plotlyjs=False,
-                               include_mathjax=False, full_html=False, validate=False)
-            if not self.carried:
-                html, self.carried = plotlyjs_once() + html, True
-            bundle["text/html"] = html
+            bundle["text/html"] = pio.to_html(bundle[PLOTLY_MIME], include_plotlyjs=False,
+                                              include_mathjax=False, full_html=False,
+                                              validate=False)
             return bundle
 
     return L2SRenderer()

@@ -30,7 +30,8 @@ class NotebookError(L2SError):
 
 def setup() -> None:
     """The notebooks' set-up cell: plotly figures that survive saving and HTML export (the
-    ``"l2s"`` renderer), quiet transformers progress bars, compact pandas tables, torch threads
+    ``"l2s"`` renderer, and plotly.js shown once so that plain nbconvert draws them), quiet
+    transformers progress bars, compact pandas tables, torch threads
     no more than the cores the kernel may use."""
     import transformers
 
@@ -38,6 +39,13 @@ def setup() -> None:
 
     limit_threads()
     use_renderer()
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.display import display
+
+    from l2s_kit.notebooks.render import plotlyjs_once
+
+    if InteractiveShell.initialized():  # in a kernel: plotly.js once per notebook, for pages
+        display({"text/html": plotlyjs_once()}, raw=True)  # rendered by plain nbconvert
     transformers.logging.disable_progress_bar()
     transformers.logging.set_verbosity_error()
     pd.set_option("display.precision", 2)
