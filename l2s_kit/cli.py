@@ -133,7 +133,7 @@ def _eval(args) -> int:
     optional dataset and level), extract and grade the answers, append one line per sample to
     --out and print accuracy and mean length. Rerunning resumes: samples already in --out are
     kept."""
-    from l2s_kit.evaluate import GenerationSettings, Grader, MathGrader, evaluate
+    from l2s_kit.evaluate import GenerationSettings, Grader, MathGrader, evaluate, family_format
 
     if bool(args.data) == bool(args.benchmark):
         raise L2SError("give either --data (a jsonl of rows) or --benchmark NAME (with --data-dir)")
@@ -144,7 +144,8 @@ def _eval(args) -> int:
     rows, stop, own = _eval_rows(args)
     given = {k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_p", "n", "seed",
                                            "batch_size")}
-    base = _family_settings() if own else GenerationSettings()
+    fmt = family_format() if own else None
+    base = fmt.settings if own else GenerationSettings()
     # unset options take the data's defaults; invalid values raise an L2SError naming them
     settings = dataclasses.replace(base, stop=stop, **{k: v for k, v in given.items()
                                                        if v is not None})
@@ -153,8 +154,8 @@ def _eval(args) -> int:
         raise L2SError(f"--k {max(ks)} is larger than --n {settings.n}, the samples drawn per "
                        f"problem; ask for k <= {settings.n} or draw more with --n")
     if args.grader is None:  # math-verify for real benchmarks; plain answers otherwise
-        args.grader = "math-verify" if args.benchmark and not own else "simple"
-    grader = Grader(args.grader, args.grade_timeout, extract=_family_extract() if own else None)
+        args.grader = fmt.grader if own else "math-verify" if args.benchmark else "simple"
+    grader = Grader(args.grader, args.grade_timeout, extract=fmt.extract if own else None)
     backend = None
     if args.backend == "vllm":
         from l2s_kit.evaluate.vllm_backend import VLLMBackend
@@ -167,27 +168,9 @@ def _eval(args) -> int:
                       extract=grader.extractor, grader=grade, after_think=not args.whole_response)
         if isinstance(grade, MathGrader):
             print(grade.report())
-    _print_summary(df, ks, _family_candidates() if own else None)
+    _print_summary(df, ks, fmt.candidates if own else None)
     print(f"\n{len(df)} responses of {df['model'].iloc[0]} in {args.out}")
     return 0
-
-
-def _family_settings():
-    from l2s_kit.evaluate import FAMILY_SETTINGS
-
-    return FAMILY_SETTINGS
-
-
-def _family_extract():
-    from l2s_kit.evaluate import extract_family
-
-    return extract_family
-
-
-def _family_candidates():
-    from l2s_kit.zoo import task
-
-    return task.candidates
 
 
 def _eval_rows(args) -> tuple[list[dict], tuple, bool]:

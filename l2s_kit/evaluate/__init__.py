@@ -20,7 +20,8 @@ from l2s_kit.faces import hand_on
 __getattr__, __dir__, __all__ = hand_on(__name__, {
     "backends": ("DEFAULT_SETTINGS", "FAMILY_SETTINGS", "Backend", "Generation",
                  "GenerationError", "GenerationSettings", "LENGTH_LIMITS", "TransformersBackend"),
-    "benchmarks": ("BENCHMARKS", "FAMILY_BENCHMARK", "PAPER_BENCHMARKS", "BenchmarkError", "own_format",
+    "benchmarks": ("BENCHMARKS", "FAMILY_BENCHMARK", "PAPER_BENCHMARKS", "BenchmarkError", "family_format",
+                   "own_format",
                    "load_benchmark", "load_benchmarks", "parse_level"),
     "extract": ("Extraction", "answer_candidates", "extract_answer", "extract_family",
                 "extract_labelled", "grade", "normalize"),

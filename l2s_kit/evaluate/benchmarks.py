@@ -183,6 +183,26 @@ def parse_level(value) -> int | None:
     return int(m.group()) if m else None
 
 
+@dataclass(frozen=True)
+class OwnFormat:
+    """How the family's task is read wherever it is evaluated (the built-in study, a pair given
+    by paths on ``l2s_family``, ``l2s eval --benchmark l2s_family``): its questions as prompts,
+    its generation settings, extractor, answer finder and grader."""
+
+    settings: object
+    extract: Callable
+    candidates: Callable
+    grader: str = "simple"
+
+
+def family_format() -> OwnFormat:
+    from l2s_kit.evaluate.backends import FAMILY_SETTINGS
+    from l2s_kit.evaluate.extract import extract_family
+    from l2s_kit.zoo import task
+
+    return OwnFormat(FAMILY_SETTINGS, extract_family, task.candidates)
+
+
 def own_format(names, prompt: str | None = None) -> bool:
     """Whether the benchmarks ``names`` carry their own prompt and answer format (the family's
     task: no template, its own extractor and grader). Such a benchmark is evaluated alone and

@@ -114,15 +114,14 @@ def merge_into_base(recipe: Recipe, device: str = "cpu"):
     from l2s_kit.io import StateDictSource, weights_hash
     from l2s_kit.merging import merge_in_memory
 
-    r = recipe
-    tok = r.source_path(r.tokenizer_source)
-    backend = _base_backend(r.base_model, device, tok)
-    state = merge_in_memory(r, device=device)
+    tok = recipe.source_path(recipe.tokenizer_source)
+    backend = _base_backend(recipe.base_model, device, tok)
+    state = merge_in_memory(recipe, device=device)
     digest = weights_hash(StateDictSource(state))
     missing, unexpected = backend.model.load_state_dict(state, strict=False)
     tied = {LM_HEAD} if backend.model.config.tie_word_embeddings else set()
     if unexpected or set(missing) - tied:
-        raise RunnerError(f"merged state does not fit System 1's model ({r.base_model}): "
+        raise RunnerError(f"merged state does not fit System 1's model ({recipe.base_model}): "
                           f"missing {missing}, unexpected {unexpected}")
     return backend, digest
 

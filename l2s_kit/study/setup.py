@@ -35,12 +35,11 @@ from pathlib import Path
 from l2s_kit import seeds
 from l2s_kit.evaluate import (
     FAMILY_BENCHMARK,
-    FAMILY_SETTINGS,
     GenerationSettings,
     answer_candidates,
     extract_answer,
-    extract_family,
     extract_labelled,
+    family_format,
     get_prompt,
     load_benchmark,
     load_rows,
@@ -116,23 +115,22 @@ def family_setup(family=None, n_per_level: int = 100, *, family_root: str | os.P
                  device: str = "cpu", max_new_tokens: int | str | None = None,
                  progress: bool = True) -> StudySetup:
     """The built-in family (built on first use) on its task's validation and test splits."""
-    from l2s_kit.zoo import build_family, task
+    from l2s_kit.zoo import build_family
 
     family = family or build_family(family_root, progress=progress)
     data = {split: family.rows(split, n_per_level) for split in SPLITS}
-    settings = _family_settings(max_new_tokens)
+    settings, fmt = _family_settings(max_new_tokens), family_format()
     return StudySetup(family.system1, family.system2, data, {"system1": None, "system2": None},
-                      {"system1": settings, "system2": settings}, extract=extract_family,
-                      candidates=task.candidates,
-                      grader="simple", name=family.root.name,
+                      {"system1": settings, "system2": settings}, extract=fmt.extract,
+                      candidates=fmt.candidates, grader=fmt.grader, name=family.root.name,
                       title=f"the built-in family ({family.root.name})", family=family,
                       device=device)
 
 
 def _family_settings(max_new_tokens) -> GenerationSettings:
-    if max_new_tokens in (None, ""):
-        return FAMILY_SETTINGS
-    return replace(FAMILY_SETTINGS, max_new_tokens=max_new_tokens)
+    settings = family_format().settings
+    return settings if max_new_tokens in (None, "") else replace(settings,
+                                                                  max_new_tokens=max_new_tokens)
 
 
 def _checkpoint(value, name: str) -> Path:
@@ -261,10 +259,8 @@ def pair_setup(base, model, *, benchmark: str | None = None, data_dir=None, rows
     if family_data:
         one = _family_settings(max_new_tokens)
         settings = {role: one for role in used}
-        extract, default_grader = extract_family, "simple"
-        from l2s_kit.zoo import task
-
-        candidates = task.candidates  # the family's answers, as the built-in study reads them
+        fmt = family_format()  # read as the built-in study reads the family's task
+        extract, default_grader, candidates = fmt.extract, fmt.grader, fmt.candidates
     else:
         candidates = answer_candidates
         n = max_new_tokens if max_new_tokens not in (None, "") else PAIR_MAX_NEW_TOKENS

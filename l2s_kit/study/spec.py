@@ -107,9 +107,6 @@ class StudySpec:
         from l2s_kit.analysis.sampling import parse_k
         from l2s_kit.evaluate import GenerationSettings
 
-        if self.max_new_tokens is not None:  # parsed where every length limit is
-            put(self, "max_new_tokens", _settings(GenerationSettings, "max_new_tokens",
-                                                  self.max_new_tokens).max_new_tokens)
         for name in ("n", "limit", "n_per_level", "tensor_parallel", "batch_size"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -125,10 +122,14 @@ class StudySpec:
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
                                   or not math.isfinite(v) or v < 0):
                 raise SpecError(f"{name}: a finite number of at least 0, got {v!r}")
-        try:  # how every model decodes: checked where every generation setting is
-            GenerationSettings(n=self.n, temperature=self.temperature, top_p=self.top_p)
+        length = {} if self.max_new_tokens is None else {"max_new_tokens": self.max_new_tokens}
+        try:  # the length limit parsed, and decoding checked, where every generation setting is
+            g = GenerationSettings(n=self.n, temperature=self.temperature, top_p=self.top_p,
+                                   **length)
         except L2SError as e:
             raise SpecError(str(e).removeprefix("generation setting ")) from None
+        if length:
+            put(self, "max_new_tokens", g.max_new_tokens)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise SpecError(f"seed: a whole number, got {self.seed!r}")
         if self.ks is not None:
@@ -216,13 +217,6 @@ class StudySpec:
             d["grid"] = str(path.resolve().parent / d["grid"]) if not Path(
                 d["grid"]).is_absolute() else d["grid"]
         return cls.from_dict({**d, **overrides}, where=str(path), given={*d, *overrides})
-
-
-def _settings(cls, name: str, value):
-    try:
-        return cls(**{name: value})
-    except L2SError as e:
-        raise SpecError(f"{name}: {str(e).removeprefix('generation setting ')}") from None
 
 
 def _grid(grid) -> tuple:
