@@ -11,7 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
-from l2s_kit.choices import (
+from l2s_kit.errors import EXIT_FIGURES_INCOMPLETE, L2SError, missing_extra, require
+from l2s_kit.io.choices import (
     BACKENDS,
     DTYPES,
     GRADERS,
@@ -21,7 +22,6 @@ from l2s_kit.choices import (
     SAMPLERS,
     SVD_ALGORITHMS,
 )
-from l2s_kit.errors import EXIT_FIGURES_INCOMPLETE, L2SError, missing_extra, require
 from l2s_kit.version import __version__
 
 DESCRIPTION = """\
@@ -133,69 +133,24 @@ def _eval(args) -> int:
     optional dataset and level), extract and grade the answers, append one line per sample to
     --out and print accuracy and mean length. Rerunning resumes: samples already in --out are
     kept."""
-    from l2s_kit.evaluate import GenerationSettings, Grader, MathGrader, evaluate, family_format
-
-    if bool(args.data) == bool(args.benchmark):
-        raise L2SError("give either --data (a jsonl of rows) or --benchmark NAME (with --data-dir)")
+    from l2s_kit.evaluate.spec import SAMPLING, EvalSpec, run_eval
     from l2s_kit.io import check_apart
 
     # responses are appended to --out: never to the data, the data folder or the model
     check_apart(args.out, {"data": args.data, "data folder": args.data_dir, "model": args.model})
-    rows, stop, own = _eval_rows(args)
-    given = {k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_p", "n", "seed",
-                                           "batch_size")}
-    fmt = family_format() if own else None
-    base = fmt.settings if own else GenerationSettings()
-    # unset options take the data's defaults; invalid values raise an L2SError naming them
-    settings = dataclasses.replace(base, stop=stop, **{k: v for k, v in given.items()
-                                                       if v is not None})
-    ks = _ks(args)
-    if ks and max(ks) > settings.n:
-        raise L2SError(f"--k {max(ks)} is larger than --n {settings.n}, the samples drawn per "
-                       f"problem; ask for k <= {settings.n} or draw more with --n")
-    if args.grader is None:  # math-verify for real benchmarks; plain answers otherwise
-        args.grader = fmt.grader if own else "math-verify" if args.benchmark else "simple"
-    grader = Grader(args.grader, args.grade_timeout, extract=fmt.extract if own else None)
-    backend = None
-    if args.backend == "vllm":
-        from l2s_kit.evaluate.vllm_backend import VLLMBackend
-
-        backend = VLLMBackend(args.model, tensor_parallel_size=args.tensor_parallel,
-                              progress=not args.quiet)
-    with grader.open() as grade:
-        df = evaluate(args.model, rows, args.out, backend=backend, settings=settings,
-                      model_name=args.model_name, progress=not args.quiet, device=args.device,
-                      extract=grader.extractor, grader=grade, after_think=not args.whole_response)
-        if isinstance(grade, MathGrader):
-            print(grade.report())
-    _print_summary(df, ks, fmt.candidates if own else None)
+    spec = EvalSpec.from_options(
+        model=args.model, out=args.out, data=args.data, benchmarks=args.benchmark,
+        data_dir=args.data_dir, prompt=args.prompt, limit=args.limit, stop=args.stop,
+        grader=args.grader, grade_timeout=args.grade_timeout, ks=_ks(args),
+        whole_response=args.whole_response, backend=args.backend, device=args.device,
+        tensor_parallel=args.tensor_parallel, model_name=args.model_name,
+        **{k: getattr(args, k) for k in SAMPLING})
+    df, report = run_eval(spec, progress=not args.quiet)
+    if report:
+        print(report)
+    _print_summary(df, spec.ks, spec.candidates)
     print(f"\n{len(df)} responses of {df['model'].iloc[0]} in {args.out}")
     return 0
-
-
-def _eval_rows(args) -> tuple[list[dict], tuple, bool]:
-    """(rows, stop strings, whether the data carries its own format) of ``l2s eval``'s data:
-    a rows file as it is; a benchmark rendered with --prompt, or, for one that carries its own
-    prompt and answer format (the family's task, ``l2s zoo export``), as its questions are."""
-    from l2s_kit.evaluate import get_prompt, load_benchmarks, load_rows, own_format
-
-    if not args.benchmark:
-        return load_rows(args.data), tuple(args.stop or ()), False
-    if not args.data_dir:
-        raise L2SError("--benchmark needs --data-dir, the folder holding <name>/test.jsonl "
-                       "(the Qwen2.5-Math toolkit's data/ layout)")
-    if own_format(args.benchmark, args.prompt):
-        rows = load_benchmarks(args.benchmark, args.data_dir, prompt=None, limit=args.limit)
-        return rows, tuple(args.stop or ()), True
-    prompt = args.prompt or "qwen25-math-cot"
-    tokenizer = None
-    if get_prompt(prompt).needs_tokenizer:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(args.model)
-    rows = load_benchmarks(args.benchmark, args.data_dir, prompt=prompt, tokenizer=tokenizer,
-                           limit=args.limit)
-    return rows, tuple(args.stop) if args.stop is not None else get_prompt(prompt).stop, False
 
 
 def _print_summary(df, ks, candidates=None) -> None:

@@ -1,11 +1,11 @@
-"""One table of choices (:mod:`l2s_kit.choices`): the command line offers exactly its names, and
+"""One table of choices (:mod:`l2s_kit.io.choices`): the command line offers exactly its names, and
 every name is one the code carries out."""
 
 from __future__ import annotations
 
 import pytest
 
-from l2s_kit import choices
+from l2s_kit.io import choices
 
 
 def _options(command: str) -> dict[str, tuple]:

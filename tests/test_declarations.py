@@ -84,7 +84,7 @@ def test_the_paper_methods_declare_where_to_search():
 def test_a_method_declares_its_per_layer_coefficients(throwaway):
     """The per-layer table and figure read a method's ``layer_coefficients`` hook: none is
     needed anywhere else."""
-    from l2s_kit import plots
+    from l2s_kit.analysis import plots
     from l2s_kit.study.calibration import layer_coefficients_table
     from l2s_kit.zoo import build_family
 

@@ -11,8 +11,8 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "l2s_kit"
 
 # The data flow, top to bottom: a stage may import itself and the stages above it, never below.
-STAGES = ["errors", "version", "faces", "choices", "seeds", "io", "zoo", "merging", "evaluate",
-          "analysis", "plots", "study", "notebooks", "cli"]
+STAGES = ["errors", "version", "io", "zoo", "merging", "evaluate", "analysis", "study", "notebooks",
+          "cli"]
 
 
 def _modules() -> dict[str, Path]:
@@ -45,7 +45,7 @@ def import_graph() -> dict[str, set[str]]:
                     base = ".".join([*up, base] if base else up)
                 targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in mods else base
                            for a in node.names]
-            elif (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "hand_on"
+            elif (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "lazy_exports"
                   and len(node.args) == 2 and isinstance(node.args[1], ast.Dict)):
                 # a face's table: each of its modules is imported on first use of a name
                 targets = [f"{pkg}.{k.value}" for k in node.args[1].keys]
@@ -125,7 +125,7 @@ def test_light_work_does_not_load_torch():
     import sys
 
     code = ("import sys\n"
-            "import l2s_kit, l2s_kit.analysis, l2s_kit.plots, l2s_kit.cli\n"
+            "import l2s_kit, l2s_kit.analysis, l2s_kit.analysis.plots, l2s_kit.cli\n"
             "from l2s_kit.analysis import read_outputs, summarize, table1\n"
             "from l2s_kit.analysis import sampling, stats, trace\n"
             "from l2s_kit.evaluate import load_rows, load_benchmark\n"
@@ -176,7 +176,7 @@ def test_the_registry_and_engine_import_no_method(module):
 
 
 def test_notebooks_draw_through_plots():
-    """Figures are built in l2s_kit.plots (one visual style, tested there), not inline."""
+    """Figures are built in l2s_kit.analysis.plots (one visual style, tested there), not inline."""
     import json
 
     inline = []

@@ -9,8 +9,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from l2s_kit import plots
-from l2s_kit.analysis import pareto_front
+from l2s_kit.analysis import pareto_front, plots
 from l2s_kit.cli import main
 from l2s_kit.io import runs
 from l2s_kit.notebooks.gallery import MARK, find_runs, write_gallery

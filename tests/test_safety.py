@@ -457,7 +457,7 @@ def test_a_study_never_writes_over_the_users_files_nor_beside_an_earlier_study(
     """An --out holding the user's own files is refused before any work (exit 2), with or
     without --overwrite; a study into an earlier study's folder replaces it as a whole, so no
     figure of the earlier run is left beside the new tables."""
-    from l2s_kit import plots
+    from l2s_kit.analysis import plots
 
     out = tmp_path / "out"
     out.mkdir()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import re
+
 import pytest
 
 from l2s_kit.cli import PAIR_FIELDS, STUDY_FIELDS, _spec, build_parser, main
@@ -128,3 +130,57 @@ def test_the_command_line_wins_over_its_config_file(tmp_path):
     spec = _spec(args, PAIR_FIELDS + STUDY_FIELDS, "study", args.config)
     assert spec.tolerance == 5.0 and spec.n_per_level == 7
     assert set(spec.given) == {"tolerance", "n_per_level"}
+
+
+# -- l2s eval: the same typed object from its flags and from Python ----------------------------
+
+def test_eval_flags_and_python_build_the_same_eval_spec(tmp_path, monkeypatch):
+    import l2s_kit.evaluate.spec as evalspec
+    from l2s_kit.cli import main
+    from l2s_kit.evaluate import EvalSpec
+
+    seen = []
+    monkeypatch.setattr(evalspec, "run_eval", lambda spec, progress: seen.append(spec) or 1 / 0)
+    assert 2 == main(["eval", "model/", "--benchmark", "math500", "--data-dir", "data/", "--out",
+              str(tmp_path / "r.jsonl"), "--max-new-tokens", "8k", "--n", "4",
+              "--temperature", "0.6", "--k", "1,4", "--grader", "reference"])  # stopped
+    python = EvalSpec.from_options(model="model/", benchmarks=["math500"], data_dir="data/",
+                                   out=tmp_path / "r.jsonl", max_new_tokens=8192, n=4,
+                                   temperature=0.6, ks=[1, 4], grader="reference")
+    assert seen == [python]
+    spec = seen[0]
+    # the data's defaults settled once: the template, its stop strings, the grader's extractor
+    assert spec.prompt == "qwen25-math-cot"
+    assert spec.settings.stop == ("<|im_end|>", "<|endoftext|>")
+    assert spec.settings.max_new_tokens == 8192 and spec.settings.n == 4
+    assert spec.grader.extractor.__name__ == "extract_labelled"
+    assert spec.to_dict()["settings"]["max_new_tokens"] == 8192
+    assert spec.to_dict()["grader"] == {"name": "reference", "timeout": 5.0}
+
+
+def test_eval_spec_takes_the_family_format_and_a_rows_file_the_simple_grader(tmp_path):
+    from l2s_kit.evaluate import FAMILY_SETTINGS, EvalSpec, extract_family
+
+    family = EvalSpec.from_options(model="m", out=tmp_path / "r.jsonl", benchmarks="l2s_family",
+                                   data_dir=tmp_path)
+    assert family.own_format and family.prompt is None
+    assert family.settings.max_new_tokens == FAMILY_SETTINGS.max_new_tokens
+    assert family.grader.extractor is extract_family
+    rows = EvalSpec.from_options(model="m", out=tmp_path / "r.jsonl", data=tmp_path / "x.jsonl")
+    assert rows.grader.name == "simple" and rows.settings.stop == ()
+
+
+@pytest.mark.parametrize("options, message", [
+    ({}, "either --data"),
+    ({"benchmarks": "math500"}, "--data-dir"),
+    ({"data": "x.jsonl", "ks": [8]}, "--k 8 is larger than --n 1"),
+    ({"data": "x.jsonl", "max_new_tokens": "lots"}, "max_new_tokens"),
+    ({"data": "x.jsonl", "top_k": 5}, "'top_k'"),
+    ({"benchmarks": "l2s_family", "data_dir": "d", "prompt": "chat"}, "drop --prompt chat"),
+])
+def test_eval_options_that_cannot_be_used_are_named(options, message):
+    from l2s_kit.errors import L2SError
+    from l2s_kit.evaluate import EvalSpec
+
+    with pytest.raises(L2SError, match=re.escape(message)):
+        EvalSpec.from_options(model="m", out="r.jsonl", **options)

@@ -54,7 +54,7 @@ def test_a_failed_png_export_leaves_every_table_and_html_and_says_figures_incomp
     command that makes them again."""
     import plotly.graph_objects as go
 
-    from l2s_kit import plots
+    from l2s_kit.analysis import plots
     from l2s_kit.cli import main
 
     calls = []
@@ -97,7 +97,7 @@ def test_a_failed_png_export_leaves_every_table_and_html_and_says_figures_incomp
 def test_a_legend_joins_models_only_when_every_number_is_equal():
     import pandas as pd
 
-    from l2s_kit import plots
+    from l2s_kit.analysis import plots
 
     rows = []
     for model, acc in (("system2", 100.0), ("task_arithmetic alpha=0.2", 36.0),
@@ -182,7 +182,7 @@ def test_bad_sampling_arguments_are_refused_before_any_work(tmp_path, capsys, ar
 def test_figures_tell_points_apart_and_keep_one_colour_per_model(tmp_path):
     import pandas as pd
 
-    from l2s_kit import plots
+    from l2s_kit.analysis import plots
 
     rows = [("system1", "System 1 (base)", "", 7, 20), ("system2", "System 2", "", 53, 100),
             ("ta a=0.3", "task_arithmetic", "alpha=0.3", 21, 100),
@@ -211,7 +211,7 @@ def test_figures_tell_points_apart_and_keep_one_colour_per_model(tmp_path):
 def test_false_reflection_names_what_it_shows():
     import pandas as pd
 
-    from l2s_kit import plots
+    from l2s_kit.analysis import plots
 
     s = pd.DataFrame({"model": ["system2", "m"], "false_reflection": [0.1, 0.2],
                       "wrong_among_reflective": [0.3, 0.4]})
@@ -254,7 +254,7 @@ def test_figure_labels_name_parameters_without_a_table_of_names():
     other numeric settings, whatever the method's parameters are called."""
     import pandas as pd
 
-    from l2s_kit import plots
+    from l2s_kit.analysis import plots
 
     assert plots._compact("k=0.8, alpha=1.0, lambda=0.3, trim=global, beta2=4") == \
         "k 0.8 α 1.0 λ 0.3 beta2 4"

@@ -7,9 +7,9 @@ where the length goes (:mod:`~l2s_kit.analysis.trace`).
 >>> summarize(df, by=("model", "level"), reference="system2")
 """
 
-from l2s_kit.faces import hand_on
+from l2s_kit.io.lazy import lazy_exports
 
-__getattr__, __dir__, __all__ = hand_on(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "outputs": ("AnalysisError", "length_column", "read_outputs"),
     "summary": ("SummaryError", "by_level", "format_table1", "full_summary", "level_or_dataset",
                 "model_summary", "pareto_front", "shortest", "summarize", "table1"),

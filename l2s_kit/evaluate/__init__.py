@@ -13,11 +13,18 @@ Real benchmarks (the Qwen2.5-Math toolkit's data layout) and math-verify grading
 >>> with MathGrader() as grader:                      # worker process, hard per-sample timeout
 ...     df = evaluate("merged/ties-7b", rows, "runs/math500.jsonl", extract=extract_labelled,
 ...                   grader=grader)
+
+What ``l2s eval`` is asked to do is one checked object, run whole:
+
+>>> from l2s_kit.evaluate import EvalSpec, run_eval
+>>> spec = EvalSpec.from_options(model="merged/ties-7b", out="runs/math500.jsonl",
+...                              benchmarks="math500", data_dir="data/benchmarks")
+>>> df, report = run_eval(spec)
 """
 
-from l2s_kit.faces import hand_on
+from l2s_kit.io.lazy import lazy_exports
 
-__getattr__, __dir__, __all__ = hand_on(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "backends": ("DEFAULT_SETTINGS", "FAMILY_SETTINGS", "Backend", "Generation",
                  "GenerationError", "GenerationSettings", "LENGTH_LIMITS", "TransformersBackend"),
     "benchmarks": ("BENCHMARKS", "FAMILY_BENCHMARK", "PAPER_BENCHMARKS", "BenchmarkError", "family_format",
@@ -30,4 +37,5 @@ __getattr__, __dir__, __all__ = hand_on(__name__, {
     "prompts": ("PROMPTS", "PromptError", "get_prompt",
                 "render_prompt"),
     "run": ("COLUMNS", "ResponsesError", "evaluate", "load_responses", "load_rows"),
+    "spec": ("EvalSpec", "EvalSpecError", "run_eval"),
 })

@@ -28,7 +28,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from l2s_kit.errors import L2SError
 from l2s_kit.io.files import VOCABULARY_FILES
-from l2s_kit.seeds import seed_from
+from l2s_kit.io.seeds import seed_from
 
 # Tokens decoded at the end of each sequence at every step to look for stop strings, beyond the
 # length of the longest stop string (each token decodes to at least one character, except special

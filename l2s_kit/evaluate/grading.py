@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from l2s_kit.choices import GRADERS
 from l2s_kit.errors import L2SError
+from l2s_kit.io.choices import GRADERS
 
 MODES = ("strict", "reference")
 STATUSES = ("ok", "no_answer", "timeout", "error")

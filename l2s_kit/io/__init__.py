@@ -5,9 +5,9 @@
 >>> ck.read("model.embed_tokens.weight", rows=slice(0, 8))
 """
 
-from l2s_kit.faces import hand_on
+from l2s_kit.io.lazy import lazy_exports
 
-__getattr__, __dir__, __all__ = hand_on(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "atomic": ("atomic_file", "atomic_folder", "check_apart", "check_out", "check_place", "check_results_folder", "check_room",
                "claim_file", "claim_output", "exclusive", "publish", "remember_output",
                "results_folder", "temp_sibling", "user_cache", "write_csv"),

@@ -17,10 +17,10 @@ to the notebooks that declare it; a name that no notebook declares is an error. 
 A notebook that declares ``out_dir`` gets its run folder there, to write tables beside its figures.
 """
 
-from l2s_kit.faces import hand_on
+from l2s_kit.io.lazy import lazy_exports
 from l2s_kit.io.runs import metrics  # the notebooks' helper
 
-__getattr__, __dir__, _handed = hand_on(__name__, {
+__getattr__, __dir__, _handed = lazy_exports(__name__, {
     "run": ("NotebookError", "check_run_name", "find_notebooks", "notebook_parameters",
             "run_notebooks", "setup"),
 })

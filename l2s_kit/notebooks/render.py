@@ -139,7 +139,7 @@ def export_pngs(nb: nbformat.NotebookNode, folder: str | os.PathLike, prefix: st
     import plotly.graph_objects as go
     import plotly.io as pio
 
-    from l2s_kit.plots import PNG_SCALE
+    from l2s_kit.analysis.plots import PNG_SCALE
 
     figs = [go.Figure(f) for _, f in figures(nb)]
     if not figs:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from l2s_kit.choices import BACKENDS
 from l2s_kit.errors import L2SError
+from l2s_kit.io.choices import BACKENDS
 from l2s_kit.io.hub import hub_id
 from l2s_kit.notebooks.render import export_pngs, render_html, use_renderer
 

@@ -230,7 +230,7 @@ def _write_files(result: StudyResult, chosen: pd.DataFrame, tolerance: float, pn
                  out: Path) -> None:
     """The study's tables, report and figures in ``out`` (PNGs with ``png``; a PNG that
     cannot be made is noted in ``result.missing_pngs``, the rest stands)."""
-    from l2s_kit import plots
+    from l2s_kit.analysis import plots
 
     summary, test = result.summary, result.responses["test"]
     group = "level" if result.setup.has_levels else "dataset"

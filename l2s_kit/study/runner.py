@@ -25,9 +25,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from l2s_kit.choices import MERGE_IN, RUNNERS
 from l2s_kit.errors import L2SError
 from l2s_kit.evaluate import GenerationSettings, render_prompt
+from l2s_kit.io.choices import MERGE_IN, RUNNERS
 from l2s_kit.io.names import LM_HEAD
 from l2s_kit.merging.recipe import Recipe
 

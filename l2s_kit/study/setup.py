@@ -32,7 +32,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from l2s_kit import seeds
 from l2s_kit.evaluate import (
     FAMILY_BENCHMARK,
     GenerationSettings,
@@ -45,6 +44,7 @@ from l2s_kit.evaluate import (
     load_rows,
     render_prompt,
 )
+from l2s_kit.io import seeds
 from l2s_kit.io.shared import shown_path
 from l2s_kit.study.spec import SetupError, StudySpec
 

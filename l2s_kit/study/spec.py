@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from l2s_kit.choices import BACKENDS, GRADERS, MERGE_IN, RUNNERS
 from l2s_kit.errors import L2SError
+from l2s_kit.io.choices import BACKENDS, GRADERS, MERGE_IN, RUNNERS
 
 
 class SetupError(L2SError, ValueError):

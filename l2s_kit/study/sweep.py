@@ -29,10 +29,10 @@ from pathlib import Path
 import pandas as pd
 
 from l2s_kit.analysis import summarize, table1
-from l2s_kit.choices import BACKENDS, GRADERS, RUNNERS
 from l2s_kit.errors import L2SError
 from l2s_kit.evaluate import DEFAULT_SETTINGS, GenerationSettings, load_responses
 from l2s_kit.io import check_apart, check_place
+from l2s_kit.io.choices import BACKENDS, GRADERS, RUNNERS
 from l2s_kit.study.runner import Job, choose_merge_in, job_inputs, run_jobs
 
 

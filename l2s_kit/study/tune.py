@@ -43,8 +43,8 @@ from pathlib import Path
 import pandas as pd
 
 from l2s_kit.analysis import summarize
-from l2s_kit.choices import OBJECTIVES, SAMPLERS
 from l2s_kit.errors import L2SError
+from l2s_kit.io.choices import OBJECTIVES, SAMPLERS
 from l2s_kit.study.explorer import Explorer, model_name
 from l2s_kit.study.setup import REFERENCE
 
@@ -268,7 +268,7 @@ def _done(study) -> int:
 def _seed_per_trial(sampler, seed: int) -> None:
     """Each trial draws from a stream fixed by (seed, trials done before it), not by what this
     process drew before: a search stopped and resumed suggests what an uninterrupted one does."""
-    from l2s_kit.seeds import seed_from
+    from l2s_kit.io.seeds import seed_from
 
     before = sampler.before_trial
 

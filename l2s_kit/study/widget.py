@@ -8,8 +8,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from l2s_kit import plots
-from l2s_kit.analysis import by_level, model_summary
+from l2s_kit.analysis import by_level, model_summary, plots
 from l2s_kit.study.explorer import Explorer, model_name
 from l2s_kit.study.setup import REFERENCE
 

@@ -18,9 +18,9 @@ family from scratch under ``root`` (``data/zoo`` from the command line, or ``$L2
 research on the family itself; a build appears complete or not at all.
 """
 
-from l2s_kit.faces import hand_on
+from l2s_kit.io.lazy import lazy_exports
 
-__getattr__, __dir__, __all__ = hand_on(__name__, {
+__getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "family": ("DEFAULT", "SHIPPED", "Family", "build_family", "default_root", "export_benchmark",
                "make_think_pair", "save_tokenizer", "shipped_family", "spec_hash"),
     "spec": ("FamilySpec",),

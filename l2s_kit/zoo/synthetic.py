@@ -18,7 +18,7 @@ import torch
 
 from l2s_kit.io import CheckpointWriter, TensorInfo, natural_key
 from l2s_kit.io.names import EMBED, LM_HEAD
-from l2s_kit.seeds import generator
+from l2s_kit.io.seeds import generator
 
 SHAPES: dict[str, dict] = {
     # hidden, layers, heads, kv heads, mlp, vocab: small enough for unit tests

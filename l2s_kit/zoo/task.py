@@ -33,7 +33,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from l2s_kit import seeds
+from l2s_kit.io import seeds
 
 LEVELS = (1, 2, 3, 4, 5)
 SLOTS = 5

@@ -11,7 +11,7 @@ import random
 
 import torch
 
-from l2s_kit import seeds
+from l2s_kit.io import seeds
 from l2s_kit.zoo import task
 from l2s_kit.zoo.spec import FamilySpec
 

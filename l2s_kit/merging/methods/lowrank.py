@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from l2s_kit.choices import SVD_ALGORITHMS
+from l2s_kit.io.choices import SVD_ALGORITHMS
 
 EXACT_MAX_COST = 2**36  # m·n·min(m, n) of the largest matrix decomposed exactly by "auto"
 OVERSAMPLE = 10  # extra columns of the randomized range finder

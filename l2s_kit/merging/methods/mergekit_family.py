@@ -30,6 +30,7 @@ from typing import Annotated
 
 import torch
 
+from l2s_kit.io.seeds import generator
 from l2s_kit.merging.methods.params import Alpha, Seed
 from l2s_kit.merging.registry import (
     Mergekit,
@@ -41,7 +42,6 @@ from l2s_kit.merging.registry import (
     merge_method,
     model_value,
 )
-from l2s_kit.seeds import generator
 
 DELLA_PAPER = "https://arxiv.org/abs/2406.11617"
 BREADCRUMBS_PAPER = "https://arxiv.org/abs/2312.06795"

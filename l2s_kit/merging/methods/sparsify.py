@@ -22,7 +22,7 @@ from decimal import Decimal
 
 import torch
 
-from l2s_kit.seeds import generator
+from l2s_kit.io.seeds import generator
 
 MASK_BLOCK = 1 << 20
 

@@ -28,7 +28,7 @@ from typing import Annotated, Literal
 
 import torch
 
-from l2s_kit.choices import SVD_ALGORITHMS
+from l2s_kit.io.choices import SVD_ALGORITHMS
 from l2s_kit.merging.methods.lowrank import low_rank, svt
 from l2s_kit.merging.registry import Range, Search, merge_method
 

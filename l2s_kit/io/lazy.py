@@ -2,9 +2,9 @@
 
 A package's ``__init__`` says which of its modules holds each public name::
 
-    from l2s_kit.faces import hand_on
+    from l2s_kit.io.lazy import lazy_exports
 
-    __getattr__, __dir__, __all__ = hand_on(__name__, {
+    __getattr__, __dir__, __all__ = lazy_exports(__name__, {
         "checkpoint": ("Checkpoint", "weights_hash"),
         "atomic": ("atomic_file",),
     })
@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 
 
-def hand_on(package: str, table: Mapping[str, Iterable[str]]
+def lazy_exports(package: str, table: Mapping[str, Iterable[str]]
             ) -> tuple[Callable[[str], object], Callable[[], list[str]], list[str]]:
     """``(__getattr__, __dir__, __all__)`` for the face of ``package``: ``table`` maps each of its
     modules (relative name) to the public names it holds. A name is looked up once, then kept on
