@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 import re
 
+from l2s_kit.errors import RecipeError
+
 LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
@@ -125,3 +127,21 @@ def unmatched_filters(params: dict, names) -> list[tuple[str, str]]:
     return [(k, c["filter"]) for k, v in params.items() if is_schedule(v)
             for c in v if isinstance(c, dict) and c.get("filter")
             and not any(c["filter"] in n for n in names)]
+
+
+def model_weight(w, where: str, name: str = "weight") -> float | list:
+    """A model's weight (or a slice's ``scale``): a finite number, or a schedule of finite
+    numbers (a gradient over the layers, ``[0.2, 0.9]``, or ``{filter, value}`` conditions), as
+    mergekit takes it."""
+    def finite(x) -> float:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            raise RecipeError(f"{where}.parameters.{name} must be a finite number or a gradient "
+                              f"of finite numbers ([0.2, 0.9] over the layers), got {x!r}")
+        return float(x)
+
+    if is_schedule(w):
+        try:
+            return canonical(w, finite, where, name)
+        except ValueError as e:
+            raise RecipeError(str(e)) from None
+    return finite(w)
