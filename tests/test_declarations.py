@@ -124,7 +124,7 @@ def test_mergekit_vocabulary_is_read_from_the_declarations(tiny_pair):
         return base + gain * (models[0] - base)
 
     merge_method("strength_merge", paper="-", aliases=("mk_strength",), mergekit=Mergekit(
-        fixed={"normalize": (False, "scale gain instead")}))(fn)
+        implied={"normalize": (False, "scale gain instead")}))(fn)
     base, model = map(str, tiny_pair)
     try:
         r = load_recipe({"merge_method": "mk_strength", "base_model": base,

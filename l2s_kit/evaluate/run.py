@@ -316,35 +316,17 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
         raise ResponsesError("evaluate needs a checkpoint folder (model=...) or a backend")
     model_name, recipe_hash, weights_hash, files = _identity(model, backend, model_name,
                                                              recipe_hash, weights_hash)
-    out = Path(out)
-    if out.is_dir():
-        raise ResponsesError(f"{out} is a folder; --out / out is the responses file to write, "
-                             "e.g. runs/responses.jsonl")
-    if out.exists() and not out.is_file():
-        raise ResponsesError(f"{out} is not a regular file (a device or a pipe); --out / out is "
-                             "the responses file to write, e.g. runs/responses.jsonl")
+    out = _responses_path(out)
     gen = settings.to_dict()
     todo_rows = _check_rows(rows)
-
     graded_by = grader_name(grader)
     by_id = {(str(r["dataset"]), str(r["id"])): r for r in todo_rows}
-    done: set[tuple] = set()
-    mine: list[dict] = []  # this model's rows already in the file
     from l2s_kit.io.atomic import exclusive
 
     with exclusive(out, "evaluation", ResponsesError):
-        if out.exists():
-            for r in _read_lines(out, repair=True):
-                if r.get("model") != model_name:
-                    continue
-                mine.append(r)
-                problem = _resume_problem(r, out=out, model_name=model_name, gen=gen,
-                                          weights=weights_hash, recipe_hash=recipe_hash,
-                                          grader=graded_by, rows=by_id, files=files)
-                if problem:
-                    raise ResponsesError(problem)
-                done.add(_key(model_name, r["dataset"], r["id"], r["sample"]))
-
+        mine = _resumed(out, model_name, rows=by_id, gen=gen, weights=weights_hash,
+                        recipe_hash=recipe_hash, grader=graded_by, files=files)
+        done = {_key(model_name, r["dataset"], r["id"], r["sample"]) for r in mine}
         todo = [r for r in todo_rows
                 if any(_key(model_name, r["dataset"], r["id"], j) not in done
                        for j in range(settings.n))]
@@ -359,6 +341,32 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
     # the rows as given now: a level edited since a response was generated is the new one
     return _frame([{**r, "level": by_id[(str(r.get("dataset")), str(r.get("id")))]["level"]}
                    for r in mine if (str(r.get("dataset")), str(r.get("id"))) in by_id])
+
+
+def _responses_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    if out.is_dir():
+        raise ResponsesError(f"{out} is a folder; --out / out is the responses file to write, "
+                             "e.g. runs/responses.jsonl")
+    if out.exists() and not out.is_file():
+        raise ResponsesError(f"{out} is not a regular file (a device or a pipe); --out / out is "
+                             "the responses file to write, e.g. runs/responses.jsonl")
+    return out
+
+
+def _resumed(out: Path, model_name: str, **identity) -> list[dict]:
+    """This model's rows already in ``out``, each checked against what is asked now (an error
+    naming what differs)."""
+    mine = []
+    if out.exists():
+        for r in _read_lines(out, repair=True):
+            if r.get("model") != model_name:
+                continue
+            problem = _resume_problem(r, out=out, model_name=model_name, **identity)
+            if problem:
+                raise ResponsesError(problem)
+            mine.append(r)
+    return mine
 
 
 def _generate_into(out: Path, rows: list[dict], done: set[tuple], backend: Backend,

@@ -172,6 +172,60 @@ def _open_pair(base: Path, model: Path) -> tuple[list, list[Difference]]:
     return opened, unreadable
 
 
+def _config_verdict(key: str, label, config_keys: dict, config_source: str,
+                    tokenizer_source: str) -> tuple[str, str]:
+    """(verdict, note) of a config.json key the two sides give differently."""
+    from l2s_kit.merging.recipe import CONTEXT_KEYS
+
+    if key in ARCHITECTURE_KEYS:
+        return BLOCKS, "a different architecture: the tensors cannot be merged"
+    if key in DTYPE_KEYS:
+        return HARMLESS, "merges compute in float32 and write the recipe's out_dtype"
+    source = label(config_keys.get(key, config_source))
+    if key in CONTEXT_KEYS:
+        return TAKES, (f"context length, rope and sliding window are one choice: the merged "
+                       f"config.json takes all of {', '.join(CONTEXT_KEYS)} from {source}")
+    if key == "vocab_size" and tokenizer_source == "union":
+        return TAKES, ("the merged embedding has one row per token of the union of both "
+                       "vocabularies; config.json says its size")
+    if key == "vocab_size":
+        return TAKES, (f"embedding rows beyond the smaller vocabulary come from the larger "
+                       f"model only; config.json from {source}")
+    return TAKES, f"the merged config.json takes the value of {source}"
+
+
+def _config_differences(cb: dict, cm: dict, label, config_keys: dict, config_source: str,
+                        tokenizer_source: str) -> list[Difference]:
+    out = []
+    for key in sorted((set(cb) | set(cm)) - IGNORED_KEYS):
+        vb, vm = cb.get(key, "(absent)"), cm.get(key, "(absent)")
+        if vb != vm:
+            verdict, note = _config_verdict(key, label, config_keys, config_source,
+                                            tokenizer_source)
+            out.append(Difference("config", key, vb, vm, verdict, note))
+    return out
+
+
+def _generation_differences(b: Path, m: Path, tok_from: str) -> list[Difference]:
+    out = []
+    gb, gm = _json(b / GENERATION_CONFIG) or {}, _json(m / GENERATION_CONFIG) or {}
+    for key in sorted((set(gb) | set(gm)) - IGNORED_KEYS):
+        vb, vm = gb.get(key, "(absent)"), gm.get(key, "(absent)")
+        if vb != vm:
+            out.append(Difference("generation_config", key, vb, vm, TAKES,
+                                  f"the merged folder copies generation_config.json from {tok_from}"))
+    return out
+
+
+def _dtype_differences(cb, cm) -> list[Difference]:
+    db = sorted({str(cb.info(n).dtype).removeprefix("torch.") for n in cb.names})
+    dm = sorted({str(cm.info(n).dtype).removeprefix("torch.") for n in cm.names})
+    if db == dm:
+        return []
+    return [Difference("dtype", "weights", ", ".join(db), ", ".join(dm), HARMLESS,
+                       "merges compute in float32 and write the recipe's out_dtype")]
+
+
 def pair_differences(base: str | os.PathLike, model: str | os.PathLike, *, config_source: str = "base",
             tokenizer_source: str = "model", config_keys: dict | None = None,
             opened: tuple | None = None, plan: bool = True) -> list[Difference]:
@@ -182,7 +236,7 @@ def pair_differences(base: str | os.PathLike, model: str | os.PathLike, *, confi
     two as ``Checkpoint`` objects already open (a merge passes its own); ``plan=False`` leaves
     out the architecture's rows (a merge has planned itself)."""
     from l2s_kit.merging.engine import plan_merge
-    from l2s_kit.merging.recipe import CONTEXT_KEYS, GENERATION_KEYS
+    from l2s_kit.merging.recipe import GENERATION_KEYS
 
     b, m = Path(base), Path(model)
     from l2s_kit.merging.recipe import same_checkpoint
@@ -212,44 +266,55 @@ def pair_differences(base: str | os.PathLike, model: str | os.PathLike, *, confi
         except L2SError as e:
             out.append(Difference("architecture", "tensors", "", "", BLOCKS, str(e)))
 
-    for key in sorted((set(cb.config) | set(cm.config)) - IGNORED_KEYS):
-        vb, vm = cb.config.get(key, "(absent)"), cm.config.get(key, "(absent)")
-        if vb == vm:
-            continue
-        if key in ARCHITECTURE_KEYS:
-            verdict, note = BLOCKS, "a different architecture: the tensors cannot be merged"
-        elif key in DTYPE_KEYS:
-            verdict, note = HARMLESS, "merges compute in float32 and write the recipe's out_dtype"
-        elif key in CONTEXT_KEYS:
-            verdict, note = TAKES, (
-                f"context length, rope and sliding window are one choice: the merged config.json "
-                f"takes all of {', '.join(CONTEXT_KEYS)} from "
-                f"{label(config_keys.get(key, config_source))}")
-        elif key == "vocab_size" and tokenizer_source == "union":
-            verdict, note = TAKES, ("the merged embedding has one row per token of the union "
-                                    "of both vocabularies; config.json says its size")
-        elif key == "vocab_size":
-            verdict, note = TAKES, (f"embedding rows beyond the smaller vocabulary come from the "
-                                    f"larger model only; config.json from "
-                                    f"{label(config_keys.get(key, config_source))}")
-        else:
-            verdict, note = TAKES, (f"the merged config.json takes the value of "
-                                    f"{label(config_keys.get(key, config_source))}")
-        out.append(Difference("config", key, vb, vm, verdict, note))
-
+    out += _config_differences(cb.config, cm.config, label, config_keys, config_source,
+                                tokenizer_source)
     out += _tokenizer_differences(b, m, tok_from, tokenizer_source == "union")
-    gb, gm = _json(b / GENERATION_CONFIG), _json(m / GENERATION_CONFIG)
-    for key in sorted((set(gb or {}) | set(gm or {})) - IGNORED_KEYS):
-        vb, vm = (gb or {}).get(key, "(absent)"), (gm or {}).get(key, "(absent)")
-        if vb != vm:
-            out.append(Difference("generation_config", key, vb, vm, TAKES,
-                                  f"the merged folder copies generation_config.json from {tok_from}"))
+    out += _generation_differences(b, m, tok_from)
+    out += _dtype_differences(cb, cm)
+    return out
 
-    db = sorted({str(cb.info(n).dtype).removeprefix("torch.") for n in cb.names})
-    dm = sorted({str(cm.info(n).dtype).removeprefix("torch.") for n in cm.names})
-    if db != dm:
-        out.append(Difference("dtype", "weights", ", ".join(db), ", ".join(dm), HARMLESS,
-                              "merges compute in float32 and write the recipe's out_dtype"))
+
+def _vocabulary_differences(vb: tuple, vm: tuple, tok_from: str, union: bool
+                            ) -> list[Difference]:
+    """Tokens only one side has, special tokens, and ids the two give different tokens."""
+    out = []
+    (ib, sb), (im, sm) = vb, vm
+    only_b = [f"{ib[i]} ({i})" for i in sorted(set(ib) - set(im))]
+    only_m = [f"{im[i]} ({i})" for i in sorted(set(im) - set(ib))]
+    if only_b or only_m:
+        out.append(Difference(
+            "tokenizer", "tokens only one side has", _names(only_b), _names(only_m), TAKES,
+            f"vocabulary size {len(ib)} | {len(im)}; base only: {_names(only_b)}; model only: "
+            f"{_names(only_m)}. Their embedding rows come from the side that has them; the "
+            f"merged folder takes the tokenizer of {tok_from}"))
+    special_b, special_m = {ib[i] for i in sb}, {im[i] for i in sm}
+    if special_b != special_m:
+        out.append(Difference(
+            "tokenizer", "special tokens", _names(sorted(special_b - special_m)),
+            _names(sorted(special_m - special_b)), TAKES,
+            f"special tokens only in base: {_names(sorted(special_b - special_m))}; only in "
+            f"model: {_names(sorted(special_m - special_b))}. The merged folder takes the "
+            f"tokenizer of {tok_from}"))
+    shared = sorted(set(ib) & set(im))
+    differ = [i for i in shared if ib[i] != im[i]]
+    special = [i for i in differ if i in sb or i in sm]
+    regular = [i for i in differ if i not in special]
+    if regular:
+        ex = ", ".join(f"{i}: {ib[i]!r} / {im[i]!r}" for i in regular[:3])
+        out.append(Difference(
+            "tokenizer", "tokens at the same id", f"{len(regular)} differ", ex,
+            TAKES if union else BLOCKS,
+            "the two vocabularies give different tokens to the same ids; the union matches "
+            "their embedding rows by token" if union else
+            "the two vocabularies give different tokens to the same ids: their embedding rows "
+            "would be merged across different tokens; merge only models with one vocabulary, "
+            "or with tokenizer_source: union (rows matched by token)"))
+    if special:
+        ex = ", ".join(f"{i}: {ib[i]!r} / {im[i]!r}" for i in special[:4])
+        out.append(Difference(
+            "tokenizer", "special tokens at the same id", f"{len(special)} differ", ex, TAKES,
+            f"the merged folder takes the tokenizer of {tok_from}: its special tokens are "
+            "the ones the merged model is prompted and stopped with"))
     return out
 
 
@@ -264,43 +329,7 @@ def _tokenizer_differences(b: Path, m: Path, tok_from: str, union: bool = False
                               f"{which} has no tokenizer.json; the merged folder takes the "
                               f"tokenizer of {tok_from}"))
     if vb is not None and vm is not None:
-        (ib, sb), (im, sm) = vb, vm
-        only_b = [f"{ib[i]} ({i})" for i in sorted(set(ib) - set(im))]
-        only_m = [f"{im[i]} ({i})" for i in sorted(set(im) - set(ib))]
-        if only_b or only_m:
-            out.append(Difference(
-                "tokenizer", "tokens only one side has", _names(only_b), _names(only_m), TAKES,
-                f"vocabulary size {len(ib)} | {len(im)}; base only: {_names(only_b)}; model only: "
-                f"{_names(only_m)}. Their embedding rows come from the side that has them; the "
-                f"merged folder takes the tokenizer of {tok_from}"))
-        special_b, special_m = {ib[i] for i in sb}, {im[i] for i in sm}
-        if special_b != special_m:
-            out.append(Difference(
-                "tokenizer", "special tokens", _names(sorted(special_b - special_m)),
-                _names(sorted(special_m - special_b)), TAKES,
-                f"special tokens only in base: {_names(sorted(special_b - special_m))}; only in "
-                f"model: {_names(sorted(special_m - special_b))}. The merged folder takes the "
-                f"tokenizer of {tok_from}"))
-        shared = sorted(set(ib) & set(im))
-        differ = [i for i in shared if ib[i] != im[i]]
-        special = [i for i in differ if i in sb or i in sm]
-        regular = [i for i in differ if i not in special]
-        if regular:
-            ex = ", ".join(f"{i}: {ib[i]!r} / {im[i]!r}" for i in regular[:3])
-            out.append(Difference(
-                "tokenizer", "tokens at the same id", f"{len(regular)} differ", ex,
-                TAKES if union else BLOCKS,
-                "the two vocabularies give different tokens to the same ids; the union matches "
-                "their embedding rows by token" if union else
-                "the two vocabularies give different tokens to the same ids: their embedding rows "
-                "would be merged across different tokens; merge only models with one vocabulary, "
-                "or with tokenizer_source: union (rows matched by token)"))
-        if special:
-            ex = ", ".join(f"{i}: {ib[i]!r} / {im[i]!r}" for i in special[:4])
-            out.append(Difference(
-                "tokenizer", "special tokens at the same id", f"{len(special)} differ", ex, TAKES,
-                f"the merged folder takes the tokenizer of {tok_from}: its special tokens are "
-                "the ones the merged model is prompted and stopped with"))
+        out += _vocabulary_differences(vb, vm, tok_from, union)
     tb, tm = _json(b / "tokenizer_config.json"), _json(m / "tokenizer_config.json")
     spb, spm = _special_tokens(tb), _special_tokens(tm)
     for k in sorted(set(spb) | set(spm)):

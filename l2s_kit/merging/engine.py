@@ -264,18 +264,11 @@ class Slice:
     scale: float | list = 1.0
 
 
-def plan_stack(inputs: Sequence, slices: Sequence[Slice], out_dtype: torch.dtype | None
-               ) -> tuple[list[TensorJob], dict, list[str]]:
-    """Plan a layer stack (a "frankenmerge"): the output's decoder layers are the slices' layers
-    in order, renumbered from 0; the embedding comes from the first slice's input, the final
-    norm and head from the last slice's (mergekit's pre and post weights). Returns (jobs, config
-    changes: ``num_hidden_layers`` and the stacked ``layer_types``, notes)."""
-    from l2s_kit.merging.schedule import LAYER, value_at_position
+def _layer_names(inputs: Sequence) -> list[dict[int, list[str]]]:
+    """Per input: its decoder layers' tensor names, by layer index."""
+    from l2s_kit.merging.schedule import LAYER
 
-    first, last = inputs[slices[0].input], inputs[slices[-1].input]
-    notes: list[str] = []
-    _check_architectures(first, [inputs[s.input] for s in slices])
-    layer_names: list[dict[int, list[str]]] = []
+    layer_names = []
     for src in inputs:
         by_layer: dict[int, list[str]] = {}
         for n in src.names:
@@ -283,46 +276,75 @@ def plan_stack(inputs: Sequence, slices: Sequence[Slice], out_dtype: torch.dtype
             if m is not None:
                 by_layer.setdefault(int(m.group(1)), []).append(n)
         layer_names.append(by_layer)
+    return layer_names
 
-    def job(out_name: str, i: int, name: str, scale: float = 1.0) -> TensorJob:
-        info = inputs[i].info(name)
-        floating = info.dtype.is_floating_point
-        dtype = out_dtype if (out_dtype is not None and floating) else info.dtype
-        return TensorJob(TensorInfo(out_name, dtype, tuple(info.shape)), [name],
-                         info.shape[0] if info.shape else 1, None, floating, (i,), scale)
 
+def _stack_job(inputs: Sequence, out_dtype, out_name: str, i: int, name: str,
+               scale: float | list = 1.0) -> TensorJob:
+    """The copy of input ``i``'s tensor ``name`` to ``out_name`` (times ``scale``)."""
+    info = inputs[i].info(name)
+    floating = info.dtype.is_floating_point
+    dtype = out_dtype if (out_dtype is not None and floating) else info.dtype
+    return TensorJob(TensorInfo(out_name, dtype, tuple(info.shape)), [name],
+                     info.shape[0] if info.shape else 1, None, floating, (i,), scale)
+
+
+def _slice_jobs(k: int, s: Slice, inputs: Sequence, layer_names: list, out_layer: int,
+                shapes: dict, out_dtype) -> tuple[list[TensorJob], list]:
+    """The jobs of slice ``k`` (its layers renumbered from ``out_layer``) and its layer types;
+    ``shapes`` (a layer tensor's shape by its name within the layer) is shared across slices."""
+    from l2s_kit.merging.schedule import LAYER, value_at_position
+
+    src = inputs[s.input]
+    n_layers = max(layer_names[s.input], default=-1) + 1  # as count_layers, from the scan
+    if not 0 <= s.start < s.end <= n_layers:
+        raise RecipeError(f"slices[{k}]: layer_range [{s.start}, {s.end}] is not within "
+                          f"{_label(src)}'s {n_layers} layers ([0, {n_layers}])")
+    types = src.config.get("layer_types")
+    jobs, layer_types = [], []
+    for offset, layer in enumerate(range(s.start, s.end)):
+        t = offset / (s.end - s.start - 1) if s.end - s.start > 1 else 1.0
+        for name in layer_names[s.input][layer]:
+            m = LAYER.search(name)
+            out_name = name[:m.start()] + m.group(0).replace(str(layer), str(out_layer + offset)) \
+                + name[m.end():]
+            within = name[m.end():]
+            shape = tuple(src.info(name).shape)
+            if shapes.setdefault(within, shape) != shape:
+                raise IncompatibleModelsError(
+                    f"slices[{k}]: tensor {name} of {_label(src)} has shape {shape}, but the "
+                    f"stack's other layers have {shapes[within]}: layers of models of "
+                    "different sizes cannot be stacked")
+            scale = (value_at_position(s.scale, out_name, t, 1.0)
+                     if isinstance(s.scale, list) else s.scale)
+            jobs.append(_stack_job(inputs, out_dtype, out_name, s.input, name, scale))
+        if isinstance(types, list) and layer < len(types):
+            layer_types.append(types[layer])
+    return jobs, layer_types
+
+
+def plan_stack(inputs: Sequence, slices: Sequence[Slice], out_dtype: torch.dtype | None
+               ) -> tuple[list[TensorJob], dict, list[str]]:
+    """Plan a layer stack (a "frankenmerge"): the output's decoder layers are the slices' layers
+    in order, renumbered from 0; the embedding comes from the first slice's input, the final
+    norm and head from the last slice's (mergekit's pre and post weights). Returns (jobs, config
+    changes: ``num_hidden_layers`` and the stacked ``layer_types``, notes)."""
+    from l2s_kit.merging.schedule import LAYER
+
+    first, last = inputs[slices[0].input], inputs[slices[-1].input]
+    _check_architectures(first, [inputs[s.input] for s in slices])
+    layer_names = _layer_names(inputs)
     pre = [n for n in first.names if LAYER.search(n) is None and n.endswith(EMBED_SUFFIXES)]
     post = [n for n in last.names if LAYER.search(n) is None and not n.endswith(EMBED_SUFFIXES)]
-    jobs = [job(n, slices[0].input, n) for n in pre]
-    shapes: dict[str, tuple] = {}  # a layer tensor's shape, by its name within the layer
+    jobs = [_stack_job(inputs, out_dtype, n, slices[0].input, n) for n in pre]
+    shapes: dict[str, tuple] = {}
     out_layer, layer_types = 0, []
     for k, s in enumerate(slices):
-        src = inputs[s.input]
-        n_layers = max(layer_names[s.input], default=-1) + 1  # as count_layers, from the scan
-        if not 0 <= s.start < s.end <= n_layers:
-            raise RecipeError(f"slices[{k}]: layer_range [{s.start}, {s.end}] is not within "
-                              f"{_label(src)}'s {n_layers} layers ([0, {n_layers}])")
-        types = src.config.get("layer_types")
-        for offset, layer in enumerate(range(s.start, s.end)):
-            t = offset / (s.end - s.start - 1) if s.end - s.start > 1 else 1.0
-            for name in layer_names[s.input][layer]:
-                m = LAYER.search(name)
-                out_name = name[:m.start()] + m.group(0).replace(str(layer), str(out_layer)) \
-                    + name[m.end():]
-                within = name[m.end():]
-                shape = tuple(src.info(name).shape)
-                if shapes.setdefault(within, shape) != shape:
-                    raise IncompatibleModelsError(
-                        f"slices[{k}]: tensor {name} of {_label(src)} has shape {shape}, but the "
-                        f"stack's other layers have {shapes[within]}: layers of models of "
-                        "different sizes cannot be stacked")
-                scale = (value_at_position(s.scale, out_name, t, 1.0)
-                         if isinstance(s.scale, list) else s.scale)
-                jobs.append(job(out_name, s.input, name, scale))
-            if isinstance(types, list) and layer < len(types):
-                layer_types.append(types[layer])
-            out_layer += 1
-    jobs += [job(n, slices[-1].input, n) for n in post]
+        more, types = _slice_jobs(k, s, inputs, layer_names, out_layer, shapes, out_dtype)
+        jobs += more
+        layer_types += types
+        out_layer += s.end - s.start
+    jobs += [_stack_job(inputs, out_dtype, n, slices[-1].input, n) for n in post]
     changes: dict = {"num_hidden_layers": out_layer}
     if layer_types and len(layer_types) == out_layer:
         changes["layer_types"] = layer_types
@@ -330,6 +352,7 @@ def plan_stack(inputs: Sequence, slices: Sequence[Slice], out_dtype: torch.dtype
         changes["torch_dtype"] = str(out_dtype).removeprefix("torch.")
     if any(n.endswith(EMBED_SUFFIXES) for n in pre):
         changes["tie_word_embeddings"] = LM_HEAD not in post
+    notes: list[str] = []
     if first is not last:
         notes.append(f"the embedding from {_label(first)} (the first slice's model), the final "
                      f"norm{' and ' + LM_HEAD if LM_HEAD in post else ''} from {_label(last)} "

@@ -150,14 +150,14 @@ def from_mergekit(d: dict, notes: list[str]) -> None:
                 renamed.setdefault(p.mergekit.name, p)
         mergekit_names = [n for n, p in declared.items() if p.mergekit is None]  # same in both
         per_model = method.per_model_of(params)
-        for key in (*mergekit_names, *renamed, *method.mergekit.fixed):
+        for key in (*mergekit_names, *renamed, *method.mergekit.implied):
             target = renamed.get(key) or declared.get(key)
             _pull_model_param(d, key, notes, target if target is not None
                               and target.name in per_model else None)
         for key, p in renamed.items():
             if key in params:
                 _rename_param(params, key, p, notes)
-        for key, (value, why) in method.mergekit.fixed.items():
+        for key, (value, why) in method.mergekit.implied.items():
             if key in params and key not in declared:
                 got = params.pop(key)
                 if got != value:

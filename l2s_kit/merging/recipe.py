@@ -408,19 +408,8 @@ def _sources(d: dict, where: str, from_preset: bool, relative_to: Path | None,
     return config_keys
 
 
-def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -> Recipe:
-    """Read and validate a recipe from a YAML file, YAML text or a dict. Reads no tensors.
-
-    Raises ``RecipeError`` naming the field for an unknown method or parameter, an out-of-range
-    value, or a missing checkpoint folder.
-    """
-    d, relative_to, where = _read_mapping(source)
-    notes: list[str] = []
-    from_preset = _apply_preset(d, where, notes)
-    if "merge_method" not in d:
-        raise RecipeError(f"{where}: missing 'merge_method' (or 'preset')")
-    from_mergekit(d, notes)
-    method = get_method(d["merge_method"])  # raises with the list of methods
+def _check_shape(d: dict, where: str, method) -> None:
+    """The recipe's fields that every method needs, for what ``method`` is (a merge or a stack)."""
     if method.stacks and d.get("tokenizer_source") == UNION:
         raise RecipeError(f"{where}: a layer stack keeps the first slice's model's vocabulary; "
                           "tokenizer_source union is for merges of models")
@@ -433,6 +422,11 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
     if not d.get("base_model"):
         raise RecipeError(f"{where}: missing 'base_model' (the checkpoint task vectors are "
                           "measured from; System 1 in long-to-short merging)")
+
+
+def _checkpoints(d: dict, where: str, relative_to: Path | None, check_paths: bool, method
+                 ) -> tuple[str, list[ModelSpec], list[dict] | None]:
+    """(base folder, models, layer stack or None), every folder resolved and checked."""
     stack = None
     if method.stacks:  # each slice's model resolved under its own name, base and models with it
         folder = {}
@@ -450,9 +444,11 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
                               "folder or the same weight files): merging a checkpoint with itself "
                               "gives it back; give System 2's folder")
     method.check_models(len(models), where)
-    params = method.resolve(d.get("parameters") or {}, f"{where}: parameters")
-    # a weight schedule enters the notes as its mean (the notes describe, the merge resolves)
-    notes += method.recipe_notes(params, [_mean(m.weight) for m in models])
+    return base, models, stack
+
+
+def _dtypes(d: dict, where: str) -> tuple[str, str | None]:
+    """(compute dtype, stored dtype or None: each tensor keeps the base's)."""
     dtype = d.get("dtype") or "float32"
     if dtype not in COMPUTE_DTYPES:
         raise RecipeError(f"{where}: dtype (the compute dtype) must be one of {COMPUTE_DTYPES}, "
@@ -460,24 +456,37 @@ def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -
     out_dtype = d.get("out_dtype")
     if out_dtype is not None and out_dtype not in OUT_DTYPES:
         raise RecipeError(f"{where}: out_dtype must be one of {OUT_DTYPES}, got {out_dtype!r}")
+    return dtype, out_dtype
+
+
+def load_recipe(source: str | os.PathLike | dict, *, check_paths: bool = True) -> Recipe:
+    """Read and validate a recipe from a YAML file, YAML text or a dict. Reads no tensors.
+
+    Raises ``RecipeError`` naming the field for an unknown method or parameter, an out-of-range
+    value, or a missing checkpoint folder.
+    """
+    d, relative_to, where = _read_mapping(source)
+    notes: list[str] = []
+    from_preset = _apply_preset(d, where, notes)
+    if "merge_method" not in d:
+        raise RecipeError(f"{where}: missing 'merge_method' (or 'preset')")
+    from_mergekit(d, notes)
+    method = get_method(d["merge_method"])  # raises with the list of methods
+    _check_shape(d, where, method)
+    base, models, stack = _checkpoints(d, where, relative_to, check_paths, method)
+    params = method.resolve(d.get("parameters") or {}, f"{where}: parameters")
+    # a weight schedule enters the notes as its mean (the notes describe, the merge resolves)
+    notes += method.recipe_notes(params, [_mean(m.weight) for m in models])
+    dtype, out_dtype = _dtypes(d, where)
     config_keys = _sources(d, where, from_preset or method.stacks, relative_to, check_paths,
                            notes, method.stacks)
-    device = check_device(d.get("device") or "cpu", f"{where}: device")
     recipe = Recipe(
-        merge_method=method.name,
-        base_model=base,
-        models=models,
-        parameters=params,
-        dtype=dtype,
-        out_dtype=out_dtype,
-        tokenizer_source=d["tokenizer_source"],
-        config_source=d["config_source"],
-        config_keys=config_keys,
+        merge_method=method.name, base_model=base, models=models, parameters=params,
+        dtype=dtype, out_dtype=out_dtype, tokenizer_source=d["tokenizer_source"],
+        config_source=d["config_source"], config_keys=config_keys,
         shard_size=parse_size(d.get("shard_size", 2 * 10**9)),
-        device=device,
-        name=d.get("name"),
-        notes=notes,
-        stack=stack,
+        device=check_device(d.get("device") or "cpu", f"{where}: device"), name=d.get("name"),
+        notes=notes, stack=stack,
         chat_template=_chat_template(d.get("chat_template"), where, relative_to),
     )
     if recipe.merge_parameters != params:  # per-model values: the checks see every model's

@@ -59,7 +59,7 @@ class PerModel(tuple):
     """A parameter given per model (mergekit's per-model parameters: ``density`` 0.3 for one
     model, 0.6 for another): one value per model, in the models' order, each a number or a
     layer schedule. A method receives it, for the parameters it declares ``per_model``, in place
-    of the single value; :func:`at` reads model i's value from either."""
+    of the single value; :func:`model_value` reads model i's value from either."""
 
     def __repr__(self) -> str:
         return f"PerModel({list(self)!r})"
@@ -125,13 +125,13 @@ class MergekitName:
 class Mergekit:
     """What a mergekit recipe of this method says beyond its parameters.
 
-    ``fixed``: mergekit options whose value this method always has: option → (that value, why),
+    ``implied``: mergekit options whose value this method always has: option → (that value, why),
     e.g. TIES' ``normalize: true`` (the disjoint mean); another value is refused with the why.
     ``adapt(d, notes)``: rewrites the recipe mapping ``d`` before its parameters are translated
     (mergekit's ``linear`` without a base takes the first model as base). The method's aliases
     are its mergekit names (``linear``, ``dare_linear``)."""
 
-    fixed: dict = field(default_factory=dict)
+    implied: dict = field(default_factory=dict)
     adapt: Callable[[dict, list], None] | None = None
 
 
@@ -203,7 +203,7 @@ class MergeMethod:
     calibrated: bool = False  # reads calibration data
     notes_fn: Callable[[dict, list[float]], list[str]] | None = None
     n_models: tuple[int, int | None] = (1, None)  # how many models it merges into the base
-    fixed: tuple[str, ...] = ()  # float parameters that cannot be layer schedules (read globally)
+    unscheduled: tuple[str, ...] = ()  # float parameters that cannot be layer schedules
     per_model: tuple[str, ...] = ()  # float parameters each model may give its own value of
     stacks: bool = False  # stacks layers of its inputs (mergekit's passthrough over slices)
     mergekit: Mergekit = Mergekit()  # what its mergekit recipes say beyond its parameters
@@ -251,8 +251,8 @@ class MergeMethod:
 
     def check_model_value(self, params: dict, name: str, value, where: str):
         """One model's value of the per-model parameter ``name`` (:attr:`per_model`), checked as
-        the parameter is (a layer schedule too, unless the parameter is ``fixed``)."""
-        return self.accepts(params)[name].check(value, where, schedules=name not in self.fixed)
+        the parameter is (a layer schedule too, unless the parameter is ``unscheduled``)."""
+        return self.accepts(params)[name].check(value, where, schedules=name not in self.unscheduled)
 
     def check_resolved(self, params: dict, where: str) -> None:
         """The ``check`` hooks (the inner merge's too) on resolved parameters that may hold
@@ -326,7 +326,7 @@ class MergeMethod:
                 f"{where}: unknown parameter '{unknown[0]}' for method '{self.name}'; "
                 f"valid parameters: {valid}"
             )
-        return {n: p.check(params[n], where, schedules=n not in self.fixed)
+        return {n: p.check(params[n], where, schedules=n not in self.unscheduled)
                 if n in params else p.default for n, p in self.params.items()}
 
 
@@ -370,11 +370,40 @@ def _param_from(p: inspect.Parameter, hints: dict, fn_name: str) -> Param:
     return param
 
 
+def _declared(fn: Callable, name: str, wraps: bool, per_model: tuple, prepare) -> tuple[dict, list]:
+    """(parameters, State arguments) of method ``name`` from its signature, checked against what
+    its registration says (a wrapping method's ``inner``, ``per_model``, a ``prepare`` hook)."""
+    sig = inspect.signature(fn)
+    hints = typing.get_type_hints(fn, include_extras=True)
+    ps = list(sig.parameters.values())
+    if [p.name for p in ps[:3]] != ["base", "models", "weights"]:
+        raise TypeError(f"merge method {name}: signature must start (base, models, weights, *, ...)")
+    params, state_args = {}, []
+    for p in ps[3:]:
+        if p.kind is not inspect.Parameter.KEYWORD_ONLY:
+            raise TypeError(f"merge method {name}: '{p.name}' must be keyword-only")
+        if _is_state(hints.get(p.name)):
+            state_args.append(p.name)
+        else:
+            params[p.name] = _param_from(p, hints, name)
+    if wraps and ("inner" not in params or "merged" not in state_args):
+        raise TypeError(f"merge method {name}: a wrapping method needs a parameter 'inner' "
+                        "and the State argument 'merged'")
+    bad = [p for p in per_model if p not in params or params[p].type is not float]
+    if bad:
+        raise TypeError(f"merge method {name}: per_model names '{bad[0]}', which is not one "
+                        "of its float parameters")
+    if state_args and prepare is None and state_args != ["merged"]:
+        raise TypeError(f"merge method {name}: State arguments {state_args} need a prepare "
+                        "hook that fills them")
+    return params, state_args
+
+
 def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, ...] = (),
                  elementwise: bool = True, wraps: bool = False, prepare: Callable | None = None,
                  check: Callable | None = None, calibrated: bool = False,
                  notes: Callable[[dict, list[float]], list[str]] | None = None,
-                 n_models: tuple[int, int | None] = (1, None), fixed: tuple[str, ...] = (),
+                 n_models: tuple[int, int | None] = (1, None), unscheduled: tuple[str, ...] = (),
                  per_model: tuple[str, ...] = (), stacks: bool = False, mergekit: Mergekit | None = None,
                  layer_coefficients: Callable[[list[str], dict], dict[str, float]] | None = None,
                  coefficient_label: str = "",
@@ -386,11 +415,11 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
     ``wraps``, ``prepare``, ``check``, ``calibrated``: see the module docstring.
     ``notes(params, weights)``: notes a recipe of this method records (see ``recipe_notes``).
     ``n_models``: (fewest, most or None) models merged into the base.
-    ``fixed``: float parameters that may not be layer schedules (a ``prepare`` hook or ``check``
+    ``unscheduled``: float parameters that may not be layer schedules (a ``prepare`` hook or ``check``
     reads them once for the whole merge); every other float parameter may be one.
     ``per_model``: float parameters each model may give (``models[i].parameters``), as mergekit's
     per-model parameters; the method then receives a :class:`PerModel` of the values (read with
-    :func:`at`) wherever it would receive one value.
+    :func:`model_value`) wherever it would receive one value.
     ``stacks``: the method stacks layers (mergekit's ``passthrough``): its recipe gives
     ``slices`` of one source each, whose layers the output takes in order; the method gets each
     tensor of the source as ``base`` (no models).
@@ -403,33 +432,11 @@ def merge_method(name: str, *, paper: str, title: str = "", aliases: tuple[str, 
     """
 
     def decorate(fn: Callable) -> Callable:
-        sig = inspect.signature(fn)
-        hints = typing.get_type_hints(fn, include_extras=True)
-        ps = list(sig.parameters.values())
-        if [p.name for p in ps[:3]] != ["base", "models", "weights"]:
-            raise TypeError(f"merge method {name}: signature must start (base, models, weights, *, ...)")
-        params, state_args = {}, []
-        for p in ps[3:]:
-            if p.kind is not inspect.Parameter.KEYWORD_ONLY:
-                raise TypeError(f"merge method {name}: '{p.name}' must be keyword-only")
-            if _is_state(hints.get(p.name)):
-                state_args.append(p.name)
-            else:
-                params[p.name] = _param_from(p, hints, name)
+        params, state_args = _declared(fn, name, wraps, per_model, prepare)
         doc_title = title or (inspect.getdoc(fn) or name).splitlines()[0]
-        if wraps and ("inner" not in params or "merged" not in state_args):
-            raise TypeError(f"merge method {name}: a wrapping method needs a parameter 'inner' "
-                            "and the State argument 'merged'")
-        bad = [p for p in per_model if p not in params or params[p].type is not float]
-        if bad:
-            raise TypeError(f"merge method {name}: per_model names '{bad[0]}', which is not one "
-                            "of its float parameters")
-        if state_args and prepare is None and state_args != ["merged"]:
-            raise TypeError(f"merge method {name}: State arguments {state_args} need a prepare "
-                            "hook that fills them")
         method = MergeMethod(name, fn, paper, doc_title, params, tuple(state_args), tuple(aliases),
                              elementwise, wraps, prepare, check, calibrated, notes, n_models,
-                             tuple(fixed), tuple(per_model), stacks, mergekit or Mergekit(),
+                             tuple(unscheduled), tuple(per_model), stacks, mergekit or Mergekit(),
                              layer_coefficients,
                              coefficient_label or name, calibration_set)
         for key in (name, *aliases):

@@ -41,6 +41,49 @@ def _recipe(recipe) -> Recipe:
     return recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
 
 
+def _refuse_blocked(notes: list[str], force: bool) -> None:
+    """What ``l2s check`` says blocks the merge refuses it, unless forced."""
+    from l2s_kit.merging.compat import BLOCKS
+
+    blocks = [n for n in notes if n.startswith(f"check ({BLOCKS})")]
+    if blocks and not force:
+        raise RecipeError("l2s check finds what blocks this merge: " + "; ".join(blocks)
+                          + ". Fix the pair, or merge anyway with force=True (--force); the card "
+                          "then records it")
+
+
+def _template(r: Recipe, tok_dir: Path, notes: list[str]) -> str | None:
+    """The chat template the recipe asks for (None: the tokenizer's own), noted."""
+    if r.chat_template is None:
+        return None
+    from l2s_kit.merging.compat import pick_chat_template
+
+    template, how = pick_chat_template(
+        r.chat_template, [r.base_model, *(m.model for m in r.models)], tok_dir)
+    notes.append(how)
+    return template
+
+
+def _write_side_files(writer, r: Recipe, inputs: list, union, tok_dir: Path,
+                      template: str | None, notes: list[str]) -> None:
+    """Tokenizer files, the model card, the recipe as run and l2s_merge.json."""
+    tok_files = copy_side_files(writer, tok_dir, chat_template=template,
+                                tokenizer=union.files if union is not None else None)
+    if not set(tok_files) & set(VOCABULARY_FILES):
+        notes.append(f"no tokenizer files found in {tok_dir}: the merged folder cannot "
+                     "generate text until tokenizer files are added (copy them from System "
+                     "2's folder, or merge again with tokenizer_source / --tokenizer-source)")
+    writer.write_text("README.md", model_card(r, writer.weights_hash, inputs, notes, tok_files))
+    writer.write_text("l2s_recipe.yaml", r.to_yaml())
+    writer.write_json(MERGE_INFO, {
+        "l2s_kit_version": __version__,
+        "recipe": r.to_dict(),
+        "recipe_hash": r.hash,
+        "weights_hash": writer.weights_hash,
+        "notes": [*r.notes, *notes],
+    })
+
+
 def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
           overwrite: bool = False, shard_size: int | str | None = None, device: str | None = None,
           progress: bool = True, force: bool = False) -> MergeResult:
@@ -62,46 +105,20 @@ def merge(recipe: Recipe | dict | str | os.PathLike, out: str | os.PathLike, *,
     union = _union(r, inputs)
     jobs, changes, notes = _plan(r, inputs, union)
     notes += pair_check_notes(r, inputs)
-    from l2s_kit.merging.compat import BLOCKS
-
-    blocks = [n for n in notes if n.startswith(f"check ({BLOCKS})")]
-    if blocks and not force:
-        raise RecipeError("l2s check finds what blocks this merge: " + "; ".join(blocks)
-                          + ". Fix the pair, or merge anyway with force=True (--force); the card "
-                          "then records it")
+    _refuse_blocked(notes, force)
     config, choices = merged_config(r, inputs)
     notes += choices
     if union is not None:
         notes += union.notes
     tok_dir = Path(r.source_path(r.tokenizer_source if union is None else "base"))
-    template = None
-    if r.chat_template is not None:
-        from l2s_kit.merging.compat import pick_chat_template
-
-        template, how = pick_chat_template(
-            r.chat_template, [r.base_model, *(m.model for m in r.models)], tok_dir)
-        notes.append(how)
+    template = _template(r, tok_dir, notes)
     size = parse_size(shard_size) if shard_size is not None else r.shard_size
     with CheckpointWriter(out, [j.out for j in jobs], shard_size=size,
                           overwrite=overwrite) as writer:
         notes += run_merge(inputs, r.method, r.merge_parameters, r.weights, jobs, writer.write,
                            compute_dtype=r.dtype, device=r.device, progress=progress)
         writer.write_json("config.json", {**config, **changes})
-        tok_files = copy_side_files(writer, tok_dir, chat_template=template,
-                                    tokenizer=union.files if union is not None else None)
-        if not set(tok_files) & set(VOCABULARY_FILES):
-            notes.append(f"no tokenizer files found in {tok_dir}: the merged folder cannot "
-                         "generate text until tokenizer files are added (copy them from System "
-                         "2's folder, or merge again with tokenizer_source / --tokenizer-source)")
-        writer.write_text("README.md", model_card(r, writer.weights_hash, inputs, notes, tok_files))
-        writer.write_text("l2s_recipe.yaml", r.to_yaml())
-        writer.write_json(MERGE_INFO, {
-            "l2s_kit_version": __version__,
-            "recipe": r.to_dict(),
-            "recipe_hash": r.hash,
-            "weights_hash": writer.weights_hash,
-            "notes": [*r.notes, *notes],
-        })
+        _write_side_files(writer, r, inputs, union, tok_dir, template, notes)
         for source in inputs:  # no output from a checkpoint rewritten while it was read
             source.check_unchanged()
     result = MergeResult(out)

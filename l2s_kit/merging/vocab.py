@@ -60,12 +60,8 @@ def _tokenizer(path: str):
                               "or model instead") from None
 
 
-def build_union(paths: list[str], sizes: list[int]) -> Union:
-    """The union of the tokenizers of ``paths`` (base first), each input's tokens limited to ids
-    below its size in ``sizes`` (the smaller of its config's ``vocab_size`` and its embedding's
-    rows)."""
-    toks = [_tokenizer(p) for p in paths]
-    vocabs = [{t: i for t, i in tok.get_vocab().items() if i < n} for tok, n in zip(toks, sizes)]
+def _tokens(toks: list, vocabs: list[dict]) -> tuple[dict, dict]:
+    """(plain tokens, added tokens by content), each in the order the inputs first give it."""
     plain: dict[str, None] = {}
     added: dict[str, object] = {}
     for tok, vocab in zip(toks, vocabs):
@@ -77,6 +73,39 @@ def build_union(paths: list[str], sizes: list[int]) -> Union:
         for i, a in sorted(decoder.items()):
             if a.content in vocab and vocab[a.content] == i:
                 added.setdefault(a.content, a)
+    return plain, added
+
+
+def _row_sources(vocab: dict, vocabs: list[dict], rows: int) -> tuple[list, dict]:
+    """Per input, the row of each union token in that input (-1: it lacks it), and for a row
+    some input lacks, the inputs it is taken from (the base's alone where the base has it)."""
+    own = []
+    for v in vocabs:
+        ids = torch.full((rows,), -1, dtype=torch.long)
+        for t, i in vocab.items():
+            if t in v:
+                ids[i] = v[t]
+        own.append(ids)
+    fallback: dict[int, list[tuple[int, int]]] = {}
+    stacked = torch.stack(own)
+    lacking = (stacked < 0).any(0).nonzero().squeeze(1).tolist()
+    for r in lacking:
+        have = [j for j in range(len(own)) if own[j][r] >= 0]
+        if not have:
+            continue  # in no input (cannot happen: every union token comes from one)
+        if len(have) > 1 and 0 in have:
+            have = [0]
+        fallback[r] = [(j, int(own[j][r])) for j in have]
+    return own, fallback
+
+
+def build_union(paths: list[str], sizes: list[int]) -> Union:
+    """The union of the tokenizers of ``paths`` (base first), each input's tokens limited to ids
+    below its size in ``sizes`` (the smaller of its config's ``vocab_size`` and its embedding's
+    rows)."""
+    toks = [_tokenizer(p) for p in paths]
+    vocabs = [{t: i for t, i in tok.get_vocab().items() if i < n} for tok, n in zip(toks, sizes)]
+    plain, added = _tokens(toks, vocabs)
     past = sorted(i for i in toks[0].get_vocab().values() if i >= sizes[0])
     if past:
         raise CheckpointError(
@@ -95,23 +124,7 @@ def build_union(paths: list[str], sizes: list[int]) -> Union:
         out.add_tokens([a], special_tokens=bool(getattr(a, "special", False)))
     vocab = out.get_vocab()
     rows = max(vocab.values()) + 1
-    own = []
-    for v in vocabs:
-        ids = torch.full((rows,), -1, dtype=torch.long)
-        for t, i in vocab.items():
-            if t in v:
-                ids[i] = v[t]
-        own.append(ids)
-    fallback: dict[int, list[tuple[int, int]]] = {}
-    stacked = torch.stack(own)
-    lacking = (stacked < 0).any(0).nonzero().squeeze(1).tolist()
-    for r in lacking:
-        have = [j for j in range(len(own)) if own[j][r] >= 0]
-        if not have:
-            continue  # in no input (cannot happen: every union token comes from one)
-        if len(have) > 1 and 0 in have:
-            have = [0]
-        fallback[r] = [(j, int(own[j][r])) for j in have]
+    own, fallback = _row_sources(vocab, vocabs, rows)
     with tempfile.TemporaryDirectory() as tmp:
         out.save_pretrained(tmp)
         files = {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}

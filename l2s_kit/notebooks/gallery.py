@@ -108,6 +108,41 @@ def _png_hint(r: dict) -> str:
     return f"run l2s {r.get('kind') or 'study'} again with --png to get one"
 
 
+def _meta(r: dict) -> str:
+    """When the run started, how long it took, and the code that ran it."""
+    meta = f'{_e((r.get("started") or "")[:19].replace("T", " "))} · {r.get("seconds") or 0:.0f} s'
+    code = r.get("code") or {}
+    if code.get("version"):
+        meta += f' · l2s_kit {_e(code["version"])}'
+    if code.get("commit"):
+        meta += f' <code>{_e(code["commit"][:10])}{"+" if code.get("dirty") else ""}</code>'
+    return meta
+
+
+def _record_details(r: dict, comp: dict) -> list[str]:
+    """What changed since the run compared with, and the folded parameters, inputs, numbers."""
+    out = []
+    if comp:
+        moved = comp.get("numbers_moved", 0)
+        what = [f"{k}: {', '.join(map(_e, comp.get(k + '_changed') or []))}"
+                for k in ("parameters", "inputs", "code") if comp.get(k + "_changed")]
+        out.append(f'<div class="change">since {_e(comp.get("compared_with"))}: '
+                     f'{moved} number(s) moved; {"; ".join(what) or "nothing else changed"}</div>')
+    given = r.get("given") or {}
+    params = r.get("parameters") or {}
+    out.append(_details(f"parameters ({len(given)} given)", {
+        k: _value(v) + (" <i>(given)</i>" if k in given else "") for k, v in params.items()}))
+    inputs = r.get("inputs") or {}
+    if inputs:
+        out.append(_details(f"inputs ({len(inputs)})", {
+            k: f"<code>{_e(v[:30])}</code>" for k, v in inputs.items()}))
+    numbers = r.get("metrics") or {}
+    if numbers:
+        out.append(_details(f"key numbers ({len(numbers)})", {
+            k: "" if v is None else f"{v:.4g}" for k, v in numbers.items()}))
+    return out
+
+
 def _card(root: Path, r: dict) -> str:
     path, files = r["path"], r.get("files") or {}
 
@@ -128,12 +163,7 @@ def _card(root: Path, r: dict) -> str:
     if flagged:
         badges.append('<span class="badge warn">numbers moved, inputs and parameters did not'
                       '</span>')
-    meta = f'{_e((r.get("started") or "")[:19].replace("T", " "))} · {r.get("seconds") or 0:.0f} s'
-    code = r.get("code") or {}
-    if code.get("version"):
-        meta += f' · l2s_kit {_e(code["version"])}'
-    if code.get("commit"):
-        meta += f' <code>{_e(code["commit"][:10])}{"+" if code.get("dirty") else ""}</code>'
+    meta = _meta(r)
     links = []
     if html_file:
         links.append(_link(f"{path}/{html_file}", "figures (HTML)"))
@@ -150,24 +180,7 @@ def _card(root: Path, r: dict) -> str:
     if r.get("error"):
         parts.append(f'<div class="meta" style="color:#d62728">{_e(r["error"])}</div>')
     parts.append(f'<div class="links">{" ".join(links)}</div>')
-    if comp:
-        moved = comp.get("numbers_moved", 0)
-        what = [f"{k}: {', '.join(map(_e, comp.get(k + '_changed') or []))}"
-                for k in ("parameters", "inputs", "code") if comp.get(k + "_changed")]
-        parts.append(f'<div class="change">since {_e(comp.get("compared_with"))}: '
-                     f'{moved} number(s) moved; {"; ".join(what) or "nothing else changed"}</div>')
-    given = r.get("given") or {}
-    params = r.get("parameters") or {}
-    parts.append(_details(f"parameters ({len(given)} given)", {
-        k: _value(v) + (" <i>(given)</i>" if k in given else "") for k, v in params.items()}))
-    inputs = r.get("inputs") or {}
-    if inputs:
-        parts.append(_details(f"inputs ({len(inputs)})", {
-            k: f"<code>{_e(v[:30])}</code>" for k, v in inputs.items()}))
-    numbers = r.get("metrics") or {}
-    if numbers:
-        parts.append(_details(f"key numbers ({len(numbers)})", {
-            k: "" if v is None else f"{v:.4g}" for k, v in numbers.items()}))
+    parts += _record_details(r, comp)
     parts.append("</div>" + table1 + "</div>")
     return "\n".join(p for p in parts if p)
 

@@ -97,7 +97,7 @@ def search_space(method: str, space: dict | None, schedules=()) -> dict[str, tup
         if not lo < hi:
             raise TuneError(f"space.{k}: the low end {lo} must be below the high end {hi}")
         if k in schedules:
-            if k in m.fixed:
+            if k in m.unscheduled:
                 raise TuneError(f"schedules: {method}'s {k!r} cannot be a layer schedule")
             out[f"{k}@first"] = out[f"{k}@last"] = (lo, hi)
         else:

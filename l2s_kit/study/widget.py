@@ -27,6 +27,24 @@ def _round(v):
     return round(v, 4) if isinstance(v, float) else v
 
 
+def _chosen(method: str, controls: dict) -> tuple[str, dict]:
+    """The method and the parameters its sliders give (in the method's order; a parameter with
+    choices only when it is not the default)."""
+    from l2s_kit.merging import get_method
+
+    own = get_method(method).params
+    return method, {n: _round(controls[n].value) for n, p in own.items() if n in controls
+                    and (p.search is not None or controls[n].value != p.default)}
+
+
+def _status_line(s, seconds: float) -> str:
+    """One model's summary row as the widget's status line."""
+    return (f"<b>{s.model}</b>: accuracy {s.accuracy:.1f}% "
+            f"({s.accuracy_change:+.1f} points against System 2), "
+            f"{s.mean_tokens:.1f} tokens ({s.length_change:+.1f}%), "
+            f"reflective {100 * s.reflection_ratio:.0f}% ({seconds:.1f} s)")
+
+
 def explorer_widget(ex: Explorer, method: str, methods: Sequence[str] | None = None, **params):
     """Sliders and a dropdown for the method (starting at ``method``; the others offered:
     ``methods``, or :func:`slider_methods`) and its parameters (``params``: their first values);
@@ -46,18 +64,12 @@ def explorer_widget(ex: Explorer, method: str, methods: Sequence[str] | None = N
     out = w.Output()
     base = ex.compare()  # System 1 and System 2, evaluated once
 
-    def current() -> tuple[str, dict]:
-        m = dropdown.value
-        own = get_method(m).params  # in the method's order; choices only when not the default
-        return m, {n: _round(controls[n].value) for n, p in own.items() if n in controls
-                   and (p.search is not None or controls[n].value != p.default)}
-
     held = [False]
 
     def refresh(*_):
         if held[0]:
             return
-        m, p = current()
+        m, p = _chosen(dropdown.value, controls)
         own = get_method(m).params
         for n, c in controls.items():
             c.layout.display = "" if n in own else "none"
@@ -70,11 +82,7 @@ def explorer_widget(ex: Explorer, method: str, methods: Sequence[str] | None = N
             out.clear_output(wait=True)
             display(fig)
         box.summary = s
-        status.value = (f"<b>{s.model}</b>: accuracy {s.accuracy:.1f}% "
-                        f"({s.accuracy_change:+.1f} points against System 2), "
-                        f"{s.mean_tokens:.1f} tokens ({s.length_change:+.1f}%), "
-                        f"reflective {100 * s.reflection_ratio:.0f}% "
-                        f"({time.perf_counter() - t:.1f} s)")
+        status.value = _status_line(s, time.perf_counter() - t)
 
     def switch(change):
         """A parameter the new method shares with the old one keeps its slider's value; one it

@@ -194,7 +194,7 @@ def sens_table(paths: list[str], params: dict, *, device: str = "cpu",
 
 
 @merge_method("sens_merging", paper=SENS_PAPER, aliases=("sens",), prepare=_sens_prepare,
-              calibrated=True, fixed=("temperature",), coefficient_label="Sens-Merging (n·σ)",
+              calibrated=True, unscheduled=("temperature",), coefficient_label="Sens-Merging (n·σ)",
               calibration_set=_sens_calibration_set,
               layer_coefficients=lambda paths, p: {g: c[0] for g, c in sens_table(paths, p).items()},
               check=lambda p, where: _check_calibration(p, where,

@@ -188,7 +188,7 @@ def _fim_prepare(run, params):
 
 
 @merge_method("fim", paper=FIM_PAPER, aliases=("fim_merging",), wraps=True, prepare=_fim_prepare,
-              calibrated=True, fixed=("fim_samples", "fim_tokens"),
+              calibrated=True, unscheduled=("fim_samples", "fim_tokens"),
               coefficient_label="FIM-Merging (α)", layer_coefficients=lambda paths, p: {
                   g: fim_coefficient(z, p["lo"], p["hi"], p["sharpness"])
                   for g, z in fim_table(paths, p).items()})

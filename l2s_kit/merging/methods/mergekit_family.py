@@ -175,7 +175,7 @@ def _check_della(params: dict, where: str) -> None:
 
 
 @merge_method("della", paper=DELLA_PAPER, elementwise=False, prepare=_tensor_name,
-              check=_check_della, fixed=("epsilon",), per_model=("density", "epsilon"))
+              check=_check_della, unscheduled=("epsilon",), per_model=("density", "epsilon"))
 def della(base, models, weights, *, density: Density = 1.0, epsilon: Epsilon = 0.15,
           alpha: Alpha = 1.0, rescale: bool = True, normalize: bool = True, seed: Seed = 0,
           tensor: State = ""):
@@ -188,7 +188,7 @@ def della(base, models, weights, *, density: Density = 1.0, epsilon: Epsilon = 0
 
 
 @merge_method("della_linear", paper=DELLA_PAPER, elementwise=False, prepare=_tensor_name,
-              check=_check_della, fixed=("epsilon",), per_model=("density", "epsilon"))
+              check=_check_della, unscheduled=("epsilon",), per_model=("density", "epsilon"))
 def della_linear(base, models, weights, *, density: Density = 1.0, epsilon: Epsilon = 0.15,
                  alpha: Alpha = 1.0, rescale: bool = True, normalize: bool = False,
                  seed: Seed = 0, tensor: State = ""):

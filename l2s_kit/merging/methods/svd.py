@@ -133,7 +133,7 @@ def lore_notes(params: dict, weights: list[float]) -> list[str]:
 
 
 @merge_method("lore", paper=LORE_PAPER, aliases=("lore_merging",), elementwise=False,
-              notes=lore_notes, fixed=("alpha",))
+              notes=lore_notes, unscheduled=("alpha",))
 def lore(base, models, weights, *,
          alpha: Annotated[float, Range(0.0, 10.0), Search(0.0, 1.5, 0.05),
                           "weight of the models; the base gets 1 - alpha·Σw"] = 0.7,

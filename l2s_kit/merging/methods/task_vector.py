@@ -179,7 +179,7 @@ def _linear_base(d: dict, notes: list[str]) -> None:
 
 
 @merge_method("average", paper=AVERAGE_PAPER, aliases=("linear",), mergekit=Mergekit(
-    fixed={"normalize": (True, "l2s_kit's average always divides by the sum of weights")},
+    implied={"normalize": (True, "l2s_kit's average always divides by the sum of weights")},
     adapt=_linear_base))
 def average(base, models, weights, *,
             base_weight: Annotated[float, Range(0.0, None), Search(0.0, 1.0, 0.05),
@@ -196,7 +196,7 @@ def average(base, models, weights, *,
 
 
 @merge_method("task_arithmetic", paper=TA_PAPER, aliases=("ta",),
-              mergekit=Mergekit(fixed=NO_NORMALIZE))
+              mergekit=Mergekit(implied=NO_NORMALIZE))
 def task_arithmetic(base, models, weights, *, alpha: Alpha = 1.0):
     """Task Arithmetic: θ₀ + α · Σᵢ wᵢ δᵢ."""
     return weighted_sum(task_vectors(base, models), weights).mul_(alpha).add_(base)
@@ -243,7 +243,7 @@ def ties(base, models, weights, *, k: TrimRatio = 0.8, alpha: Alpha = 1.0,
 
 
 @merge_method("dare", paper=DARE_PAPER, aliases=("dare_ta", "dare_linear"), per_model=("p",),
-              mergekit=Mergekit(fixed={**NO_NORMALIZE, **DARE_RESCALE}),
+              mergekit=Mergekit(implied={**NO_NORMALIZE, **DARE_RESCALE}),
               prepare=lambda run, params: _plan(run, params, drop=True, trim=False))
 def dare_ta(base, models, weights, *, p: DropRate = 0.3, alpha: Alpha = 1.0, seed: Seed = 0,
             masks: State = None):
@@ -253,7 +253,7 @@ def dare_ta(base, models, weights, *, p: DropRate = 0.3, alpha: Alpha = 1.0, see
 
 
 @merge_method("dare_ties", paper=DARE_PAPER, check=_check_trim, per_model=("p", "k"),
-              mergekit=Mergekit(fixed=DARE_RESCALE),
+              mergekit=Mergekit(implied=DARE_RESCALE),
               prepare=lambda run, params: _plan(run, params, drop=True, trim=True))
 def dare_ties(base, models, weights, *, p: DropRate = 0.3, k: TrimRatio = 0.0, alpha: Alpha = 1.0,
               trim: TrimRule = "topk", seed: Seed = 0, normalize: Normalize = True,
