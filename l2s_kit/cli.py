@@ -175,6 +175,37 @@ def _print_summary(df, ks, candidates=None) -> None:
           "measured (no answer the finder reads in any response of the group).")
 
 
+def _analyze(args) -> int:
+    """the study's tables and figures from sample files you already have (no model)
+
+    Read the sample files of lm-evaluation-harness (samples_<task>_<date>.jsonl from
+    --log_samples), lighteval (details_<task>_<date>.parquet from --save-details), the kit's
+    responses.jsonl, the Qwen2.5-Math toolkit's output, or a plain JSONL (prompt, response,
+    gold[, id, level, sample, model, correct]); each format is told by its content. Write Table 1
+    with 95% intervals, the views by level, reflection, where the length goes, paired tests
+    against --system2, pass@k / maj@k (--k) and figures to --out. Name a file's model with
+    NAME=FILE. The harness's grade is used unless --grader grades again with the kit's (the
+    agreement of the two is reported, the disagreeing rows listed)."""
+    from l2s_kit.analysis.analyze import analyze
+
+    result = analyze(args.files, args.out, system1=args.system1, system2=args.system2,
+                     tokenizer=args.tokenizer, grader=args.grader,
+                     grade_timeout=args.grade_timeout, ks=_ks(args), png=args.png,
+                     overwrite=args.overwrite, progress=not args.quiet)
+    for note in result.notes:
+        print(f"note: {note}")
+    cols = [c for c in ("model", "n", "accuracy", "accuracy_lo", "accuracy_hi", "mean_tokens",
+                        "length_change", "mcnemar_p", "reflection_ratio", "after_answer_share")
+            if c in result.summary.columns]
+    shown = result.summary[cols].rename(columns={"mean_tokens": f"mean_{result.length_unit}"})
+    print(shown.round(2).to_string(index=False))
+    if result.agreement is not None:
+        print("\nthe harness's grade against the kit's:")
+        print(result.agreement.round(1).to_string(index=False))
+    print(f"\nreport, tables and figures in {args.out} (report.md)")
+    return 0
+
+
 def _regrade(args) -> int:
     """grade saved responses again into a new file (no generation)
 
@@ -727,7 +758,8 @@ def _eval_parser(sub) -> None:
                    help="stop string, kept in the response (repeatable; default with "
                    "--benchmark: the prompt template's)")
     p.add_argument("--batch-size", dest="batch_size", type=_count, default=None,
-                   help="prompts per generate call (default 32)")
+                   help="rows decoded at once (default: as many as fit on the device; an "
+                   "out-of-memory error halves it)")
     _device(p, note=" (transformers)")
     p.add_argument("--backend", default="transformers", choices=list(BACKENDS),
                    help="generation backend (vllm: GPUs, pip install 'l2s_kit[vllm]')")
@@ -749,6 +781,26 @@ def _grader_arguments(p, default: str | None) -> None:
     p.add_argument("--whole-response", dest="whole_response", action="store_true",
                    help="take the answer from the whole response, even after a closed <think> "
                    "block (default: from the text after </think>, as lighteval and lm-eval do)")
+
+
+def _analyze_parser(sub) -> None:
+    p = _subcommand(sub, "analyze", _analyze)
+    p.add_argument("files", nargs="+", metavar="[NAME=]FILE",
+                   help="sample files (lm-eval samples_*.jsonl, lighteval details_*.parquet, "
+                   "responses.jsonl, or a JSONL of prompt, response, gold); NAME= names the model")
+    p.add_argument("--out", required=True, help="folder for the report, tables and figures")
+    p.add_argument("--system2", default=None, metavar="NAME",
+                   help="the model the others are compared with (paired tests, length change)")
+    p.add_argument("--system1", default=None, metavar="NAME", help="the quick-thinking model")
+    p.add_argument("--tokenizer", default=None, metavar="DIR",
+                   help="count lengths in this tokenizer's tokens (default: words)")
+    p.add_argument("--grader", default=None, choices=list(GRADERS),
+                   help="grade again with the kit's grader (default: the harness's grade)")
+    p.add_argument("--grade-timeout", dest="grade_timeout", type=_number, default=5.0,
+                   help="seconds per sample for the math-verify graders (default 5)")
+    p.add_argument("--k", default=None, help="pass@k and maj@k for these k, e.g. 1,8")
+    p.add_argument("--png", action="store_true", help="also PNG figures (kaleido + Chromium)")
+    _runs(p, _analyze, overwrite="replace an earlier analysis in --out", quiet="no progress bar")
 
 
 def _regrade_parser(sub) -> None:
@@ -968,7 +1020,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"l2s_kit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for build in (_merge_parser, _check_parser, _methods_parser, _eval_parser, _regrade_parser, _spectrum_parser, _sweep_parser, _study_parser, _tune_parser, _zoo_parser, _notebooks_parser):
+    for build in (_merge_parser, _check_parser, _methods_parser, _eval_parser, _analyze_parser, _regrade_parser, _spectrum_parser, _sweep_parser, _study_parser, _tune_parser, _zoo_parser, _notebooks_parser):
         build(sub)
     return parser
 

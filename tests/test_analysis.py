@@ -36,7 +36,7 @@ def test_read_outputs_reads_l2s_responses_and_refuses_other_files(tmp_path):
     assert analysis.length_column(df) == "n_tokens"
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"question": "q", "answers": []}) + "\n")
-    with pytest.raises(AnalysisError, match="bad.jsonl.*neither 'response'.*question, answers"):
+    with pytest.raises(AnalysisError, match="bad.jsonl: not a sample file.*fields: question, answers"):
         read_outputs(bad)
     with pytest.raises(AnalysisError, match="does not exist"):
         read_outputs(tmp_path / "missing.jsonl")

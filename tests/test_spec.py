@@ -5,9 +5,8 @@ with errors naming the field, and its JSON form rebuilds it."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import re
+from pathlib import Path
 
 import pytest
 

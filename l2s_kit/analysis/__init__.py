@@ -10,7 +10,8 @@ where the length goes (:mod:`~l2s_kit.analysis.trace`).
 from l2s_kit.io.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "outputs": ("AnalysisError", "length_column", "read_outputs"),
+    "outputs": ("AnalysisError", "length_column"),
+    "samples": ("read_outputs", "read_samples"),
     "summary": ("SummaryError", "by_level", "format_table1", "full_summary", "level_or_dataset",
                 "model_summary", "pareto_front", "shortest", "summarize", "table1"),
 })

@@ -1,63 +1,33 @@
-"""Responses written by other tools (the Qwen2.5-Math evaluation toolkit) or by l2s, read into
-the responses DataFrame (one row per sample, :data:`l2s_kit.evaluate.COLUMNS`), with lengths in
-tokens, words and characters."""
+"""Responses written by the Qwen2.5-Math evaluation toolkit or by l2s, read into the responses
+DataFrame (one row per sample, :data:`l2s_kit.evaluate.COLUMNS`); every format, the field's
+harnesses included, is read through :func:`l2s_kit.analysis.samples.read_samples`."""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from l2s_kit.errors import L2SError
-from l2s_kit.evaluate import COLUMNS, load_responses, parse_level
+from l2s_kit.evaluate import load_responses
 
 
 class AnalysisError(L2SError, ValueError):
     """Responses cannot give the analysis asked of them."""
 
 
-def read_outputs(path: str | os.PathLike, model: str | None = None,
-                 tokenizer=None) -> pd.DataFrame:
-    """A responses table from ``path``: an l2s ``responses.jsonl``, or the output jsonl of the
-    Qwen2.5-Math evaluation toolkit (one row per question with lists ``code`` and ``score`` of
-    its samples, ``level`` like "Level 3").
-
-    For toolkit files, ``model`` names the model (default: the file's stem) and ``correct`` is
-    the toolkit's own grade. ``n_tokens`` is counted with ``tokenizer`` (a tokenizer or a local
-    folder to load one from) when given, and left empty otherwise; ``n_words`` (whitespace-
-    separated words) and ``n_chars`` are always added, so lengths can be compared without one.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise AnalysisError(f"responses file {path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        first = json.loads(f.readline() or "{}")
-    if "code" in first and "score" in first:
-        df = _read_toolkit(path, model or path.stem)
-    elif "response" in first:
-        df = load_responses(path)
-        if model is not None:
-            df = df.assign(model=model)
-    else:
-        raise AnalysisError(f"{path}: rows have neither 'response' (an l2s responses file) nor "
-                            f"'code' and 'score' (the Qwen2.5-Math toolkit's output); first row's "
-                            f"fields: {', '.join(first)}")
-    if tokenizer is not None:
-        if isinstance(tokenizer, (str, os.PathLike)):
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer)
-        df["n_tokens"] = [len(tokenizer(t, add_special_tokens=False)["input_ids"])
-                          for t in df["response"]]
-    df["level"] = df["level"].map(parse_level).astype("Int64")
-    df["n_words"] = df["response"].str.split().str.len()
-    df["n_chars"] = df["response"].str.len()
-    return df.reindex(columns=[*COLUMNS, *[c for c in df.columns if c not in COLUMNS]])
+def read_own(path: Path, model: str | None = None) -> pd.DataFrame:
+    """An l2s ``responses.jsonl`` (``model`` renames its model)."""
+    df = load_responses(path)
+    return df.assign(model=model) if model is not None else df
 
 
-def _read_toolkit(path: Path, model: str) -> pd.DataFrame:
+def read_toolkit(path: Path, model: str | None = None) -> pd.DataFrame:
+    """The Qwen2.5-Math evaluation toolkit's output: one row per question with lists ``code``
+    and ``score`` of its samples (``score``: the toolkit's own grade), ``level`` like
+    "Level 3"; ``model`` names the model (default: the file's stem)."""
+    model = model or path.stem
     rows = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):

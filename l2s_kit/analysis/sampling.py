@@ -18,9 +18,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
-from l2s_kit.analysis.stats import PROBLEM, StatsError, _need
+from l2s_kit.analysis.stats import PROBLEM, SEED, StatsError, _bootstrap, _mean, _need
 from l2s_kit.evaluate.extract import normalize
 
 
@@ -59,10 +60,11 @@ def parse_k(text: str | Sequence[int]) -> list[int]:
 
 
 def sampling_metrics(df: pd.DataFrame, ks: Sequence[int] = (1,),
-                     by: Sequence[str] = ("model",)) -> pd.DataFrame:
+                     by: Sequence[str] = ("model",), intervals: bool = False) -> pd.DataFrame:
     """Per group: ``problems``, ``samples`` (per problem, the smallest count), ``avg@n``, and
     ``pass@k`` and ``maj@k`` for each k of ``ks`` (%). Every problem needs at least max(ks)
-    samples."""
+    samples. With ``intervals``, each metric also has ``_lo``/``_hi``: its 95% percentile
+    bootstrap interval over problems (seeded: the same numbers on every run)."""
     by = list(by)
     _need(df, [*by, *PROBLEM, "sample", "correct", "answer"], "sampling metrics")
     keys = list(dict.fromkeys([*by, *PROBLEM]))
@@ -79,11 +81,15 @@ def sampling_metrics(df: pd.DataFrame, ks: Sequence[int] = (1,),
             raise StatsError(f"k={max(ks)} is larger than the samples per problem "
                              f"(n={n_min} for {', '.join(map(str, key))}); draw more with --n or "
                              "ask for a smaller --k")
-        row = {**dict(zip(by, key)), "problems": len(per), "samples": n_min,
-               "avg@n": 100 * sum(c / n for n, c, *_ in per) / len(per)}
-        for k in ks:
-            row[f"pass@{k}"] = 100 * sum(pass_at_k(n, c, k) for n, c, *_ in per) / len(per)
-        for k in ks:
-            row[f"maj@{k}"] = 100 * sum(majority(a[:k], ok[:k]) for _, _, ok, a in per) / len(per)
+        values = {"avg@n": [c / n for n, c, *_ in per]}
+        values.update({f"pass@{k}": [pass_at_k(n, c, k) for n, c, *_ in per] for k in ks})
+        values.update({f"maj@{k}": [float(majority(a[:k], ok[:k])) for _, _, ok, a in per]
+                       for k in ks})
+        row = {**dict(zip(by, key)), "problems": len(per), "samples": n_min}
+        for name, v in values.items():
+            row[name] = 100 * sum(v) / len(v)
+            if intervals:
+                lo, hi = _bootstrap((100 * np.asarray(v, dtype=float),), _mean, SEED)
+                row[f"{name}_lo"], row[f"{name}_hi"] = lo, hi
         rows.append(row)
     return pd.DataFrame(rows)

@@ -110,9 +110,10 @@ def table1(df: pd.DataFrame, reference: str | None = None,
                         columns=[*datasets, "Avg.", "ratio", "ratio (pooled)"])
 
 
-def format_table1(t: pd.DataFrame) -> str:
-    """Markdown text of a :func:`table1` result: accuracy (%) with mean tokens underneath, each
-    with "± half the 95% interval" when the table has the "±" rows."""
+def format_table1(t: pd.DataFrame, length_label: str = "tokens") -> str:
+    """Markdown text of a :func:`table1` result: accuracy (%) with mean tokens underneath (their
+    row labelled ``length_label``), each with "± half the 95% interval" when the table has the
+    "±" rows."""
     cols = list(t.columns)
     ratios = {"ratio", "ratio (pooled)"}
     pm = {}  # (model, metric) → its row of ± half-widths
@@ -136,7 +137,7 @@ def format_table1(t: pd.DataFrame) -> str:
         if metric.endswith(" ±"):
             continue
         name = md_text(model) if metric == "accuracy" else ""
-        label = "accuracy (%)" if metric == "accuracy" else "tokens"
+        label = "accuracy (%)" if metric == "accuracy" else length_label
         half = pm.get((model, metric))
         lines.append(f"| {name} | {label} | "
                      + " | ".join(cell(row[c], metric, c, half) for c in cols) + " |")
