@@ -3,13 +3,15 @@ every method tried and why it was not chosen."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 
-def _study(tmp_path, grid):
+def _study(tmp_path, grid, **keywords):
     from l2s_kit.study import run_study
 
-    return run_study(tmp_path / "runs", tmp_path / "out", n_per_level=4, grid=grid, progress=False)
+    return run_study(tmp_path / "runs", tmp_path / "out", n_per_level=4, grid=grid, progress=False,
+                     **keywords)
 
 
 def test_no_merge_chosen_is_said_at_the_top_and_the_front_is_still_drawn(tmp_path):
@@ -247,6 +249,19 @@ def test_run_study_from_python_writes_its_own_record(tmp_path):
     metrics = json.loads((r.out / runs.METRICS).read_text())["metrics"]
     accuracy = r.summary.set_index(["split", "model"]).loc[("test", "system2"), "accuracy"]
     assert metrics["test.system2.accuracy"] == pytest.approx(accuracy)
+    assert runs.METRICS in record["files"]["other"]  # every file of the folder is listed
+    # where the time went: each model's samples generated, seconds and tokens per second
+    responses = pd.concat([r.responses["validation"], r.responses["test"]])
+    for model, gen in record["generation"].items():
+        assert gen["samples"] == (responses["model"] == model).sum()
+        assert gen["seconds"] > 0 and gen["tokens_per_s"] == pytest.approx(
+            responses.loc[responses["model"] == model, "n_tokens"].sum() / gen["seconds"],
+            rel=0.01)
+    assert "Generation: " in (r.out / "table1.md").read_text()
+    again = _study(tmp_path, [("task_arithmetic", {"alpha": 0.3})], overwrite=True)  # reused
+    record = json.loads((again.out / runs.RECORD).read_text())
+    assert {g["samples"] for g in record["generation"].values()} == {0}  # all reused
+    assert "every response was reused" in (again.out / "table1.md").read_text()
 
 
 def test_figure_labels_name_parameters_without_a_table_of_names():

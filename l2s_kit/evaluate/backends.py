@@ -34,6 +34,10 @@ from l2s_kit.io.seeds import seed_from
 # length of the longest stop string (each token decodes to at least one character, except special
 # tokens and pieces of multi-byte characters).
 _STOP_WINDOW_MARGIN = 8
+# how a batch of rows is decoded: refill (continuous batching: a row that ends leaves the batch
+# and a waiting one takes its place; l2s_kit.evaluate.refill) or static (model.generate on fixed
+# batches, each running until its longest row ends)
+SCHEDULERS = ("refill", "static")
 
 
 class GenerationError(L2SError, ValueError):
@@ -62,7 +66,8 @@ class GenerationSettings:
     n: int = 1  # samples per prompt; n > 1 needs temperature > 0
     seed: int = 0  # sampling seed (sample j of a prompt is a function of seed, prompt, j)
     stop: tuple[str, ...] = ()  # stop strings; the text keeps the stop string
-    batch_size: int = field(default=32, compare=False)  # prompts per generate call (throughput)
+    # rows decoded at once (throughput only): None = as many as fit on the device
+    batch_size: int | None = field(default=None, compare=False)
 
     def __post_init__(self):
         # the one place a length limit is parsed: every face (command line, YAML, notebook
@@ -82,8 +87,9 @@ class GenerationSettings:
              "a number in (0, 1]"),
             ("n", isinstance(self.n, int) and self.n >= 1, "a positive integer"),
             ("seed", isinstance(self.seed, int), "an integer"),
-            ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1,
-             "a positive integer"),
+            ("batch_size", self.batch_size is None
+             or (isinstance(self.batch_size, int) and self.batch_size >= 1),
+             "a positive integer, or None for as many rows as fit on the device"),
             ("stop", all(isinstance(s, str) and s for s in self.stop),
              "a list of non-empty strings"),
         ]
@@ -166,6 +172,10 @@ class TransformersBackend:
     goes (default "cpu"); a loaded model is moved only when ``device`` is given. The tokenizer is
     switched to left padding (its EOS is used as padding when it has no pad token).
 
+    ``scheduler``: ``refill`` (default; continuous batching, :mod:`l2s_kit.evaluate.refill`: at
+    most ``settings.batch_size`` rows in flight, a row that ends replaced by a waiting one) or
+    ``static`` (``model.generate`` on fixed batches); both give the same outputs.
+
     End of a sample: an EOS id of the model's generation config or the tokenizer, a stop string,
     or ``max_new_tokens``. A stop string that is a special token of the tokenizer (e.g.
     ``<|im_end|>``) is treated as one more EOS id, since decoded text skips special tokens.
@@ -174,7 +184,7 @@ class TransformersBackend:
     name = "transformers"
 
     def __init__(self, model, tokenizer=None, device: str | None = None, dtype=None,
-                 progress: bool = True):
+                 progress: bool = True, scheduler: str = "refill"):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if isinstance(tokenizer, (str, os.PathLike)):
@@ -200,6 +210,9 @@ class TransformersBackend:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.progress = progress
+        if scheduler not in SCHEDULERS:
+            raise GenerationError(f"scheduler {scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+        self.scheduler = scheduler
         gen_cfg = getattr(model, "generation_config", None)
         eos = getattr(gen_cfg, "eos_token_id", None)
         eos = list(eos) if isinstance(eos, (list, tuple)) else [eos]
@@ -235,18 +248,102 @@ class TransformersBackend:
         eos_ids = list(dict.fromkeys(
             [*self.eos_ids, *(self.tokenizer.convert_tokens_to_ids(s) for s in special)]))
         stop = tuple(s for s in settings.stop if s not in special)
+        from l2s_kit.evaluate.refill import OUT_OF_MEMORY, RefillUnsupported
+
         out: list[list[Generation]] = [[] for _ in prompts]
+        if self.scheduler == "refill":
+            try:
+                return self._generate_refill(prompts, settings, eos_ids, stop)
+            except RefillUnsupported:
+                self.scheduler = "static"  # this model's cache: static batches from now on
         # longest first: less padding per batch, and memory errors show up in the first batch
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-        batches = [order[i:i + settings.batch_size]
-                   for i in range(0, len(order), settings.batch_size)]
-        for batch in tqdm(batches, desc="generate", unit="batch", disable=not self.progress):
-            rows = [(i, j) for i in batch for j in range(settings.n)]
-            with torch.inference_mode():
-                gens = self._generate_rows([prompts[i] for i, _ in rows],
-                                           [j for _, j in rows], settings, eos_ids, stop)
-            for (i, _), g in zip(rows, gens):
-                out[i].append(g)
+        size = max(1, self.batch_size(prompts, settings) // settings.n)
+        waiting = [order[i:i + size] for i in range(0, len(order), size)]
+        with tqdm(total=len(prompts), desc="generate", unit="prompt",
+                  disable=not self.progress) as bar:
+            while waiting:
+                batch = waiting.pop(0)
+                rows = [(i, j) for i in batch for j in range(settings.n)]
+                try:
+                    with torch.inference_mode():
+                        gens = self._generate_rows([prompts[i] for i, _ in rows],
+                                                   [j for _, j in rows], settings, eos_ids, stop)
+                except OUT_OF_MEMORY:
+                    if len(batch) == 1:
+                        raise
+                    _warn(f"out of memory with {len(rows)} rows in a batch: going on with "
+                          f"{len(rows) // 2} (set the batch size by hand to skip this)")
+                    half = (len(batch) + 1) // 2
+                    rest = [i for b in waiting for i in b]
+                    waiting = [batch[k:k + half] for k in range(0, len(batch), half)]
+                    waiting += [rest[k:k + half] for k in range(0, len(rest), half)]
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    continue
+                for (i, _), g in zip(rows, gens):
+                    out[i].append(g)
+                bar.update(len(batch))
+        return out
+
+    def batch_size(self, texts: list[str], settings: GenerationSettings) -> int:
+        """Rows decoded at once: ``settings.batch_size``, or when it is None the most that
+        fit (:func:`auto_batch_size`)."""
+        if settings.batch_size is not None:
+            return settings.batch_size
+        longest = max((len(ids) for ids in self.tokenizer(list(texts[:64]))["input_ids"]),
+                      default=1)
+        return auto_batch_size(self.model, longest, settings.max_new_tokens)
+
+    def _generate_refill(self, prompts: list[str], settings: GenerationSettings,
+                         eos_ids: list[int], stop: tuple[str, ...]) -> list[list[Generation]]:
+        """``generate`` by continuous batching (:mod:`l2s_kit.evaluate.refill`): a row that
+        ends leaves the batch and a waiting one takes its place."""
+        import torch
+        from tqdm.auto import tqdm
+
+        from l2s_kit.evaluate.refill import RefillDecoder
+
+        rows = [(i, j) for i in range(len(prompts)) for j in range(settings.n)]
+        texts = [prompts[i] for i, _ in rows]
+        eos, stop_step = set(eos_ids), [None] * len(rows)
+        window = max((len(s) for s in stop), default=0) + _STOP_WINDOW_MARGIN
+        generators: dict[int, torch.Generator] = {}
+
+        def choose(logits, which: list[int]):
+            if settings.temperature == 0:
+                return logits.argmax(dim=-1)
+            for r in which:
+                if r not in generators:
+                    generators[r] = torch.Generator(logits.device).manual_seed(
+                        sample_seed(settings.seed, texts[r], rows[r][1]))
+            return sampled_scores(logits, [generators[r] for r in which], settings.temperature,
+                                  settings.top_p).argmax(dim=-1)
+
+        def done(r: int, ids: list[int]) -> bool:
+            if ids[-1] in eos or len(ids) >= settings.max_new_tokens:
+                return True
+            if stop and any(s in self._decode(ids[-window:]) for s in stop):
+                stop_step[r] = len(ids)
+                return True
+            return False
+
+        def reset(r: int) -> None:  # the row starts again: the same seed, the same sample
+            generators.pop(r, None)
+            stop_step[r] = None
+
+        # longest prompt first: the first prefill shows a memory error at once
+        order = sorted(range(len(rows)), key=lambda r: -len(texts[r]))
+        slots = self.batch_size(texts, settings)
+        with tqdm(total=len(rows), desc="generate", unit="sample",
+                  disable=not self.progress) as bar:
+            decoder = RefillDecoder(self.model, self.tokenizer, slots, choose, done, bar,
+                                    reset=reset, warn=_warn)
+            ids = decoder.run(texts, order)
+        self.last_steps, self.last_batch_size = decoder.steps, slots
+        out: list[list[Generation]] = [[] for _ in prompts]
+        for r, (i, _) in enumerate(rows):
+            out[i].append(self._finish(ids[r], eos_ids, stop, stop_step[r], settings))
         return out
 
     def _check_context(self, prompts: list[str], settings: GenerationSettings) -> None:
@@ -324,6 +421,48 @@ class TransformersBackend:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
+AUTO_CAP = {"cpu": 256, "cuda": 1024}  # most rows in flight when the batch is chosen (per device)
+MEMORY_SHARE = 0.8  # of the free memory given to the rows' caches (the rest: activations)
+
+
+def _free_memory(device) -> int:
+    """Bytes free on ``device`` (CUDA's free memory; the machine's available memory for CPU)."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def row_bytes(config, element_size: int, tokens: int) -> int:
+    """Memory one row needs at ``tokens`` tokens: its key/value cache over every layer, plus
+    its logits (float32) and their sampled copy."""
+    heads = config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return (2 * config.num_hidden_layers * kv * head_dim * element_size * tokens
+            + 2 * 4 * config.vocab_size)
+
+
+def auto_batch_size(model, prompt_tokens: int, max_new_tokens: int) -> int:
+    """The most rows that fit on the model's device at ``prompt_tokens + max_new_tokens``
+    tokens each (:data:`MEMORY_SHARE` of the free memory), at most :data:`AUTO_CAP`; an
+    out-of-memory error halves it as generation goes (:class:`TransformersBackend`)."""
+    param = next(model.parameters())
+    need = row_bytes(model.config, param.element_size(), prompt_tokens + max_new_tokens)
+    fit = int(MEMORY_SHARE * _free_memory(param.device) // max(need, 1))
+    return max(1, min(AUTO_CAP.get(param.device.type, AUTO_CAP["cuda"]), fit))
+
+
+def _warn(text: str) -> None:
+    import warnings
+
+    warnings.warn(text, stacklevel=3)
+
+
 def _first_stop_end(text: str, stop: tuple[str, ...]) -> int | None:
     """End position of the stop string occurrence that ends first in ``text``, or None."""
     ends = [p + len(s) for s in stop if (p := text.find(s)) >= 0]
@@ -358,16 +497,24 @@ class _SeededSampler:
 
         if self.generators is None:
             self.generators = [torch.Generator(scores.device).manual_seed(s) for s in self.seeds]
-        logits = scores.float() / self.temperature
-        if self.top_p < 1:
-            sorted_logits, idx = logits.sort(dim=-1, descending=True)
-            probs = sorted_logits.softmax(dim=-1)
-            # drop a token when the tokens above it already hold top_p (the top one always stays)
-            drop = probs.cumsum(dim=-1) - probs >= self.top_p
-            logits = logits.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
-        noise = torch.stack([torch.empty(logits.shape[-1], device=logits.device)
-                             .exponential_(generator=g) for g in self.generators])
-        return logits - noise.log()  # -log(Exp(1)) is Gumbel(0, 1)
+        return sampled_scores(scores, self.generators, self.temperature, self.top_p)
+
+
+def sampled_scores(scores, generators: list, temperature: float, top_p: float):
+    """Tempered, top-p filtered ``scores`` plus each row's Gumbel noise from its generator (one
+    draw per row and step): their argmax is a sample of each row."""
+    import torch
+
+    logits = scores.float() / temperature
+    if top_p < 1:
+        sorted_logits, idx = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        # drop a token when the tokens above it already hold top_p (the top one always stays)
+        drop = probs.cumsum(dim=-1) - probs >= top_p
+        logits = logits.masked_fill(drop.scatter(-1, idx, drop), float("-inf"))
+    noise = torch.stack([torch.empty(logits.shape[-1], device=logits.device)
+                         .exponential_(generator=g) for g in generators])
+    return logits - noise.log()  # -log(Exp(1)) is Gumbel(0, 1)
 
 
 class _StopStrings:

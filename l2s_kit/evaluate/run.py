@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -34,6 +35,8 @@ COLUMNS = ["model", "weights_hash", "recipe_hash", "files_hash", "dataset", "id"
            "prompt", "response", "n_tokens", "finish_reason", "answer", "gold", "correct", "generation",
            "grader", "row_hash", "answer_scope"]
 REQUIRED = ("id", "prompt", "gold")
+CHUNK_BATCHES = 4  # prompts per backend call and write: this many batches
+AUTO_CHUNK = 256  # the batch assumed for a chunk when the backend chooses its own
 
 
 class ResponsesError(L2SError):
@@ -311,6 +314,8 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
 
     Returns this model's rows of ``out`` for the given ``rows``, one per sample (columns:
     ``COLUMNS``); rows of other problems the file may hold (an earlier run) are left out.
+    ``df.attrs["generated"]``: the samples this call generated, their tokens and the seconds
+    generating and grading them took (all 0 when every sample was resumed).
     """
     if model is None and backend is None:
         raise ResponsesError("evaluate needs a checkpoint folder (model=...) or a backend")
@@ -330,17 +335,24 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
         todo = [r for r in todo_rows
                 if any(_key(model_name, r["dataset"], r["id"], j) not in done
                        for j in range(settings.n))]
+        generated = {"samples": 0, "tokens": 0, "seconds": 0.0}
         if todo:
             if backend is None:
                 backend = TransformersBackend(model, device=device, progress=False)
             ident = {"model": model_name, "weights_hash": weights_hash, "recipe_hash": recipe_hash,
                      "files_hash": files, "gen": gen, "grader_name": graded_by,
                      "after_think": after_think}
-            mine += _generate_into(out, todo, done, backend, settings, ident, extract, grader,
-                                   progress)
+            start = time.perf_counter()
+            new = _generate_into(out, todo, done, backend, settings, ident, extract, grader,
+                                 progress)
+            generated = {"samples": len(new), "tokens": sum(r["n_tokens"] for r in new),
+                         "seconds": time.perf_counter() - start}
+            mine += new
     # the rows as given now: a level edited since a response was generated is the new one
-    return _frame([{**r, "level": by_id[(str(r.get("dataset")), str(r.get("id")))]["level"]}
-                   for r in mine if (str(r.get("dataset")), str(r.get("id"))) in by_id])
+    df = _frame([{**r, "level": by_id[(str(r.get("dataset")), str(r.get("id")))]["level"]}
+                 for r in mine if (str(r.get("dataset")), str(r.get("id"))) in by_id])
+    df.attrs["generated"] = generated  # what this call generated (nothing: all resumed)
+    return df
 
 
 def _responses_path(out: str | os.PathLike) -> Path:
@@ -380,8 +392,11 @@ def _generate_into(out: Path, rows: list[dict], done: set[tuple], backend: Backe
     with open(out, "a", encoding="utf-8") as f, \
             tqdm(total=len(rows), desc=f"eval {model_name}", unit="prompt",
                  disable=not progress) as bar:
-        for start in range(0, len(rows), settings.batch_size):
-            batch = rows[start:start + settings.batch_size]
+        # prompts handed to the backend at once (and written together): several batches, so a
+        # continuous-batching backend always has prompts waiting for a row that ends
+        chunk = CHUNK_BATCHES * (settings.batch_size or AUTO_CHUNK)
+        for start in range(0, len(rows), chunk):
+            batch = rows[start:start + chunk]
             samples = backend.generate([r["prompt"] for r in batch], settings)
             if len(samples) != len(batch) or any(len(s) != settings.n for s in samples):
                 raise ResponsesError(f"backend {backend.name!r} returned {len(samples)} results for "

@@ -173,7 +173,8 @@ def _run_models(setup: StudySetup, grid, workdir: Path, out: Path, *, progress: 
     models = pd.DataFrame([{
         "model": d["name"], "method": method,
         "parameters": ", ".join(f"{k}={v}" for k, v in params.items()),
-        **{k: d[k] for k in ("weights_hash", "recipe_hash", "folder", "merged_in", "responses")}}
+        **{k: d[k] for k in ("weights_hash", "recipe_hash", "folder", "merged_in", "responses",
+                             "generated_samples", "generation_s", "tokens_per_s")}}
         for d, (method, params) in zip(done, labels)])
 
     result = StudyResult(setup, workdir, out, models)
@@ -297,10 +298,34 @@ def record_run(r: StudyResult, spec: StudySpec, started: str, seconds: float,
         "started": started, "seconds": round(seconds, 1), "parameters": spec.to_dict(),
         "given": spec.given, "code": runs.code_version(), "notebook_hash": None,
         "inputs": r.setup.fingerprints(),
+        "generation": generation_record(r.models),
         "files": {"html": first[0] if first else None, "notebook": None,
                   "pngs": [f"{k}.png" for k in r.figures if f"{k}.png" in names],
-                  "other": [n for n in names if not n.endswith(".png") and n not in first[:1]]},
+                  "other": [n for n in names if not n.endswith(".png") and n not in first[:1]]
+                  + [runs.METRICS]},
         "comparison": None}, folder / runs.RECORD)
+
+
+def generation_record(models: pd.DataFrame) -> dict:
+    """Per model, what this run generated: samples, seconds and tokens per second (samples 0:
+    every response was reused from an earlier run)."""
+    return {m.model: {"samples": int(m.generated_samples), "seconds": float(m.generation_s),
+                      "tokens_per_s": None if pd.isna(m.tokens_per_s)
+                      else round(float(m.tokens_per_s), 1)}
+            for m in models.itertuples()}
+
+
+def _generation_line(models: pd.DataFrame) -> str:
+    """Where the run's generation time went, in one sentence."""
+    made = models[models["generated_samples"] > 0]
+    if not len(made):
+        return "Generation: every response was reused from an earlier run (nothing generated)."
+    slow = made.sort_values("generation_s", ascending=False).iloc[0]
+    return (f"Generation: {int(made['generated_samples'].sum())} samples of {len(made)} models "
+            f"in {made['generation_s'].sum():.0f} s; the slowest, {md_text(slow.model)}, "
+            f"{slow.generation_s:.0f} s at {slow.tokens_per_s:.0f} tokens/s (each model's in "
+            "run.json and models.csv)"
+            + (f"; {len(models) - len(made)} reused" if len(made) < len(models) else "") + ".")
 
 
 def _shared_models(models: pd.DataFrame) -> pd.DataFrame:
@@ -341,6 +366,7 @@ def _report(r: StudyResult, chosen: pd.DataFrame, tolerance: float) -> str:
              "change), `ratio (pooled)`: the change of the summed tokens. The numbers below, "
              "like `summary.csv`, are means over problems.", "",
              *[f"Note: {n}.\n" for n in r.notes],
+             _generation_line(r.models), "",
              format_table1(r.table1), "",
              f"Merges chosen on the validation split (the shortest within {tolerance:g} points of "
              "System 2 there), then on the test split against System 2 on the same problems "

@@ -19,6 +19,7 @@ named and recorded one way whatever asked for it:
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -157,6 +158,7 @@ def run_job(job: Job, datasets: Mapping[str, list[dict]], workdir: str, *,
 
         gen_backend = VLLMBackend(folder, tensor_parallel_size=tensor_parallel, progress=False)
     grading = Grader(grader, extract=extract)
+    generated = {"samples": 0, "tokens": 0, "seconds": 0.0}
     with grading.open() as grade_fn:
         for name, rows in datasets.items():
             rows = [{**r, "dataset": name} for r in rows]
@@ -171,11 +173,16 @@ def run_job(job: Job, datasets: Mapping[str, list[dict]], workdir: str, *,
                           extract=grading.extractor, grader=grade_fn, progress=progress)
             if weights is None and len(df):
                 weights = df["weights_hash"].iloc[-1]
+            generated = {k: v + df.attrs["generated"][k] for k, v in generated.items()}
         timeouts = getattr(grade_fn, "counts", {}).get("timeout", 0)
     return {"name": job.name, "method": method, "recipe_hash": job.recipe_hash,
             "weights_hash": weights, "folder": str(folder) if folder is not None else None,
             "merged_in": ("memory" if folder is None else "disk") if job.recipe else None,
-            "responses": str(out), "grade_timeouts": timeouts}
+            "responses": str(out), "grade_timeouts": timeouts,
+            "generated_samples": generated["samples"], "generated_tokens": generated["tokens"],
+            "generation_s": round(generated["seconds"], 3),
+            "tokens_per_s": (generated["tokens"] / generated["seconds"]
+                             if generated["seconds"] > 0 else math.nan)}
 
 
 def run_jobs(jobs: list[Job], datasets: Mapping[str, list[dict]], workdir: str | os.PathLike, *,
