@@ -9,6 +9,7 @@ shorter than System 2 within 5 points).
 
     python benchmarks/family_robustness.py                       # 5 seeds × 1, 2, 4 threads
     python benchmarks/family_robustness.py --seeds 0 1 --threads 2 --n-per-level 40
+    python benchmarks/family_robustness.py --shipped --n-per-level 4   # the quick check (tests)
 
 Builds run one at a time unless ``--jobs`` says otherwise (two builds of two threads on two cores
 slow each other down many times over); each row is appended to ``--csv`` as it comes, and a build
@@ -29,18 +30,20 @@ ALPHAS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7)
 TIES = ("ties", {"k": 0.8, "alpha": 1.0})
 
 
-def one(seed: int, threads: int, root: Path, n_per_level: int, tolerance: float) -> dict:
+def one(seed: int, threads: int, root: Path, n_per_level: int, tolerance: float,
+        shipped: bool = False) -> dict:
     import torch
 
     from l2s_kit.study import run_study
     from l2s_kit.zoo import FamilySpec
 
     torch.set_num_threads(threads)
-    spec = FamilySpec(seed=seed, threads=threads)
+    family = {} if shipped else {"family_root": root / "zoo",
+                                 "family_spec": FamilySpec(seed=seed, threads=threads)}
     grid = [("task_arithmetic", {"alpha": a}) for a in ALPHAS] + [TIES]
-    where = root / f"seed{seed}-threads{threads}"
-    r = run_study(where / "runs", where / "figures", family_root=root / "zoo", family_spec=spec,
-                  n_per_level=n_per_level, grid=grid, tolerance=tolerance, progress=False)
+    where = root / ("shipped" if shipped else f"seed{seed}-threads{threads}")
+    r = run_study(where / "runs", where / "figures", n_per_level=n_per_level, grid=grid,
+                  tolerance=tolerance, progress=False, overwrite=True, **family)
     t = r.summary[r.summary["split"] == "test"].set_index("model")
     s1, s2 = t.loc["system1"], t.loc["system2"]
     ta = t[(t["method"] == "task_arithmetic") & t["selected"]]
@@ -69,16 +72,20 @@ def main(argv=None) -> int:
     ap.add_argument("--root", default="data/bench/family_robustness", help="builds and studies")
     ap.add_argument("--csv", default=None, help="rows as they come (default: ROOT/rows.csv)")
     ap.add_argument("--jobs", type=int, default=1, help="builds at once (mind the cores)")
+    ap.add_argument("--shipped", action="store_true",
+                    help="only the family shipped with the package (no training: the quick check)")
     a = ap.parse_args(argv)
     root = Path(a.root)
     root.mkdir(parents=True, exist_ok=True)
     csv = Path(a.csv) if a.csv else root / "rows.csv"
-    todo = [(s, t) for s in a.seeds for t in a.threads]
-    print(f"{len(todo)} builds (seeds {a.seeds} × threads {a.threads}), {a.jobs} at a time, "
-          f"{os.cpu_count()} cores; rows to {csv}", flush=True)
+    todo = [(0, 2)] if a.shipped else [(s, t) for s in a.seeds for t in a.threads]
+    what = ("the shipped family" if a.shipped
+            else f"{len(todo)} builds (seeds {a.seeds} × threads {a.threads})")
+    print(f"{what}, {a.jobs} at a time, {os.cpu_count()} cores; rows to {csv}", flush=True)
     rows = []
     with ProcessPoolExecutor(max_workers=a.jobs) as pool:
-        futures = [pool.submit(one, s, t, root, a.n_per_level, a.tolerance) for s, t in todo]
+        futures = [pool.submit(one, s, t, root, a.n_per_level, a.tolerance, a.shipped)
+                   for s, t in todo]
         for f in futures:
             rows.append(f.result())
             pd.DataFrame([rows[-1]]).to_csv(csv, mode="a", header=not csv.exists(), index=False)

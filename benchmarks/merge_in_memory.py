@@ -42,6 +42,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     import l2s_kit
+    from l2s_kit.merging import load_recipe
     from l2s_kit.study.runner import _LOADED, merge_into_base
     from l2s_kit.zoo.synthetic import make_pair
 
@@ -53,8 +54,8 @@ def main() -> None:
         shutil.rmtree(pair, ignore_errors=True)
         print(f"building the {args.size} pair in {pair} (once)")
         make_pair(pair, args.size, seed=0, dtype=torch.bfloat16, progress=True)
-    recipe = {"merge_method": "task_arithmetic", "base_model": str(pair / "base"),
-              "models": [{"model": str(pair / "model")}], "parameters": {"alpha": 0.7}}
+    recipe = load_recipe({"merge_method": "task_arithmetic", "base_model": str(pair / "base"),
+                          "models": [{"model": str(pair / "model")}], "parameters": {"alpha": 0.7}})
 
     t0 = time.perf_counter()
     merge_into_base(recipe)  # the first merge also loads System 1
@@ -79,11 +80,11 @@ def main() -> None:
     fam = build_family(progress=False)
     fam_recipe = {"merge_method": "task_arithmetic", "base_model": str(fam.system1),
                   "models": [{"model": str(fam.system2)}], "parameters": {"alpha": 0.2}}
-    merge_into_base(fam_recipe)
+    merge_into_base(load_recipe(fam_recipe))
     per_merge = []
     for a in (0.1, 0.2, 0.3, 0.5, 0.7):
         t0 = time.perf_counter()
-        merge_into_base({**fam_recipe, "parameters": {"alpha": a}})
+        merge_into_base(load_recipe({**fam_recipe, "parameters": {"alpha": a}}))
         per_merge.append(time.perf_counter() - t0)
 
     rows = [

@@ -565,9 +565,10 @@ def test_auto_run_names_never_collide_within_a_second(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_plain_papermill_and_nbconvert_draw_every_figure_offline(tmp_path, chromium, offline_page):
-    """A scheduled job built on the standard tools, run from a folder outside the repository:
-    `papermill` then `jupyter nbconvert --to html` (its own template, which loads require.js)
-    gives a page whose every figure draws in headless Chromium with no network."""
+    """A scheduled job built on the standard tools, run from a folder outside the repository
+    with no --cwd: `papermill` then `jupyter nbconvert --to html` (its own template, which loads
+    require.js) gives a page whose every figure draws in headless Chromium with no network, and
+    the notebook's relative workdir resolves from its own folder, not the caller's."""
     import subprocess
     import sys
 
@@ -575,9 +576,21 @@ def test_plain_papermill_and_nbconvert_draw_every_figure_offline(tmp_path, chrom
 
     work = tmp_path / "elsewhere"
     work.mkdir()
-    run = [sys.executable, "-m", "papermill", str(NOTEBOOKS / "task_vector_spectrum.ipynb"),
-           "out.ipynb", "--cwd", str(NOTEBOOKS), "-k", "python3", "--no-progress-bar"]
-    subprocess.run(run, cwd=work, check=True, capture_output=True, timeout=600)
+    import shutil
+    import uuid
+
+    cache = f"test-papermill-{uuid.uuid4().hex[:8]}"
+    params = (f"n_per_level: 4\nmerges: [[task_arithmetic, {{alpha: 0.2}}]]\n"
+              f"workdir: ../data/runs/{cache}\n")
+    run = [sys.executable, "-m", "papermill", str(NOTEBOOKS / "merge_explorer.ipynb"),
+           "out.ipynb", "-y", params, "-k", "python3", "--no-progress-bar"]
+    try:
+        subprocess.run(run, cwd=work, check=True, capture_output=True, timeout=600)
+        # a relative workdir resolves from notebooks/, as in JupyterLab: never from the caller's
+        assert list((NOTEBOOKS.parent / "data" / "runs" / cache).rglob("*.jsonl"))
+        assert not (tmp_path / "data").exists()
+    finally:
+        shutil.rmtree(NOTEBOOKS.parent / "data" / "runs" / cache, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "out.ipynb"],
                    cwd=work, check=True, capture_output=True, timeout=300)
     nb = nbformat.read(work / "out.ipynb", as_version=4)
@@ -600,3 +613,35 @@ def test_plain_papermill_and_nbconvert_draw_every_figure_offline(tmp_path, chrom
         finally:
             browser.close()
     assert sorted(p.name for p in work.iterdir()) == ["kit.html", "out.html", "out.ipynb"]
+
+
+def test_jupyter_saves_the_committed_notebooks_without_outputs(tmp_path):
+    """jupyter_server_config.py (read when JupyterLab starts in the repository): a save of a
+    notebook of notebooks/ writes no outputs, whatever the open notebook shows; other notebooks
+    are saved as they are. Checked through jupyter_server's own contents manager."""
+    import shutil
+
+    from jupyter_server.services.contents.filemanager import FileContentsManager
+    from traitlets.config import Config
+
+    config = Config()
+    ns = {"get_config": lambda: config, "__file__": str(ROOT / "jupyter_server_config.py")}
+    exec(compile((ROOT / "jupyter_server_config.py").read_text(), "jupyter_server_config.py",
+                 "exec"), ns)
+    hook = config.FileContentsManager.pre_save_hook
+    root = tmp_path / "repo"
+    (root / "notebooks").mkdir(parents=True)
+    shutil.copy(NOTEBOOKS / "merge_explorer.ipynb", root / "notebooks")
+    ns["COMMITTED"] = str(root / "notebooks")  # the same hook, for a copy of the repository
+    cm = FileContentsManager(root_dir=str(root), pre_save_hook=hook)
+    for path in ("notebooks/merge_explorer.ipynb", "elsewhere.ipynb"):
+        model = cm.get("notebooks/merge_explorer.ipynb")
+        code = next(c for c in model["content"]["cells"] if c["cell_type"] == "code")
+        code["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "hello\n"}]
+        code["execution_count"] = 3
+        cm.save(model, path)
+    saved = nbformat.read(root / "notebooks" / "merge_explorer.ipynb", as_version=4)
+    assert all(c.get("outputs", []) == [] and c.get("execution_count") is None
+               for c in saved.cells if c.cell_type == "code")
+    kept = nbformat.read(root / "elsewhere.ipynb", as_version=4)
+    assert any(c.get("outputs") for c in kept.cells if c.cell_type == "code")

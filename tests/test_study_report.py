@@ -200,7 +200,6 @@ def test_figures_tell_points_apart_and_keep_one_colour_per_model(tmp_path):
     # crowd each other, so their settings stay in the hover text
     assert list(ta.text) == ["", "α 0.5", "α 0.7"]
     assert list(next(t for t in fig.data if t.name == "ties").text) == ["", ""]
-    assert next(t for t in fig.data if t.name == "System 2").marker.opacity < 1
     colors = plots.model_colors(s)
     assert colors["ta a=0.5"] == ta.marker.color and colors["system2"] == "#303030"
     level = pd.DataFrame([{"model": m, "level": lv, "mean_tokens": 10.0, "accuracy": a,
@@ -208,6 +207,35 @@ def test_figures_tell_points_apart_and_keep_one_colour_per_model(tmp_path):
                           for lv in (1, 2)])
     bars = plots.level_bars(level, colors=colors)
     assert {t.marker.color for t in bars.data if t.legendgroup == "ta a=0.5"} == {ta.marker.color}
+
+
+def test_identical_points_are_one_marker_naming_every_model_it_stands_for():
+    """Seven merges of seven methods on one point, six merges on System 1's point, two of one
+    method on one point: every model is named by exactly one marker and no two markers sit on
+    one spot (nothing hides another)."""
+    from l2s_kit.analysis import plots
+
+    rows = [("system1", "System 1 (base)", 7, 20), ("system2", "System 2", 53, 100)]
+    rows += [(f"m{i}", f"method{i}", 21, 100) for i in range(7)]  # one point, 7 methods
+    rows += [(f"low{i}", f"method{i}", 7, 20) for i in range(6)]  # on System 1's point
+    rows += [("ta a", "ta", 30, 90), ("ta b", "ta", 30, 90), ("ta c", "ta", 40, 95)]
+    s = pd.DataFrame(rows, columns=["model", "method", "mean_tokens", "accuracy"])
+    s["selected"] = s["model"] == "m3"
+    fig = plots.frontier(s)
+    spots, named = [], []
+    for t in fig.data:
+        if t.mode == "lines":
+            continue
+        spots += list(zip(t.x, t.y))
+        for h in t.hovertext:
+            named += [n for n in h.split("<br>")]
+    assert len(spots) == len(set(spots)) == 5  # System 1, System 2, the 7, ta ×2, ta c
+    shown = {plots.display_name(m) for m in s["model"]}
+    assert set(named) == shown and len(named) == len(shown)  # each model named once
+    shared = next(t for t in fig.data if t.name == "several methods, same numbers")
+    assert list(shared.text) == ["×7"]
+    assert "System 1 (and 6 merges)" in next(t for t in fig.data if t.name == "System 1").text
+    assert any("m3" in (a.text or "") for a in fig.layout.annotations)  # the chosen one named
 
 
 def test_false_reflection_names_what_it_shows():

@@ -71,6 +71,12 @@ def read_files(files: Sequence[str | os.PathLike], tokenizer=None) -> tuple[pd.D
     if not frames:
         raise AnalysisError("no sample files given")
     df = pd.concat(frames, ignore_index=True)
+    # each model's rows in (dataset, id, sample) order: a bootstrap over problems gives the same
+    # interval whatever order a tool wrote them in
+    order = {m: i for i, m in enumerate(dict.fromkeys(df["model"]))}
+    df = (df.assign(_m=df["model"].map(order), _id=df["id"].astype(str))
+          .sort_values(["_m", "dataset", "_id", "sample"], kind="stable")
+          .drop(columns=["_m", "_id"]).reset_index(drop=True))
     key = ["model", "dataset", "id", "sample"]
     twice = df[df.duplicated(key, keep=False)]
     if len(twice):

@@ -75,6 +75,97 @@ def _errors(g: pd.DataFrame, value: str, lo: str, hi: str, color: str) -> dict |
                 width=3)
 
 
+SHARED_COLOR = "#3f3f3f"  # a point that stands for merges of several methods
+
+
+def _spot(r) -> tuple:
+    return (round(float(r["mean_tokens"]), 6), round(float(r["accuracy"]), 6))
+
+
+def _shared_spots(merges: pd.DataFrame, refs: pd.DataFrame, color: str, label: str
+                  ) -> tuple[pd.DataFrame, dict, dict]:
+    """Identical points are one marker naming every model it stands for: (the merges drawn in
+    their method's colour, spot → the merges of several methods that share it, reference
+    label → the merges at that reference's point)."""
+    ref_at = {_spot(r): r[label] for _, r in refs.iterrows()}
+    by_spot: dict[tuple, list] = {}
+    for i, r in merges.iterrows():
+        by_spot.setdefault(_spot(r), []).append(i)
+    shared, at_ref, alone = {}, {}, []
+    for spot, rows in by_spot.items():
+        if spot in ref_at:
+            at_ref.setdefault(ref_at[spot], []).extend(rows)
+        elif merges.loc[rows, color].astype(str).nunique() > 1:
+            shared[spot] = rows
+        else:
+            alone += rows
+    return merges.loc[sorted(alone)], shared, at_ref
+
+
+def _names(rows: pd.DataFrame, label: str, most: int = 6) -> str:
+    names = [display_name(n) for n in rows[label]]
+    return "<br>".join(names[:most]) + (f"<br>… {len(names) - most} more"
+                                        if len(names) > most else "")
+
+
+def _merge_traces(fig, merges, look, tags, color, label, extra) -> None:
+    """One trace per method; a spot holding several merges of the method is one marker whose
+    hover names them all."""
+    import plotly.graph_objects as go
+
+    for name, g in merges.groupby(merges[color].astype(str), sort=False):
+        c, sym = look[name]
+        g = g.assign(_spot=[_spot(r) for _, r in g.iterrows()])
+        first = g.drop_duplicates("_spot")
+        hover = [_names(g[g["_spot"] == s], label) for s in first["_spot"]]
+        fig.add_trace(go.Scatter(
+            x=first["mean_tokens"], y=first["accuracy"], mode="markers+text", name=name,
+            cliponaxis=False, text=[tags.get(i, "") for i in first.index],
+            textposition="middle right", textfont=dict(size=9, color=c),
+            marker=dict(size=11, color=c, symbol=sym, line=dict(width=1, color="white")),
+            error_x=_errors(first, "mean_tokens", "tokens_lo", "tokens_hi", c),
+            error_y=_errors(first, "accuracy", "accuracy_lo", "accuracy_hi", c),
+            hovertext=hover, customdata=first[extra] if extra else None,
+            hovertemplate="<b>%{hovertext}</b><br>%{x:.1f} tokens, %{y:.1f}%"
+            + "".join(f"<br>{e}: %{{customdata[{i}]}}" for i, e in enumerate(extra))
+            + "<extra></extra>"))
+
+
+def _shared_traces(fig, merges, shared: dict, label: str) -> None:
+    """One dark marker per spot that merges of several methods share, its count written on it."""
+    import plotly.graph_objects as go
+
+    for k, ((x, y), rows) in enumerate(shared.items()):
+        g = merges.loc[rows]
+        fig.add_trace(go.Scatter(
+            x=[x], y=[y], mode="markers+text", cliponaxis=False, showlegend=k == 0,
+            name="several methods, same numbers", text=[f"×{len(rows)}"],
+            textposition="middle right", textfont=dict(size=10, color=SHARED_COLOR),
+            marker=dict(size=14, color=SHARED_COLOR, symbol="hexagon",
+                        line=dict(width=1, color="white")),
+            hovertext=[_names(g, label, 12)],
+            hovertemplate="<b>%{hovertext}</b><br>%{x:.1f} tokens, %{y:.1f}%<extra></extra>"))
+
+
+def _reference_traces(fig, refs, at_ref: dict, merges, label: str, y_range) -> None:
+    import plotly.graph_objects as go
+
+    for _, r in refs.iterrows():
+        name, sym, c = REFERENCES[r[label]]
+        also = merges.loc[at_ref.get(r[label], [])]
+        below = (r["accuracy"] - y_range[0]) / (y_range[1] - y_range[0]) > 0.3
+        shown = name + (f" (and {len(also)} merge{'s' * (len(also) > 1)})" if len(also) else "")
+        fig.add_trace(go.Scatter(
+            x=[r["mean_tokens"]], y=[r["accuracy"]], mode="markers+text", name=name,
+            text=[shown], hovertext=[_names(pd.concat([r.to_frame().T, also]), label, 12)],
+            cliponaxis=False, textposition="bottom center" if below else "top center",
+            textfont=dict(size=12, color=c),
+            marker=dict(size=18, color=c, symbol=sym, line=dict(width=1.5, color="white")),
+            error_x=_errors(r.to_frame().T, "mean_tokens", "tokens_lo", "tokens_hi", c),
+            error_y=_errors(r.to_frame().T, "accuracy", "accuracy_lo", "accuracy_hi", c),
+            hovertemplate="<b>%{hovertext}</b><br>%{x:.1f} tokens, %{y:.1f}%<extra></extra>"))
+
+
 def accuracy_vs_length(summary: pd.DataFrame, color: str = "method", label: str = "model",
                        title: str = "Accuracy against length", labelled: str | None = "selected",
                        front: bool = False) -> go.Figure:  # noqa: F821
@@ -82,6 +173,8 @@ def accuracy_vs_length(summary: pd.DataFrame, color: str = "method", label: str 
     by ``color`` (every method its own colour), System 1 and System 2 are large grey markers of
     their own drawn on top, and the models flagged in the bool column ``labelled`` (the chosen
     merges; without such a column, those on the Pareto front) carry their name on the plot.
+    Identical points are one marker naming every model it stands for (a dark hexagon where
+    merges of several methods meet; "System 1 (and 6 merges)" at a reference's point).
     ``front`` draws the accuracy-against-length Pareto front as a dotted line. With interval
     columns (``accuracy_lo``/``_hi``, ``tokens_lo``/``_hi``, :func:`l2s_kit.analysis.full_summary`)
     every point has its 95% error bars on both axes."""
@@ -97,45 +190,21 @@ def accuracy_vs_length(summary: pd.DataFrame, color: str = "method", label: str 
                                  hoverinfo="skip"))
     is_ref = summary[label].isin(list(REFERENCES))
     merges, refs = summary[~is_ref], summary[is_ref]
-    look = styles(merges[color].astype(str))
+    alone, shared, at_ref = _shared_spots(merges, refs, color, label)
     extra = [c for c in ("parameters", "length_change", "accuracy_change", "n") if c in summary]
-    tags = _spot_tags(merges, refs, labelled)
-    for name, g in merges.groupby(merges[color].astype(str), sort=False):
-        c, sym = look[name]
-        fig.add_trace(go.Scatter(
-            x=g["mean_tokens"], y=g["accuracy"], mode="markers+text", name=name, cliponaxis=False,
-            text=[tags.get(i, "") for i in g.index], textposition="middle right",
-            textfont=dict(size=9, color=c),
-            marker=dict(size=11, color=c, symbol=sym, line=dict(width=1, color="white")),
-            error_x=_errors(g, "mean_tokens", "tokens_lo", "tokens_hi", c),
-            error_y=_errors(g, "accuracy", "accuracy_lo", "accuracy_hi", c),
-            hovertext=g[label], customdata=g[extra] if extra else None,
-            hovertemplate="<b>%{hovertext}</b><br>%{x:.1f} tokens, %{y:.1f}%"
-            + "".join(f"<br>{e}: %{{customdata[{i}]}}" for i, e in enumerate(extra))
-            + "<extra></extra>"))
+    _merge_traces(fig, alone, styles(merges[color].astype(str)),
+                  _spot_tags(alone, refs, labelled), color, label, extra)
+    _shared_traces(fig, merges, shared, label)
     low = float(summary["accuracy"].min()) if len(summary) else 0.0
     y_range = [max(-2.0, low - 8), 104]
-    for _, r in refs.iterrows():
-        name, sym, c = REFERENCES[r[label]]
-        below = (r["accuracy"] - y_range[0]) / (y_range[1] - y_range[0]) > 0.3
-        fig.add_trace(go.Scatter(
-            x=[r["mean_tokens"]], y=[r["accuracy"]], mode="markers+text", name=name,
-            text=[name], hovertext=[r[label]], cliponaxis=False,
-            textposition="bottom center" if below else "top center",
-            textfont=dict(size=12, color=c),
-            marker=dict(size=18, color=c, symbol=sym, line=dict(width=1.5, color="white"),
-                        opacity=0.75),  # a merge at the same place shows through
-            error_x=_errors(r.to_frame().T, "mean_tokens", "tokens_lo", "tokens_hi", c),
-            error_y=_errors(r.to_frame().T, "accuracy", "accuracy_lo", "accuracy_hi", c),
-            hovertemplate=f"<b>{name}</b><br>%{{x:.1f}} tokens, %{{y:.1f}}%<extra></extra>"))
+    _reference_traces(fig, refs, at_ref, merges, label, y_range)
     if labelled is not None and labelled in summary:
         marked = merges[merges[labelled].astype(bool)]
     elif labelled is not None and len(summary):
         marked = _on_front(merges, f)
     else:
         marked = merges.iloc[:0]
-    same = {(round(r["mean_tokens"], 6), round(r["accuracy"], 6)): REFERENCES[r[label]][0]
-            for _, r in refs.iterrows()}
+    same = {_spot(r): REFERENCES[r[label]][0] for _, r in refs.iterrows()}
     _label_points(fig, marked, label, y_range, same)
     fig.update_xaxes(title_text="mean generated tokens")
     fig.update_yaxes(title_text="accuracy (%)", range=y_range)  # annotations do not stretch it

@@ -45,7 +45,11 @@ _LIGHTEVAL_NAME = re.compile(r"^details_(?P<task>.+?)_(?P<date>\d{4}-\d{2}-\d{2}
 def sniff(path: Path) -> str:
     """The format of ``path`` (one of :data:`FORMATS`), told by its content."""
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise AnalysisError(f"{path}: reading parquet files (lighteval's details) needs "
+                                "pyarrow: pip install 'l2s_kit[parquet]'") from None
 
         names = set(pq.read_schema(path).names)
         if {"doc", "model_response"} <= names:

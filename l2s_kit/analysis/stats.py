@@ -47,23 +47,14 @@ def _need(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
 
 def per_problem(df: pd.DataFrame, by: Sequence[str] = ("model",)) -> pd.DataFrame:
     """One row per group and problem: ``samples``, ``correct`` (the share of its samples graded
-    correct, 0–1) and ``tokens`` (their mean length). Within a group, problems are in the order
-    of their (dataset, id): a bootstrap over them gives the same interval whatever order the
-    responses were read in (a harness's file or the kit's)."""
+    correct, 0–1) and ``tokens`` (their mean length)."""
     keys = list(dict.fromkeys([*by, *PROBLEM]))
     _need(df, [*keys, "correct", "n_tokens"], "per-problem table")
     d = df.assign(_c=df["correct"].astype(float), _t=df["n_tokens"].astype(float),
                   id=df["id"].astype(str))
-    out = (d.groupby(keys, dropna=False, sort=False)
-           .agg(samples=("_c", "size"), correct=("_c", "mean"), tokens=("_t", "mean"))
-           .reset_index())
-    groups = [k for k in keys if k not in PROBLEM]
-    first = {g: i for i, g in enumerate(dict.fromkeys(map(tuple, out[groups].to_numpy())))} \
-        if groups else {}
-    rank = [first[tuple(r)] for r in out[groups].to_numpy()] if groups else 0
-    return (out.assign(_g=rank, _d=out["dataset"].astype(str))
-            .sort_values(["_g", "_d", "id"], kind="stable")
-            .drop(columns=["_g", "_d"]).reset_index(drop=True))
+    return (d.groupby(keys, dropna=False, sort=False)
+            .agg(samples=("_c", "size"), correct=("_c", "mean"), tokens=("_t", "mean"))
+            .reset_index())
 
 
 def _bootstrap(data: tuple[np.ndarray, ...], statistic, seed: int, paired: bool = False,

@@ -28,15 +28,35 @@ class NotebookError(L2SError):
     """A notebook or its parameters cannot be run as asked."""
 
 
-def setup() -> None:
-    """The notebooks' set-up cell: plotly figures that survive saving and HTML export (the
-    ``"l2s"`` renderer, and plotly.js shown once so that plain nbconvert draws them), quiet
-    transformers progress bars, compact pandas tables, torch threads
-    no more than the cores the kernel may use."""
+SHIPPED = Path(__file__).resolve().parents[2] / "notebooks"  # a source checkout's notebooks
+
+
+def notebook_folder(name: str) -> Path | None:
+    """Where the relative paths of notebook ``name`` resolve: the working folder when it holds
+    the notebook (JupyterLab, VS Code, ``papermill --cwd``, ``l2s notebooks run``); else the
+    checkout's ``notebooks/`` when the notebook is one of the kit's (plain papermill started in
+    another folder); else None (a copy run from elsewhere: the working folder stays)."""
+    if (Path.cwd() / f"{name}.ipynb").is_file():
+        return Path.cwd()
+    if (SHIPPED / f"{name}.ipynb").is_file():
+        return SHIPPED
+    return None
+
+
+def setup(name: str | None = None) -> None:
+    """The notebooks' set-up cell: relative paths resolved from the notebook's own folder
+    (:func:`notebook_folder` of ``name``), whatever folder papermill was started in; plotly
+    figures that survive saving and HTML export (the ``"l2s"`` renderer, and plotly.js shown
+    once so that plain nbconvert draws them), quiet transformers progress bars, compact pandas
+    tables, torch threads no more than the cores the kernel may use."""
     import transformers
 
     from l2s_kit.io.runtime import limit_threads
 
+    if name is not None:
+        folder = notebook_folder(name)
+        if folder is not None and folder != Path.cwd():
+            os.chdir(folder)
     limit_threads()
     use_renderer()
     from IPython.core.interactiveshell import InteractiveShell
@@ -307,7 +327,10 @@ def _execute_tries(path: Path, executed: Path, params: dict, progress: bool,
         try:
             papermill.execute_notebook(str(path), str(executed), parameters=params,
                                        cwd=str(path.parent), kernel_name="python3",
-                                       progress_bar=progress, execution_timeout=timeout,
+                                       # a second bar under the notebooks' one moves the
+                                       # cursor ("\x1b[A"): only on a terminal
+                                       progress_bar=progress and sys.stderr.isatty(),
+                                       execution_timeout=timeout,
                                        extra_arguments=KERNEL_ARGUMENTS)
             return None
         except PapermillExecutionError as e:

@@ -18,6 +18,7 @@ Every step is cached: a re-run reuses the family, the merges and the responses.
 from __future__ import annotations
 
 import os
+import textwrap
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -400,8 +401,12 @@ def _chosen_line(m: str, row: pd.Series, val: pd.Series | None) -> str:
                 f"{val.mean_tokens:.1f} tokens{stable}; ")
     else:
         head = ""
-    shorter = ("**shorter with confidence**" if row.shorter
-               else "not shown shorter (the interval reaches 0)")
+    if row.length_change == 0 and row.length_change_lo == row.length_change_hi == 0:
+        # its chosen setting answers exactly as System 2 does: nothing shorter was found
+        shorter = "**no shorter merge found**: the same length as System 2 on every problem"
+    else:
+        shorter = ("**shorter with confidence**" if row.shorter
+                   else "not shown shorter (the interval reaches 0)")
     drop = ("**an accuracy drop distinguishable from zero**" if row.accuracy_drop
             else "no accuracy change distinguishable from zero")
     return (f"- {m}: {head}test {row.accuracy:.1f}% [{row.accuracy_lo:.1f}, {row.accuracy_hi:.1f}], "
@@ -439,10 +444,14 @@ def _finding(r: StudyResult, chosen: pd.DataFrame, tolerance: float) -> list[str
                 "accuracy on the validation split, so this pair shows no long-to-short merge at "
                 "these settings (every merge is in the tables and on the accuracy-against-length "
                 "figure)."]
-    best = t.loc[list(chosen["model"])].sort_values(["mean_tokens", "accuracy"],
-                                                     ascending=[True, False]).iloc[0]
+    ranked = t.loc[list(chosen["model"])].sort_values(["mean_tokens", "accuracy"],
+                                                       ascending=[True, False])
+    best = ranked.iloc[0]
+    same = ranked[(ranked["mean_tokens"] == best.mean_tokens)
+                  & (ranked["accuracy"] == best.accuracy)].index[1:]
+    named = best.name + (f" (and {', '.join(same)}: the same numbers)" if len(same) else "")
     return [f"**Found**: {len(chosen)} of the methods have a merge within {tolerance:g} points of "
-            f"System 2 on the validation split; the shortest, {best.name}, answers the test split "
+            f"System 2 on the validation split; the shortest, {named}, answers the test split "
             f"at {best.accuracy:.1f}% ({best.accuracy_change:+.1f} points "
             f"[{best.accuracy_change_lo:+.1f}, {best.accuracy_change_hi:+.1f}]) in "
             f"{best.mean_tokens:.1f} tokens ({best.length_change:+.1f}% "
@@ -477,7 +486,10 @@ def print_result(r: StudyResult) -> None:
         print("\nTest split, every model (means over problems; length_change against System 2, "
               "in %):")
         print(t.to_string(index=False))
-    print("\n" + (r.out / "table1.md").read_text())
+    report = (r.out / "table1.md").read_text().split("\n\n")
+    print("\n" + textwrap.fill(report[1].replace("**", ""), width=100) + "\n")  # the finding
+    print(f"table 1:   {r.out / 'table1.md'} (accuracy and tokens by level with 95% intervals, "
+          "each chosen merge against System 2)")
     print(f"pair:      {r.setup.system1} + {r.setup.system2}")
     print(f"responses: {r.workdir}/responses/<model>-<key>.jsonl")
     print(f"results:   {r.out}/ (" + ", ".join(sorted({p.name for p in r.files})) + ")")
