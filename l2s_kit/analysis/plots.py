@@ -147,18 +147,21 @@ def _shared_traces(fig, merges, shared: dict, label: str) -> None:
             hovertemplate="<b>%{hovertext}</b><br>%{x:.1f} tokens, %{y:.1f}%<extra></extra>"))
 
 
-def _reference_traces(fig, refs, at_ref: dict, merges, label: str, y_range) -> None:
+def _reference_traces(fig, refs, at_ref: dict, merges, label: str, y_range, x_range) -> None:
     import plotly.graph_objects as go
 
     for _, r in refs.iterrows():
         name, sym, c = REFERENCES[r[label]]
         also = merges.loc[at_ref.get(r[label], [])]
         below = (r["accuracy"] - y_range[0]) / (y_range[1] - y_range[0]) > 0.3
+        # at the right edge the label reads leftwards, into the plot, not into the legend
+        right = r["mean_tokens"] > x_range[0] + 0.85 * (x_range[1] - x_range[0])
         shown = name + (f" (and {len(also)} merge{'s' * (len(also) > 1)})" if len(also) else "")
         fig.add_trace(go.Scatter(
             x=[r["mean_tokens"]], y=[r["accuracy"]], mode="markers+text", name=name,
             text=[shown], hovertext=[_names(pd.concat([r.to_frame().T, also]), label, 12)],
-            cliponaxis=False, textposition="bottom center" if below else "top center",
+            cliponaxis=False,  # at the right edge: above, leftwards (merges crowd below)
+            textposition="top left" if right else "bottom center" if below else "top center",
             textfont=dict(size=12, color=c),
             marker=dict(size=18, color=c, symbol=sym, line=dict(width=1.5, color="white")),
             error_x=_errors(r.to_frame().T, "mean_tokens", "tokens_lo", "tokens_hi", c),
@@ -197,7 +200,9 @@ def accuracy_vs_length(summary: pd.DataFrame, color: str = "method", label: str 
     _shared_traces(fig, merges, shared, label)
     low = float(summary["accuracy"].min()) if len(summary) else 0.0
     y_range = [max(-2.0, low - 8), 104]
-    _reference_traces(fig, refs, at_ref, merges, label, y_range)
+    xs = summary["mean_tokens"].astype(float)
+    _reference_traces(fig, refs, at_ref, merges, label, y_range,
+                      (float(xs.min()), float(xs.max())) if len(xs) else (0.0, 1.0))
     if labelled is not None and labelled in summary:
         marked = merges[merges[labelled].astype(bool)]
     elif labelled is not None and len(summary):
