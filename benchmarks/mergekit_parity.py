@@ -11,6 +11,8 @@ its own virtual environment, named by ``--mergekit-python``::
 
     python3 -m venv /tmp/mkvenv && /tmp/mkvenv/bin/pip install mergekit     # once
     .venv/bin/python benchmarks/mergekit_parity.py --mergekit-python /tmp/mkvenv/bin/python
+    cp data/bench/parity/parity.csv benchmarks/results/mergekit_parity.csv
+    .venv/bin/python benchmarks/mergekit_parity.py --markdown benchmarks/results/mergekit_parity.csv
 
 Random methods (``dare_*``, ``della*``) draw their masks from different generators in the two
 tools, so their tensors cannot match; the script reports, instead of a difference, the share of
@@ -80,6 +82,79 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
     "ram": ({"epsilon": 1e-3}, {}),
     "ramplus_tl": ({"r": 0.2, "alpha": 0.3, "epsilon": 1e-3}, {}),
 }
+# each config as docs/methods.md names it (the table there is made by `--markdown` from the
+# committed results/mergekit_parity.csv; a test checks they agree)
+LABELS = {
+    "task_arithmetic": "task_arithmetic (lambda 0.7)",
+    "ties": "ties (density 0.2)",
+    "breadcrumbs": "breadcrumbs (density 0.8, gamma 0.02)",
+    "breadcrumbs_ties": "breadcrumbs_ties (density 0.7, gamma 0.05, weight 0.9)",
+    "sce": "sce (select_topk 1)",
+    "slerp": "slerp (t 0.4; base listed among models)",
+    "slerp (layer schedule)": "slerp (t by filter: self_attn, mlp gradients, default)",
+    "nuslerp": "nuslerp (two models, weights 0.4 / 0.6, no base)",
+    "task_arithmetic (per-model weight gradient)":
+        "task_arithmetic, per-model weight gradient [0.2, 0.9]",
+    "ties (per-model weight gradient)":
+        "ties (density 0.5, lambda 0.8), per-model weight gradient [1.0, 0.3]",
+    "linear (per-model weight gradient)":
+        "linear (no base; weights [0.8, 0.1] and [0.2, 0.9] over the layers)",
+    "nearswap": "nearswap (t 0.01; base listed among models)",
+    "multislerp": "multislerp (no base; weights 0.4 / 0.6)",
+    "karcher": "karcher (no base)",
+    "arcee_fusion": "arcee_fusion",
+    "ram": "ram (epsilon 1e-3)",
+    "ramplus_tl": "ramplus_tl (r 0.2, alpha 0.3, epsilon 1e-3)",
+    "ties (per-model density, two models)": "ties, two models, per-model density 0.3 / 0.6",
+    "breadcrumbs (per-model density and gamma, two models)":
+        "breadcrumbs, two models, per-model density 0.8 / 0.6 and gamma 0.02 / 0.01",
+    "ties (normalize false, two models)": "ties, two models, normalize false",
+    "model_stock (two models)": "model_stock (two models)",
+    "passthrough (layer stack: System 1's layers 0-1, System 2's layer 1)":
+        "passthrough (System 1's layers 0–1, then System 2's layer 1)¹",
+    "task_arithmetic (tokenizer union, chat_template chatml; System 2 adds <think>)":
+        "task_arithmetic, tokenizer source union, chat_template chatml (System 2 adds "
+        "`<think>`, `</think>`)²",
+    "della": "della (density 0.5, epsilon 0.1)",
+    "della_linear": "della_linear (density 0.4, epsilon 0.2)",
+    "dare_ties": "dare_ties (density 0.7)",
+    "dare_linear": "dare_linear (density 0.6)",
+}
+
+
+def _relative(value: str) -> str:
+    v = float(value)
+    return "0" if v == 0 else f"{v:.1e}"
+
+
+def _bitwise(value: str) -> str:
+    v = float(str(value).rstrip("%"))
+    return "100%" if v == 100 else f"{v:.1f}%"
+
+
+def markdown(df) -> str:
+    """docs/methods.md's two parity tables from a parity.csv: the exact methods (largest
+    difference over largest magnitude, share bitwise equal) and the random ones (share of the
+    task vector kept by each tool)."""
+    import pandas as pd
+
+    exact = df[df["max_rel_diff"].notna()] if "max_rel_diff" in df else df.iloc[:0]
+    random = df[df["kept_l2s"].notna()] if "kept_l2s" in df else df.iloc[:0]
+    lines = ["| method (mergekit YAML) | tensors | largest difference / largest magnitude "
+             "| bitwise equal |", "|---|---:|---:|---:|"]
+    for r in exact.itertuples():
+        lines.append(f"| {LABELS[r.method]} | {int(r.tensors)} | {_relative(r.max_rel_diff)} | "
+                     f"{_bitwise(r.bitwise_equal)} |")
+    lines += ["", "| random method (mergekit draws from torch's global generator: its share "
+              "varies by ±0.5% between runs) | share of the task vector kept: l2s_kit | "
+              "mergekit |", "|---|---:|---:|"]
+    for r in random.itertuples():
+        if pd.notna(r.kept_l2s):
+            lines.append(f"| {LABELS[r.method]} | {100 * r.kept_l2s:.1f}% | "
+                         f"{100 * r.kept_mergekit:.1f}% |")
+    return "\n".join(lines) + "\n"
+
+
 # mergekit configs that list System 1 as a model and name no base
 NO_BASE = {"multislerp": 0.4, "karcher": None}
 RANDOM = {"della", "della_linear", "dare_ties", "dare_linear"}
@@ -249,8 +324,10 @@ def side_files(ours: Path, theirs: Path) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--mergekit-python", required=True,
+    ap.add_argument("--mergekit-python",
                     help="the python of a virtual environment with mergekit installed")
+    ap.add_argument("--markdown", metavar="CSV",
+                    help="print docs/methods.md's parity tables from a parity.csv, and exit")
     ap.add_argument("--workdir", default="data/bench/parity")
     ap.add_argument("--shape", default="tiny", help="synthetic pair shape (tiny, small, ...)")
     ap.add_argument("--methods", nargs="*", default=list(CONFIGS))
@@ -260,6 +337,11 @@ def main() -> int:
     import pandas as pd
     import yaml
 
+    if args.markdown:
+        print(markdown(pd.read_csv(args.markdown)), end="")
+        return 0
+    if not args.mergekit_python:
+        ap.error("--mergekit-python is required (the python of a mergekit environment)")
     if args.examples:
         work = Path(args.workdir)
         df = pd.DataFrame(run_examples(args.mergekit_python, work))

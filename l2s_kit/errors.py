@@ -35,6 +35,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "cluster": ("ray",),
     "vllm": ("vllm",),
     "parquet": ("pyarrow",),
+    "bench": ("tabulate",),
 }
 
 

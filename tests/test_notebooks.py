@@ -294,10 +294,12 @@ def test_method_families_notebook_draws_each_familys_front_and_the_search(smoke)
     families = yaml.safe_load(SMOKE.read_text())["families"]
     points = {t.name: set(zip(t.x, t.y)) for t in fronts.data if t.mode == "markers"
               or t.mode == "markers+text"}
-    refs = points["System 1"] | points["System 2"]
-    for name in families:  # each family's front joins its own points (and System 1 and 2)
+    # System 1, System 2, and the points merges of several families share (one marker each)
+    common = points["System 1"] | points["System 2"] | points.get("several methods, same numbers",
+                                                                   set())
+    for name in families:  # each family's front joins its own points (and the common ones)
         line = [t for t in fronts.data if t.name == f"{name}: front"][0]
-        assert set(zip(line.x, line.y)) <= points[name] | refs
+        assert set(zip(line.x, line.y)) <= points.get(name, set()) | common
     search = [f for title, f in figs.items() if title.startswith("l2s tune ties: 4 trials")]
     assert search, list(figs)
     done = executed(smoke, "method_families")
@@ -608,7 +610,9 @@ def test_plain_papermill_and_nbconvert_draw_every_figure_offline(tmp_path, chrom
                                        f".length >= {n_figures}", timeout=30_000)
                 drawn = page.eval_on_selector_all(".plotly-graph-div", "ds => ds.filter(d => "
                                                   "d.querySelector('.main-svg')).length")
-                assert drawn == n_figures and not [e for e in errors if "Plotly" in e], page_file
+                # the kit's page also draws the widget's figure (its state is saved)
+                assert (drawn == n_figures if page_file == "out.html" else drawn >= n_figures) \
+                    and not [e for e in errors if "Plotly" in e], page_file
                 assert outside == [] or page_file == "out.html"  # nbconvert's asks for require.js
         finally:
             browser.close()

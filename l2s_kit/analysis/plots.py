@@ -103,7 +103,8 @@ def _shared_spots(merges: pd.DataFrame, refs: pd.DataFrame, color: str, label: s
 
 
 def _names(rows: pd.DataFrame, label: str, most: int = 6) -> str:
-    names = [display_name(n) for n in rows[label]]
+    """The models of ``rows`` for a hover text, one per line."""
+    names = [str(n) for n in rows[label]]
     return "<br>".join(names[:most]) + (f"<br>… {len(names) - most} more"
                                         if len(names) > most else "")
 

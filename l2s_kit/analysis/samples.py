@@ -289,17 +289,10 @@ def _plain(path: Path, model: str | None) -> tuple[pd.DataFrame, list[str]]:
 
 
 def _lines(path: Path):
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise AnalysisError(f"{path}, line {lineno}: not JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise AnalysisError(f"{path}, line {lineno}: not a JSON object")
-            yield row
+    from l2s_kit.io.jsonl import json_objects
+
+    for _, row in json_objects(path, AnalysisError):
+        yield row
 
 
 def _frame(rows: list[dict], path: Path) -> pd.DataFrame:

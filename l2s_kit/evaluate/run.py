@@ -74,22 +74,10 @@ def load_rows(path: str | os.PathLike) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise ResponsesError(f"data file {path} " + _not_a_file(path))
+    from l2s_kit.io.jsonl import json_objects
+
     rows = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ResponsesError(f"{path}: not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r}); "
-                             "save the rows as UTF-8 jsonl") from None
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ResponsesError(f"{path}, line {lineno}: not valid JSON ({e})") from None
-        if not isinstance(row, dict):
-            raise ResponsesError(f"{path}, line {lineno}: expected a JSON object with "
-                                 f"fields {', '.join(REQUIRED)}")
+    for lineno, row in json_objects(path, ResponsesError, ", ".join(REQUIRED)):
         problem = _row_problem(row)
         if problem:
             raise ResponsesError(f"{path}, line {lineno}: {problem}")
@@ -317,42 +305,50 @@ def evaluate(model: str | os.PathLike | None, rows: Iterable[dict], out: str | o
     ``df.attrs["generated"]``: the samples this call generated, their tokens and the seconds
     generating and grading them took (all 0 when every sample was resumed).
     """
+    from l2s_kit.io.atomic import exclusive
+
     if model is None and backend is None:
         raise ResponsesError("evaluate needs a checkpoint folder (model=...) or a backend")
     model_name, recipe_hash, weights_hash, files = _identity(model, backend, model_name,
                                                              recipe_hash, weights_hash)
-    out = _responses_path(out)
-    gen = settings.to_dict()
+    out, gen, graded_by = _responses_path(out), settings.to_dict(), grader_name(grader)
     todo_rows = _check_rows(rows)
-    graded_by = grader_name(grader)
     by_id = {(str(r["dataset"]), str(r["id"])): r for r in todo_rows}
-    from l2s_kit.io.atomic import exclusive
 
     with exclusive(out, "evaluation", ResponsesError):
         mine = _resumed(out, model_name, rows=by_id, gen=gen, weights=weights_hash,
                         recipe_hash=recipe_hash, grader=graded_by, files=files)
-        done = {_key(model_name, r["dataset"], r["id"], r["sample"]) for r in mine}
-        todo = [r for r in todo_rows
-                if any(_key(model_name, r["dataset"], r["id"], j) not in done
-                       for j in range(settings.n))]
-        generated = {"samples": 0, "tokens": 0, "seconds": 0.0}
+        done, todo = _missing(todo_rows, mine, model_name, settings.n)
+        start, new = time.perf_counter(), []
         if todo:
             if backend is None:
                 backend = TransformersBackend(model, device=device, progress=False)
             ident = {"model": model_name, "weights_hash": weights_hash, "recipe_hash": recipe_hash,
                      "files_hash": files, "gen": gen, "grader_name": graded_by,
                      "after_think": after_think}
-            start = time.perf_counter()
             new = _generate_into(out, todo, done, backend, settings, ident, extract, grader,
                                  progress)
-            generated = {"samples": len(new), "tokens": sum(r["n_tokens"] for r in new),
-                         "seconds": time.perf_counter() - start}
-            mine += new
-    # the rows as given now: a level edited since a response was generated is the new one
-    df = _frame([{**r, "level": by_id[(str(r.get("dataset")), str(r.get("id")))]["level"]}
-                 for r in mine if (str(r.get("dataset")), str(r.get("id"))) in by_id])
+        generated = {"samples": len(new), "tokens": sum(r["n_tokens"] for r in new),
+                     "seconds": time.perf_counter() - start if new else 0.0}
+        mine += new
+    df = _as_given(mine, by_id)
     df.attrs["generated"] = generated  # what this call generated (nothing: all resumed)
     return df
+
+
+def _missing(rows: list[dict], mine: list[dict], model_name: str, n: int
+             ) -> tuple[set[tuple], list[dict]]:
+    """(the samples already in the file, the rows with a sample still to generate)."""
+    done = {_key(model_name, r["dataset"], r["id"], r["sample"]) for r in mine}
+    return done, [r for r in rows if any(_key(model_name, r["dataset"], r["id"], j) not in done
+                                         for j in range(n))]
+
+
+def _as_given(mine: list[dict], by_id: dict) -> pd.DataFrame:
+    """This model's responses of the rows given, each with the row's level as given now (a
+    level edited since a response was generated is the new one)."""
+    return _frame([{**r, "level": by_id[(str(r.get("dataset")), str(r.get("id")))]["level"]}
+                   for r in mine if (str(r.get("dataset")), str(r.get("id"))) in by_id])
 
 
 def _responses_path(out: str | os.PathLike) -> Path:
