@@ -74,3 +74,26 @@ def test_the_methods_table_is_the_one_the_registry_generates(capsys):
         row = next(line for line in committed.splitlines() if line.startswith(f"| `{m.name}`"))
         assert all(f"`{p}`" in row for p in m.params), m.name
     assert "`mergekit`" in next(r for r in committed.splitlines() if r.startswith("| `ties`"))
+
+
+def test_the_mergekit_parity_tables_are_the_benchmark_s_output():
+    """docs/methods.md's parity tables are what benchmarks/mergekit_parity.py --markdown makes of
+    the committed results/mergekit_parity.csv (the output of a run against mergekit 0.1.5): a
+    table edited by hand, or a new run not carried into the docs, fails here."""
+    import importlib.util
+
+    import pandas as pd
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("parity", root / "benchmarks" / "mergekit_parity.py")
+    parity = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(parity)
+    text = (root / "docs" / "methods.md").read_text()
+    mark = ("<!-- generated: benchmarks/mergekit_parity.py --markdown "
+            "benchmarks/results/mergekit_parity.csv -->\n")
+    committed = text.split(mark)[1].split("<!-- end generated -->")[0]
+    csv = pd.read_csv(root / "benchmarks" / "results" / "mergekit_parity.csv")
+    assert committed == parity.markdown(csv), (
+        "regenerate it: python benchmarks/mergekit_parity.py --markdown "
+        "benchmarks/results/mergekit_parity.csv")
+    assert set(csv["method"]) == set(parity.CONFIGS)  # every config of the benchmark was run

@@ -315,7 +315,7 @@ def test_figure_labels_name_parameters_without_a_table_of_names():
 
 
 def test_the_report_says_when_the_share_after_the_answer_is_not_measured():
-    from l2s_kit.study.run import _after_answer
+    from l2s_kit.study.report import _after_answer
 
     assert _after_answer(float("nan")).startswith("tokens after the answer: not measured")
     assert _after_answer(82.4) == "82% of tokens after the answer was first stated"

@@ -16,7 +16,9 @@ work; sweeps run locally or as Ray tasks.
 from l2s_kit.io.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "run": ("StudyResult", "print_result", "run_study", "study_jobs"),
+    "report": ("print_result", "report"),
+    "result": ("StudyResult",),
+    "run": ("run_study", "study_jobs"),
     "setup": ("StudySetup", "build_setup", "family_setup", "pair_setup", "study_setup"),
     "spec": ("SetupError", "StudySpec", "load_grid", "param_grid"),
 })

@@ -25,29 +25,13 @@ import pandas as pd
 
 from l2s_kit import analysis
 from l2s_kit.analysis import reflection
-from l2s_kit.evaluate import GenerationSettings, evaluate
+from l2s_kit.evaluate import GenerationSettings
 from l2s_kit.study.setup import REFERENCE, ROLES
 
 
 def model_name(method: str, params: dict) -> str:
     """"ties k=0.8 alpha=1.0": the name a merge has in responses and tables."""
     return " ".join([method, *(f"{k}={v}" for k, v in params.items())])
-
-
-class _Merged:
-    """A backend that merges into the loaded System 1 only when asked to generate (asking again
-    for a merge whose responses are all in the file costs no merge)."""
-
-    name = "merge"
-
-    def __init__(self, recipe, device: str):  # a validated Recipe
-        self.recipe, self.device = recipe, device
-
-    def generate(self, prompts, settings):
-        from l2s_kit.study.runner import merge_into_base
-
-        backend, _ = merge_into_base(self.recipe, self.device)
-        return backend.generate(prompts, settings)
 
 
 class Explorer:
@@ -109,35 +93,20 @@ class Explorer:
         """The graded responses of "system1", "system2" or ``method`` with ``params``, with
         ``method``, ``parameters`` and the reflection columns added. ``subset``: only the rows
         with these ids (generated into the same file, so the whole split reuses them later)."""
-        from l2s_kit.study.runner import merge_into_base
+        from l2s_kit.study.runner import Job, evaluate_job
 
         s = self.setup
-
         wanted = None if subset is None else set(map(str, subset))
-
-        def rows(role):
-            r = s.rows(self.split, role)
-            return r if wanted is None else [x for x in r if str(x["id"]) in wanted]
-        common = dict(extract=s.extract, grader=self._grade(), progress=False)
         if method in ROLES:
             if params:
                 raise ValueError(f"{method} takes no parameters (got {', '.join(params)})")
-            df = evaluate(getattr(s, method), rows(method), self.out,
-                          model_name=method, device=self.device, settings=s.settings_for(method),
-                          **common)
+            job, role = Job(method, model=str(getattr(s, method))), method
         else:
-            from l2s_kit.merging import merge_key
-
-            recipe = self.recipe(method, **params)
-            key = merge_key(recipe)
-            if key in self._weights:  # merged before: merge again only if something is left
-                backend, weights = _Merged(recipe, self.device), self._weights[key]
-            else:
-                backend, weights = merge_into_base(recipe, self.device)
-                self._weights[key] = weights
-            df = evaluate(None, rows("merge"), self.out, backend=backend,
-                          model_name=model_name(method, params), recipe_hash=recipe.hash,
-                          weights_hash=weights, settings=s.settings_for("merge"), **common)
+            job, role = Job(model_name(method, params), recipe=self.recipe(method, **params)), "merge"
+        rows = [r for r in s.rows(self.split, role) if wanted is None or str(r["id"]) in wanted]
+        df, _ = evaluate_job(job, rows, self.out, settings=s.settings_for(role),
+                             grade=self._grade(), extract=s.extract, device=self.device,
+                             merge_in="memory", weights=self._weights)
         label = ", ".join(f"{k}={v}" for k, v in params.items())
         return reflection.annotate(df).assign(method=method, parameters=label)
 

@@ -127,59 +127,105 @@ def merge_into_base(recipe: Recipe, device: str = "cpu"):
     return backend, digest
 
 
+class _Merged:
+    """A backend that merges into the loaded System 1 only when asked to generate (asking again
+    for a merge whose responses are all in the file costs no merge)."""
+
+    name = "merge"
+
+    def __init__(self, recipe: Recipe, device: str):
+        self.recipe, self.device = recipe, device
+
+    def generate(self, prompts, settings):
+        backend, _ = merge_into_base(self.recipe, self.device)
+        return backend.generate(prompts, settings)
+
+
+def _ready(job: Job, device: str, backend: str, merge_in: str, workdir: Path | None,
+           tensor_parallel: int, weights: dict | None):
+    """(checkpoint folder or None, a backend or None: evaluate loads the folder itself, the
+    merged weights' hash or None, method) for ``job``: see :func:`evaluate_job`."""
+    if job.recipe is None:
+        folder, gen, digest = Path(job.model), None, None
+    elif merge_in == "memory":
+        if backend != "transformers":
+            raise RunnerError("in-memory merges need the transformers backend; merge on disk "
+                              "(merge_in='disk') for vLLM")
+        from l2s_kit.merging import merge_key
+
+        key = merge_key(job.recipe)
+        if weights is not None and key in weights:  # merged before: again only if needed
+            folder, gen, digest = None, _Merged(job.recipe, device), weights[key]
+        else:
+            gen, digest = merge_into_base(job.recipe, device)
+            folder = None
+            if weights is not None:
+                weights[key] = digest
+    else:  # merged on the task's device (cuda in a GPU task), once
+        from l2s_kit.merging import merge_once
+
+        folder = merge_once(job.recipe, Path(workdir) / "merges", file_name(job.name),
+                            device=device)
+        gen, digest = None, None
+    if gen is None and backend == "vllm":
+        from l2s_kit.evaluate.vllm_backend import VLLMBackend
+
+        gen = VLLMBackend(folder, tensor_parallel_size=tensor_parallel, progress=False)
+    return folder, gen, digest, (job.recipe.merge_method if job.recipe else "model")
+
+
+def evaluate_job(job: Job, rows: list[dict], out: str | os.PathLike, *,
+                 settings: GenerationSettings, grade, extract, device: str = "cpu",
+                 backend: str = "transformers", merge_in: str = "memory",
+                 workdir: str | os.PathLike | None = None, tensor_parallel: int = 1,
+                 weights: dict | None = None, progress: bool = False):
+    """The one place a job's model is made ready and evaluated, for the study, the sweep, the
+    explorer and the tuner: a checkpoint folder as it is; a merge swapped into the loaded
+    System 1 (``merge_in`` "memory"; with ``weights``, a memo of merge key → weights hash, a
+    merge already made is made again only when something is left to generate) or merged on disk
+    once under ``workdir/merges`` ("disk"); then :func:`l2s_kit.evaluate.evaluate` of ``rows``
+    (each with its ``dataset``; rendered with ``job.prompt`` when it has one) into ``out``.
+    Returns (responses, {"method", "folder", "weights_hash", "merged_in"})."""
+    from l2s_kit.evaluate import evaluate
+
+    folder, gen, digest, method = _ready(job, device, backend, merge_in, workdir,
+                                         tensor_parallel, weights)
+    if job.prompt is not None:
+        rows = [{**r, "prompt": render_prompt(job.prompt, r["question"])} for r in rows]
+    df = evaluate(folder, rows, out, backend=gen, settings=settings, model_name=job.name,
+                  recipe_hash=job.recipe_hash, weights_hash=digest, extract=extract,
+                  grader=grade, progress=progress, device=device)
+    if digest is None and len(df):
+        digest = df["weights_hash"].iloc[-1]
+    merged_in = ("memory" if folder is None else "disk") if job.recipe else None
+    return df, {"method": method, "folder": str(folder) if folder is not None else None,
+                "weights_hash": digest, "merged_in": merged_in}
+
+
 def run_job(job: Job, datasets: Mapping[str, list[dict]], workdir: str, *,
             settings: GenerationSettings, grader: str = "simple",
             extract: Callable | None = None, backend: str = "transformers",
             device: str = "cpu", tensor_parallel: int = 1, merge_in: str = "disk",
             progress: bool = False) -> dict:
-    """Merge (in memory, or on disk unless done) and evaluate one job on every dataset; returns
-    the job's row of the runner's jobs table. Runs in this process or in a Ray worker."""
-    from l2s_kit.evaluate import Grader, evaluate
-    from l2s_kit.merging import merge_once
+    """Merge and evaluate one job on every dataset (:func:`evaluate_job`) into its own
+    responses file; returns the job's row of the runner's jobs table. Runs in this process or
+    in a Ray worker."""
+    from l2s_kit.evaluate import Grader
 
-    workdir = Path(workdir)
     settings = job.settings or settings
     out = responses_file(workdir, job.name, evaluation_key(job, settings, grader))
-    weights = None
-    gen_backend = None
-    if job.recipe is not None and merge_in == "memory":
-        if backend != "transformers":
-            raise RunnerError("in-memory merges need the transformers backend; merge on disk "
-                              "(merge_in='disk') for vLLM")
-        gen_backend, weights = merge_into_base(job.recipe, device)
-        folder, method = None, job.recipe.merge_method
-    elif job.recipe is not None:  # merged on the task's device (cuda in a GPU task)
-        folder = merge_once(job.recipe, workdir / "merges", file_name(job.name), device=device)
-        method = job.recipe.merge_method
-    else:
-        folder, method = Path(job.model), "model"
-    if gen_backend is None and backend == "vllm":
-        from l2s_kit.evaluate.vllm_backend import VLLMBackend
-
-        gen_backend = VLLMBackend(folder, tensor_parallel_size=tensor_parallel, progress=False)
+    rows = [{**r, "dataset": name} for name, rs in datasets.items() for r in rs]
     grading = Grader(grader, extract=extract)
-    generated = {"samples": 0, "tokens": 0, "seconds": 0.0}
     with grading.open() as grade_fn:
-        for name, rows in datasets.items():
-            rows = [{**r, "dataset": name} for r in rows]
-            if job.prompt is not None:
-                rows = [{**r, "prompt": render_prompt(job.prompt, r["question"])} for r in rows]
-            if gen_backend is None:
-                from l2s_kit.evaluate import TransformersBackend
-
-                gen_backend = TransformersBackend(folder, device=device, progress=False)
-            df = evaluate(folder, rows, out, backend=gen_backend, settings=settings,
-                          model_name=job.name, recipe_hash=job.recipe_hash, weights_hash=weights,
-                          extract=grading.extractor, grader=grade_fn, progress=progress)
-            if weights is None and len(df):
-                weights = df["weights_hash"].iloc[-1]
-            generated = {k: v + df.attrs["generated"][k] for k, v in generated.items()}
+        df, info = evaluate_job(job, rows, out, settings=settings, grade=grade_fn,
+                                extract=grading.extractor, device=device, backend=backend,
+                                merge_in=merge_in, workdir=workdir,
+                                tensor_parallel=tensor_parallel, progress=progress)
         timeouts = getattr(grade_fn, "counts", {}).get("timeout", 0)
-    return {"name": job.name, "method": method, "recipe_hash": job.recipe_hash,
-            "weights_hash": weights, "folder": str(folder) if folder is not None else None,
-            "merged_in": ("memory" if folder is None else "disk") if job.recipe else None,
-            "responses": str(out), "grade_timeouts": timeouts,
-            "generated_samples": generated["samples"], "generated_tokens": generated["tokens"],
+    generated = df.attrs["generated"]
+    return {"name": job.name, **info, "recipe_hash": job.recipe_hash, "responses": str(out),
+            "grade_timeouts": timeouts, "generated_samples": generated["samples"],
+            "generated_tokens": generated["tokens"],
             "generation_s": round(generated["seconds"], 3),
             "tokens_per_s": (generated["tokens"] / generated["seconds"]
                              if generated["seconds"] > 0 else math.nan)}
