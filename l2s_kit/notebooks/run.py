@@ -317,21 +317,36 @@ def _execute(path: Path, executed: Path, params: dict, progress: bool,
         return _execute_tries(path, executed, params, progress, timeout)
 
 
+def _log_recovered(path: Path) -> None:
+    """With L2S_KERNEL_LOG set: append what the steady client recovered to that file."""
+    log = os.environ.get("L2S_KERNEL_LOG")
+    if log:
+        from l2s_kit.notebooks.kernel import RECOVERED
+
+        with open(log, "a") as f:
+            f.write(f"{path.stem}: {RECOVERED}\n")
+
+
 def _execute_tries(path: Path, executed: Path, params: dict, progress: bool,
                    timeout: int | None) -> str | None:
     import papermill
     from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
 
+    from l2s_kit.notebooks.kernel import SteadyKernelManager
+
     for attempt in range(1, TIMEOUT_TRIES + 1):
         try:
             papermill.execute_notebook(str(path), str(executed), parameters=params,
                                        cwd=str(path.parent), kernel_name="python3",
+                                       # never waits forever on a lost wake-up (see kernel.py)
+                                       kernel_manager_class=SteadyKernelManager,
                                        # a second bar under the notebooks' one moves the
                                        # cursor ("\x1b[A"): only on a terminal
                                        progress_bar=progress and sys.stderr.isatty(),
                                        execution_timeout=timeout,
                                        extra_arguments=KERNEL_ARGUMENTS)
+            _log_recovered(path)
             return None
         except PapermillExecutionError as e:
             return f"cell {e.exec_count}: {e.ename}: {e.evalue}"
