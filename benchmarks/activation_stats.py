@@ -35,7 +35,7 @@ def _vm(key: str) -> float:
     return float("nan")
 
 
-def one(mode: str, path: str, samples: int, max_tokens: int, out: str) -> None:
+def one(mode: str, path: str, samples: int, max_tokens: int, out: str, source: str) -> None:
     import torch
 
     from l2s_kit.merging.calibration import activations
@@ -43,7 +43,7 @@ def one(mode: str, path: str, samples: int, max_tokens: int, out: str) -> None:
 
     torch.set_num_threads(2)
     rss0 = _vm("VmRSS")
-    batches = activations.tokenize(path, texts(CalibrationSpec("s1k", samples=samples)),
+    batches = activations.tokenize(path, texts(CalibrationSpec(source, samples=samples)),
                                    max_tokens, batch_size=8)
     t = time.perf_counter()
     fn = activations.stats_layerwise if mode == "layerwise" else activations.stats_whole_model
@@ -60,12 +60,14 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=512)
     ap.add_argument("--workdir", default=str(ROOT / "data" / "bench"))
+    ap.add_argument("--source", default="s1k",
+                    help="calibration texts: s1k (the shared reference data) or family")
     ap.add_argument("--one", nargs=4, metavar=("MODE", "PATH", "SAMPLES", "OUT"),
                     help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
         mode, path, n, out = a.one
-        return one(mode, path, int(n), a.max_tokens, out)
+        return one(mode, path, int(n), a.max_tokens, out, a.source)
     import torch
 
     from l2s_kit.zoo.synthetic import make_pair
@@ -77,14 +79,16 @@ def main() -> None:
     rows = {}
     for mode in ("layerwise", "whole"):
         out = folder / f"stats-{mode}.pt"
-        proc = subprocess.run([sys.executable, __file__, "--max-tokens", str(a.max_tokens), "--one",
-                               mode, str(folder / "base"), str(a.samples), str(out)],
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run([sys.executable, __file__, "--max-tokens", str(a.max_tokens),
+                               "--source", a.source, "--one", mode, str(folder / "base"),
+                               str(a.samples), str(out)], capture_output=True, text=True)
+        if proc.returncode != 0:  # the measurement's own error, in one line
+            raise SystemExit(f"{mode} run failed: {proc.stderr.strip().splitlines()[-1]}")
         rows[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
     lw = torch.load(folder / "stats-layerwise.pt")
     wh = torch.load(folder / "stats-whole.pt")
     diff = max(float(((lw[k] - wh[k]).abs() / wh[k].abs().max()).max()) for k in wh)
-    print(f"{a.size}, {a.samples} s1K samples, {rows['whole']['tokens']} tokens")
+    print(f"{a.size}, {a.samples} {a.source} samples, {rows['whole']['tokens']} tokens")
     print(f"{'mode':<10} {'seconds':>8} {'peak MB':>8} {'after imports MB':>17}")
     for mode, r in rows.items():
         print(f"{mode:<10} {r['seconds']:8.1f} {r['peak_mb']:8.0f} {r['import_mb']:17.0f}")

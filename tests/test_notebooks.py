@@ -509,8 +509,13 @@ def test_activation_notebook_numbers_match_the_package(smoke, family, tmp_path):
     assert list(bar.y) == pytest.approx(list(want["coefficient"]))
     # the calibration grid, re-evaluated here from scratch
     ex = Explorer(family, split="test", n_per_level=p["n_per_level"], workdir=tmp_path)
-    aim = {"omega": 0.4, "inner": "ties", "k": 0.8, "alpha": 1.0}
-    grid = calibration_grid(ex, [("aim", aim)], parts=p["calib_parts"], samples=p["calib_samples"])
+    nb = json.loads((NOTEBOOKS / "activation_merging.ipynb").read_text())
+    params = next("".join(c["source"]) for c in nb["cells"]
+                  if "parameters" in c["metadata"].get("tags", []))
+    line = next(ln for ln in params.splitlines() if ln.startswith("calib_grid_merges = "))
+    (method, aim), = json.loads(line.split(" = ", 1)[1].split("  #")[0])  # the notebook's own
+    grid = calibration_grid(ex, [(method, aim)], parts=p["calib_parts"],
+                            samples=p["calib_samples"])
     grid = grid.dropna(subset=["calibration_samples"])
     fig = figs["AIM: sensitivity to the calibration set"]
     lines = [t for t in fig.data if t.name == "aim question+short"]
