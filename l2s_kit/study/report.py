@@ -14,15 +14,6 @@ from l2s_kit.study.result import StudyResult
 from l2s_kit.study.setup import StudySetup
 
 
-def generation_record(models: pd.DataFrame) -> dict:
-    """Per model, what this run generated: samples, seconds and tokens per second (samples 0:
-    every response was reused from an earlier run)."""
-    return {m.model: {"samples": int(m.generated_samples), "seconds": float(m.generation_s),
-                      "tokens_per_s": None if pd.isna(m.tokens_per_s)
-                      else round(float(m.tokens_per_s), 1)}
-            for m in models.itertuples()}
-
-
 def _generation_line(models: pd.DataFrame) -> str:
     """Where the run's generation time went, in one sentence."""
     made = models[models["generated_samples"] > 0]

@@ -36,7 +36,7 @@ from l2s_kit.io import atomic_file, check_apart, results_folder, write_csv
 from l2s_kit.io.shared import shown_path
 from l2s_kit.merging.methods.settings import GRID, PAIR_GRID
 from l2s_kit.study.explorer import model_name
-from l2s_kit.study.report import generation_record, report
+from l2s_kit.study.report import report
 from l2s_kit.study.result import StudyResult
 from l2s_kit.study.runner import Job, choose_merge_in, run_jobs
 from l2s_kit.study.setup import REFERENCE, StudySetup, build_setup, family_setup
@@ -266,6 +266,15 @@ def key_numbers(r: StudyResult) -> dict[str, float]:
                      "tokens_hi", "reflection_ratio", "after_answer_share")}
     out.update({f"chosen.{m}": 1.0 for m in t.index[t["selected"]]})
     return out
+
+
+def generation_record(models: pd.DataFrame) -> dict:
+    """Per model, what this run generated: samples, seconds and tokens per second (samples 0:
+    every response was reused from an earlier run)."""
+    return {m.model: {"samples": int(m.generated_samples), "seconds": float(m.generation_s),
+                      "tokens_per_s": None if pd.isna(m.tokens_per_s)
+                      else round(float(m.tokens_per_s), 1)}
+            for m in models.itertuples()}
 
 
 def record_run(r: StudyResult, spec: StudySpec, started: str, seconds: float,
