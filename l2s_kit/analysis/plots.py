@@ -252,10 +252,10 @@ def _spot_tags(merges: pd.DataFrame, refs: pd.DataFrame, labelled: str | None) -
     other points crowd it (their settings are in the hover text)."""
     if "parameters" not in merges:
         return {}
-    taken = {(round(r["mean_tokens"], 6), round(r["accuracy"], 6)) for _, r in refs.iterrows()}
+    taken = {_spot(r) for _, r in refs.iterrows()}
     spots: dict[tuple, list] = {}
     for i, r in merges.iterrows():
-        spots.setdefault((round(r["mean_tokens"], 6), round(r["accuracy"], 6)), []).append(i)
+        spots.setdefault(_spot(r), []).append(i)
     xs = [x for x, _ in spots] + [x for x, _ in taken]
     x_span = (max(xs) - min(xs)) or 1.0 if xs else 1.0
 
@@ -283,7 +283,7 @@ def _label_points(fig, rows: pd.DataFrame, label: str, y_range: list[float],
     reference drawn there ("same as System 2" is added to that box)."""
     spots: dict[tuple, list[str]] = {}
     for _, r in rows.sort_values("mean_tokens").iterrows():
-        spots.setdefault((round(r["mean_tokens"], 6), round(r["accuracy"], 6)), []).append(
+        spots.setdefault(_spot(r), []).append(
             display_name(r[label]))
     if not spots:
         return
